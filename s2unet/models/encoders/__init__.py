@@ -1,0 +1,37 @@
+"""Encoder registry: ``create_encoder(name, weights)`` returns a frozen 4-scale feature encoder.
+
+Adding an encoder family is one new module here that calls ``register_encoder`` plus its
+import below.
+"""
+from __future__ import annotations
+
+from .base import AdapterSite, Encoder, EncoderSpec, encoder_names, get_encoder_spec, register_encoder
+from . import hiera, tinyvit  # noqa: F401  (registers the encoders)
+
+
+def create_encoder(name: str, weights: str = "default") -> Encoder:
+    """Build a registered encoder and load its weights.
+
+    Args:
+        name: a registered encoder name (see ``encoder_names()``).
+        weights: ``"default"`` (the encoder's official checkpoint, looked up in the weights
+            directories), ``"random"`` (explicit random initialisation) or a checkpoint path.
+
+    Returns:
+        The encoder with every parameter frozen (``requires_grad=False``).
+    """
+    from ...weights import load_encoder_weights
+
+    spec = get_encoder_spec(name)
+    encoder = spec.build(**spec.kwargs)
+    if weights != "random":
+        load_encoder_weights(encoder, spec, weights)
+    for p in encoder.parameters():
+        p.requires_grad_(False)
+    return encoder
+
+
+__all__ = [
+    "AdapterSite", "Encoder", "EncoderSpec", "create_encoder", "encoder_names",
+    "get_encoder_spec", "register_encoder",
+]

@@ -1,0 +1,29 @@
+"""Shared fixtures: where ../shared lives, and a deterministic torch setup for every test."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def shared_root() -> Path:
+    """The real data and weights: $S2UNET_SHARED, else ../shared beside the checkout."""
+    return Path(os.environ.get("S2UNET_SHARED", REPO.parent / "shared"))
+
+
+@pytest.fixture(scope="session")
+def shared_dir() -> Path:
+    root = shared_root()
+    if not (root / "README.md").is_file():
+        pytest.skip(f"shared data not found at {root}; set S2UNET_SHARED to the folder holding data/ and weights/")
+    return root
+
+
+@pytest.fixture(autouse=True)
+def _deterministic_torch() -> None:
+    torch.manual_seed(0)
+    torch.set_num_threads(min(2, os.cpu_count() or 1))
