@@ -1,0 +1,146 @@
+"""Discover cases: pair each image (or volume) with its label file(s) by file stem.
+
+The stem is the file name without ``.nii.gz`` / ``.nii`` or an image suffix from
+:data:`~s2unet.data.readers.IMAGE_SUFFIXES`, so ``images/JPCLN001.png`` pairs with
+``masks/lungs/JPCLN001.png`` and ``images/case00.nii.gz`` with ``masks_infection/case00.nii``.
+A missing label does not raise here: the case lists the path where the label was expected
+and the pre-flight check (:mod:`s2unet.data.check`) reports every missing pair at once.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+from ..config import DataConfig
+from .errors import DataError
+from .nifti import nifti_stem
+from .readers import IMAGE_SUFFIXES
+
+
+@dataclass
+class Case:
+    """One patient / image: its id, image file and one label file per label folder.
+
+    Attributes:
+        case_id: the shared file stem, also the unit of splitting.
+        image: the image (2D file) or volume (NIfTI).
+        labels: one path per ``DataConfig.labels`` folder, in that order. A path that does not
+            exist marks a missing label (see :meth:`missing_labels`).
+    """
+
+    case_id: str
+    image: Path
+    labels: list[Path] = field(default_factory=list)
+
+    def missing_labels(self) -> list[Path]:
+        """Label paths that do not exist on disk."""
+        return [p for p in self.labels if not p.is_file()]
+
+
+def file_stem(path: Path, kind: str) -> Optional[str]:
+    """The pairing key of a file, or None if the file is not of the expected kind.
+
+    Args:
+        path: a file.
+        kind: ``"image"`` (2D suffixes) or ``"volume"`` (NIfTI suffixes).
+
+    Returns:
+        The stem, or None for files to ignore.
+    """
+    if path.name.startswith("."):  # .DS_Store, editor swap files, ._ resource forks
+        return None
+    if kind == "volume":
+        return nifti_stem(path)
+    suffix = path.suffix.lower()
+    return path.name[: -len(suffix)] if suffix in IMAGE_SUFFIXES and len(path.name) > len(suffix) else None
+
+
+def resolve_dir(cfg: DataConfig, folder: str) -> Path:
+    """A config folder resolved against ``cfg.root`` (absolute folders are kept).
+
+    Args:
+        cfg: the data config.
+        folder: ``cfg.images`` or an entry of ``cfg.labels``.
+
+    Returns:
+        The folder path.
+    """
+    return Path(cfg.root).expanduser() / Path(folder).expanduser()
+
+
+def index_folder(folder: Path, kind: str) -> dict[str, Path]:
+    """Map stem -> file for every file of the kind in a folder (not recursive).
+
+    Args:
+        folder: the folder to list.
+        kind: ``"image"`` or ``"volume"``.
+
+    Returns:
+        Dict from stem to path.
+
+    Raises:
+        DataError: the folder does not exist, or two files share a stem (e.g. a.png and a.jpg).
+    """
+    if not folder.is_dir():
+        raise DataError(f"data folder {folder} does not exist")
+    out: dict[str, Path] = {}
+    for path in sorted(folder.iterdir()):
+        if not path.is_file():
+            continue
+        stem = file_stem(path, kind)
+        if stem is None:
+            continue
+        if stem in out:
+            raise DataError(f"{out[stem]} and {path} have the same stem {stem!r}; keep one per case")
+        out[stem] = path
+    return out
+
+
+def find_cases(cfg: DataConfig) -> list[Case]:
+    """List the cases of a dataset, sorted by id.
+
+    Args:
+        cfg: the data config (``kind``, ``root``, ``images``, ``labels``).
+
+    Returns:
+        One Case per image file; labels are paired by stem in each label folder. A label that
+        is not found is recorded as ``<label folder>/<stem><image suffix>`` (which does not
+        exist), for the data check to report.
+
+    Raises:
+        DataError: the image folder or a label folder does not exist, or stems collide.
+    """
+    if cfg.kind not in ("image", "volume"):
+        raise DataError(f"unknown data kind {cfg.kind!r}")
+    images = index_folder(resolve_dir(cfg, cfg.images), cfg.kind)
+    label_dirs = [resolve_dir(cfg, folder) for folder in cfg.labels]
+    label_maps = [index_folder(folder, cfg.kind) for folder in label_dirs]
+    cases: list[Case] = []
+    for stem, image in sorted(images.items()):
+        suffix = image.name[len(stem):]
+        labels = [found.get(stem, folder / (stem + suffix)) for folder, found in zip(label_dirs, label_maps)]
+        cases.append(Case(case_id=stem, image=image, labels=labels))
+    return cases
+
+
+def orphan_labels(cfg: DataConfig, cases: list[Case]) -> list[Path]:
+    """Label files whose stem matches no case (usually a naming mismatch).
+
+    Args:
+        cfg: the data config.
+        cases: the cases found.
+
+    Returns:
+        The orphan label paths, sorted.
+
+    Raises:
+        DataError: a label folder does not exist.
+    """
+    ids = {c.case_id for c in cases}
+    out: list[Path] = []
+    for folder in cfg.labels:
+        for stem, path in index_folder(resolve_dir(cfg, folder), cfg.kind).items():
+            if stem not in ids:
+                out.append(path)
+    return sorted(out)

@@ -1,0 +1,10 @@
+"""The one exception the data package raises."""
+from __future__ import annotations
+
+
+class DataError(ValueError):
+    """A data file or folder is missing, unreadable or inconsistent; the message names it.
+
+    A subclass of ValueError so callers that already catch bad-value errors keep working, while
+    the CLI can catch this class alone and print the message without a traceback.
+    """

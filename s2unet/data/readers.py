@@ -1,0 +1,321 @@
+"""Read 2D images, binary masks and label maps from PNG, JPEG, TIFF and DICOM files.
+
+Everything returns plain numpy arrays of shape (H, W): images as float32 in 0..1, masks as bool,
+label maps as int64. Any failure (missing file, unknown format, undecodable pixels, a shape that
+is not 2D) raises :class:`~s2unet.data.errors.DataError` naming the file, so a bad file in a set
+of thousands is found from the message alone.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Union
+
+import numpy as np
+
+from .errors import DataError
+
+PathLike = Union[str, Path]
+
+#: File suffixes (lower case) treated as 2D images by the readers and by case discovery.
+IMAGE_SUFFIXES: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".dcm", ".dicom")
+
+_DICOM_SUFFIXES = (".dcm", ".dicom")
+_TIFF_SUFFIXES = (".tif", ".tiff")
+# ITU-R BT.601 luma, the same weights PIL uses for "RGB" -> "L", so a colour PNG and its gray
+# version read the same.
+_LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float64)
+# DICOM X-rays often carry burned-in labels or collimator edges at the extremes of the range;
+# scaling between robust percentiles keeps those few pixels from compressing the anatomy.
+_DICOM_PERCENTILES = (0.5, 99.5)
+
+
+# ------------------------------------------------------------------------------------ raw pixels
+def _is_dicom(path: Path) -> bool:
+    """True for a .dcm/.dicom suffix or, for suffix-less exports, the 'DICM' preamble magic."""
+    if path.suffix.lower() in _DICOM_SUFFIXES:
+        return True
+    if path.suffix.lower() in IMAGE_SUFFIXES:
+        return False
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(128)
+            return fh.read(4) == b"DICM"
+    except OSError:
+        return False
+
+
+def _check_exists(path: Path) -> None:
+    if not path.is_file():
+        raise DataError(f"{path}: file not found")
+
+
+def _read_pil(path: Path, palette_as_index: bool) -> np.ndarray:
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            mode = im.mode
+            if mode in ("P", "PA"):
+                # Palette files: indices are the labels of a label map / mask, but an image's
+                # gray value is the colour the palette points at.
+                if palette_as_index:
+                    return np.array(im.getchannel(0) if mode == "PA" else im)
+                im = im.convert("RGB")
+            elif mode == "LA":
+                im = im.getchannel("L")
+            elif mode in ("RGBA", "RGBX", "RGBa"):
+                im = im.convert("RGB")
+            elif mode not in ("1", "L", "RGB", "I", "F") and not mode.startswith("I;16"):
+                im = im.convert("RGB")  # CMYK, YCbCr, LAB, HSV: bring to RGB first
+            arr = np.array(im)
+    except DataError:
+        raise
+    except Exception as exc:  # PIL raises many types (UnidentifiedImageError, OSError, ...)
+        raise DataError(f"{path}: cannot read image ({type(exc).__name__}: {exc})") from exc
+    if arr.dtype.byteorder == ">":  # "I;16B" comes back big-endian
+        arr = arr.astype(arr.dtype.newbyteorder("="))
+    return arr
+
+
+def _read_tiff(path: Path) -> np.ndarray:
+    import tifffile
+
+    try:
+        with tifffile.TiffFile(path) as tf:
+            # Only the first page: a 2D reader must not silently average a stack.
+            page = tf.pages[0]
+            arr = page.asarray()
+            planar_separate = int(getattr(page, "planarconfig", 1)) == 2
+    except Exception as exc:
+        raise DataError(f"{path}: cannot read TIFF ({type(exc).__name__}: {exc})") from exc
+    if arr.ndim == 3 and planar_separate:
+        arr = np.moveaxis(arr, 0, -1)  # (S, H, W) -> (H, W, S)
+    return arr
+
+
+def _read_dicom_dataset(path: Path):
+    import pydicom
+
+    try:
+        ds = pydicom.dcmread(str(path))
+        arr = ds.pixel_array
+    except Exception as exc:
+        raise DataError(
+            f"{path}: cannot read DICOM pixels ({type(exc).__name__}: {exc}); compressed transfer "
+            "syntaxes need a decoder plugin such as pylibjpeg"
+        ) from exc
+    frames = int(getattr(ds, "NumberOfFrames", 1) or 1)
+    if frames > 1:
+        raise DataError(f"{path}: DICOM has {frames} frames; expected a single 2D image")
+    return ds, arr
+
+
+def read_raw(path: PathLike, palette_as_index: bool = True) -> np.ndarray:
+    """Read the stored pixel values of a 2D image file without any scaling.
+
+    Args:
+        path: a PNG, JPEG, TIFF, BMP or DICOM file.
+        palette_as_index: for palette PNGs, return palette indices (masks, label maps) rather
+            than the colours they point at.
+
+    Returns:
+        The array as stored: (H, W) or (H, W, C) with C in {3, 4} for colour; DICOM pixels
+        are returned before the modality LUT.
+
+    Raises:
+        DataError: the file is missing, unreadable, or not 2D.
+    """
+    path = Path(path)
+    _check_exists(path)
+    if _is_dicom(path):
+        arr = _read_dicom_dataset(path)[1]
+    elif path.suffix.lower() in _TIFF_SUFFIXES:
+        arr = _read_tiff(path)
+    else:
+        arr = _read_pil(path, palette_as_index)
+    arr = np.asarray(arr)
+    if arr.ndim == 3 and arr.shape[-1] == 1:
+        arr = arr[..., 0]
+    if arr.ndim == 3 and arr.shape[-1] in (2, 4):  # gray+alpha, RGBA: alpha is not intensity
+        arr = arr[..., :1][..., 0] if arr.shape[-1] == 2 else arr[..., :3]
+    if arr.ndim not in (2, 3) or (arr.ndim == 3 and arr.shape[-1] != 3):
+        raise DataError(f"{path}: expected a 2D gray or RGB image, got an array of shape {arr.shape}")
+    return arr
+
+
+# ----------------------------------------------------------------------------------------- images
+def _to_gray(arr: np.ndarray) -> np.ndarray:
+    """(H, W, 3) -> (H, W) luma; (H, W) unchanged."""
+    if arr.ndim == 3:
+        return (arr[..., :3].astype(np.float64) @ _LUMA).astype(np.float32)
+    return arr
+
+
+def _minmax(arr: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    """Scale to 0..1 between lo and hi (clipped); a constant image becomes all zeros."""
+    arr = arr.astype(np.float32, copy=False)
+    if not np.isfinite(hi - lo) or hi <= lo:
+        return np.zeros_like(arr, dtype=np.float32)
+    return np.clip((arr - lo) / (hi - lo), 0.0, 1.0).astype(np.float32)
+
+
+def read_dicom(path: PathLike, scale: bool = True) -> np.ndarray:
+    """Read a single-frame DICOM image (an X-ray, or one CT/MR slice).
+
+    Args:
+        path: the DICOM file.
+        scale: True to return display values in 0..1: modality LUT applied
+            (RescaleSlope/Intercept), scaled between the 0.5th and 99.5th percentiles and
+            inverted for MONOCHROME1 (where high values are dark) so that bone is always bright.
+            False to return the modality values themselves (e.g. Hounsfield units for CT),
+            float32, without inversion.
+
+    Returns:
+        float32 array (H, W).
+
+    Raises:
+        DataError: unreadable file, compressed pixels without a decoder, multi-frame data.
+    """
+    from pydicom.pixels import apply_modality_lut
+
+    path = Path(path)
+    _check_exists(path)
+    ds, arr = _read_dicom_dataset(path)
+    try:
+        values = np.asarray(apply_modality_lut(arr, ds), dtype=np.float64)
+    except Exception as exc:
+        raise DataError(f"{path}: cannot apply the DICOM modality LUT ({exc})") from exc
+    values = _to_gray(values) if values.ndim == 3 else values
+    if values.ndim != 2:
+        raise DataError(f"{path}: expected a 2D DICOM image, got shape {values.shape}")
+    if not scale:
+        return values.astype(np.float32)
+    finite = values[np.isfinite(values)]
+    lo, hi = np.percentile(finite, _DICOM_PERCENTILES) if finite.size else (0.0, 0.0)
+    if hi <= lo and finite.size:  # a few distinct values: percentiles collapse, use min/max
+        lo, hi = float(finite.min()), float(finite.max())
+    out = _minmax(values, float(lo), float(hi))
+    if str(getattr(ds, "PhotometricInterpretation", "")).strip().upper() == "MONOCHROME1":
+        out = 1.0 - out
+    return out.astype(np.float32)
+
+
+def read_image(path: PathLike) -> np.ndarray:
+    """Read a 2D image as float32 gray values in 0..1.
+
+    Scaling by stored type: uint8 / 255, uint16 / 65535 (the dtype range, so that the same
+    pixel value means the same input in every image; 12-bit data stored in 16-bit files therefore
+    looks dark — convert such files or use DICOM), bool as 0/1, other integer types and float
+    data outside 0..1 min-max per image; float data already in 0..1 is kept. Colour images
+    become luma gray. DICOM goes through :func:`read_dicom`. NaN pixels are kept (the data check
+    reports them) rather than silently replaced.
+
+    Args:
+        path: PNG, JPEG, TIFF, BMP or DICOM file.
+
+    Returns:
+        float32 array (H, W) in 0..1 (NaN where the file holds NaN).
+
+    Raises:
+        DataError: missing, unreadable or non-2D file.
+    """
+    path = Path(path)
+    _check_exists(path)
+    if _is_dicom(path):
+        return read_dicom(path, scale=True)
+    arr = read_raw(path, palette_as_index=False)
+    kind = arr.dtype
+    gray = _to_gray(arr)
+    if kind == np.bool_:
+        return gray.astype(np.float32)
+    if kind == np.uint8:
+        return (gray.astype(np.float32) / 255.0).astype(np.float32)
+    if kind == np.uint16:
+        return (gray.astype(np.float32) / 65535.0).astype(np.float32)
+    gray = gray.astype(np.float32)
+    finite = gray[np.isfinite(gray)]
+    if finite.size == 0:
+        return gray
+    lo, hi = float(finite.min()), float(finite.max())
+    if np.issubdtype(kind, np.floating) and lo >= 0.0 and hi <= 1.0:
+        return gray
+    out = _minmax(gray, lo, hi)
+    out[~np.isfinite(gray)] = np.nan
+    return out
+
+
+# ------------------------------------------------------------------------------ masks and labels
+def mask_value_range(arr: np.ndarray) -> float:
+    """The full-on value of a mask array, used to turn a fractional threshold into a cut-off.
+
+    0/1 masks (max <= 1) -> 1; 8-bit-style masks (max <= 255, e.g. 0/255 or anti-aliased)
+    -> 255; anything larger (16-bit 0/65535, floats) -> its own maximum.
+
+    Args:
+        arr: the raw mask values.
+
+    Returns:
+        The value that counts as fully foreground.
+    """
+    if arr.size == 0:
+        return 1.0
+    top = float(np.nanmax(arr)) if np.issubdtype(arr.dtype, np.floating) else float(arr.max())
+    if top <= 1.0:
+        return 1.0
+    if top <= 255.0:
+        return 255.0
+    return top
+
+
+def read_mask(path: PathLike, threshold: float = 0.5) -> np.ndarray:
+    """Read a binary mask stored as 0/255, 0/1, bool or anti-aliased gray values.
+
+    Foreground is ``value > threshold * range`` with ``range`` from :func:`mask_value_range`
+    (1 for 0/1 masks, 255 for 8-bit masks, the maximum otherwise), so 0.5 keeps the pixels
+    at least half covered in an anti-aliased mask. Colour masks use the brightest channel, so
+    a pure red or green outline counts as foreground. Palette PNGs use their indices.
+
+    Args:
+        path: the mask file (any format :func:`read_raw` reads).
+        threshold: fraction of the value range in [0, 1).
+
+    Returns:
+        bool array (H, W).
+
+    Raises:
+        DataError: unreadable file or a threshold outside [0, 1).
+    """
+    if not 0.0 <= threshold < 1.0:
+        raise DataError(f"{path}: mask threshold {threshold} is outside [0, 1)")
+    arr = read_raw(path, palette_as_index=True)
+    if arr.ndim == 3:
+        arr = arr.max(axis=-1)
+    if arr.dtype == np.bool_:
+        return arr.copy()
+    if np.issubdtype(arr.dtype, np.floating):
+        arr = np.nan_to_num(arr, nan=0.0)
+    return np.asarray(arr > threshold * mask_value_range(arr))
+
+
+def read_label_map(path: PathLike) -> np.ndarray:
+    """Read an integer label map (0 = background, 1..K classes).
+
+    Args:
+        path: a single-channel or palette image (palette indices are the labels).
+
+    Returns:
+        int64 array (H, W).
+
+    Raises:
+        DataError: unreadable file, a colour (RGB) file, or non-integer values.
+    """
+    arr = read_raw(path, palette_as_index=True)
+    if arr.ndim == 3:
+        raise DataError(
+            f"{path}: a label map must be single-channel (or palette) with one integer per class; "
+            "this file is RGB"
+        )
+    if np.issubdtype(arr.dtype, np.floating):
+        if not np.all(np.isfinite(arr)) or not np.all(arr == np.round(arr)):
+            raise DataError(f"{path}: label map holds non-integer values")
+    return arr.astype(np.int64)

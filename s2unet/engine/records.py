@@ -1,0 +1,95 @@
+"""What a run leaves behind besides checkpoints: resolved config, versions, split, metric logs, curve."""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import sys
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..config import Config, save_config
+
+_PACKAGES = ("s2unet", "torch", "torchvision", "sam2", "timm", "peft", "monai", "nibabel", "numpy", "scipy")
+
+
+def environment_versions() -> dict[str, str]:
+    """Versions of Python, the key packages and the hardware the run used."""
+    out = {"python": sys.version.split()[0], "platform": platform.platform()}
+    for name in _PACKAGES:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = "not installed"
+    out["cuda"] = torch.version.cuda or "none"
+    out["device_count"] = str(torch.cuda.device_count())
+    out["threads"] = str(torch.get_num_threads())
+    return out
+
+
+def write_json(path: Path, data: Any) -> None:
+    """Atomic JSON write."""
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_text(json.dumps(data, indent=2, default=str))
+    os.replace(tmp, path)
+
+
+def write_run_records(run_dir: Path, cfg: Config, split: dict[str, list[str]], argv: list[str]) -> None:
+    """Write config.yaml, split.json and environment.json into the run directory."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, run_dir / "config.yaml")
+    write_json(run_dir / "split.json", split)
+    write_json(run_dir / "environment.json", {"seed": cfg.seed, "argv": argv, "versions": environment_versions()})
+
+
+class MetricLog:
+    """Appends one JSON line per event to ``metrics.jsonl`` and redraws ``learning_curve.png``."""
+
+    def __init__(self, run_dir: Path) -> None:
+        self.path = run_dir / "metrics.jsonl"
+        self.curve = run_dir / "learning_curve.png"
+
+    def append(self, record: dict[str, Any]) -> None:
+        with self.path.open("a") as f:
+            f.write(json.dumps(record) + "\n")
+
+    def records(self) -> list[dict[str, Any]]:
+        if not self.path.exists():
+            return []
+        return [json.loads(line) for line in self.path.read_text().splitlines() if line.strip()]
+
+    def truncate_after(self, step: int) -> None:
+        """Drop records past ``step`` (a resumed run rewrites what the interrupted one logged)."""
+        kept = [r for r in self.records() if r.get("step", 0) <= step]
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        tmp.write_text("".join(json.dumps(r) + "\n" for r in kept))
+        os.replace(tmp, self.path)
+
+    def plot(self, metric: str) -> None:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        recs = self.records()
+        train = [(r["step"], r["loss"]) for r in recs if r.get("kind") == "train"]
+        val = [(r["step"], r[metric]) for r in recs if r.get("kind") == "val" and metric in r]
+        fig, ax = plt.subplots(figsize=(7, 4))
+        if train:
+            ax.plot(*zip(*train), label="train loss", color="tab:blue", lw=1)
+        ax.set_xlabel("step")
+        ax.set_ylabel("loss")
+        if val:
+            ax2 = ax.twinx()
+            ax2.plot(*zip(*val), "o-", label=f"val {metric}", color="tab:red")
+            ax2.set_ylabel(f"validation {metric}")
+            ax2.set_ylim(0, 1)
+        fig.legend(loc="upper right")
+        fig.tight_layout()
+        tmp = self.curve.with_name(".curve.tmp.png")
+        fig.savefig(tmp, dpi=100)
+        plt.close(fig)
+        os.replace(tmp, self.curve)

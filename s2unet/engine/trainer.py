@@ -1,0 +1,250 @@
+"""The training loop: AdamW with warm-up and cosine decay, deep supervision, validation,
+best/last checkpoints, exact resume and DistributedDataParallel under ``torchrun``."""
+from __future__ import annotations
+
+import math
+import random
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader
+
+from ..config import Config, config_from_dict
+from ..data import EpochSampler, build_datasets, lesion_weights
+from ..losses import build_loss
+from ..models import S2UNet, create_model
+from ..weights import CheckpointError
+from .checkpoint import atomic_save, model_payload, read_checkpoint
+from .distributed import DistInfo, all_reduce_mean, barrier, init_distributed, resolve_device, shutdown
+from .precision import autocast, resolve_amp
+from .records import MetricLog, write_json, write_run_records
+from .validation import validate
+
+console = Console(stderr=True)
+
+
+@dataclass
+class TrainState:
+    """Where training stands; saved in ``last.pt``."""
+
+    epoch: int = 0  # epochs completed
+    step: int = 0  # optimiser steps completed
+    best: float = -1.0
+    best_epoch: int = -1
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def lr_lambda(warmup: int, total: int):
+    """Linear warm-up to the base rate, then cosine decay to zero."""
+
+    def fn(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = (step - warmup) / max(1, total - warmup)
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+    return fn
+
+
+def _rng_state() -> dict[str, Any]:
+    return {
+        "python": random.getstate(),
+        "numpy": torch.from_numpy(np.random.get_state()[1].astype(np.int64)),
+        "numpy_pos": int(np.random.get_state()[2]),
+        "torch": torch.get_rng_state(),
+    }
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    py = state["python"]
+    random.setstate((py[0], tuple(py[1]), py[2]))
+    np.random.set_state(("MT19937", state["numpy"].numpy().astype(np.uint32), state["numpy_pos"], 0, 0.0))
+    torch.set_rng_state(state["torch"])
+
+
+def _new_run_dir(cfg: Config, info: DistInfo) -> Path:
+    stamp = [datetime.now().strftime("%Y%m%d-%H%M%S")]
+    if info.enabled:  # every rank must write into the directory rank 0 named
+        dist.broadcast_object_list(stamp, src=0)
+    run_dir = Path(cfg.output_dir) / f"{cfg.name}-{stamp[0]}"
+    if info.is_main:
+        run_dir.mkdir(parents=True, exist_ok=False)
+    return run_dir
+
+
+def _steps_per_epoch(cfg: Config, n_train: int, world: int) -> int:
+    per_step = cfg.train.batch_size * cfg.train.accumulate * world
+    return cfg.train.steps_per_epoch or max(1, n_train // per_step)
+
+
+def train(cfg: Config, resume: str | Path | None = None, argv: list[str] | None = None) -> Path:
+    """Train the model a config describes; returns the run directory.
+
+    Args:
+        cfg: the resolved config (ignored when resuming: the run's own config is used, so a
+            resumed run cannot drift from the one it continues).
+        resume: a run directory holding ``last.pt``.
+        argv: the command line, recorded in the run directory.
+    """
+    if resume is not None:
+        last = Path(resume) / "last.pt"
+        if not last.is_file():
+            raise CheckpointError(f"--resume {resume}: no last.pt in that directory")
+        saved = read_checkpoint(last)
+        cfg = config_from_dict(saved["config"])
+    device = resolve_device(cfg.train.device)
+    info = init_distributed(device)
+    try:
+        return _train(cfg, device, info, saved if resume is not None else None, resume, argv or [])
+    finally:
+        shutdown(info)
+
+
+def _train(cfg: Config, device: torch.device, info: DistInfo, saved: dict | None, resume, argv: list[str]) -> Path:
+    t_cfg = cfg.train
+    if t_cfg.threads:
+        torch.set_num_threads(t_cfg.threads)
+    seed_everything(cfg.seed)
+    # Data first: the pre-flight check must fail before the (slow) encoder is built.
+    bundle = build_datasets(cfg.data, cfg.seed)
+    run_dir = Path(resume) if resume is not None else _new_run_dir(cfg, info)
+    if info.is_main and saved is None:
+        write_run_records(run_dir, cfg, bundle.split, argv)
+
+    model = create_model(cfg).to(device)
+    if info.is_main:
+        counts = model.parameter_counts()
+        console.print(
+            f"[bold]{cfg.name}[/]: {cfg.model.encoder}, {len(bundle.train)} training / "
+            f"{len(bundle.val)} validation items, trainable {counts['trainable']:,} of {counts['total']:,} "
+            f"parameters ({counts['trainable_percent']}%), run dir {run_dir}"
+        )
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=t_cfg.lr, weight_decay=t_cfg.weight_decay)
+    steps_per_epoch = _steps_per_epoch(cfg, len(bundle.train), info.world_size)
+    total_steps = steps_per_epoch * t_cfg.epochs
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(t_cfg.warmup_steps, total_steps))
+
+    weights = None
+    if cfg.data.lesion_oversample > 0 and hasattr(bundle.train, "lesion_flags"):
+        weights = lesion_weights(bundle.train.lesion_flags(), cfg.data.lesion_oversample)
+    samples_per_epoch = steps_per_epoch * t_cfg.batch_size * t_cfg.accumulate * info.world_size
+    sampler = EpochSampler(
+        len(bundle.train), samples_per_epoch, cfg.seed, weights=weights, rank=info.rank, world_size=info.world_size
+    )
+    loader = DataLoader(
+        bundle.train,
+        batch_size=t_cfg.batch_size,
+        sampler=sampler,
+        num_workers=cfg.data.num_workers,
+        drop_last=True,
+        pin_memory=device.type == "cuda",
+        persistent_workers=False,
+    )
+
+    progress = TrainState()
+    log = MetricLog(run_dir)
+    if saved is not None:
+        model.load_trained_state_dict(saved["state_dict"], source=str(run_dir / "last.pt"))
+        optimizer.load_state_dict(saved["optimizer"])
+        scheduler.load_state_dict(saved["scheduler"])
+        progress = TrainState(**saved["progress"])
+        _set_rng_state(saved["rng"])
+        if info.is_main:
+            log.truncate_after(progress.step)
+            console.print(f"resuming {run_dir} after epoch {progress.epoch} (step {progress.step})")
+
+    net: torch.nn.Module = model
+    if info.enabled:
+        net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    loss_fn = build_loss(cfg.loss, multiclass=cfg.data.task == "multiclass")
+    amp_dtype = resolve_amp(t_cfg.amp, device)
+    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
+
+    with _progress_bar(info) as bar:
+        task = bar.add_task("train", total=total_steps, completed=progress.step, loss=float("nan"), ips=0.0)
+        for epoch in range(progress.epoch, t_cfg.epochs):
+            sampler.set_epoch(epoch)
+            model.train()
+            loss_sum, n_loss, t0, seen = 0.0, 0, time.perf_counter(), 0
+            for i, batch in enumerate(loader):
+                image = batch["image"].to(device, non_blocking=True)
+                target = batch["mask"].to(device, non_blocking=True)
+                with autocast(device, amp_dtype):
+                    loss = loss_fn(net(image), target) / t_cfg.accumulate
+                scaler.scale(loss).backward()
+                loss_sum, n_loss, seen = loss_sum + loss.item() * t_cfg.accumulate, n_loss + 1, seen + len(image)
+                if (i + 1) % t_cfg.accumulate:
+                    continue
+                if t_cfg.grad_clip > 0:
+                    scaler.unscale_(optimizer)
+                    torch.nn.utils.clip_grad_norm_(params, t_cfg.grad_clip)
+                scaler.step(optimizer)
+                scaler.update()
+                optimizer.zero_grad(set_to_none=True)
+                scheduler.step()
+                progress.step += 1
+                ips = seen * info.world_size / (time.perf_counter() - t0)
+                bar.update(task, advance=1, loss=loss_sum / n_loss, ips=ips)
+            mean_loss = all_reduce_mean(torch.tensor(loss_sum / max(1, n_loss)), info).item()
+            progress.epoch = epoch + 1
+            record: dict[str, Any] = {
+                "kind": "train", "epoch": progress.epoch, "step": progress.step, "loss": mean_loss,
+                "lr": scheduler.get_last_lr()[0], "images_per_s": seen * info.world_size / (time.perf_counter() - t0),
+            }
+            if info.is_main:
+                log.append(record)
+                _end_of_epoch(model, cfg, bundle, device, progress, optimizer, scheduler, run_dir, log, bar)
+            barrier(info)
+    if info.is_main:
+        write_json(run_dir / "summary.json", {"best_" + t_cfg.metric: progress.best, "best_epoch": progress.best_epoch,
+                                             "epochs": progress.epoch, "steps": progress.step})
+        console.print(f"done: best validation {t_cfg.metric} {progress.best:.4f} at epoch {progress.best_epoch}; {run_dir}")
+    return run_dir
+
+
+def _end_of_epoch(model: S2UNet, cfg: Config, bundle, device, progress: TrainState, optimizer, scheduler,
+                  run_dir: Path, log: MetricLog, bar: Progress) -> None:
+    """Validate (every ``val_every`` epochs and at the end), keep the best, write last.pt."""
+    t_cfg = cfg.train
+    last_epoch = progress.epoch == t_cfg.epochs
+    if len(bundle.val) and (progress.epoch % t_cfg.val_every == 0 or last_epoch):
+        result = validate(model, cfg, bundle.val, device, max_cases=t_cfg.val_max_cases)
+        score = result["summary"][t_cfg.metric]
+        log.append({"kind": "val", "epoch": progress.epoch, "step": progress.step, **result["summary"]})
+        bar.console.print(
+            f"epoch {progress.epoch}: validation {t_cfg.metric} {score:.4f} (threshold {result['threshold']:.2f}, "
+            f"{len(result['cases'])} cases)"
+        )
+        if score > progress.best:
+            progress.best, progress.best_epoch = score, progress.epoch
+            atomic_save(model_payload(model, cfg, result["threshold"], result["summary"], epoch=progress.epoch,
+                                      validation_cases=result["cases"]), run_dir / "best.pt")
+        log.plot(t_cfg.metric)
+    atomic_save(
+        model_payload(model, cfg, 0.5, {}, optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(),
+                      progress=vars(progress).copy(), rng=_rng_state()),
+        run_dir / "last.pt",
+    )
+
+
+def _progress_bar(info: DistInfo) -> Progress:
+    return Progress(
+        TextColumn("[bold blue]{task.description}"), BarColumn(), MofNCompleteColumn(),
+        TextColumn("loss {task.fields[loss]:.4f}"), TextColumn("{task.fields[ips]:.1f} img/s"),
+        TimeElapsedColumn(), TimeRemainingColumn(), console=console, disable=not info.is_main,
+    )

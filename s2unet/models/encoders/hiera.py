@@ -1,0 +1,165 @@
+"""SAM2 / SAM2.1 / MedSAM2 Hiera image-encoder trunks as frozen four-scale encoders.
+
+The trunk is the ``sam2`` package's own ``Hiera`` built from the package's own YAML configs, so
+the architecture and the state-dict keys are exactly those of the official checkpoints (with
+the ``image_encoder.`` prefix dropped). SAM2's FPN neck is not used: the U-Net decoder takes
+the four trunk stages directly.
+"""
+from __future__ import annotations
+
+import math
+from importlib import resources
+from typing import Any
+
+import torch
+import yaml
+from sam2.modeling.backbones.hieradet import Hiera
+
+from ...weights import CheckpointError
+from .base import AdapterSite, Encoder, EncoderSpec, Placement, register_encoder
+
+_OFFICIAL_PREFIX = "image_encoder.trunk."
+_OWN_PREFIX = "trunk."
+
+
+def hiera_trunk_kwargs(config: str) -> dict[str, Any]:
+    """Read the Hiera hyper-parameters from one of the installed ``sam2`` package's configs.
+
+    Args:
+        config: the config name as ``sam2.build_sam.build_sam2`` takes it,
+            e.g. ``"configs/sam2.1/sam2.1_hiera_t.yaml"``.
+
+    Returns:
+        The ``model.image_encoder.trunk`` section without ``_target_``, ready for ``Hiera(**kwargs)``.
+    """
+    text = resources.files("sam2").joinpath(config).read_text(encoding="utf-8")
+    trunk = dict(yaml.safe_load(text)["model"]["image_encoder"]["trunk"])
+    target = trunk.pop("_target_")
+    if target != f"{Hiera.__module__}.{Hiera.__name__}":
+        raise ValueError(f"sam2 config {config} builds {target}, not the Hiera trunk this encoder wraps")
+    return trunk
+
+
+class HieraEncoder(Encoder):
+    """A SAM2 Hiera trunk returning its four stage outputs (strides 4, 8, 16, 32).
+
+    Args:
+        config: the ``sam2`` config the trunk comes from (see ``hiera_trunk_kwargs``).
+    """
+
+    # SAM2's image transforms normalise 0..1 RGB with the ImageNet statistics.
+    mean = (0.485, 0.456, 0.406)
+    std = (0.229, 0.224, 0.225)
+    # Only the attention projections: each block also has an MLP (mlp.layers.N) and, where a
+    # stage starts, a skip projection (blocks.N.proj) that LoRA must leave alone.
+    attention_lora_targets = r"^(.*\.)?trunk\.blocks\.\d+\.attn\.(qkv|proj)$"
+
+    def __init__(self, config: str) -> None:
+        super().__init__()
+        self.config = config
+        self.trunk = Hiera(**hiera_trunk_kwargs(config))
+        self.out_channels = tuple(self.trunk.blocks[end].dim_out for end in self.trunk.stage_ends)
+        patch_stride = self.trunk.patch_embed.proj.stride[0]
+        pooled = len(self.trunk.q_pool_blocks)
+        self.strides = tuple(
+            patch_stride * self.trunk.q_stride[0] ** min(i, pooled) for i in range(len(self.trunk.stage_ends))
+        )
+        # The windowed position embedding is tiled at the patch grid, so the grid must be a
+        # whole number of windows as well as divisible down to the deepest stage.
+        window_stride = patch_stride * self.trunk.window_spec[0]
+        self.stride = math.lcm(self.strides[-1], window_stride)
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Args:
+            x: (B, 3, H, W) normalised RGB, H and W multiples of ``stride``.
+
+        Returns:
+            Four (B, C_i, H / s_i, W / s_i) maps, C_i = embed_dim * (1, 2, 4, 8).
+        """
+        self.check_input(x)
+        return list(self.trunk(x))
+
+    def adapter_sites(self, placement: Placement) -> list[AdapterSite]:
+        """The first block of each stage ("stage") or every block ("block").
+
+        Args:
+            placement: "stage" or "block".
+
+        Returns:
+            Sites whose input is (B, H, W, C) with C the block's input dim.
+        """
+        blocks = self.trunk.blocks
+        if placement == "stage":
+            indices = [0, *(end + 1 for end in self.trunk.stage_ends[:-1])]
+        elif placement == "block":
+            indices = list(range(len(blocks)))
+        else:
+            raise ValueError(f"unknown adapter placement {placement!r}; use 'stage' or 'block'")
+        return [AdapterSite(module=blocks[i], dim=blocks[i].dim, channels_last=True) for i in indices]
+
+    def select_weights(self, checkpoint: dict, source: str) -> dict[str, torch.Tensor]:
+        """Take the trunk out of an official SAM2 checkpoint, or accept a trunk state dict.
+
+        Args:
+            checkpoint: an official file's content (``{"model": full SAM2 state dict, ...}``) or
+                a state dict with ``trunk.*`` keys (this encoder's own ``state_dict()``).
+            source: the file name, for error messages.
+
+        Returns:
+            The ``trunk.*`` tensors, named as in ``self.state_dict()``.
+
+        Raises:
+            CheckpointError: the file holds neither layout.
+        """
+        model = checkpoint.get("model")
+        if isinstance(model, dict):
+            state = {
+                _OWN_PREFIX + k.removeprefix(_OFFICIAL_PREFIX): v
+                for k, v in model.items()
+                if k.startswith(_OFFICIAL_PREFIX)
+            }
+            if not state:
+                raise CheckpointError(
+                    f"{source}: its 'model' state dict has no '{_OFFICIAL_PREFIX}*' keys, so it is not a "
+                    "SAM2 checkpoint (first keys: " + ", ".join(list(model)[:5]) + ")"
+                )
+            return state
+        state = {k: v for k, v in checkpoint.items() if k.startswith(_OWN_PREFIX)}
+        if not state:
+            raise CheckpointError(
+                f"{source} is neither a SAM2 checkpoint (a 'model' dict with '{_OFFICIAL_PREFIX}*' keys) nor "
+                f"a Hiera trunk state dict ('{_OWN_PREFIX}*' keys); its top-level keys are: "
+                + ", ".join(map(str, list(checkpoint)[:5]))
+            )
+        return state
+
+
+_SIZES = {"tiny": ("t", "T"), "small": ("s", "S"), "base_plus": ("b+", "B+"), "large": ("l", "L")}
+
+
+def _register_official() -> None:
+    """Register the eight official trunks; each name is also its checkpoint's manifest key."""
+    for family, label in (("sam2", "SAM2"), ("sam2.1", "SAM2.1")):
+        for size, (short, size_label) in _SIZES.items():
+            name = f"{family}_hiera_{size}"
+            register_encoder(
+                EncoderSpec(
+                    name=name,
+                    build=HieraEncoder,
+                    weights=name,
+                    description=f"{label} Hiera-{size_label} image-encoder trunk",
+                    kwargs={"config": f"configs/{family}/{family}_hiera_{short}.yaml"},
+                )
+            )
+
+
+_register_official()
+register_encoder(
+    EncoderSpec(
+        name="medsam2",
+        build=HieraEncoder,
+        weights="medsam2",
+        description="MedSAM2 image-encoder trunk (SAM2.1 Hiera-T fine-tuned on medical images)",
+        kwargs={"config": "configs/sam2.1/sam2.1_hiera_t.yaml"},
+    )
+)

@@ -1,0 +1,123 @@
+"""S2UNet: frozen encoder + low-rank adapters + attention-gated U-Net decoder."""
+from __future__ import annotations
+
+from contextlib import nullcontext
+
+import torch
+from torch import nn
+
+from ..config import Config
+from .adapters import attach_attention_lora, attach_stage_adapters, merge_attention_lora
+from .decoder import UNetDecoder
+from .encoders import Encoder, create_encoder
+
+
+class S2UNet(nn.Module):
+    """The segmentation model.
+
+    Args:
+        encoder: a frozen multi-scale encoder (see ``s2unet.models.encoders``).
+        cfg: the run config; ``cfg.model`` sets adapters and decoder, ``cfg.out_channels``
+            the prediction channels.
+
+    Inputs are (B, 3, H, W) images scaled to 0..1; the model applies the encoder's own
+    normalisation, so data code never needs to know which encoder it feeds.
+    """
+
+    def __init__(self, encoder: Encoder, cfg: Config) -> None:
+        super().__init__()
+        m = cfg.model
+        self.encoder = encoder
+        self.adapters = attach_stage_adapters(encoder, m.adapter)
+        attach_attention_lora(encoder, m.attention_lora)
+        if m.train_encoder:
+            for p in encoder.parameters():
+                p.requires_grad_(True)
+        self.decoder = UNetDecoder(encoder.out_channels, m.decoder_channels, cfg.out_channels)
+        self.register_buffer("mean", torch.tensor(encoder.mean).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(encoder.std).view(1, 3, 1, 1), persistent=False)
+        self.train_encoder = m.train_encoder
+
+    @property
+    def encoder_trains(self) -> bool:
+        """True when anything inside the encoder's forward pass needs gradients."""
+        return len(self.adapters) > 0 or any(p.requires_grad for p in self.encoder.parameters())
+
+    def train(self, mode: bool = True) -> "S2UNet":
+        super().train(mode)
+        if not self.train_encoder:
+            # Frozen BatchNorm (TinyViT) must not update its running statistics.
+            for module in self.encoder.modules():
+                if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                    module.eval()
+        return self
+
+    def features(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Encoder feature maps of a 0..1 image batch (no autograd when nothing in it trains)."""
+        self.encoder.check_input(x)
+        x = (x - self.mean) / self.std
+        with nullcontext() if (self.encoder_trains and torch.is_grad_enabled()) else torch.no_grad():
+            return self.encoder(x)
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Args:
+            x: (B, 3, H, W) in 0..1, H and W multiples of the encoder stride.
+
+        Returns:
+            Logits (B, C, H, W) of the three deep-supervision heads, deepest first; the last
+            is the prediction.
+        """
+        return self.decoder(self.features(x), x.shape[-2:])
+
+    def predict_logits(self, x: torch.Tensor) -> torch.Tensor:
+        """The final head's logits only (skips the other heads)."""
+        return self.decoder(self.features(x), x.shape[-2:], all_heads=False)[-1]
+
+    def parameter_counts(self) -> dict[str, int]:
+        """Trainable and total parameter counts (and the trainable share in percent)."""
+        total = sum(p.numel() for p in self.parameters())
+        trainable = sum(p.numel() for p in self.parameters() if p.requires_grad)
+        return {"trainable": trainable, "total": total, "trainable_percent": round(100.0 * trainable / total, 3)}
+
+    def trained_state_dict(self) -> dict[str, torch.Tensor]:
+        """What training changed: trainable parameters plus the decoder's BatchNorm statistics.
+
+        The frozen encoder weights are left out, so a checkpoint stays small and the model is
+        rebuilt from the official encoder file plus this.
+        """
+        trainable = {n for n, p in self.named_parameters() if p.requires_grad}
+        return {
+            k: v.detach().clone()
+            for k, v in self.state_dict().items()
+            if k in trainable or not k.startswith("encoder.") or self.train_encoder
+        }
+
+    def load_trained_state_dict(self, state: dict[str, torch.Tensor], source: str = "checkpoint") -> None:
+        """Load what ``trained_state_dict`` saved; every expected key must be present."""
+        expected = self.trained_state_dict()
+        missing, unexpected = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
+        wrong = [f"{k} {tuple(state[k].shape)} in the file, {tuple(v.shape)} in the model"
+                 for k, v in expected.items() if k in state and state[k].shape != v.shape]
+        if missing or unexpected or wrong:
+            raise KeyError(
+                f"{source} does not fit this model: {len(missing)} missing tensors {missing[:3]}, "
+                f"{len(unexpected)} unexpected {unexpected[:3]}, {len(wrong)} of another shape {wrong[:2]}"
+            )
+        self.load_state_dict(state, strict=False)
+
+    def merge_lora(self) -> int:
+        """Fold attention LoRA into the encoder weights for inference; returns layers merged."""
+        return merge_attention_lora(self.encoder)
+
+
+def create_model(cfg: Config) -> S2UNet:
+    """Build the model a config describes, loading the encoder's weights.
+
+    Args:
+        cfg: the run config (``model.encoder``, ``model.weights``, adapters, decoder).
+
+    Returns:
+        The model; only adapters, attention LoRA, decoder and heads require gradients unless
+        ``model.train_encoder`` is set.
+    """
+    return S2UNet(create_encoder(cfg.model.encoder, cfg.model.weights), cfg)
