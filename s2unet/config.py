@@ -126,8 +126,10 @@ class AttentionLoraConfig:
 
 @dataclass
 class ModelConfig:
-    """Encoder, adapters and decoder."""
+    """Architecture: s2unet (encoder, adapters, decoder) or a CNN baseline trained the same way."""
 
+    arch: Literal["s2unet", "unet", "deeplabv3plus"] = "s2unet"
+    cnn_pretrained: bool = False  # CNN baselines: ImageNet encoder weights (needs them on disk)
     encoder: str = "sam2.1_hiera_tiny"
     weights: str = "default"  # "default" (official checkpoint), "random" or a file path
     adapter: AdapterConfig = field(default_factory=AdapterConfig)

@@ -76,8 +76,8 @@ def build_loss(cfg: LossConfig, multiclass: bool) -> Callable[[Sequence[torch.Te
     weights = list(cfg.deep_supervision_weights)
 
     def total(outputs: Sequence[torch.Tensor], target: torch.Tensor) -> torch.Tensor:
-        if len(outputs) != len(weights):
-            raise ValueError(f"{len(outputs)} model outputs but {len(weights)} deep-supervision weights")
-        return sum(w * single(o, target) for w, o in zip(weights, outputs) if w) / sum(weights)
+        # Models with fewer heads (CNN baselines have one) take the weights of the last heads.
+        used = weights[-len(outputs):]
+        return sum(w * single(o, target) for w, o in zip(used, outputs) if w) / sum(used)
 
     return total

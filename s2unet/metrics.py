@@ -347,14 +347,14 @@ def summarize(per_case_rows: Sequence[dict[str, Any]], per_slice_rows: Sequence[
 
 
 def format_summary(summary: dict[str, Any]) -> str:
-    """One line per metric: case mean ± std, then slice means when present."""
+    """One line per metric: case mean ± std, then the slice means when present."""
     lines = []
     for key, mean in summary.get("case_mean", {}).items():
-        line = f"{key:<22} {mean:8.4f} ± {summary['case_std'][key]:.4f} (cases)"
+        line = f"{key:<20} {mean:9.4f} ± {summary['case_std'][key]:.4f}"
         if key in summary.get("slice_mean", {}):
-            line += f"   {summary['slice_mean'][key]:8.4f} (slices)"
+            line += f" | slices {summary['slice_mean'][key]:.4f}"
         if key in summary.get("slice_mean_with_gt", {}):
-            line += f"   {summary['slice_mean_with_gt'][key]:8.4f} (slices with GT)"
+            line += f" | slices with GT {summary['slice_mean_with_gt'][key]:.4f}"
         lines.append(line)
     return "\n".join(lines)
 

@@ -127,9 +127,14 @@ class NiftiVolume:
         return nib.aff2axcodes(self.original_affine)
 
     @property
+    def dtype(self) -> np.dtype:
+        """dtype of decoded arrays: the stored type, or float32 when the file is scaled."""
+        return _decoded_dtype(self)
+
+    @property
     def nbytes(self) -> int:
         """Bytes of the decoded array (what a cache must budget for)."""
-        return int(np.prod(self.original_shape)) * _decoded_dtype(self).itemsize
+        return int(np.prod(self.original_shape)) * self.dtype.itemsize
 
     # ------------------------------------------------------------------------------- data
     def to_served(self, array: np.ndarray) -> np.ndarray:

@@ -12,7 +12,8 @@ reproducible, from most to least exact:
   ``(seed, epoch, index)`` (see ``ImageDataset.set_epoch``). The engine only has to call
   ``dataset.set_epoch(epoch)`` before each epoch, in the main process, before creating the
   DataLoader iterator (workers receive a copy of the dataset when they start). Results then do
-  not depend on the number of workers or on resuming mid-epoch.
+  not depend on the number of workers or on resuming mid-epoch. (An index drawn twice in one
+  epoch, as weighted sampling with replacement does, gets the same augmentation both times.)
 * :func:`seed_worker`, passed as ``DataLoader(worker_init_fn=seed_worker)``, seeds each
   worker's transform from the seed torch gives that worker (``base_seed + worker_id``,
   itself drawn from the main process's torch generator): reproducible for a fixed number of
@@ -26,24 +27,16 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 import torch
-from monai.transforms import (
-    Compose,
-    MapTransform,
-    RandAdjustContrastd,
-    RandAffined,
-    RandFlipd,
-    RandGaussianNoised,
-    RandScaleIntensityd,
-    RandScaleIntensityFixedMeand,
-    Randomizable,
-)
 
 from ..config import AugmentConfig
+
+# monai is imported inside build_augment: importing it costs several seconds (it pulls in its
+# network zoo), which inference and the data check, which never augment, should not pay.
 
 Sample = dict[str, Any]
 
 
-class _PrepareMask(MapTransform):
+class _PrepareMask:
     """Give a multiclass (S, S) label map a channel axis so spatial transforms accept it."""
 
     def __call__(self, data: Sample) -> Sample:
@@ -55,7 +48,7 @@ class _PrepareMask(MapTransform):
         return d
 
 
-class _Finish(MapTransform):
+class _Finish:
     """Clamp the image to 0..1, restore the mask's dtype/shape, return plain tensors.
 
     monai returns MetaTensors; the model and the collate function need none of the metadata,
@@ -63,7 +56,6 @@ class _Finish(MapTransform):
     """
 
     def __init__(self, mask_dtype_int: bool) -> None:
-        super().__init__(keys=["image", "mask"])
         self.mask_dtype_int = mask_dtype_int
 
     def __call__(self, data: Sample) -> Sample:
@@ -103,6 +95,16 @@ def build_augment(cfg: AugmentConfig, task: str, image_size: int) -> Optional[Ca
     """
     if not cfg.enabled:
         return None
+    from monai.transforms import (
+        Compose,
+        RandAdjustContrastd,
+        RandAffined,
+        RandFlipd,
+        RandGaussianNoised,
+        RandScaleIntensityd,
+        RandScaleIntensityFixedMeand,
+    )
+
     keys = ["image", "mask"]
     steps: list[Any] = []
     has_affine = cfg.affine_prob > 0 and (cfg.rotate_deg > 0 or cfg.scale > 0 or cfg.translate > 0)
@@ -135,7 +137,7 @@ def build_augment(cfg: AugmentConfig, task: str, image_size: int) -> Optional[Ca
             steps.append(RandGaussianNoised(keys="image", std=cfg.noise_std, prob=p))
     if not steps:
         return None
-    return Compose([_PrepareMask(keys="mask"), *steps, _Finish(mask_dtype_int=task == "multiclass")])
+    return Compose([_PrepareMask(), *steps, _Finish(mask_dtype_int=task == "multiclass")])
 
 
 def seed_augment(transform: Optional[Callable], seed: int) -> None:
@@ -145,7 +147,8 @@ def seed_augment(transform: Optional[Callable], seed: int) -> None:
         transform: the transform (None is allowed and ignored).
         seed: any non-negative integer (reduced modulo 2**32, numpy's limit).
     """
-    if isinstance(transform, Randomizable):
+    # monai's Compose (a Randomizable) passes the seed on to each random step.
+    if transform is not None and hasattr(transform, "set_random_state"):
         transform.set_random_state(seed=int(seed) % (2**32))
 
 

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 
 from ..config import Config, ConfigError, config_from_dict
-from ..models import S2UNet, create_model
+from ..models import SegmentationModel, create_model
 from ..weights import CheckpointError, load_checkpoint_file
 
 FORMAT = "s2unet-checkpoint"
@@ -26,7 +26,7 @@ FORMAT_VERSION = 1
 class LoadedModel:
     """A trained model ready for inference, with what it was trained with."""
 
-    model: S2UNet
+    model: SegmentationModel
     config: Config
     threshold: float
     metrics: dict[str, Any] = field(default_factory=dict)
@@ -44,7 +44,7 @@ def atomic_save(obj: Any, path: Path) -> None:
         tmp.unlink(missing_ok=True)
 
 
-def model_payload(model: S2UNet, cfg: Config, threshold: float, metrics: dict[str, Any], **extra: Any) -> dict:
+def model_payload(model: SegmentationModel, cfg: Config, threshold: float, metrics: dict[str, Any], **extra: Any) -> dict:
     """The content of a model checkpoint."""
     return {
         "format": FORMAT,

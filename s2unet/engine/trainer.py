@@ -19,9 +19,9 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
 from ..config import Config, config_from_dict
-from ..data import EpochSampler, build_datasets, lesion_weights
+from ..data import build_datasets, make_train_sampler
 from ..losses import build_loss
-from ..models import S2UNet, create_model
+from ..models import SegmentationModel, create_model
 from ..weights import CheckpointError
 from .checkpoint import atomic_save, model_payload, read_checkpoint
 from .distributed import DistInfo, all_reduce_mean, barrier, init_distributed, resolve_device, shutdown
@@ -130,7 +130,7 @@ def _train(cfg: Config, device: torch.device, info: DistInfo, saved: dict | None
         counts = model.parameter_counts()
         console.print(
             f"[bold]{cfg.name}[/]: {cfg.model.encoder}, {len(bundle.train)} training / "
-            f"{len(bundle.val)} validation items, trainable {counts['trainable']:,} of {counts['total']:,} "
+            f"{len(bundle.val or [])} validation items, trainable {counts['trainable']:,} of {counts['total']:,} "
             f"parameters ({counts['trainable_percent']}%), run dir {run_dir}"
         )
     params = [p for p in model.parameters() if p.requires_grad]
@@ -139,13 +139,8 @@ def _train(cfg: Config, device: torch.device, info: DistInfo, saved: dict | None
     total_steps = steps_per_epoch * t_cfg.epochs
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(t_cfg.warmup_steps, total_steps))
 
-    weights = None
-    if cfg.data.lesion_oversample > 0 and hasattr(bundle.train, "lesion_flags"):
-        weights = lesion_weights(bundle.train.lesion_flags(), cfg.data.lesion_oversample)
     samples_per_epoch = steps_per_epoch * t_cfg.batch_size * t_cfg.accumulate * info.world_size
-    sampler = EpochSampler(
-        len(bundle.train), samples_per_epoch, cfg.seed, weights=weights, rank=info.rank, world_size=info.world_size
-    )
+    sampler = make_train_sampler(bundle.train, cfg.data, samples_per_epoch, cfg.seed, info.rank, info.world_size)
     loader = DataLoader(
         bundle.train,
         batch_size=t_cfg.batch_size,
@@ -179,6 +174,7 @@ def _train(cfg: Config, device: torch.device, info: DistInfo, saved: dict | None
         task = bar.add_task("train", total=total_steps, completed=progress.step, loss=float("nan"), ips=0.0)
         for epoch in range(progress.epoch, t_cfg.epochs):
             sampler.set_epoch(epoch)
+            bundle.train.set_epoch(epoch)  # per-item augmentation seeds depend on it
             model.train()
             loss_sum, n_loss, t0, seen = 0.0, 0, time.perf_counter(), 0
             for i, batch in enumerate(loader):
@@ -217,12 +213,15 @@ def _train(cfg: Config, device: torch.device, info: DistInfo, saved: dict | None
     return run_dir
 
 
-def _end_of_epoch(model: S2UNet, cfg: Config, bundle, device, progress: TrainState, optimizer, scheduler,
+def _end_of_epoch(model: SegmentationModel, cfg: Config, bundle, device, progress: TrainState, optimizer, scheduler,
                   run_dir: Path, log: MetricLog, bar: Progress) -> None:
     """Validate (every ``val_every`` epochs and at the end), keep the best, write last.pt."""
     t_cfg = cfg.train
     last_epoch = progress.epoch == t_cfg.epochs
-    if len(bundle.val) and (progress.epoch % t_cfg.val_every == 0 or last_epoch):
+    if bundle.val is None:
+        # Without validation cases the latest model is the one to use.
+        atomic_save(model_payload(model, cfg, 0.5, {}, epoch=progress.epoch), run_dir / "best.pt")
+    elif progress.epoch % t_cfg.val_every == 0 or last_epoch:
         result = validate(model, cfg, bundle.val, device, max_cases=t_cfg.val_max_cases)
         score = result["summary"][t_cfg.metric]
         log.append({"kind": "val", "epoch": progress.epoch, "step": progress.step, **result["summary"]})

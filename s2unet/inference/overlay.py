@@ -94,7 +94,7 @@ def save_overlay(
     cols = min(GRID_COLUMNS, n)
     rows = math.ceil(n / cols)
     vmin, vmax = _display_range(images)
-    fig, axes = plt.subplots(rows, cols, figsize=(3.0 * cols, 3.0 * rows + 0.6), squeeze=False)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.0 * cols, 3.3 * rows + 0.6), squeeze=False)
     for i, ax in enumerate(axes.ravel()):
         ax.set_axis_off()
         if i >= n:

@@ -7,12 +7,13 @@ import torch
 from torch import nn
 
 from ..config import Config
+from .base import SegmentationModel
 from .adapters import attach_attention_lora, attach_stage_adapters, merge_attention_lora
 from .decoder import UNetDecoder
-from .encoders import Encoder, create_encoder
+from .encoders import Encoder
 
 
-class S2UNet(nn.Module):
+class S2UNet(SegmentationModel):
     """The segmentation model.
 
     Args:
@@ -70,14 +71,8 @@ class S2UNet(nn.Module):
         return self.decoder(self.features(x), x.shape[-2:])
 
     def predict_logits(self, x: torch.Tensor) -> torch.Tensor:
-        """The final head's logits only (skips the other heads)."""
+        """The final head's logits only (skips the other heads' convolutions)."""
         return self.decoder(self.features(x), x.shape[-2:], all_heads=False)[-1]
-
-    def parameter_counts(self) -> dict[str, int]:
-        """Trainable and total parameter counts (and the trainable share in percent)."""
-        total = sum(p.numel() for p in self.parameters())
-        trainable = sum(p.numel() for p in self.parameters() if p.requires_grad)
-        return {"trainable": trainable, "total": total, "trainable_percent": round(100.0 * trainable / total, 3)}
 
     def trained_state_dict(self) -> dict[str, torch.Tensor]:
         """What training changed: trainable parameters plus the decoder's BatchNorm statistics.
@@ -92,32 +87,6 @@ class S2UNet(nn.Module):
             if k in trainable or not k.startswith("encoder.") or self.train_encoder
         }
 
-    def load_trained_state_dict(self, state: dict[str, torch.Tensor], source: str = "checkpoint") -> None:
-        """Load what ``trained_state_dict`` saved; every expected key must be present."""
-        expected = self.trained_state_dict()
-        missing, unexpected = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
-        wrong = [f"{k} {tuple(state[k].shape)} in the file, {tuple(v.shape)} in the model"
-                 for k, v in expected.items() if k in state and state[k].shape != v.shape]
-        if missing or unexpected or wrong:
-            raise KeyError(
-                f"{source} does not fit this model: {len(missing)} missing tensors {missing[:3]}, "
-                f"{len(unexpected)} unexpected {unexpected[:3]}, {len(wrong)} of another shape {wrong[:2]}"
-            )
-        self.load_state_dict(state, strict=False)
-
     def merge_lora(self) -> int:
         """Fold attention LoRA into the encoder weights for inference; returns layers merged."""
         return merge_attention_lora(self.encoder)
-
-
-def create_model(cfg: Config) -> S2UNet:
-    """Build the model a config describes, loading the encoder's weights.
-
-    Args:
-        cfg: the run config (``model.encoder``, ``model.weights``, adapters, decoder).
-
-    Returns:
-        The model; only adapters, attention LoRA, decoder and heads require gradients unless
-        ``model.train_encoder`` is set.
-    """
-    return S2UNet(create_encoder(cfg.model.encoder, cfg.model.weights), cfg)

@@ -1,0 +1,122 @@
+"""Command-line entry points, one job each: train, infer, evaluate, compare.
+
+``python train.py ...`` and ``python infer.py ...`` are thin aliases of
+``python -m s2unet train ...`` and ``python -m s2unet infer ...``.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Callable, Sequence
+
+
+def _train_parser(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", help="YAML file; its keys override the defaults (see configs/)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override one config key, e.g. --set train.epochs=2 (repeatable; wins over the YAML)")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from RUN_DIR/last.pt")
+    p.add_argument("--check-only", action="store_true", help="resolve the config, check the data, and stop")
+
+
+def _infer_parser(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--checkpoint", required=True, help="best.pt of a training run")
+    p.add_argument("--input", required=True, help="NIfTI volume, X-ray image, or a folder of either")
+    p.add_argument("--output", required=True, help="output directory")
+    p.add_argument("--gt", help="ground truth (file or folder, paired by case name) to evaluate against")
+    p.add_argument("--lung", help="lung mask(s): keep only lesions inside, report the affected share")
+    p.add_argument("--lung-checkpoint", help="a lung-segmentation checkpoint to predict the lung mask")
+    p.add_argument("--threshold", type=float, help="binarisation threshold (default: the one tuned in training)")
+    p.add_argument("--min-size", type=int, default=0, help="drop connected components smaller than this (voxels)")
+    p.add_argument("--tta", action="store_true", help="average with the horizontally flipped prediction")
+    p.add_argument("--probabilities", action="store_true", help="also write probability maps")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--overwrite", action="store_true", help="replace earlier results in --output")
+
+
+def _evaluate_parser(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--pred", required=True, help="folder of predictions (<case>_pred.nii.gz or .png)")
+    p.add_argument("--gt", required=True, help="folder of ground truth, same case names")
+    p.add_argument("--output", help="where to write the CSV/JSON (default: --pred)")
+
+
+def _compare_parser(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", required=True, help="comparison YAML (configs/compare_*.yaml)")
+    p.add_argument("--output", help="output directory (default: runs/<config name>)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+
+
+def _run_train(args: argparse.Namespace) -> None:
+    from .config import load_config
+    from .data import build_datasets
+    from .engine.trainer import train
+
+    cfg = load_config(args.config, args.overrides)
+    if args.check_only:
+        bundle = build_datasets(cfg.data, cfg.seed)
+        print(f"config and data OK: {len(bundle.cases)} cases, split "
+              + ", ".join(f"{k} {len(v)}" for k, v in bundle.split.items()))
+        return
+    train(cfg, resume=args.resume, argv=sys.argv)
+
+
+def _run_infer(args: argparse.Namespace) -> None:
+    from .inference.run import run_inference
+
+    run_inference(
+        checkpoint=args.checkpoint, inputs=args.input, output_dir=args.output, gt=args.gt, lung=args.lung,
+        lung_checkpoint=args.lung_checkpoint, overwrite=args.overwrite, probabilities=args.probabilities,
+        tta=args.tta, min_size=args.min_size, batch_size=args.batch_size, device=args.device,
+        threshold=args.threshold,
+    )
+
+
+def _run_evaluate(args: argparse.Namespace) -> None:
+    from .inference.evaluate import evaluate
+
+    evaluate(args.pred, args.gt, args.output)
+
+
+def _run_compare(args: argparse.Namespace) -> None:
+    from .baselines.compare import run_compare
+
+    run_compare(args.config, args.output, overrides=args.overrides)
+
+
+COMMANDS: dict[str, tuple[str, Callable, Callable]] = {
+    "train": ("train a model from a YAML config", _train_parser, _run_train),
+    "infer": ("segment CT volumes or X-rays with a trained checkpoint", _infer_parser, _run_infer),
+    "evaluate": ("score predictions against ground truth", _evaluate_parser, _run_evaluate),
+    "compare": ("run s2unet, CNN and prompted-SAM baselines on the same cases", _compare_parser, _run_compare),
+}
+
+
+def main(argv: Sequence[str] | None = None, command: str | None = None) -> int:
+    """Parse and run one command; user errors print one clear line and exit 2.
+
+    Args:
+        argv: arguments (default: sys.argv[1:]).
+        command: a fixed command (``train.py`` passes "train"), else the first argument.
+    """
+    from .config import ConfigError
+    from .data import DataError
+    from .weights import CheckpointError
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if command is None:
+        parser = argparse.ArgumentParser(prog="s2unet", description=__doc__)
+        sub = parser.add_subparsers(dest="command", required=True)
+        for name, (help_text, add_args, _) in COMMANDS.items():
+            add_args(sub.add_parser(name, help=help_text))
+        args = parser.parse_args(argv)
+    else:
+        parser = argparse.ArgumentParser(prog=f"{command}.py", description=COMMANDS[command][0])
+        COMMANDS[command][1](parser)
+        args = parser.parse_args(argv)
+        args.command = command
+    try:
+        COMMANDS[args.command][2](args)
+    except (ConfigError, DataError, CheckpointError, FileExistsError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0

@@ -1,0 +1,182 @@
+"""Data: readers, NIfTI IO, case discovery, splits, datasets, sampling and the pre-flight check.
+
+Expected dataset layout
+=======================
+
+All folders are given in the ``data`` section of the config and resolved against
+``data.root`` (absolute folders are used as they are). Files are paired by **stem**: the file
+name without ``.nii.gz`` / ``.nii`` or an image suffix (``.png .jpg .jpeg .tif .tiff .bmp
+.dcm .dicom``, any case). Hidden files and sub-folders are ignored. Each stem is one *case*
+(one patient or image), the unit of every split.
+
+2D images (``kind: image``) — X-rays, one mask file per structure::
+
+    <root>/images/JPCLN001.png              data.images: images
+    <root>/masks/lungs/JPCLN001.png         data.labels: [masks/lungs, masks/heart]
+    <root>/masks/heart/JPCLN001.png         (one folder per label = one output channel)
+
+  Images: 8/16-bit PNG, JPEG, TIFF (first page), BMP or single-frame DICOM (rescale applied,
+  MONOCHROME1 inverted); colour becomes gray. Masks: 0/255, 0/1, bool or anti-aliased gray,
+  foreground where ``value > mask_threshold * range``. ``task: binary`` uses exactly one label
+  folder, ``multilabel`` one per structure (structures may overlap), ``multiclass`` a single
+  folder of integer label maps 0..num_classes-1 (0 = background; palette PNGs give indices).
+
+3D volumes (``kind: volume``) — NIfTI, cut into 2D slices along ``data.axis``::
+
+    <root>/images/case00.nii.gz             data.images: images
+    <root>/masks_infection/case00.nii.gz    data.labels: [masks_infection]
+
+  Each label volume must have the image's shape and affine (1e-3 tolerance). Binary /
+  multilabel: voxels > 0 are foreground, one folder per label; multiclass: integer label
+  maps in ``labels[0]``. With ``reorient: true`` slices are taken in the closest RAS
+  orientation; predictions are written back in the original one (:func:`save_like`).
+
+Run :func:`check_data` (or ``build_datasets``, which runs it) to list every missing pair,
+unreadable file, shape/affine mismatch, NaN, or suspicious mask before training.
+
+Typical use::
+
+    bundle = build_datasets(cfg.data, seed=cfg.seed)
+    sampler = make_train_sampler(bundle.train, cfg.data, num_samples=0, seed=cfg.seed)
+    for epoch in range(epochs):
+        sampler.set_epoch(epoch); bundle.train.set_epoch(epoch)
+        loader = DataLoader(bundle.train, batch_size=8, sampler=sampler, num_workers=2)
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Optional, Union
+
+from ..config import DataConfig
+from .cases import Case, find_cases, orphan_labels
+from .check import DataIssue, DataReport, check_data
+from .datasets import (
+    ImageDataset,
+    VolumeCache,
+    VolumeSliceDataset,
+    context_indices,
+    label_slice,
+    prepare_slice,
+    resize_to,
+    volume_cache,
+)
+from .errors import DataError
+from .intensity import volume_value_range, window_bounds, window_to_unit
+from .nifti import NiftiVolume, check_same_geometry, load_nifti, nifti_stem, save_like
+from .readers import IMAGE_SUFFIXES, read_dicom, read_image, read_label_map, read_mask, read_raw
+from .sampling import EpochSampler, lesion_weights
+from .splits import kfold_partition, split_cases
+from .transforms import build_augment, item_seed, seed_augment, seed_worker
+
+log = logging.getLogger(__name__)
+
+SliceDataset = Union[ImageDataset, VolumeSliceDataset]
+
+__all__ = [
+    "Case", "DataBundle", "DataError", "DataIssue", "DataReport", "EpochSampler", "IMAGE_SUFFIXES",
+    "ImageDataset", "NiftiVolume", "VolumeCache", "VolumeSliceDataset", "build_augment", "build_datasets",
+    "check_data", "check_same_geometry", "context_indices", "find_cases", "item_seed", "kfold_partition",
+    "label_slice", "lesion_weights", "load_nifti", "make_dataset", "make_train_sampler", "nifti_stem",
+    "orphan_labels", "prepare_slice", "read_dicom", "read_image", "read_label_map", "read_mask", "read_raw",
+    "resize_to", "save_like", "seed_augment", "seed_worker", "split_cases", "volume_cache",
+    "volume_value_range", "window_bounds", "window_to_unit",
+]
+
+
+@dataclass
+class DataBundle:
+    """Everything the engine needs from the data side.
+
+    Attributes:
+        train: training dataset (augmented).
+        val: validation dataset, or None when the split has no validation cases.
+        test: test dataset, or None.
+        split: case ids per split (``train`` / ``val`` / ``test``).
+        cases: every case found.
+        report: the data check's report (warnings included).
+    """
+
+    train: SliceDataset
+    val: Optional[SliceDataset]
+    test: Optional[SliceDataset]
+    split: dict[str, list[str]]
+    cases: list[Case] = field(default_factory=list)
+    report: Optional[DataReport] = None
+
+
+def make_dataset(cases: list[Case], cfg: DataConfig, train: bool, seed: Optional[int] = None) -> SliceDataset:
+    """The dataset class matching ``cfg.kind``.
+
+    Args:
+        cases: the cases to include.
+        cfg: the data config.
+        train: apply augmentation.
+        seed: per-item augmentation seed (training); None for evaluation.
+
+    Returns:
+        An ImageDataset or VolumeSliceDataset.
+    """
+    cls = VolumeSliceDataset if cfg.kind == "volume" else ImageDataset
+    return cls(cases, cfg, train=train, seed=seed)
+
+
+def build_datasets(cfg: DataConfig, seed: int, check: bool = True) -> DataBundle:
+    """Find cases, check them (raising on fatal issues), split by case and build the datasets.
+
+    Args:
+        cfg: the data config.
+        seed: run seed (split and augmentation).
+        check: run :func:`check_data` first (leave on; off only for repeated tests).
+
+    Returns:
+        The DataBundle.
+
+    Raises:
+        DataError: missing folders, fatal data issues (all listed), bad split lists.
+    """
+    cases = find_cases(cfg)
+    report = None
+    if check:
+        report = check_data(cfg, cases)
+        for issue in report.warnings:
+            log.warning("%s", issue)
+        report.raise_if_fatal()
+    split = split_cases([c.case_id for c in cases], cfg.split, seed)
+    by_id = {c.case_id: c for c in cases}
+
+    def pick(name: str) -> list[Case]:
+        return [by_id[i] for i in split[name]]
+
+    train = make_dataset(pick("train"), cfg, train=True, seed=seed)
+    val = make_dataset(pick("val"), cfg, train=False) if split["val"] else None
+    test = make_dataset(pick("test"), cfg, train=False) if split["test"] else None
+    return DataBundle(train=train, val=val, test=test, split=split, cases=cases, report=report)
+
+
+def make_train_sampler(
+    dataset: SliceDataset,
+    cfg: DataConfig,
+    num_samples: Optional[int],
+    seed: int,
+    rank: int = 0,
+    world_size: int = 1,
+) -> EpochSampler:
+    """The training sampler, lesion-weighted when ``cfg.lesion_oversample > 0`` on volumes.
+
+    Args:
+        dataset: the training dataset.
+        cfg: the data config.
+        num_samples: samples per epoch over all ranks (e.g. steps_per_epoch * batch_size *
+            world_size); 0 or None for one pass over the dataset.
+        seed: run seed.
+        rank: this process's rank.
+        world_size: number of processes.
+
+    Returns:
+        The EpochSampler.
+    """
+    weights = None
+    if cfg.lesion_oversample > 0 and isinstance(dataset, VolumeSliceDataset):
+        weights = lesion_weights(dataset.lesion_flags(), cfg.lesion_oversample)
+    return EpochSampler(len(dataset), num_samples, seed, weights=weights, rank=rank, world_size=world_size)

@@ -1,0 +1,426 @@
+"""Torch datasets for 2D images and for slices of NIfTI volumes, plus the shared slice preparation.
+
+Every sample is a dict::
+
+    {"image": float32 (3, S, S) in 0..1,
+     "mask":  float32 (C, S, S) for binary / multilabel, int64 (S, S) for multiclass,
+     "case":  str case id,
+     "slice": int slice index (0 for 2D images)}
+
+with S = ``cfg.image_size``. Images are resized bilinearly (antialiased when shrinking),
+masks with nearest-neighbour; the aspect ratio is not kept (every input becomes S x S).
+
+Slice layout. A slice ``k`` along ``cfg.axis`` is ``np.take(volume, k, axis)`` of the served
+(closest-RAS when ``cfg.reorient``) array: its rows are the lower remaining volume axis and its
+columns the higher one, with no transpose. For the shared COVID volumes (axis 2) that means
+rows = image x, columns = image y, i.e. the transpose of the usual picture. Inference writes a
+predicted slice back with ``volume[(slice(None),) * axis + (k,)] = prediction`` after resizing
+it to the slice's own shape — no orientation bookkeeping is needed beyond that.
+"""
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Optional, Sequence, Union
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..config import DataConfig
+from .cases import Case
+from .errors import DataError
+from .intensity import volume_value_range, window_bounds, window_to_unit
+from .nifti import NiftiVolume, check_same_geometry, load_nifti
+from .readers import read_image, read_label_map, read_mask
+from .transforms import build_augment, item_seed, seed_augment
+
+ArrayLike = Union[np.ndarray, torch.Tensor]
+
+
+# ------------------------------------------------------------------------------------- resizing
+def resize_to(x: ArrayLike, size: int, mode: str = "bilinear") -> torch.Tensor:
+    """Resize a (C, H, W) or (H, W) array to (C, size, size) / (size, size).
+
+    Args:
+        x: image (float) or mask (any dtype) as numpy or torch.
+        size: output side.
+        mode: ``"bilinear"`` for images (antialiased when shrinking, so 512 -> 352 does not
+            alias fine rib edges) or ``"nearest"`` for masks and label maps (``nearest-exact``
+            pixel centres, matching PIL/scipy, so a mask and its image stay aligned).
+
+    Returns:
+        torch tensor with the input's dtype (float32 for bilinear).
+    """
+    t = torch.as_tensor(np.ascontiguousarray(x)) if isinstance(x, np.ndarray) else x
+    squeeze = t.ndim == 2
+    if squeeze:
+        t = t[None]
+    if tuple(t.shape[-2:]) == (size, size):
+        out = t if mode != "bilinear" else t.float()
+    elif mode == "bilinear":
+        shrink = t.shape[-1] > size or t.shape[-2] > size
+        out = F.interpolate(t[None].float(), size=(size, size), mode="bilinear", align_corners=False, antialias=shrink)[0]
+    elif mode == "nearest":
+        out = F.interpolate(t[None].float(), size=(size, size), mode="nearest-exact")[0].to(t.dtype)
+    else:
+        raise ValueError(f"unknown resize mode {mode!r}")
+    return out[0] if squeeze else out
+
+
+# ---------------------------------------------------------------------------------- volume slices
+def _needs_value_range(dtype: np.dtype, cfg: DataConfig) -> bool:
+    """Whether windowing needs the volume's min/max (preset none on non-8/16-bit data)."""
+    return window_bounds(cfg.window) is None and np.dtype(dtype) not in (np.uint8, np.uint16, np.bool_)
+
+
+def context_indices(k: int, n: int, context: bool) -> list[int]:
+    """The three slice indices forming the channels of slice ``k`` of ``n``.
+
+    Args:
+        k: centre slice.
+        n: slices along the axis.
+        context: 2.5D (neighbours k-1, k, k+1, clamped at the ends) or the slice three times.
+
+    Returns:
+        Three indices.
+    """
+    if not 0 <= k < n:
+        raise IndexError(f"slice {k} outside 0..{n - 1}")
+    return [max(k - 1, 0), k, min(k + 1, n - 1)] if context else [k, k, k]
+
+
+def prepare_slice(
+    volume: Union[np.ndarray, NiftiVolume],
+    k: int,
+    cfg: DataConfig,
+    value_range: Optional[tuple[float, float]] = None,
+) -> np.ndarray:
+    """The model input channels for slice ``k``: windowed to 0..1, at the slice's own size.
+
+    Used by :class:`VolumeSliceDataset` and by inference, so both see identical inputs.
+
+    Args:
+        volume: the decoded served array (fast; what inference should pass, decoding once with
+            ``NiftiVolume.get_array()``) or a NiftiVolume (each call reads 1-3 slices through
+            the lazy proxy, which for .nii.gz decompresses the file up to that slice).
+        k: slice index along ``cfg.axis``.
+        cfg: uses ``axis``, ``window`` and ``context_slices``.
+        value_range: the volume's (min, max), needed only for ``window.preset: none`` on data
+            that is not uint8/uint16; computed from ``volume`` when omitted (pass it when
+            calling per slice to avoid recomputing).
+
+    Returns:
+        float32 (3, H, W) in 0..1 where (H, W) are the slice's dimensions.
+    """
+    axis = cfg.axis
+    n = volume.shape[axis]
+    idx = context_indices(k, n, cfg.context_slices)
+    if isinstance(volume, NiftiVolume):
+        if value_range is None and _needs_value_range(volume.dtype, cfg):
+            volume = volume.get_array()  # min/max needs every voxel anyway
+    if isinstance(volume, NiftiVolume):
+        planes = {i: volume.get_slice(i, axis) for i in set(idx)}
+        stack = np.stack([planes[i] for i in idx])
+    else:
+        stack = np.stack([np.take(volume, i, axis=axis) for i in idx])
+        if value_range is None and _needs_value_range(volume.dtype, cfg):
+            value_range = volume_value_range(volume)
+    return window_to_unit(stack, cfg.window, value_range)
+
+
+def label_slice(labels: Sequence[np.ndarray], k: int, cfg: DataConfig) -> np.ndarray:
+    """The target of slice ``k`` from the case's label volumes.
+
+    Args:
+        labels: one served label volume per label folder (binary / multilabel: foreground is
+            value > 0), or a single label map for multiclass.
+        k: slice index along ``cfg.axis``.
+        cfg: uses ``axis`` and ``task``.
+
+    Returns:
+        float32 (C, H, W) of 0/1 for binary / multilabel; int64 (H, W) for multiclass.
+    """
+    if cfg.task == "multiclass":
+        return np.take(labels[0], k, axis=cfg.axis).astype(np.int64)
+    return np.stack([np.take(lab, k, axis=cfg.axis) > 0 for lab in labels]).astype(np.float32)
+
+
+# ------------------------------------------------------------------------------------------ cache
+@dataclass
+class _Decoded:
+    array: np.ndarray
+    value_range: Optional[tuple[float, float]]
+
+
+class VolumeCache:
+    """LRU cache of decoded volumes bounded in bytes.
+
+    One cache per process: DataLoader workers each hold their own copy (forked at start), so
+    the worst-case memory is ``(num_workers + 1) * max_bytes``. A volume larger than the whole
+    budget is decoded, used and not kept.
+
+    Args:
+        max_bytes: budget.
+    """
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = int(max_bytes)
+        self._items: "OrderedDict[tuple, _Decoded]" = OrderedDict()
+        self._bytes = 0
+        self._lock = threading.Lock()  # pin_memory / prefetch threads may share a dataset
+        self.hits = 0
+        self.misses = 0
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes currently held."""
+        return self._bytes
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __getstate__(self) -> dict:
+        # Pickled copies (spawned workers) start empty: arrays are cheaper to re-decode than to
+        # ship through a pipe, and a lock cannot be pickled.
+        return {"max_bytes": self.max_bytes}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__init__(state["max_bytes"])
+
+    def clear(self) -> None:
+        """Drop everything."""
+        with self._lock:
+            self._items.clear()
+            self._bytes = 0
+
+    def get(self, key: tuple, load: Callable[[], _Decoded]) -> _Decoded:
+        """The cached entry for ``key``, decoding it with ``load`` on a miss.
+
+        Args:
+            key: hashable key (path plus how it was decoded).
+            load: zero-argument decoder.
+
+        Returns:
+            The decoded entry.
+        """
+        with self._lock:
+            entry = self._items.get(key)
+            if entry is not None:
+                self._items.move_to_end(key)
+                self.hits += 1
+                return entry
+        entry = load()
+        size = entry.array.nbytes
+        with self._lock:
+            self.misses += 1
+            if size > self.max_bytes or key in self._items:
+                return entry
+            while self._items and self._bytes + size > self.max_bytes:
+                _, old = self._items.popitem(last=False)
+                self._bytes -= old.array.nbytes
+            self._items[key] = entry
+            self._bytes += size
+        return entry
+
+
+_CACHE = VolumeCache(2048 * 2**20)
+
+
+def volume_cache(max_mb: Optional[int] = None) -> VolumeCache:
+    """The process-wide volume cache (shared by train/val datasets so a case is decoded once).
+
+    Args:
+        max_mb: new budget in megabytes, or None to leave it.
+
+    Returns:
+        The cache.
+    """
+    if max_mb is not None:
+        _CACHE.max_bytes = int(max_mb) * 2**20
+    return _CACHE
+
+
+def _decode_image(path: Path, reorient: bool, cfg: DataConfig) -> _Decoded:
+    arr = load_nifti(path, reorient).get_array()
+    value_range = volume_value_range(arr) if _needs_value_range(arr.dtype, cfg) else None
+    return _Decoded(arr, value_range)
+
+
+def _decode_label(path: Path, reorient: bool, task: str) -> _Decoded:
+    arr = load_nifti(path, reorient).get_array()
+    if task == "multiclass":
+        if arr.dtype.kind == "f":
+            if not np.all(np.isfinite(arr)) or not np.array_equal(arr, np.round(arr)):
+                raise DataError(f"{path}: a multiclass label volume must hold integers")
+        lo, hi = (int(arr.min()), int(arr.max())) if arr.size else (0, 0)
+        # The smallest integer type keeps many label volumes in the cache.
+        small = np.uint8 if lo >= 0 and hi < 256 else np.int32
+        return _Decoded(arr.astype(small), None)
+    return _Decoded((arr > 0).astype(np.uint8), None)
+
+
+# --------------------------------------------------------------------------------------- datasets
+class _BaseDataset(torch.utils.data.Dataset):
+    """Shared sample assembly, augmentation and per-item seeding."""
+
+    def __init__(self, cases: Sequence[Case], cfg: DataConfig, train: bool, seed: Optional[int]) -> None:
+        self.cases = list(cases)
+        self.cfg = cfg
+        self.train = bool(train)
+        self.augment = build_augment(cfg.augment, cfg.task, cfg.image_size) if train else None
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the epoch used in per-item augmentation seeds (see :mod:`.transforms`).
+
+        Args:
+            epoch: epoch number; call in the main process before iterating the DataLoader.
+        """
+        self.epoch = int(epoch)
+
+    def _sample(self, image: np.ndarray, mask: np.ndarray, case_id: str, k: int, index: int) -> dict[str, Any]:
+        size = self.cfg.image_size
+        sample: dict[str, Any] = {
+            "image": resize_to(image, size, "bilinear").clamp_(0.0, 1.0).contiguous(),
+            "mask": resize_to(mask, size, "nearest").contiguous(),
+            "case": case_id,
+            "slice": int(k),
+        }
+        if self.augment is not None:
+            if self.seed is not None:
+                seed_augment(self.augment, item_seed(self.seed, self.epoch, index))
+            sample = self.augment(sample)
+        return sample
+
+
+class ImageDataset(_BaseDataset):
+    """2D images (X-rays) with one mask per label folder, or one label map for multiclass.
+
+    Args:
+        cases: from :func:`~s2unet.data.cases.find_cases` with ``kind: image``.
+        cfg: the data config.
+        train: apply augmentation.
+        seed: per-item augmentation seeding (see :mod:`.transforms`); None leaves the
+            transform's own random state running.
+    """
+
+    def __init__(self, cases: Sequence[Case], cfg: DataConfig, train: bool, seed: Optional[int] = None) -> None:
+        super().__init__(cases, cfg, train, seed)
+        self.items = [(c.case_id, 0) for c in self.cases]
+
+    def __len__(self) -> int:
+        return len(self.cases)
+
+    def load_case(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        """Read case ``i`` at its own resolution.
+
+        Args:
+            i: case index.
+
+        Returns:
+            ``(image (3, H, W) float32, mask)`` with the mask as in :func:`label_slice`.
+
+        Raises:
+            DataError: unreadable files or image/mask shape mismatch.
+        """
+        case = self.cases[i]
+        gray = read_image(case.image)
+        gray = np.nan_to_num(gray, nan=0.0)
+        if self.cfg.task == "multiclass":
+            mask: np.ndarray = read_label_map(case.labels[0])
+            shapes = [mask.shape]
+        else:
+            planes = [read_mask(p, self.cfg.mask_threshold) for p in case.labels]
+            shapes = [p.shape for p in planes]
+            mask = np.stack(planes).astype(np.float32) if planes else np.zeros((0, *gray.shape), np.float32)
+        for path, shape in zip(case.labels, shapes):
+            if shape != gray.shape:
+                raise DataError(f"{path} has shape {shape} but its image {case.image} has shape {gray.shape}")
+        return np.repeat(gray[None], 3, axis=0), mask
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        image, mask = self.load_case(i)
+        return self._sample(image, mask, self.cases[i].case_id, 0, i)
+
+
+class VolumeSliceDataset(_BaseDataset):
+    """All slices of NIfTI volumes along ``cfg.axis``, read lazily through a bounded LRU cache.
+
+    Construction reads headers, checks every label volume's geometry against its image and
+    decodes the label volumes once (uint8) to find the lesion slices; image volumes are decoded
+    on first use. Decoded volumes live in the process-wide :class:`VolumeCache` limited to
+    ``cfg.cache_mb`` megabytes — per process: each DataLoader worker has its own cache, so a
+    dataset larger than RAM works, at the price of re-decoding evicted volumes (about 0.1 s for
+    a 256 x 256 x 160 uint8 .nii.gz on one core).
+
+    Args:
+        cases: from :func:`~s2unet.data.cases.find_cases` with ``kind: volume``.
+        cfg: the data config.
+        train: apply augmentation.
+        seed: per-item augmentation seeding (see :mod:`.transforms`).
+    """
+
+    def __init__(self, cases: Sequence[Case], cfg: DataConfig, train: bool, seed: Optional[int] = None) -> None:
+        super().__init__(cases, cfg, train, seed)
+        if cfg.axis not in (0, 1, 2):
+            raise DataError(f"data.axis must be 0, 1 or 2, got {cfg.axis}")
+        self.items: list[tuple[str, int]] = []
+        self._case_of_item: list[int] = []
+        self.shapes: list[tuple[int, int, int]] = []
+        flags: list[np.ndarray] = []
+        other = tuple(a for a in range(3) if a != cfg.axis)
+        for ci, case in enumerate(self.cases):
+            image = load_nifti(case.image, cfg.reorient)
+            for path in case.labels:
+                check_same_geometry(image, load_nifti(path, cfg.reorient))
+            n = image.shape[cfg.axis]
+            self.shapes.append(image.shape)
+            self.items.extend((case.case_id, k) for k in range(n))
+            self._case_of_item.extend([ci] * n)
+            fg = np.zeros(n, dtype=bool)
+            for lab in self._labels(ci):
+                fg |= lab.any(axis=other) if cfg.task != "multiclass" else (lab > 0).any(axis=other)
+            flags.append(fg)
+        self._flags = np.concatenate(flags) if flags else np.zeros(0, dtype=bool)
+
+    @property
+    def cache(self) -> VolumeCache:
+        """The process-wide cache, with this config's budget (also in spawned workers, which
+        start from a fresh module)."""
+        return volume_cache(self.cfg.cache_mb)
+
+    def _image(self, ci: int) -> _Decoded:
+        path = self.cases[ci].image
+        return self.cache.get(("image", str(path), self.cfg.reorient, self.cfg.window.preset),
+                              lambda: _decode_image(path, self.cfg.reorient, self.cfg))
+
+    def _labels(self, ci: int) -> list[np.ndarray]:
+        kind = "multiclass" if self.cfg.task == "multiclass" else "binary"
+        return [
+            self.cache.get(("label", str(p), self.cfg.reorient, kind),
+                           lambda p=p: _decode_label(p, self.cfg.reorient, self.cfg.task)).array
+            for p in self.cases[ci].labels
+        ]
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def lesion_flags(self) -> np.ndarray:
+        """bool per item: the slice has any foreground in any label (computed at construction)."""
+        return self._flags.copy()
+
+    def case_items(self, case_id: str) -> list[int]:
+        """Dataset indices of one case's slices, in slice order (for per-volume evaluation)."""
+        return [i for i, (cid, _) in enumerate(self.items) if cid == case_id]
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        ci = self._case_of_item[i]
+        case_id, k = self.items[i]
+        entry = self._image(ci)
+        image = prepare_slice(entry.array, k, self.cfg, entry.value_range)
+        mask = label_slice(self._labels(ci), k, self.cfg)
+        return self._sample(image, mask, case_id, k, i)

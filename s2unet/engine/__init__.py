@@ -1,0 +1,1 @@
+"""Training engine: loop, validation, checkpoints, resume and DDP."""

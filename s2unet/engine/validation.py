@@ -1,0 +1,71 @@
+"""Validation: whole cases predicted by the inference Predictor at their native size and scored
+by ``s2unet.metrics``, so the numbers equal what ``infer.py --gt`` reports for the same cases.
+The binarisation threshold is tuned here, on the mean per-case Dice."""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..config import Config
+from ..data import SliceDataset
+from ..inference.predictor import Predictor, load_case_target
+from ..metrics import case_metrics, dice_for_thresholds, summarize
+from ..models import SegmentationModel
+
+THRESHOLDS = tuple(np.round(np.arange(0.1, 0.91, 0.05), 2))
+
+
+def validate(model: SegmentationModel, cfg: Config, dataset: SliceDataset, device: torch.device,
+             max_cases: int = 0, batch_size: int = 8) -> dict[str, Any]:
+    """Predict every validation case, tune the threshold, and score at that threshold.
+
+    Args:
+        model: the model (switched to eval for the call, restored after).
+        cfg: the run config (data preprocessing, task, labels).
+        dataset: the validation dataset (its ``cases`` are what is scored).
+        device: where to run the model.
+        max_cases: score only the first N cases (0 = all).
+        batch_size: slices per forward pass.
+
+    Returns:
+        ``{"threshold", "summary": flat metric means, "cases": case ids}``; ``summary`` holds
+        the per-case means under the metric names (``dice``...) and the per-slice means as
+        ``slice_dice``... for volumes.
+    """
+    was_training = model.training
+    model.eval()
+    multiclass = cfg.data.task == "multiclass"
+    predictor = Predictor(model, cfg, device, batch_size=batch_size)
+    cases = dataset.cases[: max_cases or None]
+    probs, targets, spacings = [], [], []
+    for case in cases:
+        prob, spacing = predictor.predict_case(case)
+        probs.append(prob)
+        targets.append(load_case_target(case, cfg))
+        spacings.append(spacing)
+    model.train(was_training)
+
+    threshold = 0.5
+    if not multiclass:
+        # Mean over cases of each case's Dice (itself the mean over its labels) per threshold.
+        per_case = np.stack([dice_for_thresholds(p, t, THRESHOLDS, per_item=True).mean(0)
+                             for p, t in zip(probs, targets)])
+        threshold = float(THRESHOLDS[int(per_case.mean(0).argmax())])
+    case_rows, slice_rows = [], []
+    for case, prob, target, spacing in zip(cases, probs, targets, spacings):
+        pred = predictor.binarize(prob, threshold)
+        row, rows = case_metrics(pred, target, case.case_id, labels=_labels(cfg), spacing=spacing,
+                                 slice_axis=cfg.data.axis if cfg.data.kind == "volume" else None)
+        case_rows.append(row)
+        slice_rows.extend(rows)
+    stats = summarize(case_rows, slice_rows)
+    summary = dict(stats["case_mean"])
+    summary.update({f"slice_{k}": v for k, v in stats.get("slice_mean", {}).items()})
+    summary["threshold"] = threshold
+    return {"threshold": threshold, "summary": summary, "cases": [c.case_id for c in cases]}
+
+
+def _labels(cfg: Config) -> list[str] | None:
+    return cfg.data.label_names or None

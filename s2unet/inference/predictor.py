@@ -1,0 +1,244 @@
+"""Slice-wise prediction of volumes and images with exactly the training preprocessing.
+
+A volume is decoded once in its stored dtype (uint8 stays uint8), then its slices are prepared
+with :func:`s2unet.data.prepare_slice` (windowing, 2.5D context), resized to the model's square
+input with :func:`s2unet.data.resize_to` and predicted in batches, so only one batch of float
+inputs exists at a time (on the device). The logits are resized back to each slice's own size
+(bilinear) before the activation, and the probabilities are written into a float32 array in the
+volume's served orientation.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable, Optional, Sequence, Union
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..config import Config, DataConfig
+from ..data import (
+    Case,
+    NiftiVolume,
+    load_nifti,
+    prepare_slice,
+    read_image,
+    read_label_map,
+    read_mask,
+    resize_to,
+    volume_value_range,
+)
+from ..models.base import SegmentationModel
+
+Progress = Callable[[int], None]
+
+
+def channel_names(cfg: Config) -> list[str]:
+    """Names of the model's output channels.
+
+    Binary / multilabel: ``data.label_names``, else the last component of each ``data.labels``
+    folder (``masks/lungs`` -> ``lungs``). Multiclass: ``label_names`` when it names every class
+    (or every foreground class, then ``background`` is prepended), else ``class0``, ``class1``...
+
+    Args:
+        cfg: the model's config.
+
+    Returns:
+        ``cfg.out_channels`` names.
+    """
+    d = cfg.data
+    if d.task == "multiclass":
+        if len(d.label_names) == d.num_classes:
+            return list(d.label_names)
+        if len(d.label_names) == d.num_classes - 1:
+            return ["background", *d.label_names]
+        return [f"class{i}" for i in range(d.num_classes)]
+    return list(d.label_names) if d.label_names else [Path(p).name for p in d.labels]
+
+
+def foreground_names(cfg: Config) -> list[str]:
+    """Names of the channels :func:`binarize` keeps as foreground (multiclass drops class 0)."""
+    names = channel_names(cfg)
+    return names[1:] if cfg.data.task == "multiclass" else names
+
+
+def one_hot_foreground(label_map: np.ndarray, num_classes: int) -> np.ndarray:
+    """(K - 1, *spatial) bool channels of classes 1..K-1 of an integer label map."""
+    return label_map[None] == np.arange(1, num_classes).reshape(-1, *([1] * label_map.ndim))
+
+
+def binarize(prob: np.ndarray, threshold: float, task: str) -> np.ndarray:
+    """Foreground masks from probabilities.
+
+    Args:
+        prob: (C, *spatial) probabilities.
+        threshold: binary / multilabel cut-off; foreground is ``prob >= threshold`` (the
+            convention of :func:`s2unet.metrics.dice_for_thresholds`). Unused for multiclass.
+        task: ``binary``, ``multilabel`` or ``multiclass``.
+
+    Returns:
+        bool (C, *spatial) for binary / multilabel; for multiclass the one-hot argmax of the
+        foreground classes, (C - 1, *spatial) (class 0, background, has no channel).
+    """
+    if task == "multiclass":
+        return one_hot_foreground(np.argmax(prob, axis=0), prob.shape[0])
+    return prob >= threshold
+
+
+def load_masks(paths: Sequence[Path], cfg: DataConfig) -> np.ndarray:
+    """Reference (or lung) masks as foreground channels, in the model's served orientation.
+
+    Volumes: voxels > 0 are foreground (multiclass: an integer label map); images: read with
+    ``read_mask(path, cfg.mask_threshold)`` (multiclass: ``read_label_map``), exactly as the
+    training datasets read labels.
+
+    Args:
+        paths: one file per label (binary / multilabel), or the single label map (multiclass).
+        cfg: uses ``kind``, ``task``, ``num_classes``, ``reorient``, ``mask_threshold``.
+
+    Returns:
+        bool (C, *spatial), C as :func:`binarize` returns for the task.
+
+    Raises:
+        DataError: unreadable file (named in the message).
+    """
+    if cfg.kind == "volume":
+        arrays = [load_nifti(p, cfg.reorient).get_array() for p in paths]
+    elif cfg.task == "multiclass":
+        arrays = [read_label_map(p) for p in paths]
+    else:
+        arrays = [read_mask(p, cfg.mask_threshold) for p in paths]
+    if cfg.task == "multiclass":
+        return one_hot_foreground(arrays[0].astype(np.int64), cfg.num_classes)
+    return np.stack([a > 0 for a in arrays])
+
+
+def load_case_target(case: Case, cfg: Config) -> np.ndarray:
+    """The ground truth of a dataset case as :func:`binarize`-shaped channels (see :func:`load_masks`)."""
+    return load_masks(case.labels, cfg.data)
+
+
+class Predictor:
+    """Runs a segmentation model over volumes and images.
+
+    Args:
+        model: a trained model (put in eval mode and moved to ``device`` here).
+        cfg: the config it was trained with (preprocessing, image size, task).
+        device: torch device.
+        threshold: the binarisation threshold (from the checkpoint), kept for callers.
+        batch_size: slices per forward pass.
+        tta_flip: also predict the horizontally flipped input and average the probabilities.
+    """
+
+    def __init__(
+        self,
+        model: SegmentationModel,
+        cfg: Config,
+        device: Union[str, torch.device] = "cpu",
+        threshold: float = 0.5,
+        batch_size: int = 8,
+        tta_flip: bool = False,
+    ) -> None:
+        if batch_size <= 0:
+            raise ValueError(f"batch_size must be > 0, got {batch_size}")
+        self.device = torch.device(device)
+        self.model = model.to(self.device).eval()
+        self.cfg = cfg
+        self.threshold = float(threshold)
+        self.batch_size = int(batch_size)
+        self.tta_flip = bool(tta_flip)
+
+    @property
+    def out_channels(self) -> int:
+        """Channels of the probability arrays."""
+        return self.cfg.out_channels
+
+    def _activate(self, logits: torch.Tensor) -> torch.Tensor:
+        if self.cfg.data.task == "multiclass":
+            return torch.softmax(logits, dim=1)
+        return torch.sigmoid(logits)
+
+    @torch.inference_mode()
+    def predict_batch(self, inputs: np.ndarray) -> np.ndarray:
+        """Probabilities of a batch of prepared inputs, at the inputs' own size.
+
+        Args:
+            inputs: (B, 3, H, W) float32 in 0..1 at native resolution (as from
+                ``prepare_slice``).
+
+        Returns:
+            float32 (B, C, H, W) probabilities.
+        """
+        size = self.cfg.data.image_size
+        native = tuple(inputs.shape[-2:])
+        # resize_to is the dataset's own resize (antialiased when shrinking); clamp as training does
+        x = torch.stack([resize_to(item, size, "bilinear").clamp_(0.0, 1.0) for item in inputs]).to(self.device)
+        views = [(x, False), (x.flip(-1), True)] if self.tta_flip else [(x, False)]
+        prob = None
+        for view, flipped in views:
+            logits = self.model.predict_logits(view).float()
+            logits = F.interpolate(logits, size=native, mode="bilinear", align_corners=False)
+            p = self._activate(logits)
+            p = p.flip(-1) if flipped else p
+            prob = p if prob is None else prob + p
+        return (prob / len(views)).cpu().numpy().astype(np.float32, copy=False)
+
+    def binarize(self, prob: np.ndarray, threshold: Optional[float] = None) -> np.ndarray:
+        """:func:`binarize` with this model's task and (by default) its threshold."""
+        return binarize(prob, self.threshold if threshold is None else threshold, self.cfg.data.task)
+
+    def predict_case(self, case: Case) -> tuple[np.ndarray, Optional[tuple[float, ...]]]:
+        """Probabilities of a dataset case at its native size.
+
+        Args:
+            case: a volume or image case (``cfg.data.kind`` decides which).
+
+        Returns:
+            ``(prob (C, *spatial), spacing)``: the volume's served zooms, or None for images.
+        """
+        if self.cfg.data.kind == "volume":
+            vol = load_nifti(case.image, self.cfg.data.reorient)
+            return self.predict_volume(vol), vol.zooms
+        return self.predict_image(read_image(case.image)), None
+
+    def predict_volume(self, vol: Union[NiftiVolume, np.ndarray], progress: Optional[Progress] = None) -> np.ndarray:
+        """Probabilities of every slice of a volume along ``cfg.data.axis``.
+
+        Args:
+            vol: a NiftiVolume (decoded once here, in its stored dtype) or its already decoded
+                served array.
+            progress: called with the number of slices finished after each batch.
+
+        Returns:
+            float32 (C, *vol.shape) in the served orientation.
+        """
+        array = vol.get_array() if isinstance(vol, NiftiVolume) else np.asarray(vol)
+        if array.ndim != 3:
+            raise ValueError(f"expected a 3D volume, got shape {array.shape}")
+        axis = self.cfg.data.axis
+        value_range = volume_value_range(array)  # once per volume, not per slice
+        out = np.empty((self.out_channels, *array.shape), dtype=np.float32)
+        out_slices = np.moveaxis(out, axis + 1, 1)  # (C, n, h, w) view
+        n = array.shape[axis]
+        for start in range(0, n, self.batch_size):
+            ks = range(start, min(start + self.batch_size, n))
+            batch = np.stack([prepare_slice(array, k, self.cfg.data, value_range) for k in ks])
+            out_slices[:, ks.start : ks.stop] = self.predict_batch(batch).transpose(1, 0, 2, 3)
+            if progress is not None:
+                progress(len(ks))
+        return out
+
+    def predict_image(self, image: np.ndarray) -> np.ndarray:
+        """Probabilities of one 2D image.
+
+        Args:
+            image: (H, W) gray values in 0..1 (as ``s2unet.data.read_image`` returns; NaN is
+                treated as 0 like the training dataset does).
+
+        Returns:
+            float32 (C, H, W).
+        """
+        gray = np.nan_to_num(np.asarray(image, dtype=np.float32), nan=0.0)
+        if gray.ndim != 2:
+            raise ValueError(f"expected a 2D image, got shape {gray.shape}")
+        return self.predict_batch(np.repeat(gray[None, None], 3, axis=1))[0]

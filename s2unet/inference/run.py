@@ -1,0 +1,407 @@
+"""``infer.py``: segment NIfTI volumes or X-ray images with a trained checkpoint.
+
+Everything is validated before the first slice is predicted: the checkpoint(s) load, every input
+decodes and suits the model (volumes for a volume model, images for an image model), every
+ground-truth and lung file exists and matches its input's geometry, and the output folder holds
+no earlier results (unless ``overwrite``). All problems are reported together, each naming its
+file.
+
+Outputs in ``output_dir`` (every file written under a temporary name, then renamed):
+
+- ``<case>_pred.nii.gz``: uint8 labels with the input's exact shape, affine, zooms and
+  q/sform codes (binary 0/1; multiclass 0..K-1); multilabel: ``<case>_pred_<label>.nii.gz``,
+  one 0/1 volume per label. For images ``<case>_pred.png`` (0/255; multiclass: class index),
+  ``<case>_pred_<label>.png`` per label for multilabel.
+- ``<case>_prob.nii.gz`` / ``<case>_prob_<channel>.nii.gz`` (float32) or ``.png`` (0..255)
+  with ``probabilities``.
+- ``<case>_overlay.png``, ``<case>_report.json`` and ``reports.csv`` (all cases).
+- with ``gt``: ``metrics_per_case.csv``, ``metrics_per_slice.csv`` (volumes).
+- ``summary.json``: settings, timing (slices per second) and, with ``gt``, the metric
+  aggregates of :func:`s2unet.metrics.summarize`.
+
+With ``overwrite`` the files of this run replace earlier ones of the same name; other files
+in the folder are left alone.
+"""
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Optional, Sequence, Union
+
+import numpy as np
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from ..config import Config
+from ..data import DataError, NiftiVolume, load_nifti, read_image, save_like
+from ..data.cases import file_stem, index_folder
+from ..engine.checkpoint import LoadedModel, load_model_checkpoint
+from ..engine.distributed import resolve_device
+from ..metrics import DEFAULT_NSD_TOLERANCE, case_metrics, format_summary, summarize
+from .evaluate import ReferenceIndex, check_reference_geometry, write_metric_tables
+from .outputs import write_csv, write_json, write_png
+from .overlay import image_overlay, volume_overlay
+from .postprocess import postprocess
+from .predictor import Predictor, channel_names, foreground_names, load_masks
+from .report import case_report
+
+PathLike = Union[str, Path]
+SUMMARY_FILES = ("summary.json", "reports.csv")
+METRIC_FILES = ("metrics_per_case.csv", "metrics_per_slice.csv")
+
+
+@dataclass
+class _Job:
+    """One case to segment, with its optional reference and lung files."""
+
+    case: str
+    path: Path
+    gt: Optional[list[Path]] = None
+    lung: Optional[list[Path]] = None
+
+
+def _describe_kind(kind: str) -> str:
+    return "NIfTI volumes (.nii/.nii.gz)" if kind == "volume" else "2D images (PNG/JPEG/TIFF/DICOM)"
+
+
+def _discover(inputs: Union[PathLike, Sequence[PathLike]], kind: str, problems: list[str]) -> list[tuple[str, Path]]:
+    """Case ids and files of the inputs (files or folders) that suit a ``kind`` model."""
+    items = [inputs] if isinstance(inputs, (str, Path)) else list(inputs)
+    found: dict[str, Path] = {}
+    other = "image" if kind == "volume" else "volume"
+    for item in map(Path, items):
+        if item.is_dir():
+            try:
+                files = index_folder(item, kind)
+            except DataError as exc:
+                problems.append(str(exc))
+                continue
+            if not files:
+                hint = " (it holds files of the other kind)" if index_folder(item, other) else ""
+                problems.append(f"{item} holds no {_describe_kind(kind)}, which this checkpoint segments{hint}")
+        elif item.is_file():
+            stem = file_stem(item, kind)
+            if stem is None:
+                problems.append(f"{item} is not one of the {_describe_kind(kind)} this checkpoint segments")
+                continue
+            files = {stem: item}
+        else:
+            problems.append(f"{item} does not exist")
+            continue
+        for case, path in files.items():
+            if case in found:
+                problems.append(f"{found[case]} and {path} have the same case id {case!r}")
+            found[case] = path
+    return sorted(found.items())
+
+
+def _output_names(case: str, cfg: Config, probabilities: bool) -> list[str]:
+    """The per-case files a run writes (see the module docstring)."""
+    ext = ".nii.gz" if cfg.data.kind == "volume" else ".png"
+    fg, channels = foreground_names(cfg), channel_names(cfg)
+    names = [f"{case}_pred_{n}{ext}" for n in fg] if cfg.data.task == "multilabel" else [f"{case}_pred{ext}"]
+    if probabilities:
+        names += [f"{case}_prob{ext}"] if len(channels) == 1 else [f"{case}_prob_{n}{ext}" for n in channels]
+    return names + [f"{case}_overlay.png", f"{case}_report.json"]
+
+
+def _reference_index(
+    what: str, root: Optional[PathLike], kind: str, labels: Optional[list[str]], n_jobs: int, problems: list[str]
+) -> Optional[ReferenceIndex]:
+    """A ReferenceIndex for ``root`` (None when not given or unusable, with the reason in ``problems``)."""
+    if root is None:
+        return None
+    try:
+        index = ReferenceIndex(root, kind, labels)
+    except DataError as exc:
+        problems.append(f"{what}: {exc}")
+        return None
+    if index.is_file and n_jobs > 1:
+        problems.append(f"{what} {root} is one file but there are {n_jobs} inputs; give a folder")
+        return None
+    return index
+
+
+def _validate(
+    cfg: Config,
+    inputs: Union[PathLike, Sequence[PathLike]],
+    output_dir: Path,
+    gt: Optional[PathLike],
+    lung: Optional[PathLike],
+    lung_cfg: Optional[Config],
+    overwrite: bool,
+    probabilities: bool,
+) -> list[_Job]:
+    """Check every file the run needs; raise one DataError listing every problem."""
+    kind = cfg.data.kind
+    problems: list[str] = []
+    if lung_cfg is not None and lung_cfg.data.kind != kind:
+        problems.append(f"the lung checkpoint segments {lung_cfg.data.kind}s but the model segments {kind}s")
+    jobs = [_Job(case, path) for case, path in _discover(inputs, kind, problems)]
+    if not jobs and not problems:
+        problems.append(f"no inputs given in {inputs}")
+    gt_labels = foreground_names(cfg) if cfg.data.task == "multilabel" else None
+    references = [
+        ("gt", _reference_index("ground truth", gt, kind, gt_labels, len(jobs), problems), cfg.data),
+        ("lung", _reference_index("lung mask", lung, kind, None, len(jobs), problems),
+         dataclasses.replace(cfg.data, task="binary")),
+    ]
+    for job in jobs:
+        like: Union[NiftiVolume, tuple[int, ...], None] = None
+        try:
+            # Decoding now (and dropping the result) finds truncated files before hours of work.
+            if kind == "volume":
+                like = load_nifti(job.path, cfg.data.reorient)
+                like.get_array()
+            else:
+                like = read_image(job.path).shape
+        except DataError as exc:
+            problems.append(str(exc))
+            like = None
+        for attr, index, data_cfg in references:
+            if index is None:
+                continue
+            try:
+                paths = index.paths(job.case)
+                if like is not None:
+                    check_reference_geometry(paths, like, data_cfg)
+                load_masks(paths, data_cfg)
+            except DataError as exc:
+                problems.append(str(exc))
+                continue
+            setattr(job, attr, paths)
+    if output_dir.exists() and not output_dir.is_dir():
+        problems.append(f"output {output_dir} exists and is not a folder")
+    elif not overwrite:
+        planned = [n for job in jobs for n in _output_names(job.case, cfg, probabilities)]
+        planned += [*SUMMARY_FILES, *(METRIC_FILES if gt is not None else ())]
+        existing = [n for n in planned if (output_dir / n).exists()]
+        if existing:
+            shown = ", ".join(existing[:5]) + (f" and {len(existing) - 5} more" if len(existing) > 5 else "")
+            problems.append(f"{output_dir} already holds results ({shown}); use --overwrite or another --output")
+    if problems:
+        raise DataError("cannot run inference:\n  " + "\n  ".join(problems))
+    return jobs
+
+
+def _lung_region(masks: np.ndarray, names: Sequence[str]) -> np.ndarray:
+    """Lungs from a lung model's channels: those named like a lung if any, else all of them."""
+    lungs = [i for i, n in enumerate(names) if "lung" in n.lower()] or list(range(len(names)))
+    return np.any(masks[lungs], axis=0)
+
+
+class _Runner:
+    """Per-case work of one run: predict, clean, write, report, score."""
+
+    def __init__(
+        self,
+        cfg: Config,
+        predictor: Predictor,
+        lung_predictor: Optional[Predictor],
+        output_dir: Path,
+        min_size: int,
+        probabilities: bool,
+        surface: bool,
+        nsd_tolerance: float,
+        progress: Progress,
+    ) -> None:
+        self.cfg = cfg
+        self.predictor = predictor
+        self.lung_predictor = lung_predictor
+        self.out = output_dir
+        self.min_size = min_size
+        self.probabilities = probabilities
+        self.surface = surface
+        self.nsd_tolerance = nsd_tolerance
+        self.progress = progress
+        self.labels = foreground_names(cfg)
+        self.seconds_predict = 0.0
+        self.slices = 0
+        self.reports: list[dict[str, Any]] = []
+        self.case_rows: list[dict[str, Any]] = []
+        self.slice_rows: list[dict[str, Any]] = []
+
+    def _timed(self, fn: Callable[..., np.ndarray], *args: Any) -> np.ndarray:
+        """Call a predict function, adding its duration to the throughput clock."""
+        start = time.perf_counter()
+        result = fn(*args)
+        self.seconds_predict += time.perf_counter() - start
+        return result
+
+    def _lung(self, job: _Job, vol: Optional[NiftiVolume], image: Optional[np.ndarray]) -> Optional[np.ndarray]:
+        """The case's lung mask (served orientation of the main model), or None."""
+        if job.lung is not None:
+            return load_masks(job.lung, dataclasses.replace(self.cfg.data, task="binary"))[0]
+        if self.lung_predictor is None:
+            return None
+        lp = self.lung_predictor
+        names = foreground_names(lp.cfg)
+        if vol is None:
+            return _lung_region(lp.binarize(lp.predict_image(image)), names)
+        lung_vol = load_nifti(job.path, lp.cfg.data.reorient)
+        task = self.progress.add_task(f"{job.case} lungs", total=lung_vol.shape[lp.cfg.data.axis])
+        prob = lp.predict_volume(lung_vol, lambda n: self.progress.advance(task, n))
+        region = _lung_region(lp.binarize(prob), names)
+        # The lung model may serve the volume in another orientation: go through the file's own.
+        return vol.to_served(lung_vol.to_original(region))
+
+    def _write_outputs(self, case: str, fg: np.ndarray, prob: np.ndarray, vol: Optional[NiftiVolume]) -> None:
+        names = _output_names(case, self.cfg, self.probabilities)
+        task = self.cfg.data.task
+        if task == "multilabel":
+            preds = [m.astype(np.uint8) for m in fg]
+        else:  # binary: the one channel; multiclass: exclusive one-hot channels -> class index
+            preds = [np.einsum("c...,c->...", fg.astype(np.uint8), np.arange(1, len(fg) + 1, dtype=np.uint8))]
+        arrays: list[tuple[np.ndarray, Any]] = [(p, np.uint8) for p in preds]
+        if self.probabilities:
+            arrays += [(p, np.float32) for p in prob]
+        for name, (array, dtype) in zip(names, arrays):
+            if vol is not None:
+                save_like(array, vol, self.out / name, dtype=dtype)
+            elif dtype == np.float32:
+                write_png(self.out / name, np.round(array * 255).astype(np.uint8))
+            else:
+                write_png(self.out / name, array * (255 if task != "multiclass" else 1))
+
+    def run(self, job: _Job) -> None:
+        """Segment one case and write everything it produces."""
+        d = self.cfg.data
+        vol = image = None
+        if d.kind == "volume":
+            vol = load_nifti(job.path, d.reorient)
+            array = vol.get_array()
+            n = array.shape[d.axis]
+            task = self.progress.add_task(job.case, total=n)
+            prob = self._timed(self.predictor.predict_volume, array, lambda k: self.progress.advance(task, k))
+            spacing, slice_axis = vol.zooms, d.axis
+        else:
+            image = read_image(job.path)
+            prob = self._timed(self.predictor.predict_image, image)
+            n, spacing, slice_axis = 1, None, None
+        self.slices += n
+        lung = self._lung(job, vol, image)
+        fg = postprocess(self.predictor.binarize(prob), self.min_size, lung)
+        self._write_outputs(job.case, fg, prob, vol)
+        gt = load_masks(job.gt, d) if job.gt is not None else None
+        overlay_path = self.out / f"{job.case}_overlay.png"
+        if vol is not None:
+            volume_overlay(overlay_path, array, fg, gt, d.axis, labels=self.labels, title=job.case)
+        else:
+            image_overlay(overlay_path, image, fg, gt, labels=self.labels, title=job.case)
+        report = case_report(job.case, fg, self.labels, spacing, lung, slice_axis)
+        write_json(self.out / f"{job.case}_report.json", report)
+        self.reports.append(report)
+        if gt is not None:
+            row, rows = case_metrics(fg, gt, job.case, self.labels, spacing, slice_axis, self.surface, self.nsd_tolerance)
+            self.case_rows.append(row)
+            self.slice_rows.extend(rows)
+
+
+def _load(checkpoint: PathLike, device: Any) -> LoadedModel:
+    loaded = load_model_checkpoint(checkpoint, device)
+    loaded.model.merge_lora()  # fold attention LoRA into the weights: same output, faster
+    return loaded
+
+
+def run_inference(
+    checkpoint: PathLike,
+    inputs: Union[PathLike, Sequence[PathLike]],
+    output_dir: PathLike,
+    gt: Optional[PathLike] = None,
+    lung: Optional[PathLike] = None,
+    lung_checkpoint: Optional[PathLike] = None,
+    overwrite: bool = False,
+    probabilities: bool = False,
+    tta: bool = False,
+    min_size: int = 0,
+    batch_size: int = 8,
+    device: str = "auto",
+    threshold: Optional[float] = None,
+    surface: bool = True,
+    nsd_tolerance: float = DEFAULT_NSD_TOLERANCE,
+    show_progress: bool = True,
+) -> dict[str, Any]:
+    """Segment volumes or images and write predictions, overlays, reports and (with GT) metrics.
+
+    Args:
+        checkpoint: an s2unet model checkpoint (``best.pt``).
+        inputs: a NIfTI volume, an image (PNG/JPEG/TIFF/DICOM), a folder of either, or a list
+            of those; the checkpoint's ``data.kind`` decides which kind is expected.
+        output_dir: output folder (created).
+        gt: ground truth: a file (one input) or a folder with ``<case>.<ext>``, or for
+            multilabel models one sub-folder per label (``<gt>/<label>/<case>.<ext>``).
+        lung: lung masks (file or folder, like ``gt`` for one label): predictions outside are
+            removed and the affected lung share is reported.
+        lung_checkpoint: alternatively, a lung model whose prediction serves as the lung mask
+            (its channels named like ``*lung*``, or all of them).
+        overwrite: replace results of an earlier run in ``output_dir``.
+        probabilities: also write the probability maps.
+        tta: average with the horizontally flipped prediction.
+        min_size: drop connected components smaller than this many voxels (3D) / pixels.
+        batch_size: slices per forward pass.
+        device: ``auto``, ``cpu``, ``cuda``, ``cuda:1``...
+        threshold: binarisation threshold; default the one tuned in training (checkpoint).
+        surface: with ``gt``, also compute HD95 and NSD.
+        nsd_tolerance: NSD tolerance in mm (pixels for images).
+        show_progress: draw rich progress bars and print the summary.
+
+    Returns:
+        The summary written to ``summary.json``.
+
+    Raises:
+        CheckpointError: a checkpoint is missing or not an s2unet checkpoint.
+        DataError: any input, reference, lung or output problem (all listed, before any work).
+    """
+    if lung is not None and lung_checkpoint is not None:
+        raise DataError("give either a lung mask or a lung checkpoint, not both")
+    if min_size < 0:
+        raise DataError(f"min_size must be >= 0, got {min_size}")
+    started = time.perf_counter()
+    dev = resolve_device(device)
+    loaded = _load(checkpoint, dev)
+    lung_loaded = _load(lung_checkpoint, dev) if lung_checkpoint is not None else None
+    cfg = loaded.config
+    out = Path(output_dir)
+    jobs = _validate(cfg, inputs, out, gt, lung, lung_loaded.config if lung_loaded else None, overwrite, probabilities)
+    out.mkdir(parents=True, exist_ok=True)
+
+    thr = loaded.threshold if threshold is None else float(threshold)
+    predictor = Predictor(loaded.model, cfg, dev, thr, batch_size, tta)
+    lung_predictor = (
+        Predictor(lung_loaded.model, lung_loaded.config, dev, lung_loaded.threshold, batch_size, tta)
+        if lung_loaded is not None else None
+    )
+    console = Console(stderr=True, quiet=not show_progress)
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=console, disable=not show_progress) as progress:
+        runner = _Runner(cfg, predictor, lung_predictor, out, min_size, probabilities, surface, nsd_tolerance, progress)
+        images_task = progress.add_task("images", total=len(jobs)) if cfg.data.kind == "image" else None
+        for job in jobs:
+            runner.run(job)
+            if images_task is not None:
+                progress.advance(images_task)
+
+    write_csv(out / "reports.csv", runner.reports)
+    summary: dict[str, Any] = {
+        "checkpoint": str(checkpoint),
+        "model": {"arch": cfg.model.arch, "encoder": cfg.model.encoder, "task": cfg.data.task,
+                  "labels": foreground_names(cfg), "image_size": cfg.data.image_size},
+        "settings": {"threshold": thr, "tta": tta, "min_size": min_size, "batch_size": batch_size, "device": str(dev),
+                     "lung": str(lung) if lung else None, "lung_checkpoint": str(lung_checkpoint) if lung_checkpoint else None,
+                     "gt": str(gt) if gt else None},
+        "cases": [job.case for job in jobs],
+        "n_slices": runner.slices,
+        "seconds_predict": runner.seconds_predict,
+        "seconds_total": time.perf_counter() - started,
+        "slices_per_second": runner.slices / runner.seconds_predict if runner.seconds_predict > 0 else 0.0,
+    }
+    if gt is not None:
+        write_metric_tables(out, runner.case_rows, runner.slice_rows)
+        summary["metrics"] = summarize(runner.case_rows, runner.slice_rows)
+        summary["settings"].update(surface=surface, nsd_tolerance=nsd_tolerance)
+        console.print(format_summary(summary["metrics"]))
+    write_json(out / "summary.json", summary)
+    console.print(f"{len(jobs)} case(s), {runner.slices} slice(s) at {summary['slices_per_second']:.2f}/s -> {out}")
+    return summary

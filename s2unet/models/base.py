@@ -1,0 +1,43 @@
+"""What the engine and inference expect of every trainable segmentation model."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class SegmentationModel(nn.Module):
+    """A model mapping (B, 3, H, W) images in 0..1 to a list of logit maps, the last final.
+
+    Subclasses implement ``forward``; the defaults below suit models trained end to end.
+    """
+
+    def predict_logits(self, x: torch.Tensor) -> torch.Tensor:
+        """The final prediction's logits (B, C, H, W)."""
+        return self(x)[-1]
+
+    def parameter_counts(self) -> dict[str, int | float]:
+        """Trainable and total parameter counts (and the trainable share in percent)."""
+        total = sum(p.numel() for p in self.parameters())
+        trainable = sum(p.numel() for p in self.parameters() if p.requires_grad)
+        return {"trainable": trainable, "total": total, "trainable_percent": round(100.0 * trainable / total, 3)}
+
+    def trained_state_dict(self) -> dict[str, torch.Tensor]:
+        """The tensors a checkpoint must hold to rebuild the trained model."""
+        return {k: v.detach().clone() for k, v in self.state_dict().items()}
+
+    def load_trained_state_dict(self, state: dict[str, torch.Tensor], source: str = "checkpoint") -> None:
+        """Load what ``trained_state_dict`` saved; keys and shapes must match exactly."""
+        expected = self.trained_state_dict()
+        missing, unexpected = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
+        wrong = [f"{k} {tuple(state[k].shape)} in the file, {tuple(v.shape)} in the model"
+                 for k, v in expected.items() if k in state and state[k].shape != v.shape]
+        if missing or unexpected or wrong:
+            raise KeyError(
+                f"{source} does not fit this model: {len(missing)} missing tensors {missing[:3]}, "
+                f"{len(unexpected)} unexpected {unexpected[:3]}, {len(wrong)} of another shape {wrong[:2]}"
+            )
+        self.load_state_dict(state, strict=False)
+
+    def merge_lora(self) -> int:
+        """Fold LoRA into base weights for inference; models without LoRA merge nothing."""
+        return 0

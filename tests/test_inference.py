@@ -1,0 +1,286 @@
+"""Inference: geometry kept on write, post-processing, reports, overlays, refusals, end to end.
+
+Most run tests replace the checkpoint loader with a tiny deterministic model (logits from the
+input intensity), so predictions are known exactly and the tests take milliseconds; one test
+runs a real random-weight Hiera-T checkpoint end to end.
+"""
+from __future__ import annotations
+
+import gzip
+import json
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from s2unet.config import Config, config_from_dict
+from s2unet.data import DataError, load_nifti
+from s2unet.engine.checkpoint import LoadedModel, atomic_save, model_payload
+from s2unet.inference import (
+    Predictor,
+    binarize,
+    case_report,
+    evaluate,
+    pick_slices,
+    postprocess,
+    run_inference,
+    volume_overlay,
+)
+from s2unet.inference import run as run_module
+from s2unet.models.base import SegmentationModel
+from s2unet.weights import CheckpointError
+
+# Permuted, flipped axes with non-unit spacing and an offset: anything but the identity.
+AFFINE = np.array([[0.0, -0.8, 0.0, 10.0], [0.7, 0.0, 0.0, -5.0], [0.0, 0.0, 2.5, 3.0], [0.0, 0.0, 0.0, 1.0]])
+SHAPE = (64, 64, 6)
+
+
+class ThresholdModel(SegmentationModel):
+    """Channel c's logit is ``sign_c * 20 * (centre input channel - cut_c)``: a known prediction."""
+
+    def __init__(self, cuts: list[float], signs: list[float]) -> None:
+        super().__init__()
+        self.register_buffer("cuts", torch.tensor(cuts).view(1, -1, 1, 1))
+        self.register_buffer("signs", torch.tensor(signs).view(1, -1, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        logits = self.signs * 20.0 * (x[:, 1:2] - self.cuts)
+        return [logits, logits, logits]
+
+
+def _volume_cfg(**data: object) -> Config:
+    return config_from_dict({"data": {"kind": "volume", "image_size": 64, "labels": ["infection"], **data}})
+
+
+def _use_model(monkeypatch: pytest.MonkeyPatch, cfg: Config, model: SegmentationModel) -> None:
+    def fake_loader(path: object, device: object) -> LoadedModel:
+        return LoadedModel(model, cfg, 0.5, {})
+
+    monkeypatch.setattr(run_module, "load_model_checkpoint", fake_loader)
+
+
+def _save(array: np.ndarray, path: Path, affine: np.ndarray = AFFINE) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nib.save(nib.Nifti1Image(array, affine), str(path))
+    return path
+
+
+@pytest.fixture()
+def ct_case(tmp_path: Path) -> dict[str, Path]:
+    """One synthetic CT case: a bright 3D blob plus a bright single voxel, GT, and a lung mask."""
+    image = np.full(SHAPE, 40, np.uint8)
+    image[10:30, 20:40, 1:5] = 200  # 20 x 20 x 4 blob -> predicted
+    image[50, 50, 2] = 220  # a one-voxel speck -> removed by min_size
+    gt = np.zeros(SHAPE, np.uint8)
+    gt[10:30, 20:40, 1:4] = 1
+    lung = np.zeros(SHAPE, np.uint8)
+    lung[5:60, 5:60, :] = 1
+    lung[10:30, 20:30, :] = 0  # half the blob lies outside the lungs
+    return {
+        "image": _save(image, tmp_path / "in" / "case01.nii.gz"),
+        "gt": _save(gt, tmp_path / "gt" / "case01.nii.gz"),
+        "lung": _save(lung, tmp_path / "lung" / "case01.nii.gz"),
+    }
+
+
+# ------------------------------------------------------------------------------------ predictor
+def test_predictor_streams_slices_in_served_orientation(ct_case: dict[str, Path]) -> None:
+    cfg = _volume_cfg(context_slices=True)
+    vol = load_nifti(ct_case["image"], reorient=True)
+    assert vol.shape != SHAPE or not np.allclose(vol.affine, AFFINE)  # really reoriented
+    done: list[int] = []
+    predictor = Predictor(ThresholdModel([0.5], [1.0]), cfg, "cpu", batch_size=4, tta_flip=True)
+    prob = predictor.predict_volume(vol, progress=done.append)
+    assert prob.shape == (1, *vol.shape) and prob.dtype == np.float32
+    assert done == [4, 2]
+    np.testing.assert_array_equal(predictor.binarize(prob)[0], vol.get_array() >= 128)
+
+
+def test_predict_image_returns_native_size() -> None:
+    cfg = config_from_dict({"data": {"kind": "image", "image_size": 64}})
+    image = np.zeros((50, 70), np.float32)
+    image[10:40, 20:50] = 1.0
+    prob = Predictor(ThresholdModel([0.5], [1.0]), cfg).predict_image(image)
+    assert prob.shape == (1, 50, 70)
+    assert prob[0, 25, 35] > 0.99 and prob[0, 2, 2] < 0.01
+
+
+def test_binarize_multiclass_gives_foreground_channels() -> None:
+    prob = np.zeros((3, 2, 2), np.float32)
+    prob[0, 0, 0] = prob[1, 0, 1] = prob[2, 1, :] = 1.0
+    masks = binarize(prob, 0.5, "multiclass")
+    assert masks.shape == (2, 2, 2)
+    np.testing.assert_array_equal(masks[0], [[False, True], [False, False]])
+    np.testing.assert_array_equal(masks[1], [[False, False], [True, True]])
+
+
+# ------------------------------------------------------------------------ post-process, report
+def test_postprocess_removes_small_and_outside_region() -> None:
+    mask = np.zeros((1, 10, 10, 4), bool)
+    mask[0, 1:5, 1:5, 1:3] = True  # 32 voxels
+    mask[0, 8, 8, 0] = True  # 1 voxel
+    mask[0, 6:8, 6:8, 3] = True  # 4 voxels, outside the region below
+    region = np.ones((10, 10, 4), bool)
+    region[6:8, 6:8, :] = False
+    region[1:5, 1:3, :] = False  # cuts 16 voxels off the big component
+    out = postprocess(mask, min_size=5, region=region)
+    assert out.sum() == 16 and not out[0, 8, 8, 0] and not out[0, 6:8, 6:8].any()
+    assert postprocess(mask, min_size=0).sum() == mask.sum()
+
+
+def test_report_volume_in_ml_from_spacing() -> None:
+    mask = np.zeros((1, 4, 4, 5), bool)
+    mask[0, :2, :, 1] = True  # 8 voxels on slice 1
+    mask[0, 0, :2, 3] = True  # 2 voxels on slice 3
+    lung = np.zeros((4, 4, 5), bool)
+    lung[:, :, 1:4] = True  # 48 voxels
+    report = case_report("c", mask, ["infection"], spacing=(0.5, 2.0, 3.0), lung=lung, slice_axis=2)
+    assert report["voxels"] == 10
+    assert report["volume_ml"] == pytest.approx(10 * 0.5 * 2.0 * 3.0 / 1000)  # 0.03 mL
+    assert report["lung_volume_ml"] == pytest.approx(48 * 3.0 / 1000)
+    assert report["percent_of_lung"] == pytest.approx(100 * 10 / 48)
+    assert report["slices_with_foreground"] == 2
+
+
+def test_overlay_is_a_png(tmp_path: Path) -> None:
+    pred = np.zeros((1, 16, 16, 20), bool)
+    pred[0, 4:8, 4:8, 2:5] = True
+    gt = np.roll(pred, 1, axis=1)
+    assert pick_slices(pred, gt, axis=2, n=4) == [0, 2, 3, 4]  # the 3 with foreground, then spread
+    shown = volume_overlay(tmp_path / "o.png", np.random.rand(16, 16, 20), pred, gt, axis=2, n_slices=12)
+    assert len(shown) == 12 and {2, 3, 4} <= set(shown)
+    data = (tmp_path / "o.png").read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    with Image.open(tmp_path / "o.png") as im:
+        im.verify()
+    assert not list(tmp_path.glob(".tmp*"))
+
+
+# ------------------------------------------------------------------------------------- run
+def test_run_keeps_geometry_and_postprocesses(
+    monkeypatch: pytest.MonkeyPatch, ct_case: dict[str, Path], tmp_path: Path
+) -> None:
+    cfg = _volume_cfg(context_slices=True)
+    _use_model(monkeypatch, cfg, ThresholdModel([0.5], [1.0]))
+    out = tmp_path / "out"
+    summary = run_inference(
+        "fake.pt", ct_case["image"].parent, out, gt=ct_case["gt"].parent, lung=ct_case["lung"].parent,
+        probabilities=True, min_size=5, show_progress=False,
+    )
+    src = nib.load(str(ct_case["image"]))
+    written = nib.load(str(out / "case01_pred.nii.gz"))
+    assert written.shape == src.shape
+    np.testing.assert_allclose(written.affine, src.affine, atol=1e-6)
+    np.testing.assert_allclose(written.header.get_zooms(), src.header.get_zooms())
+    assert written.get_data_dtype() == np.uint8
+    expected = np.zeros(SHAPE, np.uint8)
+    expected[10:30, 30:40, 1:5] = 1  # the blob inside the lungs; the speck is gone
+    np.testing.assert_array_equal(np.asarray(written.dataobj), expected)
+    prob = nib.load(str(out / "case01_prob.nii.gz"))
+    assert prob.get_data_dtype() == np.float32 and prob.shape == src.shape
+
+    report = json.loads((out / "case01_report.json").read_text())
+    voxel_ml = 0.8 * 0.7 * 2.5 / 1000
+    assert report["voxels"] == 20 * 10 * 4
+    assert report["volume_ml"] == pytest.approx(800 * voxel_ml)
+    assert report["slices_with_foreground"] == 4
+    # pooled over the case: 800 predicted, 1200 GT, 600 overlap
+    assert summary["metrics"]["case_mean"]["dice"] == pytest.approx(2 * 600 / (800 + 1200))
+    assert summary["slices_per_second"] > 0 and summary["n_slices"] == 6
+    for name in ("metrics_per_case.csv", "metrics_per_slice.csv", "summary.json", "reports.csv", "case01_overlay.png"):
+        assert (out / name).is_file(), name
+    assert not list(out.glob(".tmp*"))
+
+    again = evaluate(out, ct_case["gt"].parent, tmp_path / "eval")
+    assert again["metrics"]["case_mean"] == pytest.approx(summary["metrics"]["case_mean"])
+    assert (tmp_path / "eval" / "evaluation_per_slice.csv").is_file()
+
+    with pytest.raises(DataError, match="already holds results.*--overwrite") as err:
+        run_inference("fake.pt", ct_case["image"], out, show_progress=False)
+    assert str(out) in str(err.value)
+    run_inference("fake.pt", ct_case["image"], out, overwrite=True, show_progress=False)
+
+
+def test_run_multilabel_images_and_evaluate(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    cfg = config_from_dict({"data": {"kind": "image", "task": "multilabel", "image_size": 64,
+                                     "labels": ["masks/lungs", "masks/heart"]}})
+    _use_model(monkeypatch, cfg, ThresholdModel([0.5, 0.25], [1.0, -1.0]))  # bright / dark
+    image = np.full((64, 64), 100, np.uint8)
+    image[:20] = 255
+    image[40:] = 0
+    (tmp_path / "in").mkdir()
+    Image.fromarray(image).save(tmp_path / "in" / "JPC001.png")
+    for label, rows in (("lungs", slice(0, 20)), ("heart", slice(40, 50))):
+        gt = np.zeros((64, 64), np.uint8)
+        gt[rows] = 255
+        (tmp_path / "gt" / label).mkdir(parents=True)
+        Image.fromarray(gt).save(tmp_path / "gt" / label / "JPC001.png")
+    summary = run_inference("fake.pt", tmp_path / "in", tmp_path / "out", gt=tmp_path / "gt", show_progress=False)
+    lungs = np.asarray(Image.open(tmp_path / "out" / "JPC001_pred_lungs.png"))
+    assert lungs.shape == (64, 64) and set(np.unique(lungs)) == {0, 255}
+    means = summary["metrics"]["case_mean"]
+    assert means["dice/lungs"] == 1.0 and means["dice/heart"] == pytest.approx(2 * 10 / (24 + 10))
+    assert means["dice"] == pytest.approx((means["dice/lungs"] + means["dice/heart"]) / 2)
+    assert evaluate(tmp_path / "out", tmp_path / "gt")["metrics"]["case_mean"] == pytest.approx(means)
+
+
+# -------------------------------------------------------------------------------- refusals
+def test_refuses_gt_with_other_geometry(monkeypatch: pytest.MonkeyPatch, ct_case: dict[str, Path], tmp_path: Path) -> None:
+    _use_model(monkeypatch, _volume_cfg(), ThresholdModel([0.5], [1.0]))
+    bad_gt = _save(np.zeros(SHAPE, np.uint8), tmp_path / "badgt" / "case01.nii.gz", affine=np.diag([1.0, 1.0, 1.0, 1.0]))
+    with pytest.raises(DataError, match="different affines") as err:
+        run_inference("fake.pt", ct_case["image"], tmp_path / "out", gt=bad_gt.parent, show_progress=False)
+    assert str(bad_gt) in str(err.value)
+    assert not (tmp_path / "out").exists()  # nothing written before validation passed
+
+
+def test_refuses_unreadable_input_and_missing_gt(monkeypatch: pytest.MonkeyPatch, ct_case: dict[str, Path], tmp_path: Path) -> None:
+    _use_model(monkeypatch, _volume_cfg(), ThresholdModel([0.5], [1.0]))
+    folder = ct_case["image"].parent
+    whole = gzip.decompress(ct_case["image"].read_bytes())
+    truncated = folder / "case02.nii.gz"
+    truncated.write_bytes(gzip.compress(whole[: len(whole) // 2]))  # header fine, data cut
+    garbage = folder / "case03.nii.gz"
+    garbage.write_bytes(b"not a nifti file")
+    with pytest.raises(DataError) as err:
+        run_inference("fake.pt", folder, tmp_path / "out", gt=ct_case["gt"].parent, show_progress=False)
+    message = str(err.value)
+    assert str(truncated) in message and str(garbage) in message
+    assert "no NIfTI volume named case02" in message  # its GT is missing too
+
+
+def test_refuses_input_of_the_wrong_kind(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    _use_model(monkeypatch, _volume_cfg(), ThresholdModel([0.5], [1.0]))
+    png = tmp_path / "x.png"
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(png)
+    with pytest.raises(DataError, match="x.png is not one of the NIfTI volumes"):
+        run_inference("fake.pt", png, tmp_path / "out", show_progress=False)
+
+
+def test_refuses_checkpoint_that_is_not_s2unet(tmp_path: Path, ct_case: dict[str, Path]) -> None:
+    foreign = tmp_path / "sam2.1_hiera_tiny.pt"
+    torch.save({"model": {"w": torch.zeros(2)}}, foreign)
+    with pytest.raises(CheckpointError, match="not an s2unet checkpoint") as err:
+        run_inference(foreign, ct_case["image"], tmp_path / "out", show_progress=False)
+    assert str(foreign) in str(err.value)
+
+
+# ------------------------------------------------------------------------------ end to end
+def test_end_to_end_with_a_real_tiny_checkpoint(ct_case: dict[str, Path], tmp_path: Path) -> None:
+    from s2unet.models import create_model
+
+    cfg = config_from_dict({
+        "model": {"encoder": "sam2.1_hiera_tiny", "weights": "random", "decoder_channels": [16, 16, 16]},
+        "data": {"kind": "volume", "image_size": 64, "labels": ["infection"], "context_slices": True},
+    })
+    checkpoint = tmp_path / "best.pt"
+    atomic_save(model_payload(create_model(cfg), cfg, 0.5, {"dice": 0.0}), checkpoint)
+    summary = run_inference(checkpoint, ct_case["image"], tmp_path / "out", gt=ct_case["gt"], tta=True,
+                            surface=False, show_progress=False)
+    written = nib.load(str(tmp_path / "out" / "case01_pred.nii.gz"))
+    assert written.shape == SHAPE and np.allclose(written.affine, AFFINE)
+    assert set(np.unique(np.asarray(written.dataobj))) <= {0, 1}
+    assert summary["n_slices"] == 6 and 0.0 <= summary["metrics"]["case_mean"]["dice"] <= 1.0
