@@ -302,6 +302,13 @@ def matmul_rate(n: int = 2048, repeats: int = 7, dtype: torch.dtype = torch.floa
             "median_s": statistics.median(times)}
 
 
+def matmul_rate_child(device: str, threads: int) -> dict[str, float]:
+    """:func:`matmul_rate` with the measuring processes' thread setting."""
+    if threads:
+        torch.set_num_threads(threads)
+    return {**matmul_rate(device=device), "threads": torch.get_num_threads()}
+
+
 def _sdpa_cpu_flops(query, key, value, *args, out_shape=None, **kwargs) -> int:
     """FLOPs of the CPU flash-attention kernel (torch's counter only knows the GPU ones)."""
     from torch.utils.flop_counter import sdpa_flop_count
@@ -340,6 +347,7 @@ class MatmulProbe:
 
     def __init__(self, device: torch.device, n: int = 2048) -> None:
         self.device, self.n = device, n
+        self.threads = torch.get_num_threads()  # the process setting, not a runner's bench.threads
         self.a = torch.rand(n, n, device=device)
         self.b = torch.rand(n, n, device=device)
         self.out = torch.empty(n, n, device=device)
@@ -347,6 +355,8 @@ class MatmulProbe:
         torch.mm(self.a, self.b, out=self.out)  # warm-up
 
     def sample(self) -> None:
+        if torch.get_num_threads() != self.threads:
+            torch.set_num_threads(self.threads)
         sync(self.device)
         t0 = time.perf_counter()
         torch.mm(self.a, self.b, out=self.out)
@@ -735,9 +745,10 @@ class Report:
             "notes": [],
         }
 
-    def floor(self, device: str) -> float:
-        """Measure the dense fp32 matmul rate now; returns the best rate measured so far."""
-        rate = matmul_rate(device=device)
+    def floor(self, device: str, isolate: bool = True, threads: int = 0) -> float:
+        """Measure the dense fp32 matmul rate now (in a child, like every measurement, so it
+        runs with the same OpenMP settings); returns the best rate measured so far."""
+        rate = run_isolated(matmul_rate_child, device, threads, isolate=isolate)
         self.data.setdefault("matmul_fp32", []).append({**rate, "load_average": load_average()})
         return max(r["gflops"] for r in self.data["matmul_fp32"])
 
@@ -769,6 +780,8 @@ class Report:
             f"Load average (1/5/15 min) at start {load.get('start')}, at end {load.get('end')}: "
             "other jobs shared this machine, so absolute times are noisy; ratios measured in one "
             "interleaved run (`--compare`) are the robust numbers.",
+            f"OMP_WAIT_POLICY={self.data['settings'].get('omp_wait_policy_effective') or '(unset: libgomp spins)'} "
+            "in the measuring processes.",
         ]
         if rates:
             lines.append(
@@ -813,31 +826,32 @@ def run_grid(args: argparse.Namespace) -> None:
     report = Report("grid", args)
     cases, notes = grid_cases(args)
     report.data["notes"] += notes
-    gflops = report.floor(args.device)
+    gflops = report.floor(args.device, not args.no_isolate, args.threads)
     results = []
     for case in cases:
         size = dict(o.split("=", 1) for o in case.overrides).get("data.image_size")
         print(f"[{time.strftime('%H:%M:%S')}] {case.label} @ {size} px (load {load_average()})", flush=True)
         results.extend(measure_isolated([case], settings_from(args, args.phase_budget), not args.no_isolate))
-    gflops = report.floor(args.device)
+    gflops = report.floor(args.device, not args.no_isolate, args.threads)
     add_floors(results, gflops)
     report.data["results"] = results
     rows = []
     for r in results:
         if "error" in r:
-            rows.append([r["label"], "-", "error: " + r["error"].splitlines()[-1][:80]] + ["-"] * 10)
+            rows.append([r["label"], "-", "error: " + r["error"].splitlines()[-1][:80]] + ["-"] * 9)
             continue
         t, i = r["phases"].get("train", {}), r["phases"].get("infer", {})
         rows.append([
             r["label"], r["image_size"], f"{t.get('median_step_s', 0):.2f} (b{r['train_batch']})",
-            t.get("images_per_s"), t.get("x_floor"), i.get("images_per_s"), i.get("x_floor"),
-            gib(t.get("peak_rss_bytes")), gib(i.get("peak_rss_bytes")), fmt_params(r["params"]),
+            t.get("images_per_s"), pair_cell(t.get("x_floor"), t.get("x_floor_at_load")),
+            i.get("images_per_s"), pair_cell(i.get("x_floor"), i.get("x_floor_at_load")),
+            pair_cell(gib(t.get("peak_rss_bytes")), gib(i.get("peak_rss_bytes"))), fmt_params(r["params"]),
             gflop_cell(i.get("encoder_flops_per_image")), gflop_cell(i.get("flops_per_image")),
             gflop_cell(t.get("flops_per_image"), macs=False),
         ])
-    header = ["model", "px", "train s/step (batch)", "train img/s", "train x floor", "infer slices/s",
-              "infer x floor", "peak RSS train GiB", "peak RSS infer GiB", "trainable / total params",
-              "encoder GMAC/img", "model GMAC/img", "train GFLOP/img"]
+    header = ["model", "px", "train s/step (batch)", "train img/s", "train x floor (machine / at load)",
+              "infer slices/s", "infer x floor (machine / at load)", "peak RSS GiB (train / infer)",
+              "trainable / total params", "encoder GMAC/img", "model GMAC/img", "train GFLOP/img"]
     md = markdown_table(header, rows)
     md += "\n\n" + "\n".join(f"- {n}" for n in [
         f"{args.repeats} timed repeats (median; fewer, >= 2, when a phase exceeded {args.phase_budget:.0f} s), "
@@ -846,6 +860,11 @@ def run_grid(args: argparse.Namespace) -> None:
         *notes,
     ])
     report.finish(Path(args.out), "speed", md)
+
+
+def pair_cell(a: Optional[float], b: Optional[float], digits: int = 2) -> str:
+    """Two numbers in one cell, ``a / b``."""
+    return f"{fmt(a, digits)} / {fmt(b, digits)}"
 
 
 def gflop_cell(flops: Optional[float], macs: bool = True) -> Optional[float]:
@@ -862,9 +881,9 @@ def run_compare(args: argparse.Namespace) -> None:
     phases = tuple(p for p in PHASES if p in args.phases.split(","))
     cases = [make_case(f"{chr(65 + k)}: {spec or '(defaults)'}", parse_compare_arg(spec), base, phases)
              for k, spec in enumerate(args.compare)]
-    gflops = report.floor(args.device)
+    gflops = report.floor(args.device, not args.no_isolate, args.threads)
     results = measure_isolated(cases, settings_from(args, 0.0), not args.no_isolate)
-    gflops = report.floor(args.device)
+    gflops = report.floor(args.device, not args.no_isolate, args.threads)
     add_floors(results, gflops)
     report.data["results"] = results
     report.data["notes"].append("interleaved in one process: peak memory is not per configuration and is not reported")
@@ -880,13 +899,13 @@ def run_compare(args: argparse.Namespace) -> None:
             p = r["phases"][phase]
             pair = paired_ratio(p["times_s"], ref[phase]["times_s"])
             row += [p["median_step_s"], p["images_per_s"], ratio(p["median_step_s"], ref[phase]["median_step_s"]), pair,
-                    p.get("x_floor")]
+                    pair_cell(p.get("x_floor"), p.get("x_floor_at_load"))]
         row.append(fmt_params(r["params"]))
         rows.append(row)
     header = ["configuration"]
     for phase in phases:
         header += [f"{phase} s/step", f"{phase} img/s", f"{phase} time / A (medians)",
-                   f"{phase} time / A (median of paired)", f"{phase} x floor"]
+                   f"{phase} time / A (median of paired)", f"{phase} x floor (machine / at load)"]
     header.append("trainable / total params")
     first = results[0]
     md = markdown_table(header, rows) + (
@@ -913,12 +932,12 @@ def run_placements(args: argparse.Namespace) -> None:
     base = [f"model.weights={args.weights}", "model.encoder=sam2.1_hiera_tiny", f"data.image_size={args.size}",
             f"train.batch_size={args.placement_batch}"]
     cases = [make_case(label, ov, base, phases=("train",)) for label, ov in PLACEMENTS]
-    gflops = report.floor(args.device)
+    gflops = report.floor(args.device, not args.no_isolate, args.threads)
     results = []
     for case in cases:
         print(f"[{time.strftime('%H:%M:%S')}] {case.label} (load {load_average()})", flush=True)
         results.extend(measure_isolated([case], settings_from(args, 0.0), not args.no_isolate))
-    gflops = report.floor(args.device)
+    gflops = report.floor(args.device, not args.no_isolate, args.threads)
     add_floors(results, gflops)
     report.data["results"] = results
     stage = next((r["phases"]["train"]["median_step_s"] for r in results if r["label"] == "stage adapters" and "phases" in r), None)
@@ -931,11 +950,11 @@ def run_placements(args: argparse.Namespace) -> None:
         peak = gib(t["peak_rss_bytes"])
         rows.append([
             r["label"], fmt_params(r["params"]), t["median_step_s"], t["images_per_s"],
-            ratio(t["median_step_s"], stage), t["x_floor"], peak,
+            ratio(t["median_step_s"], stage), pair_cell(t["x_floor"], t["x_floor_at_load"]), peak,
             None if peak is None else peak < PLACEMENT_TARGET_GIB, t.get("encoder_autograd"),
         ])
     header = ["placement", "trainable / total params", f"train s/step (batch {args.placement_batch})", "img/s",
-              "time / stage", "x floor", "peak RSS GiB", f"< {PLACEMENT_TARGET_GIB:.0f} GiB", "encoder autograd"]
+              "time / stage", "x floor (machine / at load)", "peak RSS GiB", f"< {PLACEMENT_TARGET_GIB:.0f} GiB", "encoder autograd"]
     md = markdown_table(header, rows) + (
         f"\n\n- Hiera-T (SAM2.1) at {args.size} px, batch {args.placement_batch}, forward + backward through the "
         f"three deep-supervision heads + AdamW step; {args.repeats} repeats after {args.warmup} warm-up step(s), "
@@ -1106,12 +1125,34 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--volume-encoder", default="sam2.1_hiera_tiny")
     p.add_argument("--amp-size", type=int, default=256, help="--amp-check forward image size (default 256)")
     p.add_argument("--out", default=str(RESULTS_DIR), help="output folder (default bench/results)")
+    p.add_argument("--omp-wait-policy", choices=("passive", "active", "inherit"), default="passive",
+                   help="OMP_WAIT_POLICY of the measuring processes (default passive: see README; "
+                        "inherit = leave the environment as it is)")
     p.add_argument("--no-isolate", action="store_true", help="measure in this process (peaks then mix; for debugging)")
     return p
 
 
+def apply_omp_wait_policy(policy: str, isolate: bool) -> Optional[str]:
+    """Set OMP_WAIT_POLICY for the measuring processes; returns the value they run with.
+
+    GNU OpenMP reads it once, when torch is imported, so it is set here, before the fork
+    server (which imports torch for every child) starts. Why ``passive`` by default: with
+    the default (spinning) policy, torch's two OpenMP threads on a 2-core machine shared with
+    other jobs waste their time slices spinning at barriers; a Hiera-T training step measured
+    3-4x slower than with ``passive`` (see bench/README.md), which would make this table a
+    measurement of the neighbours rather than of the model.
+    """
+    if policy != "inherit":
+        os.environ["OMP_WAIT_POLICY"] = policy.upper()
+        if not isolate:
+            print("note: --no-isolate measures in this process, whose OpenMP already started: "
+                  "--omp-wait-policy has no effect here (set OMP_WAIT_POLICY in the environment)", file=sys.stderr)
+    return os.environ.get("OMP_WAIT_POLICY")
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
+    args.omp_wait_policy_effective = apply_omp_wait_policy(args.omp_wait_policy, not args.no_isolate)
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.device == "auto":

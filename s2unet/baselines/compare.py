@@ -353,17 +353,32 @@ class TrainedModels:
         return self._cache[key]
 
 
+class CaseMethod:
+    """How a method predicts a case, in three steps so that every method sees plane ``s``
+    before any sees plane ``s + 1``: prompted methods sharing a predictor then embed each plane
+    once (the predictor caches only the image it embedded last)."""
+
+    def start(self, ev: EvalCase) -> None:
+        """Begin a case."""
+
+    def plane(self, s: int) -> None:
+        """Predict plane ``s`` of the current case."""
+
+    def finish(self) -> np.ndarray:
+        """The (C, S, H, W) bool prediction of the current case."""
+        raise NotImplementedError
+
+
 @dataclass
 class MethodRun:
     """A method being evaluated: its outcome so far and accumulated rows.
 
-    ``predict`` maps an EvalCase to its (C, S, H, W) bool prediction and adds its own time to
-    ``seconds``.
+    Its ``method`` adds its own wall time to ``seconds``.
     """
 
     cfg: MethodConfig
     result: MethodResult
-    predict: Optional[Callable[[EvalCase], np.ndarray]] = None
+    method: Optional[CaseMethod] = None
     case_rows: list[dict[str, Any]] = field(default_factory=list)
     slice_rows: list[dict[str, Any]] = field(default_factory=list)
     seconds: float = 0.0
@@ -372,13 +387,30 @@ class MethodRun:
 
 
 @dataclass
-class PromptedMethod:
-    """A prompted predictor with one strategy, run over the planes of a case, per channel.
+class TrainedMethod(CaseMethod):
+    """A trained checkpoint: the whole case at once, through the inference Predictor."""
+
+    run: MethodRun
+    models: TrainedModels
+    path: Path
+    _pred: Optional[np.ndarray] = None
+
+    def start(self, ev: EvalCase) -> None:
+        self._pred, seconds = self.models.predict(self.path, ev)
+        self.run.seconds += seconds
+
+    def finish(self) -> np.ndarray:
+        assert self._pred is not None
+        return self._pred
+
+
+@dataclass
+class PromptedMethod(CaseMethod):
+    """A prompted predictor with one strategy, run plane by plane, per label channel.
 
     Attributes:
         run: the bookkeeping it adds its time and iterative curves to.
-        predictor: the (shared) predictor; its embedding cache keys are ``(case, slice)``, so
-            methods sharing a predictor embed each plane once.
+        predictor: the (shared) predictor; its embedding cache keys are ``(case, slice)``.
         data: the comparison's data config (prompted models see its preprocessing).
         rng: jitter random generator.
         fixed: ``points_fixed_mean``: per channel, the points and the (H, W) frame they are in.
@@ -391,33 +423,43 @@ class PromptedMethod:
     rng: np.random.Generator
     fixed: Optional[list[tuple[Prompts, tuple[int, int]]]] = None
     draft: Optional[tuple[TrainedModels, Path]] = None
+    _ev: Optional[EvalCase] = None
+    _inputs: Optional[np.ndarray] = None
+    _reference: Optional[np.ndarray] = None
+    _pred: Optional[np.ndarray] = None
 
-    def __call__(self, ev: EvalCase) -> np.ndarray:
-        m = self.run.cfg
-        reference = ev.gt
+    def start(self, ev: EvalCase) -> None:
+        self._ev, self._reference = ev, ev.gt
         if self.draft is not None:
             models, path = self.draft
-            reference, draft_seconds = models.predict(path, ev)
-            self.run.seconds += draft_seconds
-        inputs = ev.inputs(self.data)
-        pred = np.zeros_like(ev.gt)
-        for s, k in enumerate(ev.planes):
-            image = _display(inputs[s].transpose(1, 2, 0), ev.is_volume)
-            embed_seconds = 0.0
-            for c in range(ev.gt.shape[0]):
-                ref = _display(reference[c, s], ev.is_volume)
-                fixed = None
-                if self.fixed is not None:
-                    prompts, frame = self.fixed[c]
-                    fixed = prompts.rescaled(frame, ref.shape)
-                out = run_prompted(self.predictor, image, ref, m.prompt, m.rounds, m.jitter, self.rng, fixed,
-                                   image_key=(ev.case.case_id, k))
-                pred[c, s] = _display(out.prob >= 0.5, ev.is_volume)
-                self.run.seconds += out.seconds
-                embed_seconds = max(embed_seconds, out.embed_seconds)
-                if out.round_dice and ref.any():
-                    self.run.round_dice.append(out.round_dice)
-            self.run.seconds += embed_seconds  # one embedding per plane, whatever the channels
+            self._reference, seconds = models.predict(path, ev)
+            self.run.seconds += seconds  # the draft model is part of this method's cost
+        self._inputs = ev.inputs(self.data)
+        self._pred = np.zeros_like(ev.gt)
+
+    def plane(self, s: int) -> None:
+        ev, m = self._ev, self.run.cfg
+        assert ev is not None and self._inputs is not None and self._reference is not None and self._pred is not None
+        image = _display(self._inputs[s].transpose(1, 2, 0), ev.is_volume)
+        embed_seconds = 0.0
+        for c in range(ev.gt.shape[0]):
+            ref = _display(self._reference[c, s], ev.is_volume)
+            fixed = None
+            if self.fixed is not None:
+                prompts, frame = self.fixed[c]
+                fixed = prompts.rescaled(frame, ref.shape)
+            out = run_prompted(self.predictor, image, ref, m.prompt, m.rounds, m.jitter, self.rng, fixed,
+                               image_key=(ev.case.case_id, ev.planes[s]))
+            self._pred[c, s] = _display(out.prob >= 0.5, ev.is_volume)
+            self.run.seconds += out.seconds
+            embed_seconds = max(embed_seconds, out.embed_seconds)
+            if out.round_dice and ref.any():
+                self.run.round_dice.append(out.round_dice)
+        self.run.seconds += embed_seconds  # one embedding per plane, whatever the channels
+
+    def finish(self) -> np.ndarray:
+        assert self._pred is not None
+        pred, self._pred, self._inputs, self._reference = self._pred, None, None, None
         return pred
 
 
@@ -470,19 +512,13 @@ class _Setup:
             if m.checkpoint is not None:
                 path = self.models.load(m.checkpoint)
                 run.result.trainable_parameters = self.models.trainable(path)
-
-                def predict(ev: EvalCase, path: Path = path) -> np.ndarray:
-                    pred, seconds = self.models.predict(path, ev)
-                    run.seconds += seconds
-                    return pred
-
-                run.predict = predict
+                run.method = TrainedMethod(run, self.models, path)
             else:
                 draft = (self.models, self.models.load(m.draft)) if m.draft is not None else None
                 fixed = self.fixed_points(m.n_points) if m.prompt == "points_fixed_mean" else None
                 rng = np.random.default_rng([self.cfg.seed, index])
-                run.predict = PromptedMethod(run, self.predictor(m.predictor, m.weights), self.cfg.data, rng,
-                                             fixed, draft)
+                run.method = PromptedMethod(run, self.predictor(m.predictor, m.weights), self.cfg.data, rng,
+                                            fixed, draft)
         except MethodSkipped as exc:
             run.result.status, run.result.reason = "skipped", str(exc)
             console.print(f"[yellow]skipped[/] {m.name}: {exc}")
@@ -501,6 +537,19 @@ def _score(run: MethodRun, ev: EvalCase, pred: np.ndarray, labels: list[str], su
         row, rows = case_metrics(pred[:, 0], ev.gt[:, 0], cid, labels, surface=surface)
     run.case_rows.append(row)
     run.slice_rows.extend(rows)
+
+
+def _guarded(run: MethodRun, case_id: str, step: Callable[[MethodRun], Any]) -> Any:
+    """Run one step of a method; a method that raises is marked failed and stops, the others go on."""
+    if run.method is None:
+        return None
+    try:
+        return step(run)
+    except Exception as exc:  # one broken method must not stop the comparison
+        run.result.status, run.result.reason = "failed", f"{type(exc).__name__} on {case_id}: {exc}"
+        run.method = None
+        console.print(f"[red]failed[/] {run.cfg.name} on {case_id}:\n{traceback.format_exc()}")
+        return None
 
 
 def comparison_cases(cfg: CompareConfig) -> tuple[list[Case], list[Case], list[str]]:
@@ -542,22 +591,20 @@ def run_compare(config_path: str | Path, output_dir: Optional[str | Path] = None
     models = TrainedModels(cfg.data, cfg.seed, [c.case_id for c in cases], all_ids, cfg.device)
     setup = _Setup(cfg, train_cases, models)
     runs = [setup.build(i, m) for i, m in enumerate(cfg.methods)]
-    console.print(f"[bold]{cfg.name}[/]: {len(cases)} test cases, {sum(r.predict is not None for r in runs)} "
+    console.print(f"[bold]{cfg.name}[/]: {len(cases)} test cases, {sum(r.method is not None for r in runs)} "
                   f"of {len(runs)} methods runnable -> {out}")
 
     volumes = cfg.data.kind == "volume"
     for ci, case in enumerate(cases, start=1):
         ev = load_eval_case(case, cfg.data, cfg.max_slices_per_case)
         for run in runs:
-            if run.predict is None:
-                continue
-            try:
-                pred = run.predict(ev)
-            except Exception as exc:  # one broken method must not stop the others
-                run.result.status = "failed"
-                run.result.reason = f"{type(exc).__name__}: {exc}"
-                run.predict = None
-                console.print(f"[red]failed[/] {run.cfg.name} on {case.case_id}:\n{traceback.format_exc()}")
+            _guarded(run, case.case_id, lambda r: r.method.start(ev))
+        for s in range(len(ev.planes)):
+            for run in runs:
+                _guarded(run, case.case_id, lambda r: r.method.plane(s))
+        for run in runs:
+            pred = _guarded(run, case.case_id, lambda r: r.method.finish())
+            if pred is None:
                 continue
             run.n_images += len(ev.planes)
             _score(run, ev, pred, labels, cfg.surface)

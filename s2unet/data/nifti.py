@@ -223,6 +223,9 @@ def load_nifti(path: PathLike, reorient: bool = True) -> NiftiVolume:
         raise DataError(f"{path}: cannot read NIfTI header ({type(exc).__name__}: {exc})") from exc
     if not isinstance(image, (nib.Nifti1Image, nib.Nifti2Image, nib.Nifti1Pair)):
         raise DataError(f"{path}: not a NIfTI image ({type(image).__name__})")
+    if len(image.shape) > 3 and all(s == 1 for s in image.shape[3:]):
+        # Some tools write (X, Y, Z, 1); drop the empty axis (nibabel decodes such files here).
+        image = nib.funcs.squeeze_image(image)
     return NiftiVolume(path, image, reorient)
 
 

@@ -37,12 +37,14 @@ def write_json(path: Path, data: Any) -> None:
     os.replace(tmp, path)
 
 
-def write_run_records(run_dir: Path, cfg: Config, split: dict[str, list[str]], argv: list[str]) -> None:
+def write_run_records(run_dir: Path, cfg: Config, split: dict[str, list[str]], argv: list[str],
+                      world_size: int = 1) -> None:
     """Write config.yaml, split.json and environment.json into the run directory."""
     run_dir.mkdir(parents=True, exist_ok=True)
     save_config(cfg, run_dir / "config.yaml")
     write_json(run_dir / "split.json", split)
-    write_json(run_dir / "environment.json", {"seed": cfg.seed, "argv": argv, "versions": environment_versions()})
+    write_json(run_dir / "environment.json", {"seed": cfg.seed, "argv": argv, "world_size": world_size,
+                                              "versions": environment_versions()})
 
 
 class MetricLog:

@@ -123,7 +123,7 @@ def _train(cfg: Config, device: torch.device, info: DistInfo, saved: dict | None
     bundle = build_datasets(cfg.data, cfg.seed)
     run_dir = Path(resume) if resume is not None else _new_run_dir(cfg, info)
     if info.is_main and saved is None:
-        write_run_records(run_dir, cfg, bundle.split, argv)
+        write_run_records(run_dir, cfg, bundle.split, argv, info.world_size)
 
     model = create_model(cfg).to(device)
     if info.is_main:

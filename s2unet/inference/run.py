@@ -66,12 +66,16 @@ def _describe_kind(kind: str) -> str:
     return "NIfTI volumes (.nii/.nii.gz)" if kind == "volume" else "2D images (PNG/JPEG/TIFF/DICOM)"
 
 
-def _discover(inputs: Union[PathLike, Sequence[PathLike]], kind: str, problems: list[str]) -> list[tuple[str, Path]]:
+def _as_paths(inputs: Union[PathLike, Sequence[PathLike]]) -> list[Path]:
+    """One path or a list of them, as a list."""
+    return [Path(inputs)] if isinstance(inputs, (str, Path)) else [Path(i) for i in inputs]
+
+
+def _discover(inputs: list[Path], kind: str, problems: list[str]) -> list[tuple[str, Path]]:
     """Case ids and files of the inputs (files or folders) that suit a ``kind`` model."""
-    items = [inputs] if isinstance(inputs, (str, Path)) else list(inputs)
     found: dict[str, Path] = {}
     other = "image" if kind == "volume" else "volume"
-    for item in map(Path, items):
+    for item in inputs:
         if item.is_dir():
             try:
                 files = index_folder(item, kind)
@@ -139,7 +143,7 @@ def _validate(
     problems: list[str] = []
     if lung_cfg is not None and lung_cfg.data.kind != kind:
         problems.append(f"the lung checkpoint segments {lung_cfg.data.kind}s but the model segments {kind}s")
-    jobs = [_Job(case, path) for case, path in _discover(inputs, kind, problems)]
+    jobs = [_Job(case, path) for case, path in _discover(_as_paths(inputs), kind, problems)]
     if not jobs and not problems:
         problems.append(f"no inputs given in {inputs}")
     gt_labels = foreground_names(cfg) if cfg.data.task == "multilabel" else None
@@ -172,6 +176,8 @@ def _validate(
                 problems.append(str(exc))
                 continue
             setattr(job, attr, paths)
+    if any(item.is_dir() and item.resolve() == output_dir.resolve() for item in _as_paths(inputs)):
+        problems.append(f"output {output_dir} is also an input folder; its predictions would be read as inputs next time")
     if output_dir.exists() and not output_dir.is_dir():
         problems.append(f"output {output_dir} exists and is not a folder")
     elif not overwrite:
@@ -401,7 +407,7 @@ def run_inference(
         write_metric_tables(out, runner.case_rows, runner.slice_rows)
         summary["metrics"] = summarize(runner.case_rows, runner.slice_rows)
         summary["settings"].update(surface=surface, nsd_tolerance=nsd_tolerance)
-        console.print(format_summary(summary["metrics"]))
+        console.print(format_summary(summary["metrics"]), soft_wrap=True)
     write_json(out / "summary.json", summary)
     console.print(f"{len(jobs)} case(s), {runner.slices} slice(s) at {summary['slices_per_second']:.2f}/s -> {out}")
     return summary
