@@ -230,9 +230,21 @@ def sync(device: torch.device) -> None:
 def reset_peak_rss() -> bool:
     """Reset this process's resident-memory high-water mark (Linux ``clear_refs`` 5).
 
+    Freed heap is handed back to the kernel first (glibc ``malloc_trim``), so that memory the
+    previous phase freed but the allocator kept does not count towards the next phase's peak.
+
     Returns:
         False where the kernel does not allow it; peaks then cover the whole process.
     """
+    import ctypes
+    import ctypes.util
+    import gc
+
+    gc.collect()
+    try:
+        ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: the peak may include retained heap
+        pass
     try:
         Path("/proc/self/clear_refs").write_text("5")
         return True
@@ -363,9 +375,9 @@ class MatmulProbe:
         sync(self.device)
         self.times.append(time.perf_counter() - t0)
 
-    def gflops(self) -> Optional[float]:
-        """Median rate of the samples so far."""
-        t = median(self.times)
+    def gflops(self, times: Optional[Sequence[float]] = None) -> Optional[float]:
+        """Median rate of ``times`` (default: all samples so far)."""
+        t = median(self.times if times is None else times)
         return 2.0 * self.n**3 / t / 1e9 if t else None
 
 
@@ -557,8 +569,11 @@ def measure_cases(cases: Sequence[Case], settings: Settings) -> list[dict[str, A
             if phase == "infer":
                 runner.compile_inference()
         for _ in range(settings.warmup):
+            if settings.phase_budget_s and time.perf_counter() - started > settings.phase_budget_s / 2:
+                break  # a slow phase: the counted step already warmed caches and allocator up
             for runner, _ in active:
                 records[id(runner)]["warmup_s"].append(runner.step(phase))
+        first_probe = len(probe.times)
         for i in range(settings.repeats):
             spent = time.perf_counter() - started
             if i >= settings.min_repeats and settings.phase_budget_s and spent > settings.phase_budget_s:
@@ -572,6 +587,7 @@ def measure_cases(cases: Sequence[Case], settings: Settings) -> list[dict[str, A
             n = runner.images(phase)
             rec.update(
                 batch=n, repeats=len(rec["times_s"]), median_step_s=step,
+                matmul_gflops_during=probe.gflops(probe.times[first_probe:]),
                 seconds_per_image=ratio(step, n), images_per_s=ratio(n, step),
                 peak_rss_bytes=peak_rss_bytes() if track else None,
                 peak_cuda_bytes=torch.cuda.max_memory_allocated(device) if device.type == "cuda" and alone else None,
@@ -714,11 +730,11 @@ def add_floors(results: list[dict[str, Any]], gflops: float) -> None:
     """Store each phase's floor (seconds per image) and its time as a multiple of the floor.
 
     ``x_floor`` uses the machine's rate (the best matmul rate of the run); ``x_floor_at_load``
-    the rate probed between the configuration's own rounds, which cancels most background load.
+    the rate probed between the phase's own timed rounds, which cancels most background load.
     """
     for res in results:
-        during = res.get("matmul_gflops_during")
         for phase in res.get("phases", {}).values():
+            during = phase.get("matmul_gflops_during")
             flops = phase.get("flops_per_image")
             phase["floor_s_per_image"] = flops / (gflops * 1e9) if flops else None
             phase["x_floor"] = floor_ratio(phase, gflops)
@@ -1054,15 +1070,15 @@ def amp_child(size: int, repeats: int, threads: int) -> dict[str, Any]:
     cfg = load_config(None, ["model.weights=random", f"data.image_size={size}"])
     model = create_model(cfg).eval()
     x = torch.rand(1, 3, size, size)
-    forward: dict[str, Any] = {}
-    for name, ctx in (("fp32", nullcontext), ("bf16_autocast", lambda: torch.autocast("cpu", dtype=torch.bfloat16))):
-        times = []
-        for _ in range(repeats + 1):  # the first is warm-up
+    variants = {"fp32": nullcontext, "bf16_autocast": lambda: torch.autocast("cpu", dtype=torch.bfloat16)}
+    times: dict[str, list[float]] = {name: [] for name in variants}
+    for _ in range(repeats + 1):  # interleaved rounds, so load hits both; the first is warm-up
+        for name, ctx in variants.items():
             with torch.inference_mode(), ctx():
                 t0 = time.perf_counter()
                 model.predict_logits(x)
-                times.append(time.perf_counter() - t0)
-        forward[name] = {"median_s": statistics.median(times[1:]), "times_s": times}
+                times[name].append(time.perf_counter() - t0)
+    forward = {name: {"median_s": statistics.median(t[1:]), "times_s": t} for name, t in times.items()}
     out["hiera_t_forward"] = forward
     chosen = resolve_amp("auto", torch.device("cpu"))
     bf16_faster = forward["bf16_autocast"]["median_s"] < forward["fp32"]["median_s"]

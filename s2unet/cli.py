@@ -50,9 +50,11 @@ def _run_train(args: argparse.Namespace) -> None:
     from .config import load_config
     from .data import build_datasets
     from .engine.trainer import train
+    from .models import check_weights_available
 
     cfg = load_config(args.config, args.overrides)
     if args.check_only:
+        check_weights_available(cfg)
         bundle = build_datasets(cfg.data, cfg.seed)
         print(f"config and data OK: {len(bundle.cases)} cases, split "
               + ", ".join(f"{k} {len(v)}" for k, v in bundle.split.items()))

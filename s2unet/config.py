@@ -167,6 +167,10 @@ class TrainConfig:
     device: str = "auto"
     threads: int = 0  # 0 = torch default
     compile: bool = False
+    # Decoder-only runs (adapter placement none, no attention LoRA) without augmentation see
+    # the same encoder features every epoch: compute them once and keep them (fp16).
+    cache_features: bool = True
+    feature_cache_mb: int = 4096  # in memory; beyond this, features spill to the run dir
 
 
 @dataclass

@@ -278,7 +278,7 @@ def test_end_to_end_with_a_real_tiny_checkpoint(ct_case: dict[str, Path], tmp_pa
     })
     checkpoint = tmp_path / "best.pt"
     atomic_save(model_payload(create_model(cfg), cfg, 0.5, {"dice": 0.0}), checkpoint)
-    summary = run_inference(checkpoint, ct_case["image"], tmp_path / "out", gt=ct_case["gt"], tta=True,
+    summary = run_inference(checkpoint, ct_case["image"], tmp_path / "out", gt=ct_case["gt"],
                             surface=False, show_progress=False)
     written = nib.load(str(tmp_path / "out" / "case01_pred.nii.gz"))
     assert written.shape == SHAPE and np.allclose(written.affine, AFFINE)

@@ -121,3 +121,12 @@ def test_two_process_ddp_step(volumes, tmp_path):
     assert [r["step"] for r in log if r["kind"] == "train"] == [2]
     env_json = json.loads((runs[0] / "environment.json").read_text())
     assert env_json["world_size"] == 2
+
+
+def test_decoder_only_run_with_feature_cache(volumes, tmp_path):
+    cfg = tiny_train_cfg(volumes, tmp_path, "train.epochs=2", "model.adapter.placement=none",
+                         "data.augment.enabled=false", "train.feature_cache_mb=0")
+    run = trainer.train(cfg)
+    losses = [r["loss"] for r in train_log(run) if r["kind"] == "train"]
+    assert len(losses) == 2 and losses[1] < losses[0]
+    assert not (run / "feature_cache_rank0").exists()  # spilled features are removed at the end

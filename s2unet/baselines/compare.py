@@ -33,11 +33,13 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 import numpy as np
+import torch
+import torch.nn.functional as F
 import yaml
 from rich.console import Console
 
 from ..config import Config, ConfigError, DataConfig, _build, _merge, parse_override, validate
-from ..data import Case, find_cases, load_nifti, prepare_slice, read_image, resize_to, split_cases, volume_value_range
+from ..data import Case, DataError, find_cases, load_nifti, prepare_slice, read_image, split_cases, volume_value_range
 from ..inference.predictor import Predictor, channel_names, load_masks
 from ..metrics import case_metrics, summarize
 from ..weights import CheckpointError
@@ -242,6 +244,13 @@ def _display(array: np.ndarray, is_volume: bool) -> np.ndarray:
     return np.swapaxes(array, 0, 1) if is_volume else array
 
 
+def _spread(items: list, limit: int) -> list:
+    """Up to ``limit`` items, evenly spread over the list."""
+    if len(items) <= limit:
+        return list(items)
+    return [items[i] for i in np.linspace(0, len(items) - 1, limit).round().astype(int)]
+
+
 def training_masks(cases: list[Case], data: DataConfig, limit: int) -> np.ndarray:
     """Up to ``limit`` training masks (images or slices), evenly spread, in display orientation.
 
@@ -253,36 +262,32 @@ def training_masks(cases: list[Case], data: DataConfig, limit: int) -> np.ndarra
     Returns:
         (M, C, H, W) bool, every mask resized (nearest) to the first one's size.
     """
-    planes: list[np.ndarray] = []
-    for case in cases:
-        gt = load_masks(case.labels, data)  # (C, *spatial)
-        if data.kind == "volume":
-            planes += list(np.moveaxis(gt, data.axis + 1, 0))  # (C, H, W) slices
-        else:
-            planes.append(gt)
+    is_volume = data.kind == "volume"
+    planes: list[np.ndarray] = []  # (C, H, W) each
+    for case in cases if is_volume else _spread(cases, limit):
+        gt = load_masks(case.labels, data)
+        planes += list(np.moveaxis(gt, data.axis + 1, 0)) if is_volume else [gt]
     if not planes:
         raise ValueError("no training cases to average masks over")
-    chosen = [planes[i] for i in np.linspace(0, len(planes) - 1, min(limit, len(planes))).round().astype(int)]
-    chosen = [np.stack([_display(c, data.kind == "volume") for c in p]) for p in chosen]
+    chosen = [np.stack([_display(c, is_volume) for c in p]) for p in _spread(planes, limit)]
     size = chosen[0].shape[-2:]
-    out = [p if p.shape[-2:] == size else _resize_mask(p, size) for p in chosen]
-    return np.stack(out)
+    return np.stack([p if p.shape[-2:] == size else _resize_masks(p, size) for p in chosen])
 
 
-def _resize_mask(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """(C, h, w) bool -> (C, *size) bool (nearest); non-square sizes go through F.interpolate."""
-    import torch
-    import torch.nn.functional as F
-
-    if size[0] == size[1]:
-        return resize_to(mask.astype(np.uint8), size[0], "nearest").numpy().astype(bool)
-    t = torch.from_numpy(mask.astype(np.float32))[None]
-    return F.interpolate(t, size=size, mode="nearest-exact")[0].numpy() > 0.5
+def _resize_masks(masks: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """(C, h, w) bool -> (C, *size) bool, nearest neighbour (pixel centres, as the datasets)."""
+    t = torch.from_numpy(masks.astype(np.float32))[None]
+    return F.interpolate(t, size=tuple(size), mode="nearest-exact")[0].numpy() > 0.5
 
 
 # --------------------------------------------------------------------------------- methods
 class MethodSkipped(Exception):
     """A method cannot run; the message is the reason shown in the table."""
+
+
+def _slicing(data: DataConfig) -> tuple:
+    """What must agree between a model's data and the comparison's for its inputs to match."""
+    return (data.kind, data.axis, data.reorient) if data.kind == "volume" else (data.kind,)
 
 
 class TrainedModels:
@@ -291,8 +296,8 @@ class TrainedModels:
     Draft-prompted methods reuse the prediction of the same checkpoint as a listed method.
     """
 
-    def __init__(self, data: DataConfig, seed: int, test_ids: list[str], all_ids: list[str], device: str) -> None:
-        self.data, self.seed, self.test_ids, self.all_ids, self.device = data, seed, test_ids, all_ids, device
+    def __init__(self, data: DataConfig, test_ids: list[str], all_ids: list[str], device: str) -> None:
+        self.data, self.test_ids, self.all_ids, self.device = data, test_ids, all_ids, device
         self.models: dict[Path, tuple[Predictor, int]] = {}
         self.notes: list[str] = []
         self._cache: dict[tuple[Path, str], tuple[np.ndarray, float]] = {}
@@ -323,10 +328,14 @@ class TrainedModels:
         theirs = channel_names(mcfg)
         if mcfg.data.task == "multiclass" or theirs != ours:
             raise MethodSkipped(f"{checkpoint} predicts {theirs} ({mcfg.data.task}) but the comparison evaluates {ours}")
-        if mcfg.data.kind != self.data.kind or (self.data.kind == "volume" and mcfg.data.axis != self.data.axis):
-            raise MethodSkipped(f"{checkpoint} was trained on {mcfg.data.kind} data (axis {mcfg.data.axis}), "
-                                f"the comparison uses {self.data.kind} (axis {self.data.axis})")
-        trained_on = split_cases(self.all_ids, mcfg.data.split, mcfg.seed)["train"]
+        if _slicing(mcfg.data) != _slicing(self.data):
+            raise MethodSkipped(f"{checkpoint} was trained on data sliced as {_slicing(mcfg.data)} (kind, axis, "
+                                f"reorient), the comparison uses {_slicing(self.data)}")
+        try:
+            trained_on = split_cases(self.all_ids, mcfg.data.split, mcfg.seed)["train"]
+        except DataError as exc:  # its split names cases this data set does not have
+            trained_on = []
+            self.notes.append(f"NOTE: could not recompute the training split of {checkpoint}: {exc}")
         leaked = sorted(set(trained_on) & set(self.test_ids))
         if leaked:
             self.notes.append(f"WARNING: {checkpoint} was trained on {len(leaked)} of the test cases "
@@ -588,7 +597,7 @@ def run_compare(config_path: str | Path, output_dir: Optional[str | Path] = None
     if not cases:
         raise ConfigError(f"{config_path}: the split has no test or validation cases to compare on")
     labels = channel_names(Config(data=cfg.data))
-    models = TrainedModels(cfg.data, cfg.seed, [c.case_id for c in cases], all_ids, cfg.device)
+    models = TrainedModels(cfg.data, [c.case_id for c in cases], all_ids, cfg.device)
     setup = _Setup(cfg, train_cases, models)
     runs = [setup.build(i, m) for i, m in enumerate(cfg.methods)]
     console.print(f"[bold]{cfg.name}[/]: {len(cases)} test cases, {sum(r.method is not None for r in runs)} "

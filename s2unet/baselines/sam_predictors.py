@@ -20,7 +20,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Callable, Hashable, Optional
+from typing import Any, Callable, Hashable, Optional, Sequence
 
 import numpy as np
 import torch
@@ -30,7 +30,6 @@ from torch import nn
 from ..weights import CheckpointError, load_checkpoint_file, resolve_checkpoint
 from .prompts import Prompts
 
-LOW_RES = 256  # side of the mask decoder's low-resolution logits (4 x the 64 x 64 embedding)
 
 
 def as_rgb01(image01: np.ndarray) -> np.ndarray:
@@ -76,10 +75,14 @@ class PromptedPredictor(ABC):
     Attributes:
         name: registry name.
         trainable_parameters: 0 (zero-shot).
+        max_objects_per_batch: objects decoded together (memory bound for many prompts).
+        low_res_size: side r of the low-resolution logits (256 at the models' own sizes).
     """
 
     name: str = "prompted"
     trainable_parameters: int = 0
+    max_objects_per_batch: int = 16
+    low_res_size: int = 256  # side of the decoder's low-res logits: 4 x the 64 x 64 embedding
 
     def __init__(self) -> None:
         self._key: Optional[Hashable] = None
@@ -120,30 +123,48 @@ class PromptedPredictor(ABC):
             boxes: (K, 4) or (4,) boxes ``[x0, y0, x1, y1]`` in image pixels.
             points: (K, N, 2) points ``(x, y)`` in image pixels, or (N, 2) for one object.
             labels: (K, N) / (N,) point labels, 1 foreground, 0 background.
-            mask_input: (K, 1, 256, 256) low-resolution logits of a previous ``predict``.
+            mask_input: (K, 1, r, r) low-resolution logits of a previous ``predict``.
 
         Returns:
             ``(prob, low_res_logits)``: (H, W) float32 foreground probability, the maximum
-            over the K objects (their union at 0.5), and (K, 1, 256, 256) logits. A lone point
-            per object returns the best of SAM's three masks by predicted IoU.
+            over the K objects (their union at 0.5), and (K, 1, r, r) logits (r =
+            ``low_res_size``). A lone point per object returns the best of SAM's three masks
+            by predicted IoU.
         """
         if self._hw is None:
             raise RuntimeError("call set_image before predict")
         boxes, points, labels = _as_objects(boxes, points, labels)
         k = len(boxes) if boxes is not None else len(points)
         if mask_input is not None:
-            mask_input = np.asarray(mask_input, dtype=np.float32).reshape(-1, 1, LOW_RES, LOW_RES)
+            r = self.low_res_size
+            mask_input = np.asarray(mask_input, dtype=np.float32).reshape(-1, 1, r, r)
             if len(mask_input) != k:
                 raise ValueError(f"mask_input holds {len(mask_input)} masks for {k} objects")
-        logits, low_res = self._predict(boxes, points, labels, mask_input, _wants_multimask(boxes, points))
-        prob = torch.sigmoid(torch.from_numpy(logits)).amax(dim=0).numpy()
-        return prob.astype(np.float32), low_res
+        multimask = _wants_multimask(boxes, points)
+        prob: Optional[np.ndarray] = None
+        low_res = []
+        # Objects go through the decoder in chunks: a draft mask full of speckle can ask for
+        # hundreds of boxes, and each object costs a full-size copy of the image embedding.
+        for start in range(0, k, self.max_objects_per_batch):
+            part = slice(start, start + self.max_objects_per_batch)
+            logits, low = self._predict(
+                boxes[part] if boxes is not None else None,
+                points[part] if points is not None else None,
+                labels[part] if labels is not None else None,
+                mask_input[part] if mask_input is not None else None,
+                multimask,
+            )
+            chunk = torch.sigmoid(torch.from_numpy(logits)).amax(dim=0).numpy()
+            prob = chunk if prob is None else np.maximum(prob, chunk)
+            low_res.append(low)
+        assert prob is not None
+        return prob.astype(np.float32), np.concatenate(low_res)
 
     def predict_prompts(self, prompts: Prompts, mask_input: Optional[np.ndarray] = None) -> tuple[np.ndarray, np.ndarray]:
         """:meth:`predict` for a :class:`Prompts`; no object gives an all-zero probability."""
         if prompts.n_objects == 0:
             assert self._hw is not None, "call set_image before predict_prompts"
-            return np.zeros(self._hw, dtype=np.float32), np.zeros((0, 1, LOW_RES, LOW_RES), np.float32)
+            return np.zeros(self._hw, dtype=np.float32), np.zeros((0, 1, self.low_res_size, self.low_res_size), np.float32)
         return self.predict(prompts.boxes, prompts.points, prompts.labels, mask_input)
 
     @abstractmethod
@@ -159,7 +180,7 @@ class PromptedPredictor(ABC):
         mask_input: Optional[np.ndarray],
         multimask: bool,
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Returns (K, H, W) logits at image size and (K, 1, 256, 256) low-res logits."""
+        """Returns (K, H, W) logits at image size and (K, 1, r, r) low-res logits."""
 
 
 # ------------------------------------------------------------------------------ SAM1 layout
@@ -193,6 +214,46 @@ class SamFrame:
     def boxes(self, boxes: np.ndarray) -> np.ndarray:
         """(K, 4) boxes in the model's input frame."""
         return self.coords(np.asarray(boxes).reshape(-1, 2, 2)).reshape(-1, 4)
+
+
+def sam1_preprocess(
+    image: np.ndarray, size: int, minmax: bool, mean: Sequence[float], std: Sequence[float]
+) -> tuple[torch.Tensor, SamFrame]:
+    """The SAM1-style model input for an image.
+
+    Resize the longest side to ``size`` (bilinear, antialiased when shrinking), optionally
+    min-max rescale to 0..1 (LiteMedSAM), normalise ``(x - mean) / std`` in 0..1 units (SAM's
+    pixel statistics for MobileSAM; identity for LiteMedSAM), then zero-pad bottom and right
+    to ``size`` x ``size`` (after normalisation, as SAM pads).
+
+    Args:
+        image: (H, W, 3) float image in 0..1.
+        size: the square input side.
+        minmax: rescale the resized image to its own min..max first.
+        mean: per-channel mean of 0..1 input.
+        std: per-channel std of 0..1 input.
+
+    Returns:
+        (1, 3, size, size) tensor and the frame that maps coordinates into it.
+    """
+    frame = SamFrame.of(image.shape[:2], size)
+    x = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))[None].float()
+    if frame.input_hw != frame.orig_hw:
+        shrink = frame.input_hw[0] < frame.orig_hw[0]
+        x = F.interpolate(x, size=frame.input_hw, mode="bilinear", align_corners=False, antialias=shrink)
+    if minmax:
+        lo, hi = x.amin(), x.amax()
+        x = (x - lo) / torch.clamp(hi - lo, min=1e-8)
+    x = (x - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)
+    return F.pad(x, (0, size - frame.input_hw[1], 0, size - frame.input_hw[0])), frame
+
+
+def sam1_postprocess(low_res: torch.Tensor, frame: SamFrame) -> torch.Tensor:
+    """(K, 1, 256, 256) decoder logits -> (K, H, W) logits at image size: upscale to the
+    input square, crop the padding, resize to the image (bilinear, as SAM does)."""
+    x = F.interpolate(low_res, size=(frame.size, frame.size), mode="bilinear", align_corners=False)
+    x = x[..., : frame.input_hw[0], : frame.input_hw[1]]
+    return F.interpolate(x, size=frame.orig_hw, mode="bilinear", align_corners=False)[:, 0]
 
 
 @dataclass(frozen=True)
@@ -318,36 +379,12 @@ class SamTinyViTPredictor(PromptedPredictor):
         self.head.load_sam1(state, path.name)
         for p in self.head.parameters():
             p.requires_grad_(False)
-        self._mean = torch.tensor(self.encoder.mean).view(1, 3, 1, 1)
-        self._std = torch.tensor(self.encoder.std).view(1, 3, 1, 1)
         self._embedding: Optional[torch.Tensor] = None
         self._frame: Optional[SamFrame] = None
 
     def preprocess(self, image: np.ndarray) -> tuple[torch.Tensor, SamFrame]:
-        """The model input for an image.
-
-        Resize the longest side to ``image_size`` (antialiased bilinear), min-max rescale
-        (LiteMedSAM only), normalise with the encoder's mean/std (LiteMedSAM: identity;
-        MobileSAM: SAM's pixel statistics), then zero-pad bottom/right to a square.
-
-        Args:
-            image: (H, W, 3) float image in 0..1.
-
-        Returns:
-            (1, 3, S, S) tensor and the frame that maps coordinates into it.
-        """
-        frame = SamFrame.of(image.shape[:2], self.variant.image_size)
-        x = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))[None].float()
-        if frame.input_hw != frame.orig_hw:
-            shrink = frame.input_hw[0] < frame.orig_hw[0]
-            x = F.interpolate(x, size=frame.input_hw, mode="bilinear", align_corners=False, antialias=shrink)
-        if self.variant.minmax:
-            lo, hi = x.amin(), x.amax()
-            x = (x - lo) / torch.clamp(hi - lo, min=1e-8)
-        x = (x - self._mean) / self._std
-        s = frame.size
-        x = F.pad(x, (0, s - frame.input_hw[1], 0, s - frame.input_hw[0]))
-        return x, frame
+        """:func:`sam1_preprocess` with this model's size, min-max step and encoder statistics."""
+        return sam1_preprocess(image, self.variant.image_size, self.variant.minmax, self.encoder.mean, self.encoder.std)
 
     @torch.inference_mode()
     def _embed(self, image: np.ndarray) -> None:
@@ -355,15 +392,6 @@ class SamTinyViTPredictor(PromptedPredictor):
         features = self.encoder(x.to(self.device))[-1]
         self._embedding = self.head.neck(features)
         self._frame = frame
-
-    def postprocess(self, low_res: torch.Tensor) -> torch.Tensor:
-        """(K, 1, 256, 256) logits -> (K, H, W) logits at image size: upscale to the input
-        square, crop the padding, resize to the image."""
-        assert self._frame is not None
-        f = self._frame
-        x = F.interpolate(low_res, size=(f.size, f.size), mode="bilinear", align_corners=False)
-        x = x[..., : f.input_hw[0], : f.input_hw[1]]
-        return F.interpolate(x, size=f.orig_hw, mode="bilinear", align_corners=False)[:, 0]
 
     @torch.inference_mode()
     def _predict(self, boxes, points, labels, mask_input, multimask):  # noqa: D102 (see base)
@@ -387,7 +415,7 @@ class SamTinyViTPredictor(PromptedPredictor):
         if multimask:
             best = iou.argmax(dim=1)
             low = low[torch.arange(len(low)), best][:, None]
-        return self.postprocess(low).cpu().numpy(), low.cpu().numpy()
+        return sam1_postprocess(low, self._frame).cpu().numpy(), low.cpu().numpy()
 
 
 # ------------------------------------------------------------------------------------- SAM2
@@ -410,12 +438,16 @@ class SAM2Predictor(PromptedPredictor):
         checkpoint: a checkpoint path; the official file looked up in the weights folders
             when None.
         device: torch device.
+        image_size: run at another square input size than the config's 1024 (a multiple of
+            32; for checkpoints fine-tuned at another size, e.g. 512, or quick tests).
 
     Raises:
         CheckpointNotFoundError: the checkpoint is not on disk.
     """
 
-    def __init__(self, key: str, checkpoint: Optional[str] = None, device: str = "cpu") -> None:
+    def __init__(
+        self, key: str, checkpoint: Optional[str] = None, device: str = "cpu", image_size: Optional[int] = None
+    ) -> None:
         super().__init__()
         from sam2.build_sam import build_sam2
         from sam2.sam2_image_predictor import SAM2ImagePredictor
@@ -423,7 +455,15 @@ class SAM2Predictor(PromptedPredictor):
         self.name = key
         config = sam2_config_name(key)
         path = resolve_checkpoint(checkpoint or key)
-        self.predictor = SAM2ImagePredictor(build_sam2(config, str(path), device=device, mode="eval"))
+        overrides = [f"++model.image_size={int(image_size)}"] if image_size else []
+        model = build_sam2(config, str(path), device=device, mode="eval", hydra_overrides_extra=overrides)
+        self.predictor = SAM2ImagePredictor(model)
+        if image_size:
+            # SAM2ImagePredictor hard-codes the backbone map sizes of a 1024 input (strides 4,
+            # 8, 16); nothing public sets them, so they follow the model's size here.
+            side = int(image_size)
+            self.predictor._bb_feat_sizes = [(side // s, side // s) for s in (4, 8, 16)]
+        self.low_res_size = model.image_size // 4
 
     def _embed(self, image: np.ndarray) -> None:
         # SAM2ImagePredictor documents 0..255 HWC input (its ToTensor scales uint8 to 0..1).
@@ -460,7 +500,9 @@ def predictor_names() -> list[str]:
     return list(_REGISTRY)
 
 
-def create_predictor(name: str, checkpoint: Optional[str | Path] = None, device: str = "cpu") -> PromptedPredictor:
+def create_predictor(
+    name: str, checkpoint: Optional[str | Path] = None, device: str = "cpu", **options: Any
+) -> PromptedPredictor:
     """Build a zero-shot prompted predictor by name.
 
     Args:
@@ -468,6 +510,7 @@ def create_predictor(name: str, checkpoint: Optional[str | Path] = None, device:
             ``sam2.1_hiera_tiny``...).
         checkpoint: a checkpoint file instead of the default one.
         device: torch device.
+        **options: predictor-specific options (SAM2: ``image_size``).
 
     Returns:
         The predictor, weights loaded and frozen.
@@ -483,4 +526,4 @@ def create_predictor(name: str, checkpoint: Optional[str | Path] = None, device:
         close = difflib.get_close_matches(name, _REGISTRY, n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
         raise KeyError(f"unknown prompted predictor {name!r}{hint}; known: {', '.join(_REGISTRY)}")
-    return _REGISTRY[name](checkpoint=str(checkpoint) if checkpoint is not None else None, device=device)
+    return _REGISTRY[name](checkpoint=str(checkpoint) if checkpoint is not None else None, device=device, **options)

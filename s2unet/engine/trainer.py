@@ -21,9 +21,10 @@ from torch.utils.data import DataLoader
 from ..config import Config, config_from_dict
 from ..data import build_datasets, make_train_sampler
 from ..losses import build_loss
-from ..models import SegmentationModel, create_model
+from ..models import S2UNet, SegmentationModel, check_weights_available, create_model
 from ..weights import CheckpointError
 from .checkpoint import atomic_save, model_payload, read_checkpoint
+from .feature_cache import FeatureCache
 from .distributed import DistInfo, all_reduce_mean, barrier, init_distributed, resolve_device, shutdown
 from .precision import autocast, resolve_amp
 from .records import MetricLog, write_json, write_run_records
@@ -119,7 +120,9 @@ def _train(cfg: Config, device: torch.device, info: DistInfo, saved: dict | None
     if t_cfg.threads:
         torch.set_num_threads(t_cfg.threads)
     seed_everything(cfg.seed)
-    # Data first: the pre-flight check must fail before the (slow) encoder is built.
+    # Cheap checks first: a missing encoder file or bad data must stop the run before any
+    # heavy work starts.
+    check_weights_available(cfg)
     bundle = build_datasets(cfg.data, cfg.seed)
     run_dir = Path(resume) if resume is not None else _new_run_dir(cfg, info)
     if info.is_main and saved is None:
@@ -166,6 +169,9 @@ def _train(cfg: Config, device: torch.device, info: DistInfo, saved: dict | None
     net: torch.nn.Module = model
     if info.enabled:
         net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    cache = None
+    if t_cfg.cache_features and isinstance(model, S2UNet) and not model.encoder_trains and not cfg.data.augment.enabled:
+        cache = FeatureCache(t_cfg.feature_cache_mb * 2**20, run_dir / f"feature_cache_rank{info.rank}")
     loss_fn = build_loss(cfg.loss, multiclass=cfg.data.task == "multiclass")
     amp_dtype = resolve_amp(t_cfg.amp, device)
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
@@ -181,7 +187,12 @@ def _train(cfg: Config, device: torch.device, info: DistInfo, saved: dict | None
                 image = batch["image"].to(device, non_blocking=True)
                 target = batch["mask"].to(device, non_blocking=True)
                 with autocast(device, amp_dtype):
-                    loss = loss_fn(net(image), target) / t_cfg.accumulate
+                    if cache is None:
+                        outputs = net(image)
+                    else:
+                        keys = list(zip(batch["case"], batch["slice"].tolist()))
+                        outputs = net(image, features=cache.features(model, image, keys))
+                    loss = loss_fn(outputs, target) / t_cfg.accumulate
                 scaler.scale(loss).backward()
                 loss_sum, n_loss, seen = loss_sum + loss.item() * t_cfg.accumulate, n_loss + 1, seen + len(image)
                 if (i + 1) % t_cfg.accumulate:
@@ -206,6 +217,8 @@ def _train(cfg: Config, device: torch.device, info: DistInfo, saved: dict | None
                 log.append(record)
                 _end_of_epoch(model, cfg, bundle, device, progress, optimizer, scheduler, run_dir, log, bar)
             barrier(info)
+    if cache is not None:
+        cache.clear()
     if info.is_main:
         write_json(run_dir / "summary.json", {"best_" + t_cfg.metric: progress.best, "best_epoch": progress.best_epoch,
                                              "epochs": progress.epoch, "steps": progress.step})

@@ -10,7 +10,7 @@ import torch
 
 from ..config import Config
 from ..data import SliceDataset
-from ..inference.predictor import Predictor, load_case_target
+from ..inference.predictor import Predictor, foreground_names, load_case_target
 from ..metrics import case_metrics, dice_for_thresholds, summarize
 from ..models import SegmentationModel
 
@@ -56,7 +56,7 @@ def validate(model: SegmentationModel, cfg: Config, dataset: SliceDataset, devic
     case_rows, slice_rows = [], []
     for case, prob, target, spacing in zip(cases, probs, targets, spacings):
         pred = predictor.binarize(prob, threshold)
-        row, rows = case_metrics(pred, target, case.case_id, labels=_labels(cfg), spacing=spacing,
+        row, rows = case_metrics(pred, target, case.case_id, labels=foreground_names(cfg), spacing=spacing,
                                  slice_axis=cfg.data.axis if cfg.data.kind == "volume" else None)
         case_rows.append(row)
         slice_rows.extend(rows)
@@ -65,7 +65,3 @@ def validate(model: SegmentationModel, cfg: Config, dataset: SliceDataset, devic
     summary.update({f"slice_{k}": v for k, v in stats.get("slice_mean", {}).items()})
     summary["threshold"] = threshold
     return {"threshold": threshold, "summary": summary, "cases": [c.case_id for c in cases]}
-
-
-def _labels(cfg: Config) -> list[str] | None:
-    return cfg.data.label_names or None

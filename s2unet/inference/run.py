@@ -16,8 +16,10 @@ Outputs in ``output_dir`` (every file written under a temporary name, then renam
   with ``probabilities``.
 - ``<case>_overlay.png``, ``<case>_report.json`` and ``reports.csv`` (all cases).
 - with ``gt``: ``metrics_per_case.csv``, ``metrics_per_slice.csv`` (volumes).
-- ``summary.json``: settings, timing (slices per second) and, with ``gt``, the metric
-  aggregates of :func:`s2unet.metrics.summarize`.
+- ``summary.json``: settings, timing and, with ``gt``, the metric aggregates of
+  :func:`s2unet.metrics.summarize`. ``slices_per_second`` is the main model's throughput
+  (preprocessing + forward + resize back, per second of prediction time; the lung model,
+  metrics and file writing are not counted); ``seconds_total`` is the wall time of the run.
 
 With ``overwrite`` the files of this run replace earlier ones of the same name; other files
 in the folder are left alone.

@@ -28,4 +28,19 @@ def create_model(cfg: Config) -> SegmentationModel:
     return create_cnn(cfg)
 
 
-__all__ = ["S2UNet", "SegmentationModel", "create_encoder", "create_model", "encoder_names"]
+def check_weights_available(cfg: Config) -> None:
+    """Fail fast, before data is read, when the encoder checkpoint a config needs is missing.
+
+    Raises:
+        CheckpointNotFoundError: with download instructions.
+    """
+    from ..weights import resolve_checkpoint
+    from .encoders import get_encoder_spec
+
+    if cfg.model.arch != "s2unet" or cfg.model.weights == "random":
+        return
+    spec = get_encoder_spec(cfg.model.encoder)
+    resolve_checkpoint(spec.weights if cfg.model.weights == "default" else cfg.model.weights)
+
+
+__all__ = ["S2UNet", "SegmentationModel", "check_weights_available", "create_encoder", "create_model", "encoder_names"]

@@ -60,15 +60,17 @@ class S2UNet(SegmentationModel):
         with nullcontext() if (self.encoder_trains and torch.is_grad_enabled()) else torch.no_grad():
             return self.encoder(x)
 
-    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+    def forward(self, x: torch.Tensor, features: list[torch.Tensor] | None = None) -> list[torch.Tensor]:
         """Args:
             x: (B, 3, H, W) in 0..1, H and W multiples of the encoder stride.
+            features: the encoder maps of ``x`` when already known (a feature cache in
+                decoder-only training); the encoder is then skipped.
 
         Returns:
             Logits (B, C, H, W) of the three deep-supervision heads, deepest first; the last
             is the prediction.
         """
-        return self.decoder(self.features(x), x.shape[-2:])
+        return self.decoder(self.features(x) if features is None else features, x.shape[-2:])
 
     def predict_logits(self, x: torch.Tensor) -> torch.Tensor:
         """The final head's logits only (skips the other heads' convolutions)."""

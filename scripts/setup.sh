@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Create .venv (if missing) and install s2unet with its pinned dependencies, offline-friendly:
+# torch/torchvision come from the builds served by this machine's pip, and sam2 (an sdist with
+# an optional CUDA extension) is built without CUDA and without build isolation so that it
+# does not pull a second torch. Safe to re-run: finished steps are skipped.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+[ -x .venv/bin/python ] || "$PY" -m venv .venv
+VPY=.venv/bin/python
+if ! "$VPY" -c "import torch, torchvision, sam2, s2unet, pytest" 2>/dev/null; then
+  "$VPY" -m pip install -q --upgrade pip setuptools wheel
+  "$VPY" -m pip install -q torch==2.14.1 torchvision==0.29.1
+  SAM2_BUILD_CUDA=0 "$VPY" -m pip install -q --no-build-isolation sam2==1.1.0
+  "$VPY" -m pip install -q --no-build-isolation -e ".[test]"
+fi
+"$VPY" -c "import s2unet, torch; print('s2unet ready: torch', torch.__version__)"
