@@ -35,6 +35,8 @@ class FeatureCache:
         self.hits = self.misses = 0
 
     def _store(self, key: Hashable, maps: list[torch.Tensor]) -> None:
+        if key in self._memory or key in self._on_disk:  # the same item twice in one batch
+            return
         size = sum(m.numel() * m.element_size() for m in maps)
         if self.nbytes + size <= self.max_bytes:
             self._memory[key] = maps
