@@ -131,6 +131,23 @@ def prepare_slice(
     return window_to_unit(stack, cfg.window, value_range)
 
 
+def prepare_image(gray: np.ndarray) -> np.ndarray:
+    """The model input channels of a 2D image: gray (NaN as 0) repeated to three channels.
+
+    Used by :class:`ImageDataset` and by inference, so both see identical inputs.
+
+    Args:
+        gray: (H, W) values in 0..1, as :func:`~s2unet.data.readers.read_image` returns.
+
+    Returns:
+        float32 (3, H, W).
+    """
+    gray = np.nan_to_num(np.asarray(gray, dtype=np.float32), nan=0.0)
+    if gray.ndim != 2:
+        raise ValueError(f"expected a 2D image, got shape {gray.shape}")
+    return np.repeat(gray[None], 3, axis=0)
+
+
 def label_slice(labels: Sequence[np.ndarray], k: int, cfg: DataConfig) -> np.ndarray:
     """The target of slice ``k`` from the case's label volumes.
 
@@ -329,7 +346,6 @@ class ImageDataset(_BaseDataset):
         """
         case = self.cases[i]
         gray = read_image(case.image)
-        gray = np.nan_to_num(gray, nan=0.0)
         if self.cfg.task == "multiclass":
             mask: np.ndarray = read_label_map(case.labels[0])
             shapes = [mask.shape]
@@ -340,7 +356,7 @@ class ImageDataset(_BaseDataset):
         for path, shape in zip(case.labels, shapes):
             if shape != gray.shape:
                 raise DataError(f"{path} has shape {shape} but its image {case.image} has shape {gray.shape}")
-        return np.repeat(gray[None], 3, axis=0), mask
+        return prepare_image(gray), mask
 
     def __getitem__(self, i: int) -> dict[str, Any]:
         image, mask = self.load_case(i)

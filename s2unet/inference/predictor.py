@@ -21,6 +21,7 @@ from ..data import (
     Case,
     NiftiVolume,
     load_nifti,
+    prepare_image,
     prepare_slice,
     read_image,
     read_label_map,
@@ -238,7 +239,4 @@ class Predictor:
         Returns:
             float32 (C, H, W).
         """
-        gray = np.nan_to_num(np.asarray(image, dtype=np.float32), nan=0.0)
-        if gray.ndim != 2:
-            raise ValueError(f"expected a 2D image, got shape {gray.shape}")
-        return self.predict_batch(np.repeat(gray[None, None], 3, axis=1))[0]
+        return self.predict_batch(prepare_image(image)[None])[0]
