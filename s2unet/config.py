@@ -320,16 +320,11 @@ def config_from_dict(values: dict[str, Any]) -> Config:
     return validate(_build(Config, values))
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
-    """Defaults, then the YAML file, then ``--set`` overrides.
+def read_values(path: str | Path | None, overrides: list[str] | None = None) -> dict[str, Any]:
+    """The raw nested values of a YAML file (or none) with ``key=value`` overrides applied.
 
-    Args:
-        path: a YAML file, or None for the defaults.
-        overrides: ``key.sub=value`` strings.
-
-    Returns:
-        The validated Config. Relative ``data.root`` in a YAML file is kept as written
-        (resolved against the working directory, as the README's commands assume).
+    Raises:
+        ConfigError: a missing or unreadable file, a non-mapping document, a bad override.
     """
     values: dict[str, Any] = {}
     if path is not None:
@@ -345,11 +340,39 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         values = loaded
     for item in overrides or []:
         values = _merge(values, parse_override(item))
+    return values
+
+
+def build_checked(cls: type, values: dict[str, Any], source: str | Path | None = None) -> Any:
+    """Build the dataclass ``cls`` from nested values, checking every key and type.
+
+    Args:
+        cls: a (nested) config dataclass.
+        values: from :func:`read_values`.
+        source: the file the values came from, prefixed to error messages.
+    """
     try:
-        return config_from_dict(values)
+        return _build(cls, values)
     except ConfigError as exc:
-        where = f"{path}: " if path is not None else ""
-        raise ConfigError(f"{where}{exc}") from None
+        raise ConfigError(f"{source}: {exc}" if source is not None else str(exc)) from None
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
+    """Defaults, then the YAML file, then ``--set`` overrides.
+
+    Args:
+        path: a YAML file, or None for the defaults.
+        overrides: ``key.sub=value`` strings.
+
+    Returns:
+        The validated Config. Relative ``data.root`` in a YAML file is kept as written
+        (resolved against the working directory, as the README's commands assume).
+    """
+    cfg = build_checked(Config, read_values(path, overrides), path)
+    try:
+        return validate(cfg)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}" if path is not None else str(exc)) from None
 
 
 def save_config(cfg: Config, path: Path) -> None:

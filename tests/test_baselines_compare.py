@@ -47,7 +47,8 @@ def results() -> list[MethodResult]:
 def test_markdown_marks_oracles_and_lists_skipped_methods(results: list[MethodResult]) -> None:
     md = markdown_table(results, volumes=True)
     lines = md.splitlines()
-    assert lines[0].startswith("| method | GT prompts | Dice (case mean ± sd) | Dice (slice mean) | Dice (slices with GT)")
+    assert lines[0].startswith(
+        "| method | GT prompts | Dice (case mean ± sd) | Dice (slice mean) | Dice (slices with GT)")
     assert "| s2unet | no | 0.800 ± 0.010 | 0.700 | 0.750 | 0.400 | 0.900 | 0.990 | 3.2 | 0.25 | 807,132 |" in lines
     assert f"| litemedsam-box {ORACLE_MARK} | yes | 0.900 ± 0.010 |" in md
     assert "- **unet** (skipped): checkpoint runs/x/best.pt not found" in md
@@ -59,7 +60,8 @@ def test_csv_rows_carry_the_oracle_column_and_every_metric(results: list[MethodR
     rows = comparison_rows(results)
     assert [r["prompts_from_ground_truth"] for r in rows] == ["no", "yes", "no"]
     assert rows[0]["dice"] == 0.8 and rows[0]["dice_std"] == 0.01 and rows[0]["hd95"] == 3.25
-    assert rows[0]["dice_slice_mean"] == pytest.approx(0.7) and rows[0]["dice_slice_mean_with_gt"] == pytest.approx(0.75)
+    assert rows[0]["dice_slice_mean"] == pytest.approx(0.7)
+    assert rows[0]["dice_slice_mean_with_gt"] == pytest.approx(0.75)
     assert rows[0]["trainable_parameters"] == 807132 and rows[1]["trainable_parameters"] == 0
     assert rows[2]["status"] == "skipped" and "dice" not in rows[2]
 
@@ -160,7 +162,8 @@ def _read_csv(path: Path) -> list[dict]:
 
 def _check_outputs(out: Path) -> dict[str, dict]:
     assert {p.name for p in out.iterdir()} >= {
-        "comparison.md", "comparison.csv", "per_case.csv", "dice_boxplot.png", "iterative_curve.json", "iterative_curve.png"}
+        "comparison.md", "comparison.csv", "per_case.csv", "dice_boxplot.png",
+        "iterative_curve.json", "iterative_curve.png"}
     rows = {r["method"]: r for r in _read_csv(out / "comparison.csv")}
     assert rows["missing"]["status"] == "skipped" and "not found" in rows["missing"]["reason"]
     assert rows["no-sam2"]["status"] == "skipped" and "sam2.1_hiera_small.pt" in rows["no-sam2"]["reason"]

@@ -35,11 +35,20 @@ from typing import Any, Callable, Optional
 import numpy as np
 import torch
 import torch.nn.functional as F
-import yaml
 from rich.console import Console
 
-from ..config import Config, ConfigError, DataConfig, _build, _merge, parse_override, validate
-from ..data import Case, DataError, find_cases, load_nifti, prepare_slice, read_image, split_cases, volume_value_range
+from ..config import Config, ConfigError, DataConfig, build_checked, read_values, validate
+from ..data import (
+    Case,
+    DataError,
+    find_cases,
+    load_nifti,
+    prepare_image,
+    prepare_slice,
+    read_image,
+    split_cases,
+    volume_value_range,
+)
 from ..inference.predictor import Predictor, channel_names, load_masks
 from ..metrics import case_metrics, summarize
 from ..weights import CheckpointError
@@ -155,17 +164,11 @@ def load_compare_config(path: str | Path, overrides: Optional[list[str]] = None)
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"comparison config {path} does not exist")
-    try:
-        values = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
-    if not isinstance(values, dict):
-        raise ConfigError(f"{path}: expected a mapping at the top level")
+    values = read_values(path, overrides)
     values.setdefault("name", path.stem)
-    for item in overrides or []:
-        values = _merge(values, parse_override(item))
+    cfg = build_checked(CompareConfig, values, path)
     try:
-        return _check_compare_config(_build(CompareConfig, values))
+        return _check_compare_config(cfg)
     except ConfigError as exc:
         raise ConfigError(f"{path}: {exc}") from None
 
@@ -181,7 +184,7 @@ class EvalCase:
         planes: slice indices along the data axis (``[0]`` for images).
         spacing: volumes: voxel size of the (S, H, W) stack; None for images.
         volume: volumes: the served, decoded image array.
-        gray: images: the (H, W) image in 0..1.
+        gray: images: the (H, W) image in 0..1 as read (NaN handled by ``prepare_image``).
     """
 
     case: Case
@@ -200,7 +203,7 @@ class EvalCase:
         """(S, 3, H, W) float32 model inputs in 0..1, prepared as ``data`` prescribes (window,
         2.5D context) at native size."""
         if self.volume is None:
-            return np.repeat(self.gray[None, None], 3, axis=1).astype(np.float32)
+            return prepare_image(self.gray)[None]
         if self._value_range is None:
             self._value_range = volume_value_range(self.volume)
         return np.stack([prepare_slice(self.volume, k, data, self._value_range) for k in self.planes])
@@ -227,8 +230,7 @@ def load_eval_case(case: Case, data: DataConfig, max_planes: int) -> EvalCase:
     """
     gt = load_masks(case.labels, data)
     if data.kind != "volume":
-        gray = np.nan_to_num(read_image(case.image).astype(np.float32), nan=0.0)
-        return EvalCase(case, gt[:, None], [0], gray=gray)
+        return EvalCase(case, gt[:, None], [0], gray=read_image(case.image))
     vol = load_nifti(case.image, data.reorient)
     axis = data.axis
     planes = middle_block(vol.shape[axis], max_planes)
@@ -327,7 +329,9 @@ class TrainedModels:
         ours = channel_names(Config(data=self.data))
         theirs = channel_names(mcfg)
         if mcfg.data.task == "multiclass" or theirs != ours:
-            raise MethodSkipped(f"{checkpoint} predicts {theirs} ({mcfg.data.task}) but the comparison evaluates {ours}")
+            raise MethodSkipped(
+                f"{checkpoint} predicts {theirs} ({mcfg.data.task}) but the comparison evaluates {ours}"
+            )
         if _slicing(mcfg.data) != _slicing(self.data):
             raise MethodSkipped(f"{checkpoint} was trained on data sliced as {_slicing(mcfg.data)} (kind, axis, "
                                 f"reorient), the comparison uses {_slicing(self.data)}")
@@ -338,8 +342,9 @@ class TrainedModels:
             self.notes.append(f"NOTE: could not recompute the training split of {checkpoint}: {exc}")
         leaked = sorted(set(trained_on) & set(self.test_ids))
         if leaked:
-            self.notes.append(f"WARNING: {checkpoint} was trained on {len(leaked)} of the test cases "
-                              f"({', '.join(leaked[:5])}{'...' if len(leaked) > 5 else ''}): its scores are optimistic.")
+            shown = ", ".join(leaked[:5]) + ("..." if len(leaked) > 5 else "")
+            self.notes.append(f"WARNING: {checkpoint} was trained on {len(leaked)} of the test cases ({shown}): "
+                              "its scores are optimistic.")
         predictor = Predictor(loaded.model, mcfg, self.device, loaded.threshold)
         self.models[path] = (predictor, int(loaded.model.parameter_counts()["trainable"]))
         return path

@@ -123,7 +123,9 @@ def _box(sl: tuple[slice, slice]) -> np.ndarray:
     return np.array([sl[1].start, sl[0].start, sl[1].stop - 1, sl[0].stop - 1], dtype=np.float32)
 
 
-def _jitter_boxes(boxes: np.ndarray, jitter: float, rng: Optional[np.random.Generator], shape: tuple[int, int]) -> np.ndarray:
+def _jitter_boxes(
+    boxes: np.ndarray, jitter: float, rng: Optional[np.random.Generator], shape: tuple[int, int]
+) -> np.ndarray:
     """Shift each side of each box by up to ``jitter`` times the box's side, inside the image."""
     if jitter <= 0 or len(boxes) == 0:
         return boxes

@@ -117,7 +117,8 @@ def markdown_table(results: Sequence[MethodResult], volumes: bool) -> str:
     head = ["method", "GT prompts", "Dice (case mean ± sd)"]
     if volumes:
         head += ["Dice (slice mean)", "Dice (slices with GT)"]
-    head += ["IoU", "sensitivity", "specificity", "HD95", "s / " + ("slice" if volumes else "image"), "trainable params"]
+    unit = "slice" if volumes else "image"
+    head += ["IoU", "sensitivity", "specificity", "HD95", f"s / {unit}", "trainable params"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in results:
         if r.status != "ok":
@@ -144,7 +145,9 @@ def write_text(path: Path, text: str) -> None:
         tmp.write_text(text)
 
 
-def dice_boxplot(path: Path, per_case_dice: dict[str, Sequence[float]], oracle: dict[str, bool], title: str = "") -> None:
+def dice_boxplot(
+    path: Path, per_case_dice: dict[str, Sequence[float]], oracle: dict[str, bool], title: str = ""
+) -> None:
     """Box plot of per-case Dice, one box per method; oracle methods in orange and marked.
 
     Args:

@@ -160,11 +160,14 @@ class PromptedPredictor(ABC):
         assert prob is not None
         return prob.astype(np.float32), np.concatenate(low_res)
 
-    def predict_prompts(self, prompts: Prompts, mask_input: Optional[np.ndarray] = None) -> tuple[np.ndarray, np.ndarray]:
+    def predict_prompts(
+        self, prompts: Prompts, mask_input: Optional[np.ndarray] = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         """:meth:`predict` for a :class:`Prompts`; no object gives an all-zero probability."""
         if prompts.n_objects == 0:
             assert self._hw is not None, "call set_image before predict_prompts"
-            return np.zeros(self._hw, dtype=np.float32), np.zeros((0, 1, self.low_res_size, self.low_res_size), np.float32)
+            r = self.low_res_size
+            return np.zeros(self._hw, dtype=np.float32), np.zeros((0, 1, r, r), np.float32)
         return self.predict(prompts.boxes, prompts.points, prompts.labels, mask_input)
 
     @abstractmethod
@@ -351,7 +354,9 @@ class SamHead(nn.Module):
         try:
             self.load_state_dict(self.sam1_keys_to_ours(state), strict=True)
         except RuntimeError as err:
-            raise CheckpointError(f"{source} does not fit the SAM neck / prompt encoder / mask decoder: {err}") from None
+            raise CheckpointError(
+                f"{source} does not fit the SAM neck / prompt encoder / mask decoder: {err}"
+            ) from None
 
 
 class SamTinyViTPredictor(PromptedPredictor):
