@@ -20,7 +20,7 @@ def _train_parser(p: argparse.ArgumentParser) -> None:
 
 def _infer_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint", required=True, help="best.pt of a training run")
-    p.add_argument("--input", required=True, help="NIfTI volume, X-ray image, or a folder of either")
+    p.add_argument("--input", required=True, nargs="+", help="NIfTI volume(s), X-ray image(s), or a folder of either")
     p.add_argument("--output", required=True, help="output directory")
     p.add_argument("--gt", help="ground truth (file or folder, paired by case name) to evaluate against")
     p.add_argument("--lung", help="lung mask(s): keep only lesions inside, report the affected share")

@@ -84,6 +84,12 @@ def _new_run_dir(cfg: Config, info: DistInfo) -> Path:
     run_dir = Path(cfg.output_dir) / f"{cfg.name}-{stamp[0]}"
     if info.is_main:
         run_dir.mkdir(parents=True, exist_ok=False)
+        # A stable name for the newest run of a config (compare configs point at it).
+        latest = run_dir.with_name(f"{cfg.name}-latest")
+        tmp = latest.with_name(f".{latest.name}.tmp")
+        tmp.unlink(missing_ok=True)
+        tmp.symlink_to(run_dir.name)
+        tmp.replace(latest)
     return run_dir
 
 
@@ -132,7 +138,7 @@ def _train(cfg: Config, device: torch.device, info: DistInfo, saved: dict | None
     if info.is_main:
         counts = model.parameter_counts()
         console.print(
-            f"[bold]{cfg.name}[/]: {cfg.model.encoder}, {len(bundle.train)} training / "
+            f"[bold]{cfg.name}[/]: {cfg.model.encoder if cfg.model.arch == 's2unet' else cfg.model.arch}, {len(bundle.train)} training / "
             f"{len(bundle.val or [])} validation items, trainable {counts['trainable']:,} of {counts['total']:,} "
             f"parameters ({counts['trainable_percent']}%), run dir {run_dir}"
         )
