@@ -123,6 +123,7 @@ def train(cfg: Config, resume: str | Path | None = None, argv: list[str] | None 
 
 def _train(cfg: Config, device: torch.device, info: DistInfo, saved: dict | None, resume, argv: list[str]) -> Path:
     t_cfg = cfg.train
+    started = time.perf_counter()
     if t_cfg.threads:
         torch.set_num_threads(t_cfg.threads)
     seed_everything(cfg.seed)
@@ -227,7 +228,9 @@ def _train(cfg: Config, device: torch.device, info: DistInfo, saved: dict | None
         cache.clear()
     if info.is_main:
         write_json(run_dir / "summary.json", {"best_" + t_cfg.metric: progress.best, "best_epoch": progress.best_epoch,
-                                             "epochs": progress.epoch, "steps": progress.step})
+                                             "epochs": progress.epoch, "steps": progress.step,
+                                             "wall_seconds": round(time.perf_counter() - started, 1),
+                                             "threads": torch.get_num_threads()})
         console.print(f"done: best validation {t_cfg.metric} {progress.best:.4f} at epoch {progress.best_epoch}; {run_dir}")
     return run_dir
 
