@@ -34,7 +34,7 @@ import tempfile
 import time
 import traceback
 from contextlib import nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Optional, Sequence
 
@@ -52,10 +52,12 @@ GRID_SIZES = (256, 352, 512)
 # The slowest combinations, left out of the default grid so that it finishes in < 10 minutes on
 # a 2-core CPU; ``--full`` runs them. Values say why.
 SLOW_COMBOS: dict[tuple[str, int], str] = {
-    ("sam2.1_hiera_small", 512): "Hiera-S at 512 px is the slowest Hiera combination (~2 min here)",
-    ("litemedsam_tinyvit", 352): "LiteMedSAM's stride-1 patch embedding runs its first stage at full "
-    "resolution (~2 s per image forward at 256 px, x2 per 352 px); its weights are for 256 px",
-    ("litemedsam_tinyvit", 512): "as LiteMedSAM at 352 px, 4x the 256 px cost",
+    ("sam2.1_hiera_small", 512): "the slowest Hiera combination, ~1.4x Hiera-T at 512 px (itself the "
+    "grid's second slowest row)",
+    ("litemedsam_tinyvit", 352): "LiteMedSAM's stride-1 patch embedding keeps its first stage at full "
+    "resolution: its 256 px row is already the grid's slowest (~2 min on the shared 2-core machine) and "
+    "352 px costs ~2x that; its weights are for 256 px",
+    ("litemedsam_tinyvit", 512): "as LiteMedSAM at 352 px, ~4x the 256 px cost",
 }
 UNET_LABEL = "monai UNet (CNN ref)"
 PLACEMENTS: tuple[tuple[str, tuple[str, ...]], ...] = (
@@ -67,7 +69,6 @@ PLACEMENTS: tuple[tuple[str, tuple[str, ...]], ...] = (
 PLACEMENT_TARGET_GIB = 6.0
 VOLUME_TARGET_S = 30.0
 GIB = 1024.0**3
-MIB = 1024.0**2
 
 
 # ------------------------------------------------------------------------------ configurations
@@ -686,6 +687,7 @@ def atomic_write(path: Path, text: str) -> None:
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write(text)
+        os.chmod(tmp, 0o644)  # mkstemp makes it owner-only; results are meant to be shared
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
@@ -943,42 +945,54 @@ def paired_ratio(times: Sequence[float], ref: Sequence[float]) -> Optional[float
 
 
 def run_placements(args: argparse.Namespace) -> None:
-    """Adapter placement trade-off: training step time and peak memory, each in its own process."""
+    """Adapter placement trade-off at Hiera-T, 352 px, batch 8 training.
+
+    Two passes, each with the one measuring function: every placement alone in a fresh process
+    (its peak memory, whether the encoder ran with autograd; one timed step), then all of them
+    interleaved in one process for the step times and their ratios to stage adapters.
+    """
     report = Report("placements", args)
     base = [f"model.weights={args.weights}", "model.encoder=sam2.1_hiera_tiny", f"data.image_size={args.size}",
             f"train.batch_size={args.placement_batch}"]
     cases = [make_case(label, ov, base, phases=("train",)) for label, ov in PLACEMENTS]
     gflops = report.floor(args.device, not args.no_isolate, args.threads)
-    results = []
+    alone = []
+    memory_settings = dataclasses.replace(settings_from(args, 0.0), warmup=0, repeats=1, min_repeats=1)
     for case in cases:
-        print(f"[{time.strftime('%H:%M:%S')}] {case.label} (load {load_average()})", flush=True)
-        results.extend(measure_isolated([case], settings_from(args, 0.0), not args.no_isolate))
+        print(f"[{time.strftime('%H:%M:%S')}] {case.label} alone, for memory (load {load_average()})", flush=True)
+        alone.extend(measure_isolated([case], memory_settings, not args.no_isolate))
+    print(f"[{time.strftime('%H:%M:%S')}] all placements interleaved, for time (load {load_average()})", flush=True)
+    together = measure_isolated(cases, settings_from(args, 0.0), not args.no_isolate)
     gflops = report.floor(args.device, not args.no_isolate, args.threads)
-    add_floors(results, gflops)
-    report.data["results"] = results
-    stage = next((r["phases"]["train"]["median_step_s"] for r in results if r["label"] == "stage adapters" and "phases" in r), None)
+    add_floors(alone, gflops)
+    add_floors(together, gflops)
+    report.data["results"] = {"alone": alone, "interleaved": together}
+    ref = together[0].get("phases", {}).get("train") if "error" not in together[0] else None
     rows = []
-    for r in results:
-        if "error" in r:
-            rows.append([r["label"], "error: " + r["error"].splitlines()[-1][:80]] + ["-"] * 7)
+    for mem, tim in zip(alone, together):
+        if "error" in mem or "error" in tim:
+            rows.append([mem["label"], "error: " + (mem.get("error") or tim["error"]).splitlines()[-1][:80]] + ["-"] * 7)
             continue
-        t = r["phases"]["train"]
-        peak = gib(t["peak_rss_bytes"])
+        m, t = mem["phases"]["train"], tim["phases"]["train"]
+        peak = gib(m["peak_rss_bytes"])
         rows.append([
-            r["label"], fmt_params(r["params"]), t["median_step_s"], t["images_per_s"],
-            ratio(t["median_step_s"], stage), pair_cell(t["x_floor"], t["x_floor_at_load"]), peak,
-            None if peak is None else peak < PLACEMENT_TARGET_GIB, t.get("encoder_autograd"),
+            mem["label"], fmt_params(mem["params"]), t["median_step_s"], t["images_per_s"],
+            paired_ratio(t["times_s"], ref["times_s"]) if ref else None,
+            pair_cell(t["x_floor"], t["x_floor_at_load"]), peak,
+            None if peak is None else peak < PLACEMENT_TARGET_GIB, m.get("encoder_autograd"),
         ])
     header = ["placement", "trainable / total params", f"train s/step (batch {args.placement_batch})", "img/s",
-              "time / stage", "x floor (machine / at load)", "peak RSS GiB", f"< {PLACEMENT_TARGET_GIB:.0f} GiB", "encoder autograd"]
+              "time / stage", "x floor (machine / at load)", "peak RSS GiB", f"< {PLACEMENT_TARGET_GIB:.0f} GiB",
+              "encoder autograd"]
     md = markdown_table(header, rows) + (
         f"\n\n- Hiera-T (SAM2.1) at {args.size} px, batch {args.placement_batch}, forward + backward through the "
-        f"three deep-supervision heads + AdamW step; {args.repeats} repeats after {args.warmup} warm-up step(s), "
-        "each placement in a fresh process (peak RSS = that placement's training only, Python + torch included).\n"
+        "three deep-supervision heads + AdamW step.\n"
+        f"- Times: the four placements interleaved in one process (A, B, C, D, A, ...), {args.repeats} rounds after "
+        f"{args.warmup} warm-up round(s); time / stage is the median of per-round ratios.\n"
+        "- Peak RSS: each placement alone in a fresh process (its training only; Python, torch and imports "
+        "included, about 0.6 GiB).\n"
         "- encoder autograd: whether the encoder's outputs carried autograd history in training; decoder-only "
-        "must say no (S2UNet.features runs the frozen encoder under no_grad).\n"
-        "- Sequential runs on a shared machine: for a noise-robust time ratio use "
-        "`--compare \"model.adapter.placement=stage\" \"model.adapter.placement=none\" --batch 8`."
+        "must say no (S2UNet.features runs the frozen encoder under no_grad)."
     )
     report.finish(Path(args.out), "placements", md)
 
@@ -1019,16 +1033,23 @@ def volume_child(encoder: str, weights: str, slices: int, batch: int, runs: int,
         ckpt = root / "best.pt"
         atomic_save(model_payload(create_model(cfg), cfg, 0.5, {}), ckpt)
         out["runs"] = []
+        probe = MatmulProbe(torch.device("cpu"))
         for k in range(runs):
+            for _ in range(3):
+                probe.sample()
             reset_peak_rss()
             t0 = time.perf_counter()
             summary = run_inference(ckpt, image, root / "out", overwrite=k > 0, batch_size=batch, show_progress=False)
             wall = time.perf_counter() - t0
+            first = len(probe.times) - 3
+            for _ in range(3):
+                probe.sample()  # before and after the run: the machine's rate under the load it ran with
             written = root / "out" / "ct_bench_pred.nii.gz"
             out["runs"].append({
                 "wall_s": wall, "seconds_predict": summary["seconds_predict"], "seconds_total": summary["seconds_total"],
                 "slices_per_s_predict": summary["slices_per_second"], "slices_per_s_end_to_end": slices / wall,
                 "prediction_written": written.is_file(), "peak_rss_bytes": peak_rss_bytes(),
+                "matmul_gflops_around": probe.gflops(probe.times[first:]),
             })
     return out
 
@@ -1040,16 +1061,27 @@ def run_volume(args: argparse.Namespace) -> None:
     res = run_isolated(volume_child, args.volume_encoder, args.weights, args.volume_slices, args.volume_batch,
                        args.volume_runs, args.threads, isolate=not args.no_isolate)
     report.data["results"] = res
-    rows = [[f"run {k + 1}" + (" (first)" if k == 0 else ""), r["wall_s"], r["slices_per_s_end_to_end"], r["seconds_predict"],
-             r["slices_per_s_predict"], gib(r["peak_rss_bytes"]), r["wall_s"] < VOLUME_TARGET_S, r["prediction_written"]]
-            for k, r in enumerate(res["runs"])]
+    rows = []
+    for k, r in enumerate(res["runs"]):
+        # The model part is ~1.4x its matmul floor (speed.md), so it scales with the matmul rate;
+        # the rest (reading, post-processing, writing) is left as measured.
+        at = r["matmul_gflops_around"]
+        scaled = r["wall_s"] - r["seconds_predict"] * (1 - at / args.reference_gflops) if at else None
+        r["wall_s_scaled_to_reference"] = scaled
+        rows.append([f"run {k + 1}" + (" (first)" if k == 0 else ""), r["wall_s"], r["slices_per_s_end_to_end"],
+                     r["seconds_predict"], r["slices_per_s_predict"], gib(r["peak_rss_bytes"]),
+                     r["wall_s"] < VOLUME_TARGET_S, r["prediction_written"], at, scaled])
     header = ["run", "read -> written NIfTI s", "slices/s end-to-end", "model s (predict_volume)", "slices/s model",
-              "peak RSS GiB", f"< {VOLUME_TARGET_S:.0f} s", "NIfTI written"]
+              "peak RSS GiB", f"< {VOLUME_TARGET_S:.0f} s", "NIfTI written", "matmul GFLOP/s around the run",
+              f"wall s if matmul ran at {args.reference_gflops:.0f} GFLOP/s"]
     md = markdown_table(header, rows) + (
         f"\n\n- `s2unet.inference.run.run_inference` on a synthetic {res['slices']}-slice 256 x 256 uint8 NIfTI with a "
         f"{res['encoder']} checkpoint (random weights, stage adapters), batch {res['batch_size']}, {res['threads']} threads; "
         "the wall time covers checkpoint loading, validation, prediction, post-processing, the overlay PNG, the report and "
-        "writing the NIfTI. Later runs overwrite the first run's outputs (warm file cache)."
+        "writing the NIfTI. Later runs overwrite the first run's outputs (warm file cache).\n"
+        f"- Last column: the model time rescaled from the matmul rate probed just before and after the run to "
+        f"{args.reference_gflops:.0f} GFLOP/s (`--reference-gflops`, the idle rate in shared/README.md), the rest "
+        "as measured: an estimate of the idle machine, not a measurement."
     )
     report.finish(Path(args.out), "volume", md)
 
@@ -1139,6 +1171,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--volume-batch", type=int, default=8, help="run_inference batch_size (default 8)")
     p.add_argument("--volume-runs", type=int, default=1, help="times to run the volume (default 1)")
     p.add_argument("--volume-encoder", default="sam2.1_hiera_tiny")
+    p.add_argument("--reference-gflops", type=float, default=150.0,
+                   help="--volume: idle matmul rate to rescale the model time to (default 150, shared/README.md)")
     p.add_argument("--amp-size", type=int, default=256, help="--amp-check forward image size (default 256)")
     p.add_argument("--out", default=str(RESULTS_DIR), help="output folder (default bench/results)")
     p.add_argument("--omp-wait-policy", choices=("passive", "active", "inherit"), default="passive",
@@ -1155,8 +1189,8 @@ def apply_omp_wait_policy(policy: str, isolate: bool) -> Optional[str]:
     server (which imports torch for every child) starts. Why ``passive`` by default: with
     the default (spinning) policy, torch's two OpenMP threads on a 2-core machine shared with
     other jobs waste their time slices spinning at barriers; a Hiera-T training step measured
-    3-4x slower than with ``passive`` (see bench/README.md), which would make this table a
-    measurement of the neighbours rather than of the model.
+    1.3x (load 8) to 4x (load 6) slower than with ``passive`` (bench/results/investigation.md),
+    which would make the tables a measurement of the neighbours rather than of the model.
     """
     if policy != "inherit":
         os.environ["OMP_WAIT_POLICY"] = policy.upper()
