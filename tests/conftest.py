@@ -5,6 +5,8 @@ import os
 from pathlib import Path
 
 import pytest
+
+import s2unet  # noqa: F401  (sets the OpenMP wait policy before torch loads)
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
