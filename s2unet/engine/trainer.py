@@ -176,6 +176,8 @@ def _train(cfg: Config, device: torch.device, info: DistInfo, saved: dict | None
     net: torch.nn.Module = model
     if info.enabled:
         net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    if t_cfg.compile:
+        net = torch.compile(net)
     cache = None
     if t_cfg.cache_features and isinstance(model, S2UNet) and not model.encoder_trains and not cfg.data.augment.enabled:
         cache = FeatureCache(t_cfg.feature_cache_mb * 2**20, run_dir / f"feature_cache_rank{info.rank}")
