@@ -115,8 +115,9 @@ def test_two_process_ddp_step(volumes, tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env, cwd=REPO)
     assert done.returncode == 0, done.stderr[-3000:]
-    runs = list(tmp_path.iterdir())
+    runs = [p for p in tmp_path.iterdir() if not p.is_symlink()]
     assert len(runs) == 1  # both ranks wrote into the one directory rank 0 named
+    assert (tmp_path / "ddp-latest").resolve() == runs[0].resolve()
     log = train_log(runs[0])
     assert [r["step"] for r in log if r["kind"] == "train"] == [2]
     env_json = json.loads((runs[0] / "environment.json").read_text())
