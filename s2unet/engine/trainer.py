@@ -224,6 +224,9 @@ def _train(cfg: Config, device: torch.device, info: DistInfo, saved: dict | None
             }
             if info.is_main:
                 log.append(record)
+                # A plain line per epoch: the live bar is not drawn when output goes to a file.
+                bar.console.print(f"epoch {progress.epoch}: train loss {mean_loss:.4f}, "
+                                  f"{record['images_per_s']:.2f} img/s, lr {record['lr']:.2e}")
                 _end_of_epoch(model, cfg, bundle, device, progress, optimizer, scheduler, run_dir, log, bar)
             barrier(info)
     if cache is not None:
