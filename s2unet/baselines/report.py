@@ -60,6 +60,18 @@ class MethodResult:
         return f"{self.name} {ORACLE_MARK}" if self.uses_ground_truth else self.name
 
 
+def _save_figure(fig: Any, ax: Any, path: Path, title: str | None) -> None:
+    """Title, tighten, write atomically as PNG, and free the figure."""
+    import matplotlib.pyplot as plt
+
+    if title:
+        ax.set_title(title)
+    fig.tight_layout()
+    with atomic_path(Path(path)) as tmp:
+        fig.savefig(tmp, dpi=100, format="png")
+    plt.close(fig)
+
+
 def _yes_no(flag: bool) -> str:
     return "yes" if flag else "no"
 
@@ -178,12 +190,7 @@ def dice_boxplot(
     ax.legend(handles=[Patch(color="#6fa8dc", label="automatic / trained"),
                        Patch(color="#f5a742", label=f"{ORACLE_MARK} oracle (GT-derived prompts)")],
               loc="lower left", fontsize=8)
-    if title:
-        ax.set_title(title)
-    fig.tight_layout()
-    with atomic_path(Path(path)) as tmp:
-        fig.savefig(tmp, dpi=100, format="png")
-    plt.close(fig)
+    _save_figure(fig, ax, path, title)
 
 
 def iterative_summary(round_dice: Sequence[Sequence[float]], target: float = DICE_TARGET) -> dict[str, Any]:
@@ -240,12 +247,7 @@ def iterative_plot(path: Path, curves: dict[str, dict[str, Any]], title: str = "
     ax.set_ylim(0.0, 1.0)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="lower right")
-    if title:
-        ax.set_title(title)
-    fig.tight_layout()
-    with atomic_path(Path(path)) as tmp:
-        fig.savefig(tmp, dpi=100, format="png")
-    plt.close(fig)
+    _save_figure(fig, ax, path, title)
 
 
 def write_comparison(
