@@ -212,15 +212,21 @@ def test_run_multilabel_images_and_evaluate(monkeypatch: pytest.MonkeyPatch, tmp
     image[:20] = 255
     image[40:] = 0
     (tmp_path / "in").mkdir()
+    # Two cases, the second upside down, so each output must come from its own input (the next
+    # case is decoded while the current one is predicted).
     Image.fromarray(image).save(tmp_path / "in" / "JPC001.png")
+    Image.fromarray(image[::-1]).save(tmp_path / "in" / "JPC002.png")
     for label, rows in (("lungs", slice(0, 20)), ("heart", slice(40, 50))):
         gt = np.zeros((64, 64), np.uint8)
         gt[rows] = 255
         (tmp_path / "gt" / label).mkdir(parents=True)
         Image.fromarray(gt).save(tmp_path / "gt" / label / "JPC001.png")
+        Image.fromarray(gt[::-1]).save(tmp_path / "gt" / label / "JPC002.png")
     summary = run_inference("fake.pt", tmp_path / "in", tmp_path / "out", gt=tmp_path / "gt", show_progress=False)
     lungs = np.asarray(Image.open(tmp_path / "out" / "JPC001_pred_lungs.png"))
     assert lungs.shape == (64, 64) and set(np.unique(lungs)) == {0, 255}
+    flipped = np.asarray(Image.open(tmp_path / "out" / "JPC002_pred_lungs.png"))
+    assert np.array_equal(flipped, lungs[::-1]) and summary["cases"] == ["JPC001", "JPC002"]
     means = summary["metrics"]["case_mean"]
     assert means["dice/lungs"] == 1.0 and means["dice/heart"] == pytest.approx(2 * 10 / (24 + 10))
     assert means["dice"] == pytest.approx((means["dice/lungs"] + means["dice/heart"]) / 2)

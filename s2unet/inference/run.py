@@ -26,6 +26,8 @@ in the folder are left alone.
 """
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 import dataclasses
 import time
 from dataclasses import dataclass
@@ -273,19 +275,24 @@ class _Runner:
             else:
                 write_png(self.out / name, array * (255 if task != "multiclass" else 1))
 
-    def run(self, job: _Job) -> None:
-        """Segment one case and write everything it produces."""
+    def read(self, job: _Job) -> tuple[Optional[NiftiVolume], np.ndarray]:
+        """Decode one case's input: (volume, its served array) or (None, the 2D image)."""
+        if self.cfg.data.kind == "volume":
+            vol = load_nifti(job.path, self.cfg.data.reorient)
+            return vol, vol.get_array()
+        return None, read_image(job.path)
+
+    def run(self, job: _Job, decoded: tuple[Optional[NiftiVolume], np.ndarray]) -> None:
+        """Segment one decoded case and write everything it produces."""
         d = self.cfg.data
-        vol = image = None
-        if d.kind == "volume":
-            vol = load_nifti(job.path, d.reorient)
-            array = vol.get_array()
+        vol, array = decoded
+        image = None if vol is not None else array
+        if vol is not None:
             n = array.shape[d.axis]
             task = self.progress.add_task(job.case, total=n)
             prob = self._timed(self.predictor.predict_volume, array, lambda k: self.progress.advance(task, k))
             spacing, slice_axis = vol.zooms, d.axis
         else:
-            image = read_image(job.path)
             prob = self._timed(self.predictor.predict_image, image)
             n, spacing, slice_axis = 1, None, None
         self.slices += n
@@ -386,10 +393,17 @@ def run_inference(
     with Progress(*columns, console=console, disable=not show_progress) as progress:
         runner = _Runner(cfg, predictor, lung_predictor, out, min_size, probabilities, surface, nsd_tolerance, progress)
         images_task = progress.add_task("images", total=len(jobs)) if cfg.data.kind == "image" else None
-        for job in jobs:
-            runner.run(job)
-            if images_task is not None:
-                progress.advance(images_task)
+        # Decode the next case on a thread while this one is predicted (zlib and image decoding
+        # release the GIL), so the model is not kept waiting for I/O.
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            pending = pool.submit(runner.read, jobs[0]) if jobs else None
+            for i, job in enumerate(jobs):
+                decoded = pending.result()
+                if i + 1 < len(jobs):
+                    pending = pool.submit(runner.read, jobs[i + 1])
+                runner.run(job, decoded)
+                if images_task is not None:
+                    progress.advance(images_task)
 
     write_csv(out / "reports.csv", runner.reports)
     summary: dict[str, Any] = {
