@@ -27,10 +27,12 @@ class WindowConfig:
     """CT intensity window in Hounsfield units; ``preset`` fills level/width.
 
     ``preset: none`` leaves the data alone and scales its dtype range (8-bit data) or its
-    min/max to 0..1.
+    min/max to 0..1. ``auto`` does the same for 8/16-bit data but applies the lung window to
+    volumes whose values reach below -500 (Hounsfield units), so a model trained on 8-bit
+    slices sees lung-windowed input when given CT in HU from another hospital.
     """
 
-    preset: Literal["none", "lung", "mediastinum", "soft_tissue", "bone", "custom"] = "none"
+    preset: Literal["auto", "none", "lung", "mediastinum", "soft_tissue", "bone", "custom"] = "auto"
     level: Optional[float] = None
     width: Optional[float] = None
 

@@ -146,6 +146,18 @@ def test_window_none_uses_dtype_range_or_volume_minmax() -> None:
     assert window_to_unit(f, none).dtype == np.float32
 
 
+def test_window_auto_keeps_8bit_and_lung_windows_hounsfield_units() -> None:
+    auto = WindowConfig(preset="auto")
+    np.testing.assert_allclose(window_to_unit(np.array([0, 51, 255], np.uint8), auto), [0.0, 0.2, 1.0])
+    hu = np.array([-1024, -600, 150, 900], np.int16)
+    np.testing.assert_allclose(window_to_unit(hu, auto), [326 / 1500, 0.5, 1.0, 1.0], atol=1e-6)  # [-1350, 150]
+    # slices of a HU volume decide by the whole volume's range, as the datasets pass it
+    np.testing.assert_allclose(window_to_unit(np.array([-600, 300], np.int16), auto, value_range=(-1024, 3000)),
+                               [0.5, 1.0])
+    not_hu = np.array([10.0, 20.0, 30.0], np.float32)
+    np.testing.assert_allclose(window_to_unit(not_hu, auto), [0.0, 0.5, 1.0])
+
+
 # ------------------------------------------------------------------------------------- slices
 def test_context_slices_are_neighbours_and_clamp() -> None:
     vol = np.arange(4 * 3 * 5, dtype=np.uint8).reshape(4, 3, 5) * 3

@@ -11,6 +11,8 @@ Two regimes, chosen by ``WindowConfig.preset``:
 * ``none``: keep the data's own scale: uint8 / 255, uint16 / 65535, bool as 0/1, and anything
   else (int16 HU, float) min-max scaled over the ``value_range`` given, which the datasets set
   to the whole volume's range so that all slices of a case share one scale.
+* ``auto``: as ``none``, except that a volume whose range reaches below -500 is taken to be CT
+  in Hounsfield units and gets the lung window.
 """
 from __future__ import annotations
 
@@ -20,6 +22,9 @@ import numpy as np
 
 from ..config import WINDOW_PRESETS, WindowConfig
 from .errors import DataError
+
+# Air is -1000 HU; no non-HU image format this toolkit reads goes this far below zero.
+HU_FLOOR = -500.0
 
 
 def window_bounds(window: WindowConfig) -> Optional[tuple[float, float]]:
@@ -34,7 +39,7 @@ def window_bounds(window: WindowConfig) -> Optional[tuple[float, float]]:
     Raises:
         DataError: ``custom`` without level/width, an unknown preset, or width <= 0.
     """
-    if window.preset == "none":
+    if window.preset in ("none", "auto"):
         return None
     if window.preset == "custom":
         if window.level is None or window.width is None:
@@ -92,6 +97,9 @@ def window_to_unit(
         if array.dtype == np.bool_:
             return array.astype(np.float32)
         bounds = value_range if value_range is not None else volume_value_range(array)
+        if window.preset == "auto" and bounds[0] <= HU_FLOOR:
+            level, width = WINDOW_PRESETS["lung"]
+            bounds = (level - width / 2.0, level + width / 2.0)
     low, high = float(bounds[0]), float(bounds[1])
     if high <= low:
         return np.zeros(array.shape, dtype=np.float32)
