@@ -89,8 +89,8 @@ class MetricLog:
             ax2.plot(*zip(*val), "o-", label=f"val {metric}", color="tab:red")
             ax2.set_ylabel(f"validation {metric}")
             ax2.set_ylim(0, 1)
-        fig.legend(loc="upper right")
-        fig.tight_layout()
+        fig.legend(loc="upper center", ncol=2, frameon=False)
+        fig.tight_layout(rect=(0, 0, 1, 0.92))  # room for the legend above the axes
         tmp = self.curve.with_name(".curve.tmp.png")
         fig.savefig(tmp, dpi=100)
         plt.close(fig)
