@@ -14,7 +14,7 @@ from ..inference.predictor import Predictor, foreground_names, load_case_target
 from ..metrics import case_metrics, dice_for_thresholds, summarize
 from ..models import SegmentationModel
 
-THRESHOLDS = tuple(np.round(np.arange(0.1, 0.91, 0.05), 2))
+THRESHOLDS = tuple(np.round(np.arange(0.05, 0.96, 0.05), 2))
 
 
 def validate(model: SegmentationModel, cfg: Config, dataset: SliceDataset, device: torch.device,
