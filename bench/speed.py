@@ -45,6 +45,8 @@ if str(REPO) not in sys.path:  # run as ``python bench/speed.py`` from a checkou
 import torch  # noqa: E402  (after the path fix above)
 import yaml  # noqa: E402
 
+from s2unet.runtime import keep_freed_memory  # noqa: E402
+
 RESULTS_DIR = REPO / "bench" / "results"
 PHASES = ("train", "infer")
 GRID_ENCODERS = ("sam2.1_hiera_tiny", "sam2.1_hiera_small", "litemedsam_tinyvit", "mobilesam_tinyvit")
@@ -83,6 +85,8 @@ class Knobs:
             (whole model and input).
         compile: ``torch.compile`` the inference call (compile time is the warm-up).
         merge_lora: fold attention LoRA into the weights before inference (as inference does).
+        hiera_blocks: ``unpadded`` (s2unet's Hiera blocks, which skip projecting window
+            padding) or ``official`` (sam2's own block code, same weights and outputs).
     """
 
     infer_batch: int = 4
@@ -90,9 +94,10 @@ class Knobs:
     channels_last: str = "off"
     compile: bool = False
     merge_lora: bool = True
+    hiera_blocks: str = "unpadded"
 
 
-_KNOB_CHOICES = {"channels_last": ("off", "decoder", "all")}
+_KNOB_CHOICES = {"channels_last": ("off", "decoder", "all"), "hiera_blocks": ("unpadded", "official")}
 
 
 @dataclass(frozen=True)
@@ -383,6 +388,17 @@ class MatmulProbe:
 
 
 # ------------------------------------------------------------------------------ the model runner
+def use_official_hiera_blocks(model: torch.nn.Module) -> None:
+    """Run a model's Hiera blocks with sam2's own code (``bench.hiera_blocks=official``)."""
+    from sam2.modeling.backbones.hieradet import MultiScaleBlock
+
+    from s2unet.models.encoders.hiera import UnpaddedWindowBlock
+
+    for module in model.modules():
+        if isinstance(module, UnpaddedWindowBlock):
+            module.__class__ = MultiScaleBlock
+
+
 class Runner:
     """A built model with its optimiser and inputs, able to run one step of either phase.
 
@@ -405,6 +421,8 @@ class Runner:
         t0 = time.perf_counter()
         self.model = create_model(self.cfg).to(device)
         self.build_s = time.perf_counter() - t0
+        if self.knobs.hiera_blocks == "official":
+            use_official_hiera_blocks(self.model)
         self.counts = self.model.parameter_counts()
         self.encoder: Optional[torch.nn.Module] = getattr(self.model, "encoder", None)
         self.encoder_trains = bool(getattr(self.model, "encoder_trains", True))
@@ -624,12 +642,22 @@ def _context() -> multiprocessing.context.BaseContext:
     return _CONTEXT
 
 
+_REUSE_MEMORY = True  # --malloc: set by main() before the first child starts
+
+
+def _child_call(fn: Callable[..., Any], reuse_memory: bool, args: tuple) -> Any:
+    """In a measuring child: the allocator setting the train/infer commands use, then ``fn``."""
+    if reuse_memory:
+        keep_freed_memory()
+    return fn(*args)
+
+
 def run_isolated(fn: Callable[..., Any], *args: Any, isolate: bool = True) -> Any:
     """Call ``fn(*args)`` in a fresh child process (or here when ``isolate`` is False)."""
     if not isolate:
         return fn(*args)
     with concurrent.futures.ProcessPoolExecutor(max_workers=1, mp_context=_context(), max_tasks_per_child=1) as pool:
-        return pool.submit(fn, *args).result()
+        return pool.submit(_child_call, fn, _REUSE_MEMORY, args).result()
 
 
 def measure_isolated(cases: Sequence[Case], settings: Settings, isolate: bool) -> list[dict[str, Any]]:
@@ -799,7 +827,9 @@ class Report:
             "other jobs shared this machine, so absolute times are noisy; ratios measured in one "
             "interleaved run (`--compare`) are the robust numbers.",
             f"OMP_WAIT_POLICY={self.data['settings'].get('omp_wait_policy_effective') or '(unset: libgomp spins)'} "
-            "in the measuring processes.",
+            "in the measuring processes; glibc malloc "
+            + ("keeps freed memory for reuse (`s2unet.runtime.keep_freed_memory`, as train/infer do)."
+               if self.data["settings"].get("malloc", "default") == "reuse" else "as glibc's default (`--malloc default`)."),
         ]
         if rates:
             lines.append(
@@ -1178,6 +1208,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--omp-wait-policy", choices=("passive", "active", "inherit"), default="passive",
                    help="OMP_WAIT_POLICY of the measuring processes (default passive: see README; "
                         "inherit = leave the environment as it is)")
+    p.add_argument("--malloc", choices=("reuse", "default"), default="reuse",
+                   help="reuse = keep freed memory for reuse, as train/infer do (s2unet.runtime); "
+                        "default = glibc's own behaviour (fresh, page-faulted mmap for every large tensor)")
     p.add_argument("--no-isolate", action="store_true", help="measure in this process (peaks then mix; for debugging)")
     return p
 
@@ -1203,6 +1236,10 @@ def apply_omp_wait_policy(policy: str, isolate: bool) -> Optional[str]:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     args.omp_wait_policy_effective = apply_omp_wait_policy(args.omp_wait_policy, not args.no_isolate)
+    global _REUSE_MEMORY
+    _REUSE_MEMORY = args.malloc == "reuse"
+    if _REUSE_MEMORY and args.no_isolate:
+        keep_freed_memory()
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.device == "auto":

@@ -102,6 +102,7 @@ def main(argv: Sequence[str] | None = None, command: str | None = None) -> int:
     """
     from .config import ConfigError
     from .data import DataError
+    from .runtime import keep_freed_memory
     from .weights import CheckpointError
 
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -116,6 +117,7 @@ def main(argv: Sequence[str] | None = None, command: str | None = None) -> int:
         COMMANDS[command][1](parser)
         args = parser.parse_args(argv)
         args.command = command
+    keep_freed_memory()
     try:
         COMMANDS[args.command][2](args)
     except (ConfigError, DataError, CheckpointError, FileExistsError, FileNotFoundError) as exc:

@@ -5,6 +5,7 @@ The official checkpoints cannot be downloaded here, so each official model is bu
 """
 from __future__ import annotations
 
+import copy
 import hashlib
 import re
 from collections.abc import Iterator
@@ -13,10 +14,13 @@ from pathlib import Path
 import pytest
 import torch
 from sam2.build_sam import build_sam2
+from sam2.modeling.backbones.hieradet import MultiScaleBlock
 from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
 
 from s2unet import weights as weights_module
 from s2unet.models.encoders import create_encoder
+from s2unet.models.encoders.hiera import UnpaddedWindowBlock
 from s2unet.weights import CheckpointError, CheckpointNotFoundError, KNOWN_CHECKPOINTS, verify_sha256
 
 OFFICIAL = [
@@ -194,3 +198,47 @@ def test_adapter_sites_and_lora_targets(name: str) -> None:
     assert len(targets) == 2 * len(blocks)
     assert all(isinstance(encoder.get_submodule(n), nn.Linear) and ".attn." in n for n in targets)
     assert re.fullmatch(encoder.attention_lora_targets, "encoder.trunk.blocks.3.attn.qkv")
+
+
+def _perturbed_tiny_pair() -> tuple[nn.Module, nn.Module]:
+    """Hiera-T with distinctive weights, and a copy running sam2's own block code."""
+    torch.manual_seed(0)
+    encoder = create_encoder("sam2.1_hiera_tiny", weights="random")
+    with torch.no_grad():
+        for p in encoder.parameters():
+            p.normal_(std=0.05)
+    official = copy.deepcopy(encoder)
+    for block in official.trunk.blocks:
+        block.__class__ = MultiScaleBlock
+    return encoder, official
+
+
+@pytest.mark.parametrize("size", [256, 352])
+def test_unpadded_window_blocks_match_sam2_blocks(size: int) -> None:
+    # At these sizes the third and fourth stages are not whole windows (16 or 22 vs 14; 8 or 11
+    # vs 7), so the padding path runs, including the q-pooling block that starts stage 4.
+    encoder, official = _perturbed_tiny_pair()
+    assert all(isinstance(b, UnpaddedWindowBlock) for b in encoder.trunk.blocks)
+    x = torch.randn(2, 3, size, size, requires_grad=True)
+    x_ref = x.detach().clone().requires_grad_(True)
+    ours, ref = encoder(x), official(x_ref)
+    for a, b in zip(ours, ref):
+        assert a.shape == b.shape
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+    weights = [torch.randn_like(m) for m in ref]
+    sum((m * w).sum() for m, w in zip(ours, weights)).backward()
+    sum((m * w).sum() for m, w in zip(ref, weights)).backward()
+    torch.testing.assert_close(x.grad, x_ref.grad, rtol=1e-4, atol=1e-5)
+
+
+def test_unpadded_window_blocks_skip_padded_projections() -> None:
+    encoder, official = _perturbed_tiny_pair()
+    x = torch.randn(1, 3, 256, 256)
+    flops = []
+    for model in (encoder, official):
+        counter = FlopCounterMode(display=False)
+        with torch.no_grad(), counter:
+            model(x)
+        flops.append(counter.get_total_flops())
+    # Stages 3 and 4 project 28 x 28 and 14 x 14 padded maps for 16 x 16 and 8 x 8 real tokens.
+    assert flops[0] < 0.85 * flops[1]
