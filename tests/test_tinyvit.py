@@ -8,6 +8,7 @@ produce anatomy-aware features.
 """
 from __future__ import annotations
 
+import copy
 import itertools
 import re
 from collections.abc import Iterator
@@ -104,6 +105,29 @@ def test_attention_bias_index_follows_first_appearance_order(untrained: dict[str
         ]
         assert torch.equal(attn.bias_index.flatten(), torch.tensor(expected))
         assert attn.attention_biases.shape[1] == len(order)
+
+
+@pytest.mark.parametrize("grid", [(16, 16), (28, 28), (9, 20)])
+def test_windowed_attention_equals_attention_over_zero_padded_windows(
+    grid: tuple[int, int], untrained: dict[str, TinyViTEncoder]
+) -> None:
+    """Projecting only the real tokens gives what attention over zero-padded windows gives."""
+    block = copy.deepcopy(untrained[MOBILE].layers[2].blocks[0])  # window 14, 160 channels
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for p in block.parameters():  # non-zero norm and qkv biases: padding must not project to 0
+            p.normal_(std=0.1)
+    h, w = grid
+    ws, c = block.window_size, 160
+    x = torch.randn(2, h * w, c)
+    padded = F.pad(x.view(2, h, w, c), (0, 0, 0, (-w) % ws, 0, (-h) % ws))
+    ph, pw = padded.shape[1:3]
+    windows = padded.view(2, ph // ws, ws, pw // ws, ws, c).transpose(2, 3).reshape(-1, ws * ws, c)
+    with torch.no_grad():
+        attended = block.attn(windows)
+        expected = attended.view(2, ph // ws, pw // ws, ws, ws, c).transpose(2, 3).reshape(2, ph, pw, c)
+        got = block._windowed_attention(x, h, w)
+    torch.testing.assert_close(got, expected[:, :h, :w].reshape(2, h * w, c), rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("placement", ["stage", "block"])

@@ -188,6 +188,32 @@ class WindowAttention(nn.Module):
         dx = (cols[:, None] - cols[None, :]).abs()
         self.register_buffer("bias_index", dy * window_size + dx, persistent=False)
 
+    def project(self, x: torch.Tensor) -> torch.Tensor:
+        """Args:
+            x: (..., C) tokens.
+
+        Returns:
+            (..., 3C) their normed qkv projection, in the checkpoints' head-major layout.
+        """
+        return self.qkv(self.norm(x))
+
+    def attend(self, qkv: torch.Tensor) -> torch.Tensor:
+        """Args:
+            qkv: (N, window_size**2, 3C) projected tokens of N windows (see ``project``).
+
+        Returns:
+            (N, window_size**2, C) attended tokens, before the output projection ``proj``.
+        """
+        n, length, _ = qkv.shape
+        # The checkpoints' qkv output is laid out head-major ([q_h, k_h, v_h] per head), not
+        # the usual (3, heads, head_dim).
+        q, k, v = qkv.view(n, length, self.num_heads, 3, self.head_dim).permute(3, 0, 2, 1, 4).unbind(0)
+        # A 4-D mask lets torch use its fused CPU attention kernel; a 3-D one falls back to the
+        # unfused path, which made attention 4x slower (bench/results/investigation.md, item 11).
+        bias = self.attention_biases[:, self.bias_index].to(q.dtype).unsqueeze(0)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
+        return out.transpose(1, 2).reshape(n, length, self.num_heads * self.head_dim)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Args:
             x: (N, window_size**2, C) tokens of N windows.
@@ -195,15 +221,7 @@ class WindowAttention(nn.Module):
         Returns:
             (N, window_size**2, C) attended tokens.
         """
-        n, length, channels = x.shape
-        qkv = self.qkv(self.norm(x))
-        # The checkpoints' qkv output is laid out head-major ([q_h, k_h, v_h] per head), not
-        # the usual (3, heads, head_dim).
-        qkv = qkv.view(n, length, self.num_heads, 3, self.head_dim).permute(3, 0, 2, 1, 4)
-        q, k, v = qkv.unbind(0)
-        bias = self.attention_biases[:, self.bias_index].to(q.dtype)
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
-        return self.proj(out.transpose(1, 2).reshape(n, length, channels))
+        return self.proj(self.attend(self.project(x)))
 
 
 class Mlp(nn.Module):
@@ -250,20 +268,26 @@ class TinyViTBlock(nn.Module):
         self.mlp = Mlp(dim, int(dim * mlp_ratio))
 
     def _windowed_attention(self, x: torch.Tensor, h: int, w: int) -> torch.Tensor:
-        """Attention inside non-overlapping windows of the (B, H*W, C) grid."""
+        """Attention inside non-overlapping windows of the (B, H*W, C) grid.
+
+        A grid that is not a whole number of windows is zero-padded at the bottom and right,
+        and the zero tokens (not masked out) take part in the attention, as in the pretrained
+        model. They all project to the same qkv, so only the real tokens are projected (at
+        256 px the third stage's 16 x 16 grid pads to 28 x 28 for windows of 14) and the output
+        projection runs after the padding is cropped.
+        """
         b, _, c = x.shape
         ws = self.window_size
-        grid = x.view(b, h, w, c)
+        qkv = self.attn.project(x).view(b, h, w, 3 * c)
         pad_b, pad_r = (-h) % ws, (-w) % ws
         if pad_b or pad_r:
-            # Zero tokens (not masked out) take part in the attention, as in the pretrained model.
-            grid = F.pad(grid, (0, 0, 0, pad_r, 0, pad_b))
-        ph, pw = h + pad_b, w + pad_r
-        nh, nw = ph // ws, pw // ws
-        windows = grid.view(b, nh, ws, nw, ws, c).transpose(2, 3).reshape(b * nh * nw, ws * ws, c)
-        windows = self.attn(windows)
-        grid = windows.view(b, nh, nw, ws, ws, c).transpose(2, 3).reshape(b, ph, pw, c)
-        return grid[:, :h, :w].reshape(b, h * w, c)
+            padded = self.attn.project(x.new_zeros(1, 1, c)).expand(b, h + pad_b, w + pad_r, -1).clone()
+            padded[:, :h, :w] = qkv
+            qkv = padded
+        nh, nw = qkv.shape[1] // ws, qkv.shape[2] // ws
+        windows = qkv.view(b, nh, ws, nw, ws, 3 * c).transpose(2, 3).reshape(b * nh * nw, ws * ws, 3 * c)
+        out = self.attn.attend(windows).view(b, nh, nw, ws, ws, c).transpose(2, 3).reshape(b, nh * ws, nw * ws, c)
+        return self.attn.proj(out[:, :h, :w].reshape(b, h * w, c))
 
     def forward(self, x: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
         """Args:
@@ -413,6 +437,10 @@ class TinyViTEncoder(Encoder):
             Four (B, C_i, H / s_i, W / s_i) maps, C = ``out_channels``, s = ``strides``.
         """
         self.check_input(x)
+        # oneDNN's depthwise and 1x1 convolutions of the MBConv stage ran 2x faster on
+        # channels-last maps (bench/results/investigation.md, item 11); the token stages
+        # reshape channels-last maps without copies.
+        x = x.contiguous(memory_format=torch.channels_last)
         feats = []
         nxt: torch.Tensor | None = self.patch_embed(x)
         for layer in self.layers:
