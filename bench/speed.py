@@ -87,17 +87,24 @@ class Knobs:
         merge_lora: fold attention LoRA into the weights before inference (as inference does).
         hiera_blocks: ``unpadded`` (s2unet's Hiera blocks, which skip projecting window
             padding) or ``official`` (sam2's own block code, same weights and outputs).
+        malloc: ``process`` (the ``--malloc`` setting), ``reuse`` or ``default``: switched
+            before each of this configuration's steps, so both can be compared in one process.
     """
 
-    infer_batch: int = 4
+    infer_batch: int = 8
     threads: int = 0
     channels_last: str = "off"
     compile: bool = False
     merge_lora: bool = True
     hiera_blocks: str = "unpadded"
+    malloc: str = "process"
 
 
-_KNOB_CHOICES = {"channels_last": ("off", "decoder", "all"), "hiera_blocks": ("unpadded", "official")}
+_KNOB_CHOICES = {
+    "channels_last": ("off", "decoder", "all"),
+    "hiera_blocks": ("unpadded", "official"),
+    "malloc": ("process", "reuse", "default"),
+}
 
 
 @dataclass(frozen=True)
@@ -497,6 +504,8 @@ class Runner:
         """Run one step of ``phase``; returns its wall time in seconds."""
         if self.knobs.threads and torch.get_num_threads() != self.knobs.threads:
             torch.set_num_threads(self.knobs.threads)
+        if self.knobs.malloc != "process":
+            keep_freed_memory(self.knobs.malloc == "reuse")
         run = self.train_step if phase == "train" else self.infer_step
         sync(self.device)
         t0 = time.perf_counter()
@@ -1183,8 +1192,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--encoders", help="grid: comma-separated encoder names (default: the four SAM-family ones)")
     p.add_argument("--sizes", help="grid: comma-separated image sizes (default 256,352,512)")
     p.add_argument("--no-unet", action="store_true", help="grid: leave out the monai UNet reference")
-    p.add_argument("--batch", type=int, default=2, help="training batch (default 2; --placements uses --placement-batch)")
-    p.add_argument("--infer-batch", type=int, default=4, help="slices per inference call (default 4)")
+    p.add_argument("--batch", type=int, default=4, help="training batch (default 4; --placements uses --placement-batch)")
+    p.add_argument("--infer-batch", type=int, default=8,
+                   help="slices per inference call (default 8, as infer.py's --batch-size)")
     p.add_argument("--repeats", type=int, default=3, help="timed steps per phase; the median is reported (default 3)")
     p.add_argument("--warmup", type=int, default=1, help="untimed steps after the FLOP-counting step (default 1)")
     p.add_argument("--phase-budget", type=float, default=20.0,

@@ -14,16 +14,21 @@ from __future__ import annotations
 import ctypes
 import platform
 
-# mallopt parameter numbers from glibc's <malloc.h>.
-_M_TRIM_THRESHOLD = -1
-_M_MMAP_MAX = -4
-_TRIM_THRESHOLD = 2**31 - 1  # mallopt takes an int: the largest value it accepts
+# mallopt parameter numbers and glibc's defaults from <malloc.h> / malloc.c.
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD, _M_MMAP_MAX = -1, -3, -4
+_DEFAULTS = {_M_TRIM_THRESHOLD: 128 * 1024, _M_MMAP_THRESHOLD: 128 * 1024, _M_MMAP_MAX: 65536}
+_KEEP = {_M_TRIM_THRESHOLD: 2**31 - 1, _M_MMAP_MAX: 0}  # mallopt takes an int: 2**31 - 1 is its largest
 
 
-def keep_freed_memory() -> bool:
+def keep_freed_memory(keep: bool = True) -> bool:
     """Make glibc reuse freed memory for later allocations instead of returning it to the OS.
 
     Affects allocations made after the call, in this process and in processes it forks.
+
+    Args:
+        keep: False restores glibc's default thresholds (fixed at their initial values:
+            glibc's own sliding mmap threshold stays off), so ``bench/speed.py`` can compare
+            both within one process.
 
     Returns:
         True when applied; False where the C library is not glibc (macOS, Windows, musl),
@@ -33,4 +38,4 @@ def keep_freed_memory() -> bool:
         return False
     libc = ctypes.CDLL(None)
     # mallopt returns 1 on success.
-    return bool(libc.mallopt(_M_MMAP_MAX, 0)) and bool(libc.mallopt(_M_TRIM_THRESHOLD, _TRIM_THRESHOLD))
+    return all(libc.mallopt(param, value) == 1 for param, value in (_KEEP if keep else _DEFAULTS).items())
