@@ -258,6 +258,19 @@ def test_refuses_unreadable_input_and_missing_gt(monkeypatch: pytest.MonkeyPatch
     assert "no NIfTI volume named case02" in message  # its GT is missing too
 
 
+def test_refuses_flip_tta_for_left_and_right_labels(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    cfg = config_from_dict({"data": {"kind": "image", "task": "multilabel", "image_size": 64,
+                                     "labels": ["masks/heart", "masks/left_clavicle", "masks/right_clavicle"]}})
+    _use_model(monkeypatch, cfg, ThresholdModel([0.5, 0.5, 0.5], [1.0, 1.0, 1.0]))
+    Image.fromarray(np.zeros((64, 64), np.uint8)).save(tmp_path / "JPC001.png")
+    with pytest.raises(DataError, match="left_clavicle, right_clavicle"):
+        run_inference("fake.pt", tmp_path / "JPC001.png", tmp_path / "out", tta=True, show_progress=False)
+    assert not (tmp_path / "out").exists()
+    # Words that merely contain "right" are not sides.
+    run_module._check_flip_symmetric(
+        config_from_dict({"data": {"task": "multilabel", "labels": ["masks/lungs", "masks/brightness"]}}))
+
+
 def test_refuses_input_of_the_wrong_kind(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     _use_model(monkeypatch, _volume_cfg(), ThresholdModel([0.5], [1.0]))
     png = tmp_path / "x.png"

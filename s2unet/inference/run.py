@@ -26,10 +26,10 @@ in the folder are left alone.
 """
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
-
 import dataclasses
+import re
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence, Union
@@ -320,6 +320,23 @@ def _load(checkpoint: PathLike, device: Any) -> LoadedModel:
     return loaded
 
 
+_SIDED = re.compile(r"(?<![a-z])(left|right)(?![a-z])")
+
+
+def _check_flip_symmetric(cfg: Optional[Config]) -> None:
+    """Refuse flip test-time augmentation for a model with left/right labels.
+
+    A flipped image shows the left structure where the right one was; a model that tells them
+    apart by position answers with the wrong label, and flipping back puts it on the wrong side.
+    """
+    sided = [n for n in channel_names(cfg) if _SIDED.search(n.lower())] if cfg is not None else []
+    if sided:
+        raise DataError(
+            f"--tta averages with a horizontally flipped prediction, which swaps left and right; "
+            f"this model has sided labels ({', '.join(sided)}): run it without --tta"
+        )
+
+
 def run_inference(
     checkpoint: PathLike,
     inputs: Union[PathLike, Sequence[PathLike]],
@@ -378,6 +395,9 @@ def run_inference(
     loaded = _load(checkpoint, dev)
     lung_loaded = _load(lung_checkpoint, dev) if lung_checkpoint is not None else None
     cfg = loaded.config
+    if tta:
+        for model_cfg in (cfg, lung_loaded.config if lung_loaded else None):
+            _check_flip_symmetric(model_cfg)
     out = Path(output_dir)
     jobs = _validate(cfg, inputs, out, gt, lung, lung_loaded.config if lung_loaded else None, overwrite, probabilities)
     out.mkdir(parents=True, exist_ok=True)
