@@ -15,10 +15,10 @@ import torch
 import torch.nn.functional as F
 import yaml
 from sam2.modeling.backbones.hieradet import Hiera, MultiScaleBlock, do_pool
-from sam2.modeling.backbones.utils import window_partition, window_unpartition
 
 from ...weights import CheckpointError
 from .base import AdapterSite, Encoder, EncoderSpec, Placement, register_encoder
+from .windows import grid_to_windows, windows_to_grid
 
 _OFFICIAL_PREFIX = "image_encoder.trunk."
 _OWN_PREFIX = "trunk."
@@ -49,38 +49,33 @@ class UnpaddedWindowBlock(MultiScaleBlock):
     third stage meets windows of 14, padded to 28 x 28), the official block pads the normed map
     with zeros and runs the qkv and output projections on every padded token: three times the
     real tokens there. A zero token's qkv is the projection's bias, so this block projects the
-    real tokens only, fills the padding with the projection of a zero token, and applies the
-    output projection after the padding is cropped. Attention itself still sees the padded
-    windows, so the result equals the official block's (to float rounding); weights, names and
-    hooks are untouched. Blocks whose map needs no padding run the official code.
+    real tokens only, writes them and the projection of a zero token straight into the window
+    layout (``windows.grid_to_windows``), and applies the output projection after the padding is
+    cropped. Attention itself still sees the padded windows, so the result equals the official
+    block's (to float rounding); weights, names and hooks are untouched. Blocks whose map needs
+    no padding run the official code.
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        B, H, W, C = x.shape
+        _, H, W, C = x.shape
         window = self.window_size
-        pad_h, pad_w = (-H) % window if window else 0, (-W) % window if window else 0
-        if pad_h == 0 and pad_w == 0:
+        if not window or (H % window == 0 and W % window == 0):
             return super().forward(x)
         shortcut = x
         x = self.norm1(x)
         if self.dim != self.dim_out:
             shortcut = do_pool(self.proj(x), self.pool)
         attn = self.attn
-        qkv = attn.qkv(x)
-        padded = attn.qkv(x.new_zeros(1, C)).expand(B, H + pad_h, W + pad_w, -1).clone()
-        padded[:, :H, :W] = qkv
-        windows, (Hp, Wp) = window_partition(padded, window)
+        windows = grid_to_windows(attn.qkv(x), attn.qkv(x.new_zeros(C)), window)
         n, h, w, _ = windows.shape
         q, k, v = windows.reshape(n, h * w, 3, attn.num_heads, -1).unbind(2)
         if attn.q_pool is not None:
             q = do_pool(q.reshape(n, h, w, -1), attn.q_pool)
             h, w = q.shape[1:3]
             q = q.reshape(n, h * w, attn.num_heads, -1)
-            window, Hp, Wp = h, Hp * h // window, Wp * h // window
         out = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2))
-        out = window_unpartition(out.transpose(1, 2).reshape(n, h, w, -1), window, (Hp, Wp), shortcut.shape[1:3])
-        # The crop leaves a strided view; a linear layer on one falls back to a slow batched matmul.
-        x = shortcut + self.drop_path(attn.proj(out.contiguous()))
+        out = windows_to_grid(out.transpose(1, 2).reshape(n, h, w, -1), *shortcut.shape[1:3])
+        x = shortcut + self.drop_path(attn.proj(out))
         return x + self.drop_path(self.mlp(self.norm2(x)))
 
 

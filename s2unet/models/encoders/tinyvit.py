@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .base import AdapterSite, Encoder, EncoderSpec, Placement, register_encoder
+from .windows import grid_to_windows, windows_to_grid
 
 # SAM's pixel_mean/pixel_std (123.675, 116.28, 103.53) / (58.395, 57.12, 57.375) on 0..255,
 # i.e. the ImageNet statistics for 0..1 inputs.
@@ -279,15 +280,9 @@ class TinyViTBlock(nn.Module):
         b, _, c = x.shape
         ws = self.window_size
         qkv = self.attn.project(x).view(b, h, w, 3 * c)
-        pad_b, pad_r = (-h) % ws, (-w) % ws
-        if pad_b or pad_r:
-            padded = self.attn.project(x.new_zeros(1, 1, c)).expand(b, h + pad_b, w + pad_r, -1).clone()
-            padded[:, :h, :w] = qkv
-            qkv = padded
-        nh, nw = qkv.shape[1] // ws, qkv.shape[2] // ws
-        windows = qkv.view(b, nh, ws, nw, ws, 3 * c).transpose(2, 3).reshape(b * nh * nw, ws * ws, 3 * c)
-        out = self.attn.attend(windows).view(b, nh, nw, ws, ws, c).transpose(2, 3).reshape(b, nh * ws, nw * ws, c)
-        return self.attn.proj(out[:, :h, :w].reshape(b, h * w, c))
+        windows = grid_to_windows(qkv, self.attn.project(x.new_zeros(c)), ws).flatten(1, 2)
+        out = self.attn.attend(windows).view(-1, ws, ws, c)
+        return self.attn.proj(windows_to_grid(out, h, w).view(b, h * w, c))
 
     def forward(self, x: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
         """Args:
