@@ -61,6 +61,15 @@ def test_floor_ratio(speed):
     assert speed.floor_ratio({"flops_per_image": None, "seconds_per_image": 0.25}, 100.0) is None
 
 
+def test_machine_rate_is_the_best_probe_of_the_run(speed):
+    report = speed.Report.__new__(speed.Report)
+    report.data = {}
+    rows = [{"phases": {"train": {"matmul_gflops_during": 150.0}, "infer": {"matmul_gflops_during": 181.0}}},
+            {"error": "failed"}, {"phases": {"infer": {"matmul_gflops_during": None}}}]
+    assert report.machine_rate(130.0, rows) == 181.0 == report.data["machine_gflops"]
+    assert report.machine_rate(190.0, rows, []) == 190.0
+
+
 def test_markdown_table_and_cells(speed):
     table = speed.markdown_table(["a", "b"], [["x", 1.234], ["y", None]])
     assert table.splitlines() == ["| a | b |", "| --- | --- |", "| x | 1.23 |", "| y | - |"]
