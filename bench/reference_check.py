@@ -7,6 +7,7 @@ background load falls on both (bench/results/investigation.md cites these runs):
 
     python bench/reference_check.py boundary-weights [--size 352] [--batch 2]
     python bench/reference_check.py tinyvit [--encoder mobilesam_tinyvit] [--size 256] [--batch 8]
+    python bench/reference_check.py malloc [--size 352] [--batch 8]
 
 ``boundary-weights``: the structure loss's pixel weights as the dense 31 x 31 average pool
 they started as, against the separable form in ``s2unet.losses``; the weights alone and a
@@ -17,6 +18,9 @@ padded token, a 3-D bias mask, which sends ``scaled_dot_product_attention`` to i
 path) on NCHW maps, against ``s2unet.models.encoders.tinyvit`` (projections of real tokens
 only, a 4-D mask that takes the fused kernel, channels-last convolution stages); features,
 inference and a training step.
+
+``malloc``: page faults and kernel time of one Hiera-T ``predict_logits`` call with glibc's
+default allocation and with ``s2unet.runtime.keep_freed_memory``.
 """
 from __future__ import annotations
 
@@ -140,10 +144,13 @@ def published_tinyvit() -> Iterator[None]:
 def check_tinyvit(args: argparse.Namespace) -> None:
     from s2unet.config import load_config
     from s2unet.models import create_model
+    from s2unet.models.encoders.tinyvit import TinyViTEncoder
 
     cfg = load_config(None, [f"model.encoder={args.encoder}", "model.weights=random", f"data.image_size={args.size}"])
     torch.manual_seed(0)
     model = create_model(cfg)
+    if not isinstance(model.encoder, TinyViTEncoder):
+        raise SystemExit(f"--encoder {args.encoder} is not a TinyViT encoder (litemedsam_tinyvit, mobilesam_tinyvit)")
     with torch.no_grad():  # distinctive weights: random init has zero biases
         for p in model.encoder.parameters():
             p.add_(0.05 * torch.randn_like(p))
@@ -183,21 +190,50 @@ def check_tinyvit(args: argparse.Namespace) -> None:
                interleaved({"published": published(fn), "s2unet": fn}, args.repeats), per=args.batch)
 
 
+# ------------------------------------------------------------------------------ glibc memory
+def check_malloc(args: argparse.Namespace) -> None:
+    import resource
+
+    from s2unet.config import load_config
+    from s2unet.models import create_model
+
+    cfg = load_config(None, ["model.weights=random", f"data.image_size={args.size}"])
+    model = create_model(cfg).eval()
+    x = torch.rand(args.batch, 3, args.size, args.size, generator=torch.Generator().manual_seed(0))
+    for keep in (False, True):  # glibc untouched first: its own sliding mmap threshold included
+        if keep:
+            keep_freed_memory()
+        with torch.inference_mode():
+            for _ in range(2):  # warm-up: the heap reaches its working size
+                model.predict_logits(x)
+            before, t0 = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
+            model.predict_logits(x)
+            wall, after = time.perf_counter() - t0, resource.getrusage(resource.RUSAGE_SELF)
+        user, system = after.ru_utime - before.ru_utime, after.ru_stime - before.ru_stime
+        print(f"{'kept for reuse' if keep else 'glibc default '}: one predict_logits of batch {args.batch} at "
+              f"{args.size} px: {after.ru_minflt - before.ru_minflt} page faults, {system:.3f} of "
+              f"{user + system:.2f} CPU-seconds in the kernel, {wall:.2f} s wall")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("check", choices=("boundary-weights", "tinyvit"))
-    p.add_argument("--size", type=int, help="image size (default 352 for boundary-weights, 256 for tinyvit)")
-    p.add_argument("--batch", type=int, help="batch (default 2 for boundary-weights, 8 for tinyvit)")
+    p.add_argument("check", choices=("boundary-weights", "tinyvit", "malloc"))
+    p.add_argument("--size", type=int, help="image size (default 352; 256 for tinyvit)")
+    p.add_argument("--batch", type=int, help="batch (default 2 for boundary-weights, else 8)")
     p.add_argument("--encoder", default="mobilesam_tinyvit", help="tinyvit: the TinyViT encoder")
     p.add_argument("--repeats", type=int, default=5)
     args = p.parse_args()
-    keep_freed_memory()  # as the train/infer commands run
     if args.check == "boundary-weights":
+        keep_freed_memory()  # as the train/infer commands run
         args.size, args.batch = args.size or 352, args.batch or 2
         check_boundary_weights(args)
-    else:
+    elif args.check == "tinyvit":
+        keep_freed_memory()
         args.size, args.batch = args.size or 256, args.batch or 8
         check_tinyvit(args)
+    else:
+        args.size, args.batch = args.size or 352, args.batch or 8
+        check_malloc(args)
 
 
 if __name__ == "__main__":

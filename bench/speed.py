@@ -802,15 +802,17 @@ class Report:
 
     def floor(self, device: str, isolate: bool = True, threads: int = 0) -> float:
         """Measure the dense fp32 matmul rate now (in a child, like every measurement, so it
-        runs with the same OpenMP settings); returns the best rate measured so far."""
+        runs with the same OpenMP settings); returns the best of these start/end probes so far
+        (``machine_rate`` adds the probes between timed rounds)."""
         rate = run_isolated(matmul_rate_child, device, threads, isolate=isolate)
         self.data.setdefault("matmul_fp32", []).append({**rate, "load_average": load_average()})
         return max(r["gflops"] for r in self.data["matmul_fp32"])
 
     def machine_rate(self, probed: float, *result_lists: list[dict[str, Any]]) -> float:
         """The rate the floors use: the best median rate probed in the run, at its start and end
-        (``probed``) and between every phase's timed rounds. The host's speed drifts (134-190
-        GFLOP/s within an hour here, idle), so the probes at the ends alone can miss its best."""
+        (``probed``) and between every phase's timed rounds. The host's speed drifts (87-186
+        GFLOP/s within one grid here, nothing else running), so the probes at the ends alone can
+        miss its best."""
         during = [
             phase.get("matmul_gflops_during")
             for results in result_lists for res in results for phase in res.get("phases", {}).values()
@@ -896,7 +898,7 @@ def run_grid(args: argparse.Namespace) -> None:
     report = Report("grid", args)
     cases, notes = grid_cases(args)
     report.data["notes"] += notes
-    gflops = report.floor(args.device, not args.no_isolate, args.threads)
+    report.floor(args.device, not args.no_isolate, args.threads)
     results = []
     for case in cases:
         size = dict(o.split("=", 1) for o in case.overrides).get("data.image_size")
@@ -951,7 +953,7 @@ def run_compare(args: argparse.Namespace) -> None:
     phases = tuple(p for p in PHASES if p in args.phases.split(","))
     cases = [make_case(f"{chr(65 + k)}: {spec or '(defaults)'}", parse_compare_arg(spec), base, phases)
              for k, spec in enumerate(args.compare)]
-    gflops = report.floor(args.device, not args.no_isolate, args.threads)
+    report.floor(args.device, not args.no_isolate, args.threads)
     results = measure_isolated(cases, settings_from(args, 0.0), not args.no_isolate)
     gflops = report.machine_rate(report.floor(args.device, not args.no_isolate, args.threads), results)
     add_floors(results, gflops)
@@ -1007,7 +1009,7 @@ def run_placements(args: argparse.Namespace) -> None:
     base = [f"model.weights={args.weights}", "model.encoder=sam2.1_hiera_tiny", f"data.image_size={args.size}",
             f"train.batch_size={args.placement_batch}"]
     cases = [make_case(label, ov, base, phases=("train",)) for label, ov in PLACEMENTS]
-    gflops = report.floor(args.device, not args.no_isolate, args.threads)
+    report.floor(args.device, not args.no_isolate, args.threads)
     alone = []
     memory_settings = dataclasses.replace(settings_from(args, 0.0), warmup=0, repeats=1, min_repeats=1)
     for case in cases:

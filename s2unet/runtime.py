@@ -3,8 +3,9 @@
 torch's CPU tensors come from the C library's ``malloc``. glibc serves every allocation above
 its mmap threshold (at most 32 MiB) with a fresh ``mmap`` and unmaps it on free, so each large
 activation of every forward pass is page-faulted and zeroed by the kernel again. For Hiera-T
-at 352 px with batches of 8 that was 0.2 million page faults and 14 % of the CPU time of one
-forward pass, spent in the kernel (bench/results/investigation.md, item 9). Telling glibc to
+at 352 px with batches of 8 that was 0.24 million page faults and 15 % of the CPU time of one
+forward pass, spent in the kernel (`python bench/reference_check.py malloc`;
+bench/results/investigation.md, item 9). Telling glibc to
 take large blocks from its heap and not to hand freed memory back lets later steps reuse it;
 the process then keeps its peak resident memory until it exits, which suits a training or
 inference job.

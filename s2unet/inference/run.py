@@ -323,13 +323,13 @@ def _load(checkpoint: PathLike, device: Any) -> LoadedModel:
 _SIDED = re.compile(r"(?<![a-z])(left|right)(?![a-z])")
 
 
-def _check_flip_symmetric(cfg: Optional[Config]) -> None:
+def _check_flip_symmetric(cfg: Config) -> None:
     """Refuse flip test-time augmentation for a model with left/right labels.
 
     A flipped image shows the left structure where the right one was; a model that tells them
     apart by position answers with the wrong label, and flipping back puts it on the wrong side.
     """
-    sided = [n for n in channel_names(cfg) if _SIDED.search(n.lower())] if cfg is not None else []
+    sided = [n for n in channel_names(cfg) if _SIDED.search(n.lower())]
     if sided:
         raise DataError(
             f"--tta averages with a horizontally flipped prediction, which swaps left and right; "
@@ -396,8 +396,9 @@ def run_inference(
     lung_loaded = _load(lung_checkpoint, dev) if lung_checkpoint is not None else None
     cfg = loaded.config
     if tta:
-        for model_cfg in (cfg, lung_loaded.config if lung_loaded else None):
-            _check_flip_symmetric(model_cfg)
+        _check_flip_symmetric(cfg)
+        if lung_loaded is not None:
+            _check_flip_symmetric(lung_loaded.config)
     out = Path(output_dir)
     jobs = _validate(cfg, inputs, out, gt, lung, lung_loaded.config if lung_loaded else None, overwrite, probabilities)
     out.mkdir(parents=True, exist_ok=True)

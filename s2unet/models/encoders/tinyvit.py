@@ -210,7 +210,7 @@ class WindowAttention(nn.Module):
         # the usual (3, heads, head_dim).
         q, k, v = qkv.view(n, length, self.num_heads, 3, self.head_dim).permute(3, 0, 2, 1, 4).unbind(0)
         # A 4-D mask lets torch use its fused CPU attention kernel; a 3-D one falls back to the
-        # unfused path, which made attention 4x slower (bench/results/investigation.md, item 11).
+        # unfused path (bench/results/investigation.md, item 11).
         bias = self.attention_biases[:, self.bias_index].to(q.dtype).unsqueeze(0)
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
         return out.transpose(1, 2).reshape(n, length, self.num_heads * self.head_dim)
@@ -432,9 +432,8 @@ class TinyViTEncoder(Encoder):
             Four (B, C_i, H / s_i, W / s_i) maps, C = ``out_channels``, s = ``strides``.
         """
         self.check_input(x)
-        # oneDNN's depthwise and 1x1 convolutions of the MBConv stage ran 2x faster on
-        # channels-last maps (bench/results/investigation.md, item 11); the token stages
-        # reshape channels-last maps without copies.
+        # oneDNN's depthwise and 1x1 convolutions of the MBConv stage prefer channels-last maps
+        # (bench/results/investigation.md, item 11); the token stages reshape them without copies.
         x = x.contiguous(memory_format=torch.channels_last)
         feats = []
         nxt: torch.Tensor | None = self.patch_embed(x)
