@@ -49,12 +49,15 @@ def _compare_parser(p: argparse.ArgumentParser) -> None:
 def _run_train(args: argparse.Namespace) -> None:
     from .config import load_config
     from .data import build_datasets
+    from .engine.distributed import resolve_device
     from .engine.trainer import train
-    from .models import check_weights_available
+    from .models import check_model_config
 
     cfg = load_config(args.config, args.overrides)
     if args.check_only:
-        check_weights_available(cfg)
+        # The same checks training runs first (it also resolves the device), without the work.
+        resolve_device(cfg.train.device, "train.device")
+        check_model_config(cfg)
         bundle = build_datasets(cfg.data, cfg.seed)
         print(f"config and data OK: {len(bundle.cases)} cases, split "
               + ", ".join(f"{k} {len(v)}" for k, v in bundle.split.items()))

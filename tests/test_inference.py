@@ -16,7 +16,8 @@ import pytest
 import torch
 from PIL import Image
 
-from s2unet.config import Config, config_from_dict
+from s2unet.cli import main
+from s2unet.config import Config, ConfigError, config_from_dict
 from s2unet.data import DataError, load_nifti
 from s2unet.engine.checkpoint import LoadedModel, atomic_save, model_payload
 from s2unet.inference import (
@@ -277,6 +278,40 @@ def test_refuses_input_of_the_wrong_kind(monkeypatch: pytest.MonkeyPatch, tmp_pa
     Image.fromarray(np.zeros((8, 8), np.uint8)).save(png)
     with pytest.raises(DataError, match="x.png is not one of the NIfTI volumes"):
         run_inference("fake.pt", png, tmp_path / "out", show_progress=False)
+
+
+def test_refuses_volume_with_nan_or_inf_naming_it(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    _use_model(monkeypatch, _volume_cfg(), ThresholdModel([0.5], [1.0]))
+    image = np.full(SHAPE, 40.0, np.float32)
+    image[3, 4, 1], image[5, 6, 2] = np.nan, np.inf
+    bad = _save(image, tmp_path / "in" / "case01.nii.gz")
+    with pytest.raises(DataError, match=f"{bad}: 2 NaN/inf values"):
+        run_inference("fake.pt", bad, tmp_path / "out", show_progress=False)
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        ({"batch_size": 0}, "--batch-size must be >= 1, got 0"),
+        ({"threshold": 2.0}, "--threshold must be in (0, 1), got 2.0"),
+        ({"threshold": float("nan")}, "--threshold must be in (0, 1), got nan"),
+        ({"threshold": 0.0}, "--threshold must be in (0, 1), got 0.0"),
+        ({"min_size": -1}, "--min-size must be >= 0, got -1"),
+        ({"device": "gpu"}, "--device 'gpu' is not a device; use auto, cpu, cuda or cuda:N"),
+    ],
+)
+def test_refuses_bad_arguments_before_loading_anything(arguments: dict, message: str, tmp_path: Path) -> None:
+    # The checkpoint does not exist: the argument must be refused before it is looked for.
+    with pytest.raises(ConfigError) as err:
+        run_inference(tmp_path / "missing.pt", tmp_path, tmp_path / "out", show_progress=False, **arguments)
+    assert str(err.value) == message
+
+
+def test_infer_cli_reports_a_bad_argument_in_one_line(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    argv = ["--checkpoint", str(tmp_path / "best.pt"), "--input", str(tmp_path), "--output", str(tmp_path / "out")]
+    assert main([*argv, "--threshold", "nan"], command="infer") == 2
+    assert capsys.readouterr().err == "error: --threshold must be in (0, 1), got nan\n"
 
 
 def test_refuses_checkpoint_that_is_not_s2unet(tmp_path: Path, ct_case: dict[str, Path]) -> None:

@@ -70,6 +70,7 @@ def test_registry_entries(untrained: dict[str, TinyViTEncoder]) -> None:
     assert lite_enc.out_channels == mobile_enc.out_channels == CHANNELS
     assert (lite_enc.strides, lite_enc.stride) == ((1, 2, 4, 4), 4)
     assert (mobile_enc.strides, mobile_enc.stride) == ((4, 8, 16, 16), 16)
+    assert (lite.stride, mobile.stride) == (4, 16)  # from the spec, without building
     assert (lite_enc.mean, lite_enc.std) == ((0.0, 0.0, 0.0), (1.0, 1.0, 1.0))
     assert mobile_enc.mean == pytest.approx((0.485, 0.456, 0.406))
     assert mobile_enc.std == pytest.approx((0.229, 0.224, 0.225))

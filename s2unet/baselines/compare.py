@@ -37,7 +37,7 @@ import torch
 import torch.nn.functional as F
 from rich.console import Console
 
-from ..config import Config, ConfigError, DataConfig, build_checked, read_values, validate
+from ..config import Config, ConfigError, DataConfig, load_layered, read_values, validate
 from ..data import (
     Case,
     DataError,
@@ -164,13 +164,9 @@ def load_compare_config(path: str | Path, overrides: Optional[list[str]] = None)
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"comparison config {path} does not exist")
-    values = read_values(path, overrides)
+    values = read_values(path)
     values.setdefault("name", path.stem)
-    cfg = build_checked(CompareConfig, values, path)
-    try:
-        return _check_compare_config(cfg)
-    except ConfigError as exc:
-        raise ConfigError(f"{path}: {exc}") from None
+    return load_layered(CompareConfig, values, path, overrides, _check_compare_config)
 
 
 # ------------------------------------------------------------------------------------ data

@@ -50,7 +50,7 @@ from typing import Optional, Union
 
 from ..config import DataConfig
 from .cases import Case, find_cases, orphan_labels
-from .check import DataIssue, DataReport, check_data
+from .check import DataIssue, DataReport, check_data, count_nonfinite
 from .datasets import (
     ImageDataset,
     VolumeCache,
@@ -77,7 +77,7 @@ SliceDataset = Union[ImageDataset, VolumeSliceDataset]
 __all__ = [
     "Case", "DataBundle", "DataError", "DataIssue", "DataReport", "EpochSampler", "IMAGE_SUFFIXES",
     "ImageDataset", "NiftiVolume", "VolumeCache", "VolumeSliceDataset", "build_augment", "build_datasets",
-    "check_data", "check_same_geometry", "context_indices", "find_cases", "item_seed", "kfold_partition",
+    "check_data", "check_same_geometry", "context_indices", "count_nonfinite", "find_cases", "item_seed", "kfold_partition",
     "label_slice", "lesion_weights", "prepare_image", "load_nifti", "make_dataset", "make_train_sampler", "nifti_stem",
     "orphan_labels", "prepare_slice", "read_dicom", "read_image", "read_label_map", "read_mask", "read_raw",
     "resize_to", "save_like", "seed_augment", "seed_worker", "split_cases", "volume_cache",

@@ -28,6 +28,20 @@ from .nifti import NiftiVolume, check_same_geometry, load_nifti
 from .readers import mask_value_range, read_image, read_raw
 
 
+def count_nonfinite(array: np.ndarray) -> int:
+    """How many values of an image or volume are NaN or inf (no model input can hold them).
+
+    Args:
+        array: any numeric array (integer arrays have none).
+
+    Returns:
+        The count.
+    """
+    if array.dtype.kind not in "fc":
+        return 0
+    return int(array.size - np.count_nonzero(np.isfinite(array)))
+
+
 @dataclass
 class DataIssue:
     """One problem with one file.
@@ -145,7 +159,7 @@ def _check_image_case(case: Case, cfg: DataConfig) -> list[DataIssue]:
     try:
         image = read_image(case.image)
         shape = image.shape
-        bad = int(np.size(image) - np.count_nonzero(np.isfinite(image)))
+        bad = count_nonfinite(image)
         if bad:
             issues.append(DataIssue(str(case.image), f"{bad} NaN/inf pixels", True))
     except DataError as exc:
@@ -204,11 +218,9 @@ def _check_volume_case(case: Case, cfg: DataConfig) -> list[DataIssue]:
     # Then the data, each file decoded once.
     if image is not None:
         try:
-            arr = _decode(image)
-            if arr.dtype.kind == "f":
-                bad = int(arr.size - np.count_nonzero(np.isfinite(arr)))
-                if bad:
-                    issues.append(DataIssue(str(case.image), f"{bad} NaN/inf voxels", True))
+            bad = count_nonfinite(_decode(image))
+            if bad:
+                issues.append(DataIssue(str(case.image), f"{bad} NaN/inf voxels", True))
         except DataError as exc:
             issues.append(DataIssue(str(case.image), f"unreadable: {exc}", True))
     for lab in labels:

@@ -21,7 +21,7 @@ from torch.utils.data import DataLoader
 from ..config import Config, config_from_dict
 from ..data import build_datasets, make_train_sampler
 from ..losses import build_loss
-from ..models import S2UNet, SegmentationModel, check_weights_available, create_model
+from ..models import S2UNet, SegmentationModel, check_model_config, create_model
 from ..weights import CheckpointError
 from .checkpoint import atomic_save, model_payload, read_checkpoint
 from .feature_cache import FeatureCache
@@ -113,7 +113,7 @@ def train(cfg: Config, resume: str | Path | None = None, argv: list[str] | None 
             raise CheckpointError(f"--resume {resume}: no last.pt in that directory")
         saved = read_checkpoint(last)
         cfg = config_from_dict(saved["config"])
-    device = resolve_device(cfg.train.device)
+    device = resolve_device(cfg.train.device, "train.device")
     info = init_distributed(device)
     try:
         return _train(cfg, device, info, saved if resume is not None else None, resume, argv or [])
@@ -127,9 +127,9 @@ def _train(cfg: Config, device: torch.device, info: DistInfo, saved: dict | None
     if t_cfg.threads:
         torch.set_num_threads(t_cfg.threads)
     seed_everything(cfg.seed)
-    # Cheap checks first: a missing encoder file or bad data must stop the run before any
-    # heavy work starts.
-    check_weights_available(cfg)
+    # Cheap checks first: an unknown encoder, an image size it cannot take, a missing encoder
+    # file or bad data must stop the run before any heavy work starts.
+    check_model_config(cfg)
     bundle = build_datasets(cfg.data, cfg.seed)
     run_dir = Path(resume) if resume is not None else _new_run_dir(cfg, info)
     if info.is_main and saved is None:

@@ -38,8 +38,8 @@ import numpy as np
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from ..config import Config
-from ..data import DataError, NiftiVolume, load_nifti, read_image, save_like
+from ..config import Config, check_range
+from ..data import DataError, NiftiVolume, count_nonfinite, load_nifti, read_image, save_like
 from ..data.cases import file_stem, index_folder
 from ..engine.checkpoint import LoadedModel, load_model_checkpoint
 from ..engine.distributed import resolve_device
@@ -159,12 +159,16 @@ def _validate(
     for job in jobs:
         like: Union[NiftiVolume, tuple[int, ...], None] = None
         try:
-            # Decoding now (and dropping the result) finds truncated files before hours of work.
+            # Decoding now (and dropping the result) finds truncated files and NaN/inf values
+            # (refused by the training data check too) before hours of work.
             if kind == "volume":
                 like = load_nifti(job.path, cfg.data.reorient)
-                like.get_array()
+                bad = count_nonfinite(like.get_array())
             else:
-                like = read_image(job.path).shape
+                image = read_image(job.path)
+                like, bad = image.shape, count_nonfinite(image)
+            if bad:
+                problems.append(f"{job.path}: {bad} NaN/inf values; the model cannot segment them")
         except DataError as exc:
             problems.append(str(exc))
             like = None
@@ -383,15 +387,19 @@ def run_inference(
         The summary written to ``summary.json``.
 
     Raises:
+        ConfigError: an argument out of range or a device this machine does not have.
         CheckpointError: a checkpoint is missing or not an s2unet checkpoint.
         DataError: any input, reference, lung or output problem (all listed, before any work).
     """
     if lung is not None and lung_checkpoint is not None:
         raise DataError("give either a lung mask or a lung checkpoint, not both")
-    if min_size < 0:
-        raise DataError(f"min_size must be >= 0, got {min_size}")
+    check_range("--min-size", min_size, "[0, inf)")
+    check_range("--batch-size", batch_size, "[1, inf)")
+    if threshold is not None:  # foreground is prob >= threshold: 0 or 1 gives all or nothing
+        check_range("--threshold", threshold, "(0, 1)")
+    check_range("nsd_tolerance", nsd_tolerance, "(0, inf)")
     started = time.perf_counter()
-    dev = resolve_device(device)
+    dev = resolve_device(device, "--device")
     loaded = _load(checkpoint, dev)
     lung_loaded = _load(lung_checkpoint, dev) if lung_checkpoint is not None else None
     cfg = loaded.config

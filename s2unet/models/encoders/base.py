@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Literal
+from typing import Any, Literal
 
 import torch
 from torch import nn
@@ -32,7 +32,7 @@ class Encoder(nn.Module):
     Subclasses set ``out_channels`` and ``strides`` (one per feature map, shallow to deep),
     ``stride`` (the size every input side must be a multiple of), ``mean``/``std`` (the
     normalisation of 0..1 RGB inputs the pretrained weights expect) and implement
-    ``forward`` and ``adapter_sites``.
+    ``strides_for``, ``forward`` and ``adapter_sites``.
     """
 
     out_channels: tuple[int, int, int, int]
@@ -42,6 +42,21 @@ class Encoder(nn.Module):
     std: tuple[float, float, float] = (0.229, 0.224, 0.225)
     # Regex of the attention projections that optional peft LoRA targets.
     attention_lora_targets: str = r".*attn\.(qkv|proj)$"
+
+    @classmethod
+    def strides_for(cls, **kwargs: Any) -> tuple[tuple[int, int, int, int], int]:  # pragma: no cover - interface
+        """``(strides, stride)`` of the encoder ``cls(**kwargs)`` builds, found without building it.
+
+        The constructor takes its own values from here, and a config's image size is checked
+        against ``stride`` before any weights are allocated.
+
+        Args:
+            kwargs: the constructor arguments (an ``EncoderSpec``'s ``kwargs``).
+
+        Returns:
+            The four feature strides (shallow to deep) and the input-side multiple.
+        """
+        raise NotImplementedError
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:  # pragma: no cover - interface
         """Args:
@@ -85,11 +100,16 @@ class EncoderSpec:
     """A registered encoder: its builder and the checkpoint it loads by default."""
 
     name: str
-    build: Callable[..., Encoder]
+    build: type[Encoder]
     weights: str | None  # key into s2unet.weights.KNOWN_CHECKPOINTS
     description: str = ""
     default_image_size: int = 352
     kwargs: dict = field(default_factory=dict)
+
+    @property
+    def stride(self) -> int:
+        """The size every input side must be a multiple of (the encoder is not built)."""
+        return self.build.strides_for(**self.kwargs)[1]
 
 
 _REGISTRY: dict[str, EncoderSpec] = {}

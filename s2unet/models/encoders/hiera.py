@@ -7,6 +7,7 @@ the four trunk stages directly.
 """
 from __future__ import annotations
 
+import inspect
 import math
 from importlib import resources
 from typing import Any
@@ -15,6 +16,7 @@ import torch
 import torch.nn.functional as F
 import yaml
 from sam2.modeling.backbones.hieradet import Hiera, MultiScaleBlock, do_pool
+from sam2.modeling.backbones.utils import PatchEmbed
 
 from ...weights import CheckpointError
 from .base import AdapterSite, Encoder, EncoderSpec, Placement, register_encoder
@@ -100,15 +102,26 @@ class HieraEncoder(Encoder):
         for block in self.trunk.blocks:
             block.__class__ = UnpaddedWindowBlock
         self.out_channels = tuple(self.trunk.blocks[end].dim_out for end in self.trunk.stage_ends)
-        patch_stride = self.trunk.patch_embed.proj.stride[0]
-        pooled = len(self.trunk.q_pool_blocks)
-        self.strides = tuple(
-            patch_stride * self.trunk.q_stride[0] ** min(i, pooled) for i in range(len(self.trunk.stage_ends))
-        )
+        self.strides, self.stride = self.strides_for(config)
+
+    @classmethod
+    def strides_for(cls, config: str) -> tuple[tuple[int, int, int, int], int]:  # type: ignore[override]
+        """``(strides, stride)`` of the trunk a ``sam2`` config describes (see ``Encoder.strides_for``).
+
+        Read from the config and the defaults of ``Hiera`` and its ``PatchEmbed`` (which the
+        trunk builds with its default stride), so nothing is allocated.
+        """
+        bound = inspect.signature(Hiera).bind(**hiera_trunk_kwargs(config))
+        bound.apply_defaults()
+        trunk = bound.arguments
+        patch_stride = inspect.signature(PatchEmbed).parameters["stride"].default[0]
+        # q_pool stages each pool by q_stride; later stages keep the last stride.
+        pool, pooled = trunk["q_stride"][0], trunk["q_pool"]
+        strides = tuple(patch_stride * pool ** min(i, pooled) for i in range(len(trunk["stages"])))
         # The windowed position embedding is tiled at the patch grid, so the grid must be a
         # whole number of windows as well as divisible down to the deepest stage.
-        window_stride = patch_stride * self.trunk.window_spec[0]
-        self.stride = math.lcm(self.strides[-1], window_stride)
+        window_stride = patch_stride * trunk["window_spec"][0]
+        return strides, math.lcm(strides[-1], window_stride)  # type: ignore[return-value]
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Args:

@@ -21,7 +21,8 @@ The four features returned are each layer's block output before its downsample.
 """
 from __future__ import annotations
 
-from typing import Sequence
+import inspect
+from typing import Any, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -393,14 +394,20 @@ class TinyViTEncoder(Encoder):
         self._init_weights()
 
         self.out_channels = tuple(embed_dims)  # type: ignore[assignment]
-        strides = [patch_stride]
-        for s in merge_strides:
-            strides.append(strides[-1] * s)
-        self.strides = tuple(strides)  # type: ignore[assignment]
-        # Every merge must halve exactly so that feature i is H / strides[i].
-        self.stride = max(strides)
+        self.strides, self.stride = self.strides_for(patch_stride=patch_stride, merge_strides=merge_strides)
         self.mean = tuple(mean)  # type: ignore[assignment]
         self.std = tuple(std)  # type: ignore[assignment]
+
+    @classmethod
+    def strides_for(cls, **kwargs: Any) -> tuple[tuple[int, int, int, int], int]:
+        """``(strides, stride)`` for constructor arguments (see ``Encoder.strides_for``)."""
+        bound = inspect.signature(cls).bind(**kwargs)
+        bound.apply_defaults()
+        strides = [bound.arguments["patch_stride"]]
+        for s in bound.arguments["merge_strides"]:
+            strides.append(strides[-1] * s)
+        # Every merge must halve exactly so that feature i is H / strides[i].
+        return tuple(strides), max(strides)  # type: ignore[return-value]
 
     def _init_weights(self) -> None:
         """Truncated-normal Linear weights for a sensible random initialisation."""
