@@ -1,6 +1,8 @@
-"""s2unet.io: atomic writes that name the real file, all-or-none result sets, the folder lock."""
+"""s2unet.io: atomic writes that name the real file, all-or-none result sets, the folder lock,
+and CSV cells that a spreadsheet cannot run as formulas."""
 from __future__ import annotations
 
+import csv
 import os
 import subprocess
 import sys
@@ -8,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from s2unet.inference.outputs import write_csv
 from s2unet.io import OutputError, all_or_none, atomic_path, exclusive_lock
 
 REPO = Path(__file__).resolve().parents[1]
@@ -49,3 +52,12 @@ def test_lock_refuses_a_second_holder_and_is_released(tmp_path: Path) -> None:
     with exclusive_lock(lock, "run directory x"):  # released at the end of the block
         pass
 
+
+def test_csv_escapes_formula_text_but_not_numbers(tmp_path: Path) -> None:
+    rows = [{"case": "=HYPERLINK(\"http://x\")", "dice": -0.5, "n": -3, "a": "+1", "b": "-1", "c": "@SUM(A1)",
+             "d": "\tx", "e": "case-01", "=col": "ok"}]
+    write_csv(tmp_path / "m.csv", rows)
+    with (tmp_path / "m.csv").open(newline="") as f:
+        header, values = list(csv.reader(f))
+    assert header == ["case", "dice", "n", "a", "b", "c", "d", "e", "'=col"]
+    assert values == ["'=HYPERLINK(\"http://x\")", "-0.5", "-3", "'+1", "'-1", "'@SUM(A1)", "'\tx", "case-01", "ok"]
