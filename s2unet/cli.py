@@ -38,6 +38,7 @@ def _evaluate_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--pred", required=True, help="folder of predictions (<case>_pred.nii.gz or .png)")
     p.add_argument("--gt", required=True, help="folder of ground truth, same case names")
     p.add_argument("--output", help="where to write the CSV/JSON (default: --pred)")
+    p.add_argument("--overwrite", action="store_true", help="replace the results of an earlier evaluation in --output")
 
 
 def _compare_parser(p: argparse.ArgumentParser) -> None:
@@ -79,7 +80,7 @@ def _run_infer(args: argparse.Namespace) -> None:
 def _run_evaluate(args: argparse.Namespace) -> None:
     from .inference.evaluate import evaluate
 
-    evaluate(args.pred, args.gt, args.output)
+    evaluate(args.pred, args.gt, args.output, overwrite=args.overwrite)
 
 
 def _run_compare(args: argparse.Namespace) -> None:
@@ -105,6 +106,7 @@ def main(argv: Sequence[str] | None = None, command: str | None = None) -> int:
     """
     from .config import ConfigError
     from .data import DataError
+    from .io import WRITE_ERRNOS, OutputError
     from .runtime import keep_freed_memory
     from .weights import CheckpointError
 
@@ -123,7 +125,14 @@ def main(argv: Sequence[str] | None = None, command: str | None = None) -> int:
     keep_freed_memory()
     try:
         COMMANDS[args.command][2](args)
-    except (ConfigError, DataError, CheckpointError, FileExistsError, FileNotFoundError) as exc:
+    except (ConfigError, DataError, CheckpointError, OutputError, FileExistsError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        if exc.errno not in WRITE_ERRNOS:  # anything else is a bug or a broken machine: keep the traceback
+            raise
+        # Full disk, read-only folder, no permission: the file and the reason, one line.
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"error: {where}{exc.strerror}", file=sys.stderr)
         return 2
     return 0

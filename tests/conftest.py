@@ -1,6 +1,7 @@
 """Shared fixtures: where ../shared lives, and a deterministic torch setup for every test."""
 from __future__ import annotations
 
+import errno
 import os
 from pathlib import Path
 
@@ -29,3 +30,23 @@ def shared_dir() -> Path:
 def _deterministic_torch() -> None:
     torch.manual_seed(0)
     torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+
+@pytest.fixture
+def disk_full_at(monkeypatch: pytest.MonkeyPatch):
+    """``arm(name)``: the atomic rename onto any file called ``name`` fails with ENOSPC.
+
+    Simulates a disk that fills up at that file (the tests may run as root, where a read-only
+    folder cannot be made with chmod). The error names the temporary file, as the OS would.
+    """
+    real = os.replace
+
+    def arm(name: str, code: int = errno.ENOSPC) -> None:
+        def replace(src, dst, *args, **kwargs):
+            if Path(dst).name == name:
+                raise OSError(code, os.strerror(code), str(src))
+            return real(src, dst, *args, **kwargs)
+
+        monkeypatch.setattr(os, "replace", replace)
+
+    return arm

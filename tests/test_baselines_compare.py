@@ -15,7 +15,14 @@ from PIL import Image
 from s2unet.baselines import compare as compare_module
 from s2unet.baselines import sam_predictors
 from s2unet.baselines.compare import load_compare_config, run_compare
-from s2unet.baselines.report import ORACLE_MARK, MethodResult, comparison_rows, iterative_summary, markdown_table
+from s2unet.baselines.report import (
+    ORACLE_MARK,
+    MethodResult,
+    comparison_rows,
+    iterative_summary,
+    markdown_table,
+    write_comparison,
+)
 from s2unet.baselines.sam_predictors import PromptedPredictor
 from s2unet.config import ConfigError, config_from_dict
 from s2unet.engine.checkpoint import atomic_save, model_payload
@@ -64,6 +71,21 @@ def test_csv_rows_carry_the_oracle_column_and_every_metric(results: list[MethodR
     assert rows[0]["dice_slice_mean_with_gt"] == pytest.approx(0.75)
     assert rows[0]["trainable_parameters"] == 807132 and rows[1]["trainable_parameters"] == 0
     assert rows[2]["status"] == "skipped" and "dice" not in rows[2]
+
+
+def test_written_csvs_escape_formulas_and_a_full_disk_leaves_no_partial_set(
+    results: list[MethodResult], tmp_path: Path, disk_full_at
+) -> None:
+    results[0].name = "=HYPERLINK(1)"  # method names are free text from the config
+    per_case = [{"method": "=HYPERLINK(1)", "case": "-case01", "dice": 0.8}]
+    write_comparison(tmp_path, results, per_case, volumes=False)
+    assert _read_csv(tmp_path / "comparison.csv")[0]["method"] == "'=HYPERLINK(1)"
+    assert _read_csv(tmp_path / "per_case.csv")[0] == {"method": "'=HYPERLINK(1)", "case": "'-case01", "dice": "0.8"}
+    (tmp_path / "notes.txt").write_text("kept")
+    disk_full_at("dice_boxplot.png")  # the disk fills up after the tables were replaced
+    with pytest.raises(OSError, match="No space left"):
+        write_comparison(tmp_path, results, per_case, volumes=False)
+    assert [p.name for p in tmp_path.iterdir()] == ["notes.txt"]
 
 
 def test_iterative_summary_counts_clicks_to_target() -> None:

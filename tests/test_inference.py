@@ -6,8 +6,13 @@ runs a real random-weight Hiera-T checkpoint end to end.
 """
 from __future__ import annotations
 
+import csv
+import errno
 import gzip
+import importlib
 import json
+import os
+import tempfile
 from pathlib import Path
 
 import nibabel as nib
@@ -30,9 +35,12 @@ from s2unet.inference import (
     run_inference,
     volume_overlay,
 )
+from s2unet.cli import main
 from s2unet.inference import run as run_module
 from s2unet.models.base import SegmentationModel
 from s2unet.weights import CheckpointError
+
+evaluate_module = importlib.import_module("s2unet.inference.evaluate")  # the package exports a function of that name
 
 # Permuted, flipped axes with non-unit spacing and an offset: anything but the identity.
 AFFINE = np.array([[0.0, -0.8, 0.0, 10.0], [0.7, 0.0, 0.0, -5.0], [0.0, 0.0, 2.5, 3.0], [0.0, 0.0, 0.0, 1.0]])
@@ -338,3 +346,87 @@ def test_end_to_end_with_a_real_tiny_checkpoint(ct_case: dict[str, Path], tmp_pa
     assert written.shape == SHAPE and np.allclose(written.affine, AFFINE)
     assert set(np.unique(np.asarray(written.dataobj))) <= {0, 1}
     assert summary["n_slices"] == 6 and 0.0 <= summary["metrics"]["case_mean"]["dice"] <= 1.0
+
+
+# ---------------------------------------------- outputs: overwrite, full disk, read-only, CSV
+def _image_cases(root: Path, names: list[str]) -> tuple[Path, Path]:
+    """Binary image cases (bright top rows) with their ground truth; returns (images, gt)."""
+    image = np.full((64, 64), 40, np.uint8)
+    image[:20] = 255
+    gt = np.zeros((64, 64), np.uint8)
+    gt[:24] = 255
+    for folder, array in (("in", image), ("gt", gt)):
+        (root / folder).mkdir(parents=True, exist_ok=True)
+        for name in names:
+            Image.fromarray(array).save(root / folder / f"{name}.png")
+    return root / "in", root / "gt"
+
+
+def _use_image_model(monkeypatch: pytest.MonkeyPatch) -> None:
+    cfg = config_from_dict({"data": {"kind": "image", "image_size": 64, "labels": ["masks"]}})
+    _use_model(monkeypatch, cfg, ThresholdModel([0.5], [1.0]))
+
+
+def test_evaluate_refuses_earlier_results_without_overwrite_and_escapes_case_names(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    _use_image_model(monkeypatch)
+    images, gt = _image_cases(tmp_path, ["=1+2", "@cmd", "case01"])  # case names from file names
+    run_inference("fake.pt", images, tmp_path / "pred", show_progress=False)
+    evaluate_cmd = ["evaluate", "--pred", str(tmp_path / "pred"), "--gt", str(gt), "--output", str(tmp_path / "ev")]
+    assert main(evaluate_cmd) == 0
+    with (tmp_path / "ev" / "evaluation_per_case.csv").open(newline="") as f:
+        cases = [row["case"] for row in csv.DictReader(f)]
+    assert cases == ["'=1+2", "'@cmd", "case01"]
+    before = (tmp_path / "ev" / "evaluation_summary.json").stat().st_mtime_ns
+    capsys.readouterr()
+    assert main(evaluate_cmd) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "already holds results (evaluation_per_case.csv" in err and "--overwrite" in err
+    assert (tmp_path / "ev" / "evaluation_summary.json").stat().st_mtime_ns == before
+    assert main([*evaluate_cmd, "--overwrite"]) == 0
+
+
+def test_infer_on_a_full_disk_says_so_in_one_line_and_leaves_no_partial_set(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture, disk_full_at
+) -> None:
+    _use_image_model(monkeypatch)
+    images, gt = _image_cases(tmp_path, ["case01", "case02"])
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "notes.txt").write_text("the user's own file")
+    disk_full_at("summary.json")  # everything else was written when the disk filled up
+    code = main(["infer", "--checkpoint", "fake.pt", "--input", str(images), "--gt", str(gt), "--output", str(out)])
+    assert code == 2
+    err = capsys.readouterr().err  # above the error: the progress bars and metrics of the run
+    assert err.endswith(f"\nerror: {out / 'summary.json'}: No space left on device\n") and "Traceback" not in err
+    assert [p.name for p in out.iterdir()] == ["notes.txt"]
+
+
+def test_read_only_output_is_refused_before_the_metrics(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    _use_image_model(monkeypatch)
+    images, gt = _image_cases(tmp_path, ["case01"])
+    run_inference("fake.pt", images, tmp_path / "pred", show_progress=False)
+    out = tmp_path / "ev"
+    out.mkdir()
+    out.chmod(0o555)
+    if os.access(out, os.W_OK):  # root writes anyway: make creating a file there fail as a read-only mount does
+        def read_only(*args, **kwargs):
+            raise OSError(errno.EROFS, os.strerror(errno.EROFS))
+
+        monkeypatch.setattr(tempfile, "TemporaryFile", read_only)
+
+    def no_metrics(*args, **kwargs):
+        raise AssertionError("metrics computed before the output folder was checked")
+
+    monkeypatch.setattr(evaluate_module, "case_metrics", no_metrics)
+    try:
+        assert main(["evaluate", "--pred", str(tmp_path / "pred"), "--gt", str(gt), "--output", str(out)]) == 2
+    finally:
+        out.chmod(0o755)
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(f"error: {out}: ")
+    assert ("Read-only file system" in err) or ("Permission denied" in err)
+    assert list(out.iterdir()) == []

@@ -13,8 +13,9 @@ import pytest
 import torch
 
 from s2unet.config import load_config
-from s2unet.engine import trainer
-from s2unet.engine.checkpoint import load_model_checkpoint
+from s2unet.engine import rundir, trainer
+from s2unet.engine.checkpoint import atomic_save, load_model_checkpoint
+from s2unet.io import OutputError
 from s2unet.weights import CheckpointError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -64,6 +65,7 @@ def test_short_run_lowers_loss_and_writes_records(volumes, tmp_path):
     assert len(losses) == 4 and losses[-1] < 0.9 * losses[0]
     for name in ("config.yaml", "split.json", "environment.json", "best.pt", "last.pt", "learning_curve.png"):
         assert (run / name).is_file(), name
+    assert (tmp_path / "t-latest").resolve() == run.resolve() and not (run / "FAILED").exists()
     assert json.loads((run / "split.json").read_text())["val"] == ["case2"]
     env = json.loads((run / "environment.json").read_text())
     assert env["seed"] == 0 and "torch" in env["versions"]
@@ -131,3 +133,44 @@ def test_decoder_only_run_with_feature_cache(volumes, tmp_path):
     losses = [r["loss"] for r in train_log(run) if r["kind"] == "train"]
     assert len(losses) == 2 and losses[1] < losses[0]
     assert not (run / "feature_cache_rank0").exists()  # spilled features are removed at the end
+
+
+# ------------------------------------------------------------------ run directory bookkeeping
+def test_failed_run_leaves_latest_where_it_was_and_is_marked(volumes, tmp_path, disk_full_at):
+    earlier = tmp_path / "t-earlier"
+    earlier.mkdir()
+    (tmp_path / "t-latest").symlink_to(earlier.name)
+    disk_full_at("best.pt")  # the disk fills up when the first checkpoint is written
+    with pytest.raises(OSError, match="No space left") as err:
+        trainer.train(tiny_train_cfg(volumes, tmp_path, "train.epochs=1", "train.steps_per_epoch=1"))
+    assert err.value.filename.endswith("best.pt") and "/.tmp" not in err.value.filename  # the real name
+    assert (tmp_path / "t-latest").resolve() == earlier.resolve()
+    failed = next(p for p in tmp_path.iterdir() if p.name not in ("t-latest", "t-earlier"))
+    assert not (failed / "best.pt").exists() and not (failed / "summary.json").exists()
+    assert (failed / "FAILED").read_text().startswith("OSError: [Errno 28] No space left on device")
+    with rundir.hold_run_dir(failed):  # the failed process let go of the directory
+        pass
+
+
+def test_real_latest_directory_is_refused_before_training(volumes, tmp_path, monkeypatch):
+    (tmp_path / "t-latest").mkdir()
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("training started")
+
+    monkeypatch.setattr(trainer, "create_model", no_model)
+    with pytest.raises(OutputError, match=r"t-latest is a real folder.*`name`"):
+        trainer.train(tiny_train_cfg(volumes, tmp_path))
+    assert [p.name for p in tmp_path.iterdir()] == ["t-latest"]  # no run directory either
+
+
+def test_resume_of_a_run_directory_in_use_is_refused(volumes, tmp_path):
+    cfg = tiny_train_cfg(volumes, tmp_path)
+    run = tmp_path / "t-20240101-000000"
+    atomic_save({"format": "s2unet-checkpoint", "format_version": 1, "config": cfg.to_dict()}, run / "last.pt")
+    (run / "metrics.jsonl").write_text('{"kind": "train", "step": 9}\n')
+    with rundir.hold_run_dir(run):  # another training process
+        with pytest.raises(OutputError, match=rf"run directory {run} is in use by process {os.getpid()}"):
+            trainer.train(cfg, resume=run)
+    assert (run / "metrics.jsonl").read_text() == '{"kind": "train", "step": 9}\n'
+    assert not (run / "FAILED").exists()  # the refused process wrote nothing into the other's run

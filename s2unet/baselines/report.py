@@ -16,6 +16,7 @@ import numpy as np
 
 from ..engine.records import write_json
 from ..inference.outputs import atomic_path, write_csv
+from ..io import all_or_none
 
 ORACLE_MARK = "†"
 ORACLE_LEGEND = (
@@ -276,17 +277,19 @@ def write_comparison(
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     md = [f"# {title or 'Comparison'}", "", *notes, "" if notes else "", markdown_table(results, volumes)]
-    files = [output_dir / "comparison.md", output_dir / "comparison.csv", output_dir / "per_case.csv"]
-    write_text(files[0], "\n".join(md))
-    write_csv(files[1], comparison_rows(results))
-    write_csv(files[2], list(per_case_rows) or [{"method": "", "case": ""}])
+    files = [output_dir / "comparison.md", output_dir / "comparison.csv", output_dir / "per_case.csv",
+             output_dir / "dice_boxplot.png"]
+    if curves:
+        files += [output_dir / "iterative_curve.json", output_dir / "iterative_curve.png"]
     per_case: dict[str, list[float]] = {}
     for row in per_case_rows:
         per_case.setdefault(row["method"], []).append(float(row["dice"]))
-    files.append(output_dir / "dice_boxplot.png")
-    dice_boxplot(files[-1], per_case, {r.name: r.uses_ground_truth for r in results}, title)
-    if curves:
-        files += [output_dir / "iterative_curve.json", output_dir / "iterative_curve.png"]
-        write_json(files[-2], curves)
-        iterative_plot(files[-1], curves, title)
+    with all_or_none(files):  # a full disk half-way leaves no mixed set of old and new files
+        write_text(files[0], "\n".join(md))
+        write_csv(files[1], comparison_rows(results))
+        write_csv(files[2], list(per_case_rows) or [{"method": "", "case": ""}])
+        dice_boxplot(files[3], per_case, {r.name: r.uses_ground_truth for r in results}, title)
+        if curves:
+            write_json(files[4], curves)
+            iterative_plot(files[5], curves, title)
     return files

@@ -7,7 +7,6 @@ Everything is plain tensors and builtins, so ``torch.load(..., weights_only=True
 """
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,6 +14,7 @@ from typing import Any
 import torch
 
 from ..config import Config, ConfigError, config_from_dict
+from ..io import atomic_path
 from ..models import SegmentationModel, create_model
 from ..weights import CheckpointError, load_checkpoint_file
 
@@ -35,13 +35,10 @@ class LoadedModel:
 
 def atomic_save(obj: Any, path: Path) -> None:
     """``torch.save`` to a temporary name beside ``path``, then rename over it."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    # Through a Python file object: a full disk then raises OSError(ENOSPC), where torch's own
+    # file writer raises an unspecific RuntimeError.
+    with atomic_path(path) as tmp, tmp.open("wb") as f:
+        torch.save(obj, f)
 
 
 def model_payload(model: SegmentationModel, cfg: Config, threshold: float, metrics: dict[str, Any], **extra: Any) -> dict:

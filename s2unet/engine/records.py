@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import os
 import platform
 import sys
 from importlib import metadata
@@ -12,6 +11,7 @@ from typing import Any
 import torch
 
 from ..config import Config, save_config
+from ..io import atomic_path
 
 _PACKAGES = ("s2unet", "torch", "torchvision", "sam2", "timm", "peft", "monai", "nibabel", "numpy", "scipy")
 
@@ -32,9 +32,8 @@ def environment_versions() -> dict[str, str]:
 
 def write_json(path: Path, data: Any) -> None:
     """Atomic JSON write."""
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(json.dumps(data, indent=2, default=str))
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(data, indent=2, default=str))
 
 
 def write_run_records(run_dir: Path, cfg: Config, split: dict[str, list[str]], argv: list[str],
@@ -66,9 +65,8 @@ class MetricLog:
     def truncate_after(self, step: int) -> None:
         """Drop records past ``step`` (a resumed run rewrites what the interrupted one logged)."""
         kept = [r for r in self.records() if r.get("step", 0) <= step]
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        tmp.write_text("".join(json.dumps(r) + "\n" for r in kept))
-        os.replace(tmp, self.path)
+        with atomic_path(self.path) as tmp:
+            tmp.write_text("".join(json.dumps(r) + "\n" for r in kept))
 
     def plot(self, metric: str) -> None:
         import matplotlib
@@ -91,7 +89,6 @@ class MetricLog:
             ax2.set_ylim(0, 1)
         fig.legend(loc="upper center", ncol=2, frameon=False)
         fig.tight_layout(rect=(0, 0, 1, 0.92))  # room for the legend above the axes
-        tmp = self.curve.with_name(".curve.tmp.png")
-        fig.savefig(tmp, dpi=100)
+        with atomic_path(self.curve) as tmp:
+            fig.savefig(tmp, dpi=100)
         plt.close(fig)
-        os.replace(tmp, self.curve)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import random
 import time
+from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -28,6 +29,7 @@ from .feature_cache import FeatureCache
 from .distributed import DistInfo, all_reduce_mean, barrier, init_distributed, resolve_device, shutdown
 from .precision import autocast, resolve_amp
 from .records import MetricLog, write_json, write_run_records
+from .rundir import check_latest_link, hold_run_dir, latest_link, point_latest_link
 from .validation import validate
 
 console = Console(stderr=True)
@@ -83,13 +85,8 @@ def _new_run_dir(cfg: Config, info: DistInfo) -> Path:
         dist.broadcast_object_list(stamp, src=0)
     run_dir = Path(cfg.output_dir) / f"{cfg.name}-{stamp[0]}"
     if info.is_main:
+        check_latest_link(latest_link(run_dir, cfg.name))  # before training, not at the first best.pt
         run_dir.mkdir(parents=True, exist_ok=False)
-        # A stable name for the newest run of a config (compare configs point at it).
-        latest = run_dir.with_name(f"{cfg.name}-latest")
-        tmp = latest.with_name(f".{latest.name}.tmp")
-        tmp.unlink(missing_ok=True)
-        tmp.symlink_to(run_dir.name)
-        tmp.replace(latest)
     return run_dir
 
 
@@ -116,12 +113,14 @@ def train(cfg: Config, resume: str | Path | None = None, argv: list[str] | None 
     device = resolve_device(cfg.train.device, "train.device")
     info = init_distributed(device)
     try:
-        return _train(cfg, device, info, saved if resume is not None else None, resume, argv or [])
+        with ExitStack() as run_dir_hold:
+            return _train(cfg, device, info, saved if resume is not None else None, resume, argv or [], run_dir_hold)
     finally:
         shutdown(info)
 
 
-def _train(cfg: Config, device: torch.device, info: DistInfo, saved: dict | None, resume, argv: list[str]) -> Path:
+def _train(cfg: Config, device: torch.device, info: DistInfo, saved: dict | None, resume, argv: list[str],
+           run_dir_hold: ExitStack) -> Path:
     t_cfg = cfg.train
     started = time.perf_counter()
     if t_cfg.threads:
@@ -132,6 +131,8 @@ def _train(cfg: Config, device: torch.device, info: DistInfo, saved: dict | None
     check_model_config(cfg)
     bundle = build_datasets(cfg.data, cfg.seed)
     run_dir = Path(resume) if resume is not None else _new_run_dir(cfg, info)
+    if info.is_main:  # locked until train() returns; marked FAILED if anything below raises
+        run_dir_hold.enter_context(hold_run_dir(run_dir))
     if info.is_main and saved is None:
         write_run_records(run_dir, cfg, bundle.split, argv, info.world_size)
 
@@ -247,7 +248,7 @@ def _end_of_epoch(model: SegmentationModel, cfg: Config, bundle, device, progres
     last_epoch = progress.epoch == t_cfg.epochs
     if bundle.val is None:
         # Without validation cases the latest model is the one to use.
-        atomic_save(model_payload(model, cfg, 0.5, {}, epoch=progress.epoch), run_dir / "best.pt")
+        _save_best(model_payload(model, cfg, 0.5, {}, epoch=progress.epoch), run_dir, cfg.name)
     elif progress.epoch % t_cfg.val_every == 0 or last_epoch:
         result = validate(model, cfg, bundle.val, device, max_cases=t_cfg.val_max_cases)
         score = result["summary"][t_cfg.metric]
@@ -258,14 +259,23 @@ def _end_of_epoch(model: SegmentationModel, cfg: Config, bundle, device, progres
         )
         if score > progress.best:
             progress.best, progress.best_epoch = score, progress.epoch
-            atomic_save(model_payload(model, cfg, result["threshold"], result["summary"], epoch=progress.epoch,
-                                      validation_cases=result["cases"]), run_dir / "best.pt")
+            _save_best(model_payload(model, cfg, result["threshold"], result["summary"], epoch=progress.epoch,
+                                     validation_cases=result["cases"]), run_dir, cfg.name)
         log.plot(t_cfg.metric)
     atomic_save(
         model_payload(model, cfg, 0.5, {}, optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(),
                       progress=vars(progress).copy(), rng=_rng_state()),
         run_dir / "last.pt",
     )
+
+
+def _save_best(payload: dict, run_dir: Path, name: str) -> None:
+    """Write ``best.pt``; its first write in a run points ``<name>-latest`` at the run, so the
+    link never names a run without a checkpoint."""
+    first = not (run_dir / "best.pt").exists()
+    atomic_save(payload, run_dir / "best.pt")
+    if first:
+        point_latest_link(latest_link(run_dir, name), run_dir)
 
 
 def _progress_bar(info: DistInfo) -> Progress:

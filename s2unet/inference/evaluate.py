@@ -21,12 +21,14 @@ from ..config import DataConfig
 from ..data import DataError, NiftiVolume, check_same_geometry, load_nifti
 from ..data.cases import file_stem, index_folder
 from ..metrics import DEFAULT_NSD_TOLERANCE, case_metrics, format_summary, summarize
-from .outputs import write_csv, write_json
+from ..io import all_or_none, check_writable
+from .outputs import earlier_results, write_csv, write_json
 from .predictor import load_masks
 
 PathLike = Union[str, Path]
 PRED_MARK = "_pred"
 EVALUATION_PREFIX = "evaluation"
+EVALUATION_FILES = ("per_case.csv", "per_slice.csv", "summary.json")  # the summary last
 
 
 class ReferenceIndex:
@@ -179,6 +181,7 @@ def evaluate(
     surface: bool = True,
     nsd_tolerance: float = DEFAULT_NSD_TOLERANCE,
     axis: int = 2,
+    overwrite: bool = False,
 ) -> dict[str, Any]:
     """Score every prediction in a folder against its ground truth.
 
@@ -191,18 +194,27 @@ def evaluate(
         output_dir: where to write ``evaluation_per_case.csv``, ``evaluation_per_slice.csv``
             (volumes) and ``evaluation_summary.json``; default ``pred_dir``. These names differ
             from ``run_inference``'s own ``metrics_*`` files, so evaluating a run's folder never
-            replaces them; earlier evaluation files are replaced.
+            replaces them. The summary is written last; if writing stops part-way (full disk),
+            none of the three files is left.
         surface: compute HD95 and NSD.
         nsd_tolerance: NSD tolerance in mm (pixels for images).
         axis: served slice axis of volumes for the per-slice table.
+        overwrite: replace the evaluation files of an earlier evaluation in ``output_dir``
+            (without it they are a refusal, before any metric is computed).
 
     Returns:
         The summary (also written as JSON): cases, labels, GT cases without a prediction and
         the metric aggregates of :func:`s2unet.metrics.summarize` under ``metrics``.
 
     Raises:
-        DataError: missing or unpaired files, geometry mismatches (all listed).
+        DataError: missing or unpaired files, geometry mismatches (all listed), or earlier
+            evaluation files in ``output_dir`` without ``overwrite``.
     """
+    out = Path(output_dir) if output_dir is not None else Path(pred_dir)
+    outputs = [out / f"{EVALUATION_PREFIX}_{name}" for name in EVALUATION_FILES]
+    refusal = None if overwrite else earlier_results(out, [p.name for p in outputs])
+    if refusal:
+        raise DataError(f"cannot evaluate: {refusal}")
     kind, predictions = find_predictions(pred_dir)
     labels = sorted({label for files in predictions.values() for label in files if label is not None}) or None
     cfg = DataConfig(kind=kind, task="multilabel" if labels else "binary")
@@ -222,6 +234,7 @@ def evaluate(
         pairs.append((case, pred_files, gt_files))
     if problems:
         raise DataError("cannot evaluate:\n  " + "\n  ".join(problems))
+    check_writable(out)  # a read-only folder before the metrics, not after
 
     case_rows: list[dict[str, Any]] = []
     slice_rows: list[dict[str, Any]] = []
@@ -235,9 +248,6 @@ def evaluate(
         case_rows.append(row)
         slice_rows.extend(rows)
 
-    out = Path(output_dir) if output_dir is not None else Path(pred_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    write_metric_tables(out, case_rows, slice_rows, prefix=EVALUATION_PREFIX)
     unpredicted = sorted(reference.cases() - set(predictions))
     summary = {
         "pred_dir": str(pred_dir),
@@ -250,6 +260,10 @@ def evaluate(
         "nsd_tolerance": nsd_tolerance,
         "metrics": summarize(case_rows, slice_rows),
     }
-    write_json(out / f"{EVALUATION_PREFIX}_summary.json", summary)
+    for path in outputs:  # an earlier per-slice table would not belong to this evaluation
+        path.unlink(missing_ok=True)
+    with all_or_none(outputs):
+        write_metric_tables(out, case_rows, slice_rows, prefix=EVALUATION_PREFIX)
+        write_json(outputs[-1], summary)
     print(format_summary(summary["metrics"]))
     return summary

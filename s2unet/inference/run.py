@@ -21,8 +21,10 @@ Outputs in ``output_dir`` (every file written under a temporary name, then renam
   (preprocessing + forward + resize back, per second of prediction time; the lung model,
   metrics and file writing are not counted); ``seconds_total`` is the wall time of the run.
 
-With ``overwrite`` the files of this run replace earlier ones of the same name; other files
-in the folder are left alone.
+With ``overwrite`` the files of this run replace earlier ones of the same name, and the run-wide
+files of an earlier run (``summary.json``, ``reports.csv``, ``metrics_*.csv``) are removed first;
+other files in the folder are left alone. A run that stops part-way (full disk, read-only folder,
+a crash, Ctrl-C) removes every file it would have written, so no partial set of results remains.
 """
 from __future__ import annotations
 
@@ -43,9 +45,10 @@ from ..data import DataError, NiftiVolume, count_nonfinite, load_nifti, read_ima
 from ..data.cases import file_stem, index_folder
 from ..engine.checkpoint import LoadedModel, load_model_checkpoint
 from ..engine.distributed import resolve_device
+from ..io import all_or_none, check_writable
 from ..metrics import DEFAULT_NSD_TOLERANCE, case_metrics, format_summary, summarize
 from .evaluate import ReferenceIndex, check_reference_geometry, write_metric_tables
-from .outputs import write_csv, write_json, write_png
+from .outputs import earlier_results, write_csv, write_json, write_png
 from .overlay import image_overlay, volume_overlay
 from .postprocess import postprocess
 from .predictor import Predictor, channel_names, foreground_names, load_masks
@@ -113,6 +116,12 @@ def _output_names(case: str, cfg: Config, probabilities: bool) -> list[str]:
     if probabilities:
         names += [f"{case}_prob{ext}"] if len(channels) == 1 else [f"{case}_prob_{n}{ext}" for n in channels]
     return names + [f"{case}_overlay.png", f"{case}_report.json"]
+
+
+def _planned_names(jobs: Sequence[_Job], cfg: Config, probabilities: bool, with_gt: bool) -> list[str]:
+    """Every file a run writes: per case, then the run-wide tables and summary."""
+    names = [n for job in jobs for n in _output_names(job.case, cfg, probabilities)]
+    return names + [*SUMMARY_FILES, *(METRIC_FILES if with_gt else ())]
 
 
 def _reference_index(
@@ -189,12 +198,9 @@ def _validate(
     if output_dir.exists() and not output_dir.is_dir():
         problems.append(f"output {output_dir} exists and is not a folder")
     elif not overwrite:
-        planned = [n for job in jobs for n in _output_names(job.case, cfg, probabilities)]
-        planned += [*SUMMARY_FILES, *(METRIC_FILES if gt is not None else ())]
-        existing = [n for n in planned if (output_dir / n).exists()]
-        if existing:
-            shown = ", ".join(existing[:5]) + (f" and {len(existing) - 5} more" if len(existing) > 5 else "")
-            problems.append(f"{output_dir} already holds results ({shown}); use --overwrite or another --output")
+        refusal = earlier_results(output_dir, _planned_names(jobs, cfg, probabilities, gt is not None))
+        if refusal:
+            problems.append(refusal)
     if problems:
         raise DataError("cannot run inference:\n  " + "\n  ".join(problems))
     return jobs
@@ -409,50 +415,55 @@ def run_inference(
             _check_flip_symmetric(lung_loaded.config)
     out = Path(output_dir)
     jobs = _validate(cfg, inputs, out, gt, lung, lung_loaded.config if lung_loaded else None, overwrite, probabilities)
-    out.mkdir(parents=True, exist_ok=True)
+    check_writable(out)
+    planned = [out / n for n in _planned_names(jobs, cfg, probabilities, gt is not None)]
+    if overwrite:  # the run-wide files of an earlier run describe its set of cases, not this one's
+        for name in (*SUMMARY_FILES, *METRIC_FILES):
+            (out / name).unlink(missing_ok=True)
+    # A run that stops half-way (full disk, crash, Ctrl-C) leaves none of its files behind.
+    with all_or_none(planned):
+        thr = loaded.threshold if threshold is None else float(threshold)
+        predictor = Predictor(loaded.model, cfg, dev, thr, batch_size, tta)
+        lung_predictor = (
+            Predictor(lung_loaded.model, lung_loaded.config, dev, lung_loaded.threshold, batch_size, tta)
+            if lung_loaded is not None else None
+        )
+        console = Console(stderr=True, quiet=not show_progress)
+        columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn())
+        with Progress(*columns, console=console, disable=not show_progress) as progress:
+            runner = _Runner(cfg, predictor, lung_predictor, out, min_size, probabilities, surface, nsd_tolerance, progress)
+            images_task = progress.add_task("images", total=len(jobs)) if cfg.data.kind == "image" else None
+            # Decode the next case on a thread while this one is predicted (zlib and image decoding
+            # release the GIL), so the model is not kept waiting for I/O.
+            with ThreadPoolExecutor(max_workers=1) as pool:
+                pending = pool.submit(runner.read, jobs[0]) if jobs else None
+                for i, job in enumerate(jobs):
+                    decoded = pending.result()
+                    if i + 1 < len(jobs):
+                        pending = pool.submit(runner.read, jobs[i + 1])
+                    runner.run(job, decoded)
+                    if images_task is not None:
+                        progress.advance(images_task)
 
-    thr = loaded.threshold if threshold is None else float(threshold)
-    predictor = Predictor(loaded.model, cfg, dev, thr, batch_size, tta)
-    lung_predictor = (
-        Predictor(lung_loaded.model, lung_loaded.config, dev, lung_loaded.threshold, batch_size, tta)
-        if lung_loaded is not None else None
-    )
-    console = Console(stderr=True, quiet=not show_progress)
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn())
-    with Progress(*columns, console=console, disable=not show_progress) as progress:
-        runner = _Runner(cfg, predictor, lung_predictor, out, min_size, probabilities, surface, nsd_tolerance, progress)
-        images_task = progress.add_task("images", total=len(jobs)) if cfg.data.kind == "image" else None
-        # Decode the next case on a thread while this one is predicted (zlib and image decoding
-        # release the GIL), so the model is not kept waiting for I/O.
-        with ThreadPoolExecutor(max_workers=1) as pool:
-            pending = pool.submit(runner.read, jobs[0]) if jobs else None
-            for i, job in enumerate(jobs):
-                decoded = pending.result()
-                if i + 1 < len(jobs):
-                    pending = pool.submit(runner.read, jobs[i + 1])
-                runner.run(job, decoded)
-                if images_task is not None:
-                    progress.advance(images_task)
-
-    write_csv(out / "reports.csv", runner.reports)
-    summary: dict[str, Any] = {
-        "checkpoint": str(checkpoint),
-        "model": {"arch": cfg.model.arch, "encoder": cfg.model.encoder, "task": cfg.data.task,
-                  "labels": foreground_names(cfg), "image_size": cfg.data.image_size},
-        "settings": {"threshold": thr, "tta": tta, "min_size": min_size, "batch_size": batch_size, "device": str(dev),
-                     "lung": str(lung) if lung else None, "lung_checkpoint": str(lung_checkpoint) if lung_checkpoint else None,
-                     "gt": str(gt) if gt else None},
-        "cases": [job.case for job in jobs],
-        "n_slices": runner.slices,
-        "seconds_predict": runner.seconds_predict,
-        "seconds_total": time.perf_counter() - started,
-        "slices_per_second": runner.slices / runner.seconds_predict if runner.seconds_predict > 0 else 0.0,
-    }
-    if gt is not None:
-        write_metric_tables(out, runner.case_rows, runner.slice_rows)
-        summary["metrics"] = summarize(runner.case_rows, runner.slice_rows)
-        summary["settings"].update(surface=surface, nsd_tolerance=nsd_tolerance)
-        console.print(format_summary(summary["metrics"]), soft_wrap=True)
-    write_json(out / "summary.json", summary)
-    console.print(f"{len(jobs)} case(s), {runner.slices} slice(s) at {summary['slices_per_second']:.2f}/s -> {out}")
-    return summary
+        write_csv(out / "reports.csv", runner.reports)
+        summary: dict[str, Any] = {
+            "checkpoint": str(checkpoint),
+            "model": {"arch": cfg.model.arch, "encoder": cfg.model.encoder, "task": cfg.data.task,
+                      "labels": foreground_names(cfg), "image_size": cfg.data.image_size},
+            "settings": {"threshold": thr, "tta": tta, "min_size": min_size, "batch_size": batch_size, "device": str(dev),
+                         "lung": str(lung) if lung else None, "lung_checkpoint": str(lung_checkpoint) if lung_checkpoint else None,
+                         "gt": str(gt) if gt else None},
+            "cases": [job.case for job in jobs],
+            "n_slices": runner.slices,
+            "seconds_predict": runner.seconds_predict,
+            "seconds_total": time.perf_counter() - started,
+            "slices_per_second": runner.slices / runner.seconds_predict if runner.seconds_predict > 0 else 0.0,
+        }
+        if gt is not None:
+            write_metric_tables(out, runner.case_rows, runner.slice_rows)
+            summary["metrics"] = summarize(runner.case_rows, runner.slice_rows)
+            summary["settings"].update(surface=surface, nsd_tolerance=nsd_tolerance)
+            console.print(format_summary(summary["metrics"]), soft_wrap=True)
+        write_json(out / "summary.json", summary)
+        console.print(f"{len(jobs)} case(s), {runner.slices} slice(s) at {summary['slices_per_second']:.2f}/s -> {out}")
+        return summary

@@ -1,0 +1,13 @@
+"""Writing files safely, the lowest layer (standard library only).
+
+- :func:`atomic_path`: write under a temporary name, then rename over the final one.
+- :func:`all_or_none`: files that only mean something together; a failure leaves none of them.
+- :func:`check_writable`: find a read-only or unwritable output folder before heavy work.
+- :func:`exclusive_lock`: one process at a time in a folder (``fcntl.flock``).
+- :class:`OutputError`: an output location that cannot be used, with the reason.
+"""
+from .atomic import WRITE_ERRNOS, all_or_none, atomic_path, check_writable
+from .errors import OutputError
+from .lock import exclusive_lock
+
+__all__ = ["WRITE_ERRNOS", "OutputError", "all_or_none", "atomic_path", "check_writable", "exclusive_lock"]
