@@ -29,3 +29,12 @@ def shared_dir() -> Path:
 def _deterministic_torch() -> None:
     torch.manual_seed(0)
     torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _private_amp_cache(tmp_path_factory) -> None:
+    """train.amp=auto caches its bf16 measurement under the user's cache dir: keep the tests'
+    measurement out of the real one (subprocesses inherit the variable)."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("xdg_cache")))
+        yield
