@@ -701,6 +701,10 @@ def machine_info() -> dict[str, Any]:
         "python": platform.python_version(),
         "platform": platform.platform(),
         "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        # The kernels torch dispatches to; ATEN_CPU_CAPABILITY / ONEDNN_MAX_CPU_ISA can hold them
+        # below what the flags offer (e.g. a run without AMX on an AMX machine).
+        "aten_cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "onednn_max_cpu_isa": os.environ.get("ONEDNN_MAX_CPU_ISA"),
     }
     try:
         info["memory_gib"] = round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / GIB, 1)
@@ -845,7 +849,9 @@ class Report:
         lines = [
             f"Machine: {m['cpu_model']}, {m['usable_cpus']} usable CPUs ({', '.join(m['cpu_flags']) or 'no AVX flags'}), "
             f"torch {m['torch']}, {self.threads()} torch threads"
-            + (f", CUDA {m['cuda']}" if m.get("cuda") else "") + f"; {self.data['date_utc']}.",
+            + (f", CUDA {m['cuda']}" if m.get("cuda") else "")
+            + (f", oneDNN limited to ONEDNN_MAX_CPU_ISA={m['onednn_max_cpu_isa']}" if m.get("onednn_max_cpu_isa") else "")
+            + f"; {self.data['date_utc']}.",
             f"Load average (1/5/15 min) at start {load.get('start')}, at end {load.get('end')}: "
             "other jobs shared this machine, so absolute times are noisy; ratios measured in one "
             "interleaved run (`--compare`) are the robust numbers.",

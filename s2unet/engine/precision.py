@@ -3,12 +3,13 @@
 On CUDA ``auto`` picks bf16 where supported, else fp16 with loss scaling. On a CPU, CPU flags
 do not tell: without native bf16 (AVX2-only) bf16 is emulated and a Hiera-T forward ran 12x
 slower than fp32, but a Xeon *with* AVX512-BF16 (no AMX) also trained at 3.1 img/s under bf16
-against 5.7 img/s in fp32, although a large bf16 matmul ran twice as fast there: the model's
-layer norms, small matrix products and dtype conversions lose more than the big products win.
-``auto`` therefore times a small block that mixes those operations (forward and backward, in
-fp32 and under bf16 autocast, interleaved) and takes bf16 only when it is clearly faster. The
-result is cached per machine (CPU model and flags, torch version and CPU capability, thread
-count), so the measurement runs once.
+against 5.7 img/s in fp32, although a large bf16 matmul ran twice as fast there. On CPU,
+attention backward runs several times slower in bf16 (6.4x in a TinyViT training profile on a
+Xeon with AMX) while matrix products, norms and activations speed up, so the outcome depends
+on the mix. ``auto`` therefore times a small block with the models' mix of operations (forward
+and backward, in fp32 and under bf16 autocast, interleaved) and takes bf16 only when it is
+clearly faster. The result is cached per machine (CPU model and flags, torch version and CPU
+capability, thread count), so the measurement runs once.
 """
 from __future__ import annotations
 
@@ -58,9 +59,9 @@ class _ProbeBlock(nn.Module):
     with 32-channel heads and a learned attention bias (TinyViT's later stages; Hiera's are the
     same without the bias), and a conv / batch-norm / upsampling decoder step.
 
-    Attention weighs as much here as in TinyViT on purpose: CPU attention backward runs 2-5x
-    slower in bf16 than in fp32 while everything else speeds up, so a probe without it would
-    pick bf16 for a model it slows down.
+    Attention weighs about as much here as in TinyViT on purpose: CPU attention forward and
+    backward ran 2-5x slower in bf16 than in fp32 while the rest sped up, so a probe without it
+    would pick bf16 for a model it slows down.
     """
 
     def __init__(self, dim: int = 64, heads: int = 2, window: int = 7) -> None:
