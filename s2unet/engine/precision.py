@@ -232,8 +232,9 @@ def resolve_amp(mode: str, device: torch.device) -> AmpChoice:
         if mode == "bf16":
             raise
         return AmpChoice(None, f"precision fp32 (train.amp=auto: bf16 autocast failed on this CPU: {e})")
+    threads = torch.get_num_threads()
     speed = (f"bf16 {measured['speedup']:.2f}x the speed of fp32 in a {'cached' if cached else 'fresh'} "
-             f"measurement on this CPU with {torch.get_num_threads()} threads")
+             f"measurement on this CPU with {threads} thread{'s' if threads != 1 else ''}")
     faster = measured["speedup"] >= BF16_MIN_SPEEDUP
     if mode == "bf16":
         if not faster:
