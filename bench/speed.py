@@ -8,7 +8,7 @@ One entry point, five modes (see ``bench/README.md`` for the columns)::
     python bench/speed.py --compare "model.adapter.placement=stage" "model.adapter.placement=block"
     python bench/speed.py --placements          # adapter placement trade-off, Hiera-T 352 px batch 8
     python bench/speed.py --volume              # end-to-end CT volume through run_inference
-    python bench/speed.py --amp-check           # bf16 vs fp32 on this CPU, and resolve_amp's choice
+    python bench/speed.py --amp-check           # bf16 vs fp32 on this CPU, and train.amp=auto's choice
 
 Everything a configuration needs is a list of overrides: ``key.sub=value`` items go to
 ``s2unet.config.load_config`` (so ``data.image_size`` is the image size and
@@ -33,7 +33,7 @@ import sys
 import tempfile
 import time
 import traceback
-from contextlib import nullcontext
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Optional, Sequence
@@ -437,7 +437,7 @@ class Runner:
         t = self.cfg.train
         self.optimizer = torch.optim.AdamW(self.params, lr=t.lr, weight_decay=t.weight_decay)
         self.loss = build_loss(self.cfg.loss, multiclass=self.cfg.data.task == "multiclass")
-        self.amp = resolve_amp(t.amp, device)
+        self.amp = resolve_amp(t.amp, device).dtype
         size, batch = self.cfg.data.image_size, t.batch_size
         gen = torch.Generator().manual_seed(0)
         self.memory_format = torch.channels_last if self.knobs.channels_last == "all" else torch.contiguous_format
@@ -701,6 +701,10 @@ def machine_info() -> dict[str, Any]:
         "python": platform.python_version(),
         "platform": platform.platform(),
         "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        # The kernels torch dispatches to; ATEN_CPU_CAPABILITY / ONEDNN_MAX_CPU_ISA can hold them
+        # below what the flags offer (e.g. a run without AMX on an AMX machine).
+        "aten_cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "onednn_max_cpu_isa": os.environ.get("ONEDNN_MAX_CPU_ISA"),
     }
     try:
         info["memory_gib"] = round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / GIB, 1)
@@ -845,7 +849,9 @@ class Report:
         lines = [
             f"Machine: {m['cpu_model']}, {m['usable_cpus']} usable CPUs ({', '.join(m['cpu_flags']) or 'no AVX flags'}), "
             f"torch {m['torch']}, {self.threads()} torch threads"
-            + (f", CUDA {m['cuda']}" if m.get("cuda") else "") + f"; {self.data['date_utc']}.",
+            + (f", CUDA {m['cuda']}" if m.get("cuda") else "")
+            + (f", oneDNN limited to ONEDNN_MAX_CPU_ISA={m['onednn_max_cpu_isa']}" if m.get("onednn_max_cpu_isa") else "")
+            + f"; {self.data['date_utc']}.",
             f"Load average (1/5/15 min) at start {load.get('start')}, at end {load.get('end')}: "
             "other jobs shared this machine, so absolute times are noisy; ratios measured in one "
             "interleaved run (`--compare`) are the robust numbers.",
@@ -1141,54 +1147,66 @@ def run_volume(args: argparse.Namespace) -> None:
 
 
 # ------------------------------------------------------------------------------ bf16 check
-def amp_child(size: int, repeats: int, threads: int) -> dict[str, Any]:
-    """fp32 vs bf16: a 1024^2 matmul, and a Hiera-T forward with and without bf16 autocast."""
+AMP_ENCODERS = ("sam2.1_hiera_tiny", "mobilesam_tinyvit")
+
+
+def amp_child(size: int, batch: int, repeats: int, threads: int) -> dict[str, Any]:
+    """fp32 against bf16 autocast: a 1024^2 matmul, the probe ``train.amp=auto`` decides by,
+    and training steps of each encoder in :data:`AMP_ENCODERS`; plus what ``auto`` picks."""
     if threads:
         torch.set_num_threads(threads)
-    from s2unet.config import load_config
-    from s2unet.engine.precision import cpu_has_native_bf16, resolve_amp
-    from s2unet.models import create_model
+    from s2unet.engine.precision import measure_cpu_bf16_speedup, resolve_amp
 
     out: dict[str, Any] = {"threads": torch.get_num_threads()}
     out["matmul_fp32"] = matmul_rate(1024, repeats=5)
-    # Emulated bf16 runs at well under 1 GFLOP/s here: a 1024^2 product takes seconds, so 2 repeats.
+    # Emulated bf16 runs at well under 1 GFLOP/s on AVX2: a 1024^2 product takes seconds, so 2 repeats.
     out["matmul_bf16"] = matmul_rate(1024, repeats=2, dtype=torch.bfloat16)
-    cfg = load_config(None, ["model.weights=random", f"data.image_size={size}"])
-    model = create_model(cfg).eval()
-    x = torch.rand(1, 3, size, size)
-    variants = {"fp32": nullcontext, "bf16_autocast": lambda: torch.autocast("cpu", dtype=torch.bfloat16)}
-    times: dict[str, list[float]] = {name: [] for name in variants}
-    for _ in range(repeats + 1):  # interleaved rounds, so load hits both; the first is warm-up
-        for name, ctx in variants.items():
-            with torch.inference_mode(), ctx():
-                t0 = time.perf_counter()
-                model.predict_logits(x)
-                times[name].append(time.perf_counter() - t0)
-    forward = {name: {"median_s": statistics.median(t[1:]), "times_s": t} for name, t in times.items()}
-    out["hiera_t_forward"] = forward
-    chosen = resolve_amp("auto", torch.device("cpu"))
-    bf16_faster = forward["bf16_autocast"]["median_s"] < forward["fp32"]["median_s"]
-    out.update(native_bf16_flags=cpu_has_native_bf16(), resolve_amp_auto=str(chosen),
-               bf16_faster=bf16_faster, choice_correct=(chosen is not None) == bf16_faster)
+    t0 = time.perf_counter()
+    choice = resolve_amp("auto", torch.device("cpu"))  # exactly what train.py decides (cached per machine)
+    out["auto"] = {"precision": choice.name, "reason": choice.reason, "decision_s": time.perf_counter() - t0}
+    out["probe_fresh"] = measure_cpu_bf16_speedup()  # a second, uncached probe: its spread from run to run
+    settings = Settings(warmup=1, repeats=repeats, min_repeats=2, phase_budget_s=30.0, threads=threads)
+    workloads: dict[str, Any] = {}
+    for encoder in AMP_ENCODERS:
+        base = ["model.weights=random", f"model.encoder={encoder}", f"data.image_size={size}", f"train.batch_size={batch}"]
+        cases = [make_case(f"{encoder} {name}", base + [f"train.amp='{amp}'"], phases=("train",))
+                 for name, amp in (("fp32", "off"), ("bf16", "bf16"))]
+        with warnings.catch_warnings():  # the bf16 case is forced on purpose: no "measured slower" warning
+            warnings.simplefilter("ignore")
+            fp32, bf16 = (r["phases"]["train"] for r in measure_cases(cases, settings))
+        speedup = paired_ratio(fp32["times_s"], bf16["times_s"])
+        workloads[encoder] = {"fp32": fp32, "bf16": bf16, "speedup": speedup,
+                              "faster": "bf16" if speedup is not None and speedup > 1.0 else "fp32"}
+    out["training_steps"] = workloads
+    # auto's promise: never slower than fp32. fp32 always keeps it; bf16 only if every model trains faster.
+    out["never_slower"] = choice.name == "fp32" or all(w["faster"] == "bf16" for w in workloads.values())
+    out["matches_faster"] = {enc: w["faster"] == choice.name for enc, w in workloads.items()}
     return out
 
 
 def run_amp_check(args: argparse.Namespace) -> None:
-    """``--amp-check``: is bf16 worth it on this CPU, and did ``resolve_amp("auto")`` agree?"""
+    """``--amp-check``: is bf16 worth it on this CPU, and is ``resolve_amp("auto")`` right?"""
     report = Report("amp", args)
-    res = run_isolated(amp_child, args.amp_size, max(2, args.repeats), args.threads, isolate=not args.no_isolate)
+    res = run_isolated(amp_child, args.amp_size, args.amp_batch, max(2, args.repeats), args.threads,
+                       isolate=not args.no_isolate)
     report.data["results"] = res
-    f32, b16 = res["matmul_fp32"], res["matmul_bf16"]
-    fw = res["hiera_t_forward"]
+    f32, b16, probe = res["matmul_fp32"], res["matmul_bf16"], res["probe_fresh"]
     rows = [
-        ["1024^2 matmul", f"{f32['gflops']:.1f} GFLOP/s", f"{b16['gflops']:.2f} GFLOP/s", ratio(f32["gflops"], b16["gflops"])],
-        [f"Hiera-T s2unet forward, 1 x {args.amp_size} px", f"{fw['fp32']['median_s']:.3f} s",
-         f"{fw['bf16_autocast']['median_s']:.3f} s", ratio(fw["bf16_autocast"]["median_s"], fw["fp32"]["median_s"])],
+        ["1024^2 matmul", f"{f32['gflops']:.1f} GFLOP/s", f"{b16['gflops']:.1f} GFLOP/s", ratio(b16["gflops"], f32["gflops"])],
+        ["probe block of `train.amp=auto` (uncached), training step", f"{probe['fp32_s'] * 1e3:.1f} ms",
+         f"{probe['bf16_s'] * 1e3:.1f} ms", probe["speedup"]],
     ]
-    md = markdown_table(["workload", "fp32", "bf16", "bf16 slowdown (x)"], rows) + (
-        f"\n\n- CPU reports native bf16 (avx512_bf16 / amx_bf16): {fmt(res['native_bf16_flags'])}; "
-        f"`resolve_amp(\"auto\", cpu)` -> {res['resolve_amp_auto']}; bf16 measured faster: {fmt(res['bf16_faster'])}; "
-        f"**choice {'correct' if res['choice_correct'] else 'WRONG'}**."
+    for encoder, w in res["training_steps"].items():
+        rows.append([f"{encoder} training step, {args.amp_batch} x {args.amp_size} px", f"{w['fp32']['median_step_s']:.3f} s",
+                     f"{w['bf16']['median_step_s']:.3f} s", w["speedup"]])
+    auto = res["auto"]
+    matches = ", ".join(f"{enc} {'yes' if ok else 'no'}" for enc, ok in res["matches_faster"].items())
+    md = markdown_table(["workload", "fp32", "bf16", "bf16 speed-up (x, > 1 = bf16 faster)"], rows) + (
+        f"\n\nTraining steps: stage adapters, loss, backward, AdamW, as `train.py`; fp32 and bf16 interleaved, "
+        f"speed-up = median of per-round time ratios.\n\n"
+        f"- `train.amp: auto` here: **{auto['precision']}** — {auto['reason']} ({auto['decision_s']:.2f} s to decide).\n"
+        f"- The faster precision is auto's choice for: {matches}.\n"
+        f"- auto never slower than fp32 on this machine: **{'yes' if res['never_slower'] else 'NO: choice WRONG'}**."
     )
     report.finish(Path(args.out), "amp", md)
 
@@ -1202,7 +1220,7 @@ def build_parser() -> argparse.ArgumentParser:
                       help="configurations to interleave in one process, each a comma-separated override list")
     mode.add_argument("--placements", action="store_true", help="adapter placement trade-off (Hiera-T, batch 8)")
     mode.add_argument("--volume", action="store_true", help="end-to-end CT volume timing through run_inference")
-    mode.add_argument("--amp-check", action="store_true", help="fp32 vs bf16 on this CPU and resolve_amp's choice")
+    mode.add_argument("--amp-check", action="store_true", help="fp32 vs bf16 on this CPU and train.amp=auto's choice")
     p.add_argument("--full", action="store_true", help="grid: also the slowest encoder/size combinations")
     p.add_argument("--encoders", help="grid: comma-separated encoder names (default: the four SAM-family ones)")
     p.add_argument("--sizes", help="grid: comma-separated image sizes (default 256,352,512)")
@@ -1228,7 +1246,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--volume-encoder", default="sam2.1_hiera_tiny")
     p.add_argument("--reference-gflops", type=float, default=150.0,
                    help="--volume: idle matmul rate to rescale the model time to (default 150, shared/README.md)")
-    p.add_argument("--amp-size", type=int, default=256, help="--amp-check forward image size (default 256)")
+    p.add_argument("--amp-size", type=int, default=256, help="--amp-check training image size (default 256)")
+    p.add_argument("--amp-batch", type=int, default=2, help="--amp-check training batch (default 2)")
     p.add_argument("--out", default=str(RESULTS_DIR), help="output folder (default bench/results)")
     p.add_argument("--omp-wait-policy", choices=("passive", "active", "inherit"), default="passive",
                    help="OMP_WAIT_POLICY of the measuring processes (default passive: see README; "

@@ -50,3 +50,12 @@ def disk_full_at(monkeypatch: pytest.MonkeyPatch):
         monkeypatch.setattr(os, "replace", replace)
 
     return arm
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _private_amp_cache(tmp_path_factory) -> None:
+    """train.amp=auto caches its bf16 measurement under the user's cache dir: keep the tests'
+    measurement out of the real one (subprocesses inherit the variable)."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("xdg_cache")))
+        yield

@@ -46,3 +46,17 @@ def test_encoder_runs_without_autograd_in_decoder_only_mode():
     feats = model.features(torch.rand(1, 3, 64, 64))
     assert all(not f.requires_grad for f in feats)
     assert model(torch.rand(1, 3, 64, 64))[-1].requires_grad  # the decoder still trains
+
+
+def test_cache_serves_fp32_features_under_bf16_autocast(tmp_path):
+    # The trainer asks the cache inside its autocast block; stored fp16 maps must not reach
+    # autocast's dtype rules (torch.stack rejected them), on first use or from the cache.
+    model = decoder_only_model()
+    cache = FeatureCache(max_bytes=2**30, spill_dir=tmp_path / "spill")
+    images = torch.rand(2, 3, 64, 64)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        first = cache.features(model, images, ["x", "y"])
+        again = cache.features(model, images, ["x", "y"])
+    assert (cache.misses, cache.hits) == (2, 2)
+    assert all(f.dtype == torch.float32 for f in first)
+    assert all(torch.equal(a, b) for a, b in zip(first, again))

@@ -126,13 +126,15 @@ def test_two_process_ddp_step(volumes, tmp_path):
     assert env_json["world_size"] == 2
 
 
-def test_decoder_only_run_with_feature_cache(volumes, tmp_path):
+@pytest.mark.parametrize("amp", ["off", "bf16"])  # bf16 is emulated where the CPU lacks it: slow, but tiny here
+def test_decoder_only_run_with_feature_cache(volumes, tmp_path, amp):
     cfg = tiny_train_cfg(volumes, tmp_path, "train.epochs=2", "model.adapter.placement=none",
-                         "data.augment.enabled=false", "train.feature_cache_mb=0")
+                         "data.augment.enabled=false", "train.feature_cache_mb=0", f"train.amp={amp}")
     run = trainer.train(cfg)
     losses = [r["loss"] for r in train_log(run) if r["kind"] == "train"]
     assert len(losses) == 2 and losses[1] < losses[0]
     assert not (run / "feature_cache_rank0").exists()  # spilled features are removed at the end
+    assert json.loads((run / "summary.json").read_text())["precision"] == ("bf16" if amp == "bf16" else "fp32")
 
 
 # ------------------------------------------------------------------ run directory bookkeeping
@@ -174,3 +176,13 @@ def test_resume_of_a_run_directory_in_use_is_refused(volumes, tmp_path):
             trainer.train(cfg, resume=run)
     assert (run / "metrics.jsonl").read_text() == '{"kind": "train", "step": 9}\n'
     assert not (run / "FAILED").exists()  # the refused process wrote nothing into the other's run
+
+
+def test_stage_adapter_run_under_bf16(volumes, tmp_path):
+    run = trainer.train(tiny_train_cfg(volumes, tmp_path, "train.epochs=1", "model.adapter.placement=stage",
+                                       "train.amp=bf16"))
+    assert json.loads((run / "summary.json").read_text())["precision"] == "bf16"
+    losses = [r["loss"] for r in train_log(run) if r["kind"] == "train"]
+    assert len(losses) == 1 and np.isfinite(losses[0])
+    loaded = load_model_checkpoint(run / "best.pt")
+    assert all(torch.isfinite(v).all() for v in loaded.model.state_dict().values() if v.is_floating_point())

@@ -87,5 +87,8 @@ class FeatureCache:
             for j, i in enumerate(missing):
                 found[i] = [m[j].to("cpu", self.dtype).clone() for m in fresh]
                 self._store(keys[i], found[i])
-        return [torch.stack([f[level] for f in found]).to(images.device, torch.float32)
-                for level in range(len(found[0]))]
+        # Gathering stored maps is data movement, not compute: outside autocast, whose CPU
+        # rules reject fp16 inputs to torch.stack when the autocast dtype is bf16.
+        with torch.autocast(images.device.type, enabled=False):
+            return [torch.stack([f[level] for f in found]).to(images.device, torch.float32)
+                    for level in range(len(found[0]))]

@@ -144,6 +144,12 @@ def _train(cfg: Config, device: torch.device, info: DistInfo, saved: dict | None
             f"{len(bundle.val or [])} validation items, trainable {counts['trainable']:,} of {counts['total']:,} "
             f"parameters ({counts['trainable_percent']}%), run dir {run_dir}"
         )
+    amp = [resolve_amp(t_cfg.amp, device) if info.is_main else None]
+    if info.enabled:  # one measurement, and every rank computes in the same precision
+        dist.broadcast_object_list(amp, src=0)
+    amp_dtype = amp[0].dtype
+    if info.is_main:
+        console.print(amp[0].reason)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=t_cfg.lr, weight_decay=t_cfg.weight_decay)
     steps_per_epoch = _steps_per_epoch(cfg, len(bundle.train), info.world_size)
@@ -183,7 +189,6 @@ def _train(cfg: Config, device: torch.device, info: DistInfo, saved: dict | None
     if t_cfg.cache_features and isinstance(model, S2UNet) and not model.encoder_trains and not cfg.data.augment.enabled:
         cache = FeatureCache(t_cfg.feature_cache_mb * 2**20, run_dir / f"feature_cache_rank{info.rank}")
     loss_fn = build_loss(cfg.loss, multiclass=cfg.data.task == "multiclass")
-    amp_dtype = resolve_amp(t_cfg.amp, device)
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
 
     with _progress_bar(info) as bar:
@@ -236,7 +241,7 @@ def _train(cfg: Config, device: torch.device, info: DistInfo, saved: dict | None
         write_json(run_dir / "summary.json", {"best_" + t_cfg.metric: progress.best, "best_epoch": progress.best_epoch,
                                              "epochs": progress.epoch, "steps": progress.step,
                                              "wall_seconds": round(time.perf_counter() - started, 1),
-                                             "threads": torch.get_num_threads()})
+                                             "threads": torch.get_num_threads(), "precision": amp[0].name})
         console.print(f"done: best validation {t_cfg.metric} {progress.best:.4f} at epoch {progress.best_epoch}; {run_dir}")
     return run_dir
 
