@@ -112,7 +112,8 @@ def test_two_process_ddp_step(volumes, tmp_path):
             "data.split.test=[]", "model.weights=random", "model.decoder_channels=[32, 16, 8]",
             "train.batch_size=1", "train.steps_per_epoch=2", "train.epochs=1", f"output_dir={tmp_path}",
             "name=ddp", "train.threads=1"]
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",  # standalone: a free port, no clash with parallel runs
+    # --standalone rendezvous on a free port: a fixed one clashes with other runs on the machine
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
            str(REPO / "train.py"), "--config", str(cfg)] + [a for s in sets for a in ("--set", s)]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env, cwd=REPO)
