@@ -77,7 +77,8 @@ def stroke_mask(shape: tuple[int, int], points: Sequence[tuple[float, float]], r
     r = max(0.5, float(radius))
     xy = [(float(x), float(y)) for x, y in points]
     if len(xy) > 1:
-        draw.line(xy, fill=1, width=max(1, int(round(2 * r))), joint="curve")
+        # 2r + 1 pixels wide, as wide as the round dab at each point (centre pixel plus r per side).
+        draw.line(xy, fill=1, width=int(round(2 * r)) + 1, joint="curve")
     for x, y in xy:  # round caps, and the dab of a single point
         draw.ellipse([x - r, y - r, x + r, y + r], fill=1)
     return np.asarray(canvas, dtype=bool)

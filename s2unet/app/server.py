@@ -300,6 +300,7 @@ def create_app(state: LabelApp, token: Optional[str] = None) -> FastAPI:
         with state.lock:
             ed = state.editor(req.case)
             ed.clear_object()
+            ed.stats.restart_clock()
             h, w = ed.opened.plane_shape
             note = f"restored from the {ed.restored_from}" if ed.restored_from else ""
             return plane_state(state, ed, min(req.plane, ed.masks.shape[1] - 1), note, kind=ed.opened.case.kind,

@@ -330,6 +330,10 @@ class CaseStats:
             self.seconds += min(max(0.0, now - self.last_event), self.IDLE_CAP)
         self.last_event = now
 
+    def restart_clock(self, now: Optional[float] = None) -> None:
+        """Start timing afresh (the case was just opened): the time away is not counted."""
+        self.last_event = time.time() if now is None else now
+
     def as_dict(self) -> dict[str, Any]:
         return {"seconds": round(self.seconds, 1), "clicks": self.clicks, "strokes": self.strokes, "boxes": self.boxes}
 
