@@ -1,8 +1,11 @@
-"""The labeling app in a real browser: headless Chromium, a real JSRT X-ray, real MobileSAM.
+"""The labeling app in a real browser: headless Chromium, real shared images, real MobileSAM.
 
-Add and remove clicks, a brush stroke, an eraser stroke, undo / redo and the opacity slider go
-through the page's own mouse and keyboard handling; the saved PNG must then show what the
-actions say. ``S2UNET_SCREENSHOT=1`` also writes the README's screenshot (docs/label_app.png).
+On a JSRT X-ray, add and remove clicks, a brush stroke, an eraser stroke, undo / redo and the
+opacity slider go through the page's own mouse and keyboard handling; the saved PNG must then
+show what the actions say. On a CT volume, the slice slider and keys, a window preset, a box and
+a brush stroke end in a NIfTI mask with the source's geometry. ``S2UNET_SCREENSHOT=1`` also
+writes the README's screenshot (docs/label_app.png) from the CT case, whose licence (CC BY 4.0)
+allows showing it; the JSRT terms do not.
 """
 from __future__ import annotations
 
@@ -13,7 +16,7 @@ import socket
 import threading
 import time
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 import pytest
@@ -54,32 +57,40 @@ def _free_port() -> int:
 
 
 @pytest.fixture
-def served(shared_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[str, Path]]:
-    """The app on a free loopback port, labeling the shared JSRT images into tmp_path/out."""
+def serve(shared_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., tuple[str, Path]]]:
+    """Start the app on a free loopback port for some shared files; returns (address, output folder)."""
     import uvicorn
 
     from s2unet.app import build_state, create_app
 
     _browser_or_skip()
     monkeypatch.setenv("S2UNET_WEIGHTS", str(shared_dir / "weights"))
-    images = tmp_path / "images"
-    images.mkdir()
-    shutil.copy(shared_dir / "data" / "cxr_jsrt_scr" / "images" / f"{CASE}.png", images)
-    out = tmp_path / "out"
-    state = build_state(images, out, ["lungs"], prompted="mobilesam")
-    assert state.problems == [] and state.predictor is not None
-    port = _free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(state), host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        assert time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}/", out
-    server.should_exit = True
-    thread.join(timeout=10)
-    state.worker.shutdown(wait=True)
+    running: list[tuple[uvicorn.Server, threading.Thread, object]] = []
+
+    def start(files: list[Path], labels: list[str]) -> tuple[str, Path]:
+        images = tmp_path / "images"
+        images.mkdir()
+        for f in files:
+            shutil.copy(f, images)
+        out = tmp_path / "out"
+        state = build_state(images, out, labels, prompted="mobilesam")
+        assert state.problems == [] and state.predictor is not None
+        port = _free_port()
+        server = uvicorn.Server(uvicorn.Config(create_app(state), host="127.0.0.1", port=port, log_level="warning"))
+        thread = threading.Thread(target=server.run, daemon=True)
+        thread.start()
+        running.append((server, thread, state))
+        deadline = time.monotonic() + 20
+        while not server.started:
+            assert time.monotonic() < deadline, "uvicorn did not start"
+            time.sleep(0.05)
+        return f"http://127.0.0.1:{port}/", out
+
+    yield start
+    for server, thread, state in running:
+        server.should_exit = True
+        thread.join(timeout=10)
+        state.worker.shutdown(wait=True)
 
 
 @pytest.fixture
@@ -127,6 +138,18 @@ def _offset(canvas, xy: tuple[float, float]) -> tuple[int, int]:
     return round((xy[0] + 0.5) * scale - w / 2), round((xy[1] + 0.5) * scale - h / 2)
 
 
+def _drag(driver, canvas, points: list[tuple[float, float]]) -> None:
+    """Press, move through the points (with intermediate moves, as a hand makes) and release."""
+    from selenium.webdriver.common.action_chains import ActionChains
+
+    chain = ActionChains(driver).move_to_element_with_offset(canvas, *_offset(canvas, points[0])).click_and_hold()
+    for a, b in zip(points, points[1:]):
+        for t in np.linspace(0, 1, 8)[1:]:
+            p = (a[0] + t * (b[0] - a[0]), a[1] + t * (b[1] - a[1]))
+            chain.move_to_element_with_offset(canvas, *_offset(canvas, p))
+    chain.release().perform()
+
+
 def _overlay_pixel(driver, xy: tuple[int, int]) -> list[int]:
     return driver.execute_script(
         "const c = document.getElementById('canvas'); const s = Number(c.dataset.scale);"
@@ -135,12 +158,12 @@ def _overlay_pixel(driver, xy: tuple[int, int]) -> list[int]:
 
 
 @pytest.mark.shared
-def test_label_a_real_xray_in_the_browser(served: tuple[str, Path], browser) -> None:
+def test_label_a_real_xray_in_the_browser(serve, shared_dir: Path, browser) -> None:
     from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
 
-    url, out = served
+    url, out = serve([shared_dir / "data" / "cxr_jsrt_scr" / "images" / f"{CASE}.png"], ["lungs"])
     driver = browser
     driver.get(url)
     _idle(driver, 0)
@@ -152,12 +175,7 @@ def test_label_a_real_xray_in_the_browser(served: tuple[str, Path], browser) -> 
         (chain.click() if add else chain.context_click()).perform()
 
     def drag(points: list[tuple[int, int]]) -> None:
-        chain = ActionChains(driver).move_to_element_with_offset(canvas, *_offset(canvas, points[0])).click_and_hold()
-        for a, b in zip(points, points[1:]):
-            for t in np.linspace(0, 1, 8)[1:]:  # intermediate moves, as a hand would make
-                p = (a[0] + t * (b[0] - a[0]), a[1] + t * (b[1] - a[1]))
-                chain.move_to_element_with_offset(canvas, *_offset(canvas, p))
-        chain.release().perform()
+        _drag(driver, canvas, points)
 
     _act(driver, lambda: click(ADD_RIGHT, add=True))
     _act(driver, lambda: click(REMOVE_MIDDLE, add=False))
@@ -179,8 +197,6 @@ def test_label_a_real_xray_in_the_browser(served: tuple[str, Path], browser) -> 
     assert before != after, "the opacity slider did not change the drawn mask"
     assert restored != _overlay_pixel(driver, ERASE[0]), "undo / redo did not change the erased strip"
 
-    if os.environ.get("S2UNET_SCREENSHOT"):
-        driver.save_screenshot(str(REPO / "docs" / "label_app.png"))
     _act(driver, lambda: driver.find_element(By.ID, "save").click())
     assert "saved" in driver.find_element(By.ID, "message").text
 
@@ -195,3 +211,57 @@ def test_label_a_real_xray_in_the_browser(served: tuple[str, Path], browser) -> 
     assert (out / "images" / f"{CASE}.png").is_file()
     record = json.loads((out / "label_log.jsonl").read_text().splitlines()[-1])
     assert (record["case"], record["clicks"], record["strokes"]) == (CASE, 3, 2)
+
+
+CT_CASE = "case04"  # coronacases.org, CC BY 4.0 (the README's overlay shows the same volume)
+CT_SLICE = 51  # the slice with the most infection in case04
+CT_BOX = (58, 130, 116, 184)  # around its largest lesion (display x0, y0, x1, y1)
+CT_PAINT = [(30, 230), (60, 230)]
+
+
+@pytest.mark.shared
+def test_label_a_ct_volume_in_the_browser(serve, shared_dir: Path, browser) -> None:
+    import nibabel as nib
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+    from selenium.webdriver.support.ui import Select
+
+    source = shared_dir / "data" / "ct_covid19_ma20" / "images" / f"{CT_CASE}.nii.gz"
+    url, out = serve([source], ["infection"])
+    driver = browser
+    driver.get(url)
+    _idle(driver, 0)
+    canvas = driver.find_element(By.ID, "canvas")
+    assert driver.find_element(By.ID, "volume-bar").is_displayed()
+    driver.execute_script("const s = document.getElementById('slice'); s.value = arguments[0] - 1; s.oninput();",
+                          CT_SLICE)
+    _idle(driver)
+    _act(driver, lambda: ActionChains(driver).send_keys(Keys.ARROW_UP).perform())  # the keys move too
+    assert driver.find_element(By.ID, "slice-value").text == str(CT_SLICE)
+    _act(driver, lambda: Select(driver.find_element(By.ID, "window")).select_by_value("none"))
+
+    driver.find_element(By.CSS_SELECTOR, "input[value=box]").click()
+    _act(driver, lambda: _drag(driver, canvas, [CT_BOX[:2], CT_BOX[2:]]))
+    driver.find_element(By.CSS_SELECTOR, "input[value=brush]").click()
+    _act(driver, lambda: _drag(driver, canvas, CT_PAINT))
+    if os.environ.get("S2UNET_SCREENSHOT"):
+        driver.save_screenshot(str(REPO / "docs" / "label_app.png"))
+    _act(driver, lambda: driver.find_element(By.ID, "save").click())
+
+    saved = nib.load(out / "masks" / "infection" / f"{CT_CASE}.nii.gz")
+    reference = nib.load(source)
+    assert saved.shape == reference.shape
+    np.testing.assert_allclose(saved.affine, reference.affine)
+    mask = np.asarray(saved.dataobj)
+    assert set(np.unique(mask)) <= {0, 1}
+    assert mask[:, :, np.arange(mask.shape[2]) != CT_SLICE].sum() == 0  # only the edited slice
+    plane = mask[:, :, CT_SLICE].T  # display frame: rows, columns
+    for x in range(CT_PAINT[0][0], CT_PAINT[1][0] + 1):
+        assert plane[CT_PAINT[0][1], x] == 1, f"painted pixel ({x}, {CT_PAINT[0][1]}) not set"
+    x0, y0, x1, y1 = CT_BOX
+    assert plane[y0 : y1 + 1, x0 : x1 + 1].sum() > 50, "the box found nothing"
+    outside = plane.copy()
+    outside[y0 - 5 : y1 + 6, x0 - 5 : x1 + 6] = 0
+    outside[CT_PAINT[0][1] - 10 : CT_PAINT[0][1] + 11] = 0  # the brush stroke's band
+    assert outside.sum() == 0, "foreground away from the box and the stroke"
