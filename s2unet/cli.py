@@ -1,4 +1,4 @@
-"""Command-line entry points, one job each: train, infer, evaluate, compare.
+"""Command-line entry points, one job each: train, infer, evaluate, compare, label.
 
 ``python train.py ...`` and ``python infer.py ...`` are thin aliases of
 ``python -m s2unet train ...`` and ``python -m s2unet infer ...``.
@@ -47,6 +47,21 @@ def _compare_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
 
 
+def _label_parser(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--images", required=True, help="an X-ray / NIfTI file, or a folder of them (PNG/JPEG/TIFF/DICOM/NIfTI)")
+    p.add_argument("--out", default="labels", help="where masks, log and autosave go (default: ./labels)")
+    p.add_argument("--labels", help="comma-separated label names, one layer each, saved to OUT/masks/<name>")
+    p.add_argument("--config", help="take the labels (names and folders) from this training config instead")
+    p.add_argument("--checkpoint", help="an s2unet best.pt whose prediction is the draft")
+    p.add_argument("--prompted", default="mobilesam",
+                   help="prompted model for clicks and boxes: mobilesam, litemedsam, sam2.1_hiera_tiny... or none")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default loopback only)")
+    p.add_argument("--port", type=int, default=8765)
+    p.add_argument("--allow-remote", action="store_true", help="confirm binding to a non-loopback --host")
+    p.add_argument("--token", help="access token (made up when binding remotely without one)")
+    p.add_argument("--threads", type=int, help="torch threads (default: torch's)")
+
+
 def _run_train(args: argparse.Namespace) -> None:
     from .config import load_config
     from .data import build_datasets
@@ -89,11 +104,28 @@ def _run_compare(args: argparse.Namespace) -> None:
     run_compare(args.config, args.output, overrides=args.overrides)
 
 
+def _run_label(args: argparse.Namespace) -> None:
+    import torch
+
+    from .app import AppError, build_state, serve
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    try:
+        state = build_state(args.images, args.out, args.labels.split(",") if args.labels else None,
+                            config=args.config, checkpoint=args.checkpoint, prompted=None if args.prompted == "none" else args.prompted)
+        serve(state, args.host, args.port, args.token, args.allow_remote)
+    except AppError as exc:  # the app's own start-up errors, reported like main() reports the others
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
 COMMANDS: dict[str, tuple[str, Callable, Callable]] = {
     "train": ("train a model from a YAML config", _train_parser, _run_train),
     "infer": ("segment CT volumes or X-rays with a trained checkpoint", _infer_parser, _run_infer),
     "evaluate": ("score predictions against ground truth", _evaluate_parser, _run_evaluate),
     "compare": ("run s2unet, CNN and prompted-SAM baselines on the same cases", _compare_parser, _run_compare),
+    "label": ("label and correct masks in the browser (local web app)", _label_parser, _run_label),
 }
 
 

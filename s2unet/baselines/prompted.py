@@ -36,6 +36,7 @@ from .prompts import (
     prompts_from_draft,
 )
 from .sam_predictors import PromptedPredictor
+from .session import ClickSession
 
 STRATEGIES: dict[str, bool] = {
     # strategy -> prompts derived from the test image's ground truth
@@ -162,9 +163,9 @@ def run_prompted(
         dice = [_dice(empty, reference)] * (rounds + 1) if strategy == "iterative" else []
         return PromptedResult(empty, oracle, 0, time.perf_counter() - t0, 0.0, dice)
     prompt_seconds = time.perf_counter() - t0
-    embed_seconds = predictor.set_image(image, key=image_key)
+    session = ClickSession(predictor, image, key=image_key)
     t1 = time.perf_counter()
-    prob, low_res = predictor.predict_prompts(prompts)
+    prob = session.start(prompts)
     round_dice: list[float] = []
     if strategy == "iterative":
         round_dice.append(_dice(prob, reference))
@@ -173,8 +174,7 @@ def run_prompted(
             if click is None:  # perfect: later clicks would change nothing
                 round_dice.append(round_dice[-1])
                 continue
-            prompts = prompts.with_point(click.x, click.y, click.label)
-            prob, low_res = predictor.predict_prompts(prompts, mask_input=low_res)
+            prob = session.click(click)
             round_dice.append(_dice(prob, reference))
     seconds = prompt_seconds + (time.perf_counter() - t1)
-    return PromptedResult(prob, oracle, prompts.n_objects, seconds, embed_seconds, round_dice)
+    return PromptedResult(prob, oracle, session.prompts.n_objects, seconds, session.embed_seconds, round_dice)

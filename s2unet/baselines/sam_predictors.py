@@ -64,9 +64,15 @@ def _as_objects(
     return boxes, points, labels
 
 
-def _wants_multimask(boxes: Optional[np.ndarray], points: Optional[np.ndarray]) -> bool:
-    """SAM's convention: one lone point is ambiguous, so take the best of three masks."""
-    return boxes is None and points is not None and points.shape[1] == 1
+def _wants_multimask(boxes: Optional[np.ndarray], points: Optional[np.ndarray], mask_input: Optional[np.ndarray]) -> bool:
+    """SAM's convention: one lone point is ambiguous, so take the best of three masks; a mask
+    prompt removes the ambiguity (the point corrects that mask)."""
+    return boxes is None and mask_input is None and points is not None and points.shape[1] == 1
+
+
+# Magnitude of the logits a binary mask becomes as a mask prompt: SAM's own low-resolution
+# logits of a confident answer sit around +-10 away from the object's border.
+MASK_PROMPT_LOGIT = 10.0
 
 
 class PromptedPredictor(ABC):
@@ -140,7 +146,7 @@ class PromptedPredictor(ABC):
             mask_input = np.asarray(mask_input, dtype=np.float32).reshape(-1, 1, r, r)
             if len(mask_input) != k:
                 raise ValueError(f"mask_input holds {len(mask_input)} masks for {k} objects")
-        multimask = _wants_multimask(boxes, points)
+        multimask = _wants_multimask(boxes, points, mask_input)
         prob: Optional[np.ndarray] = None
         low_res = []
         # Objects go through the decoder in chunks: a draft mask full of speckle can ask for
@@ -169,6 +175,33 @@ class PromptedPredictor(ABC):
             r = self.low_res_size
             return np.zeros(self._hw, dtype=np.float32), np.zeros((0, 1, r, r), np.float32)
         return self.predict(prompts.boxes, prompts.points, prompts.labels, mask_input)
+
+    def mask_prompt(self, mask: np.ndarray) -> np.ndarray:
+        """A mask made elsewhere (a draft, a hand-edited mask) as this model's mask prompt.
+
+        Args:
+            mask: (H, W) mask of the current image (bool, or 0..1 coverage).
+
+        Returns:
+            (1, 1, r, r) float32 logits, +-:data:`MASK_PROMPT_LOGIT` inside / outside, for
+            ``predict(..., mask_input=...)``.
+        """
+        if self._hw is None:
+            raise RuntimeError("call set_image before mask_prompt")
+        m = np.asarray(mask, dtype=np.float32)
+        if m.shape != self._hw:
+            raise ValueError(f"mask shape {m.shape} differs from the image's {self._hw}")
+        coverage = self._mask_to_low_res(torch.from_numpy(np.ascontiguousarray(m))[None, None])
+        return ((coverage * 2.0 - 1.0) * MASK_PROMPT_LOGIT).numpy().astype(np.float32)
+
+    def _mask_to_low_res(self, mask: torch.Tensor) -> torch.Tensor:
+        """(1, 1, H, W) coverage -> (1, 1, r, r) coverage in the model's low-resolution frame.
+
+        This default is SAM2's frame: the image resized to the square input without keeping
+        its aspect. Models that pad (SAM1) override it.
+        """
+        r = self.low_res_size
+        return F.interpolate(mask, size=(r, r), mode="area")
 
     @abstractmethod
     def _embed(self, image: np.ndarray) -> None:
@@ -390,6 +423,14 @@ class SamTinyViTPredictor(PromptedPredictor):
     def preprocess(self, image: np.ndarray) -> tuple[torch.Tensor, SamFrame]:
         """:func:`sam1_preprocess` with this model's size, min-max step and encoder statistics."""
         return sam1_preprocess(image, self.variant.image_size, self.variant.minmax, self.encoder.mean, self.encoder.std)
+
+    def _mask_to_low_res(self, mask: torch.Tensor) -> torch.Tensor:
+        # SAM1's frame: resized like the image (longest side), zero-padded bottom and right.
+        assert self._frame is not None
+        frame, r = self._frame, self.low_res_size
+        x = F.interpolate(mask, size=frame.input_hw, mode="area")
+        x = F.pad(x, (0, frame.size - frame.input_hw[1], 0, frame.size - frame.input_hw[0]))
+        return F.interpolate(x, size=(r, r), mode="area")
 
     @torch.inference_mode()
     def _embed(self, image: np.ndarray) -> None:

@@ -1,0 +1,501 @@
+"""``python -m s2unet label``: the labeling web app (FastAPI + uvicorn, one static canvas page).
+
+The server holds all state (masks, undo history, click sessions, the prompted model and its
+image embedding); the page only shows it and sends edits. Every edit is autosaved to the
+output folder, so a closed tab or a crash loses nothing: opening the case again restores it.
+Bad input (an unreadable image, a checkpoint of another task, an output folder that cannot be
+written) comes back as a one-line message the page shows, and nothing labeled is dropped.
+"""
+from __future__ import annotations
+
+import base64
+import io
+import ipaddress
+import secrets
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+from fastapi import FastAPI, Request
+from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
+from pydantic import BaseModel, Field
+
+from ..baselines.sam_predictors import PromptedPredictor, create_predictor
+from ..weights import CheckpointError
+from .editor import CaseEditor
+from .workspace import (
+    WINDOWS,
+    AppError,
+    CaseFile,
+    Layer,
+    OpenCase,
+    append_log,
+    check_writable,
+    draft_dice,
+    layers_from,
+    list_cases,
+    mask_path,
+    read_autosave,
+    read_saved_masks,
+    remove_autosave,
+    save_masks,
+    write_autosave,
+)
+
+STATIC = Path(__file__).with_name("static")
+TOKEN_COOKIE = "s2unet_label_token"
+
+
+def _png(array: np.ndarray) -> bytes:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(array)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _mask_b64(mask: np.ndarray) -> str:
+    return base64.b64encode(_png(mask.astype(np.uint8) * 255)).decode("ascii")
+
+
+# ------------------------------------------------------------------------------------ drafts
+class DraftModel:
+    """An s2unet checkpoint that drafts masks for the app's layers.
+
+    Args:
+        path: the checkpoint (``best.pt``).
+        layers: the app's layers; the checkpoint must predict exactly these labels.
+
+    Raises:
+        AppError: unreadable checkpoint, or one of another task (other labels).
+    """
+
+    def __init__(self, path: Path, layers: list[Layer]) -> None:
+        from ..engine.checkpoint import load_model_checkpoint
+        from ..inference.predictor import Predictor, foreground_names
+
+        try:
+            loaded = load_model_checkpoint(path)
+        except CheckpointError as exc:
+            raise AppError(f"checkpoint {path} cannot be used: {exc}") from None
+        theirs = foreground_names(loaded.config)
+        ours = [layer.name for layer in layers]
+        if theirs != ours:
+            raise AppError(f"checkpoint {path} predicts {theirs}, but the app labels {ours}: it was trained for "
+                           "another task (start the app with --labels matching it, or another --checkpoint)")
+        loaded.model.merge_lora()
+        self.path = path
+        self.kind = loaded.config.data.kind
+        self.predictor = Predictor(loaded.model, loaded.config, "cpu", loaded.threshold)
+
+    def draft(self, opened: OpenCase) -> np.ndarray:
+        """(C, S, H, W) bool draft of a whole case in the display frame.
+
+        Raises:
+            AppError: the checkpoint was trained on the other kind of data.
+        """
+        from ..data import load_nifti
+
+        kind = "volume" if opened.volume is not None else "image"
+        if kind != self.kind:
+            raise AppError(f"checkpoint {self.path} was trained on {self.kind}s, {opened.case.case_id} is a "
+                           f"{kind}: it cannot draft this case")
+        if opened.volume is None:
+            prob = self.predictor.predict_image(opened.plane(0))
+            return self.predictor.binarize(prob)[:, None]
+        # The checkpoint slices its own way (orientation, axis); its prediction goes back to the
+        # file's orientation and then into the app's frame.
+        vol = load_nifti(opened.case.path, self.predictor.cfg.data.reorient)
+        masks = self.predictor.binarize(self.predictor.predict_volume(vol))
+        return np.stack([opened.to_display(opened.volume.to_served(vol.to_original(m))) for m in masks])
+
+
+# ------------------------------------------------------------------------------------- state
+@dataclass
+class LabelApp:
+    """Everything the server knows: cases, layers, models, and the cases being edited.
+
+    Attributes:
+        cases: the files to label, by case id.
+        layers: the labels.
+        out: the output folder.
+        predictor: the prompted model for clicks and boxes (None when it could not load).
+        drafter: the s2unet checkpoint for drafts (None when not given or unusable).
+        problems: start-up messages the page shows (missing weights, wrong checkpoint...).
+        editors: the cases opened so far.
+    """
+
+    cases: dict[str, CaseFile]
+    layers: list[Layer]
+    out: Path
+    predictor: Optional[PromptedPredictor] = None
+    drafter: Optional[DraftModel] = None
+    problems: list[str] = field(default_factory=list)
+    editors: dict[str, CaseEditor] = field(default_factory=dict)
+    lock: threading.RLock = field(default_factory=threading.RLock)
+    worker: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(max_workers=1))
+
+    def case(self, case_id: str) -> CaseFile:
+        if case_id not in self.cases:
+            raise AppError(f"unknown case {case_id!r}")
+        return self.cases[case_id]
+
+    def editor(self, case_id: str) -> CaseEditor:
+        """The case's editor, opening it on first use: autosaved work first, else saved masks.
+
+        Raises:
+            AppError: the image cannot be read, or its saved masks / autosave cannot.
+        """
+        if case_id not in self.editors:
+            opened = OpenCase(self.case(case_id))
+            shape = (len(self.layers), opened.n_slices, *opened.plane_shape)
+            restored = read_autosave(self.out, opened.case, shape)
+            if restored is not None:
+                ed = CaseEditor(opened, self.layers, restored.masks, restored.stats)
+                ed.draft, ed.drafted, ed.draft_source = restored.draft, restored.drafted, restored.draft_source
+                ed.restored_from = "autosave"
+            else:
+                ed = CaseEditor(opened, self.layers, read_saved_masks(self.out, self.layers, opened))
+                ed.restored_from = "saved masks" if any(
+                    mask_path(self.out, layer, opened.case).exists() for layer in self.layers) else ""
+            self.editors[case_id] = ed
+        return self.editors[case_id]
+
+    def autosave(self, ed: CaseEditor) -> str:
+        """Write the case's work in progress; returns the problem as a note, "" when written."""
+        try:
+            write_autosave(self.out, ed.opened.case, ed.masks, ed.draft, ed.drafted, ed.draft_source, ed.stats)
+        except AppError as exc:
+            return str(exc)
+        return ""
+
+    def require_predictor(self) -> PromptedPredictor:
+        if self.predictor is None:
+            raise AppError("no prompted model is loaded, so clicks and boxes are off: "
+                           + "; ".join(self.problems or ["start the app with --prompted mobilesam"]))
+        return self.predictor
+
+    def warm(self, ed: CaseEditor, plane: int, window: str) -> None:
+        """Embed a plane in the background, so that the first click on it answers fast."""
+        if self.predictor is None:
+            return
+        predictor = self.predictor
+
+        def job() -> None:
+            with self.lock:
+                predictor.set_image(ed.opened.plane(plane, window), key=(ed.opened.case.case_id, plane, window))
+
+        self.worker.submit(job)
+
+
+def plane_state(app: LabelApp, ed: CaseEditor, plane: int, note: str = "", **extra: Any) -> dict[str, Any]:
+    """What the page needs after an edit: the plane's masks, undo/redo and the counters."""
+    if not 0 <= plane < ed.masks.shape[1]:
+        raise AppError(f"slice {plane} outside 0..{ed.masks.shape[1] - 1}")
+    autosave_note = app.autosave(ed)
+    return {
+        "case": ed.opened.case.case_id, "plane": plane,
+        "masks": [_mask_b64(ed.masks[c, plane]) for c in range(ed.masks.shape[0])],
+        "can_undo": ed.can_undo, "can_redo": ed.can_redo, "stats": ed.stats.as_dict(),
+        "note": "; ".join(n for n in (note, autosave_note) if n), **extra,
+    }
+
+
+# ----------------------------------------------------------------------------------- requests
+class Where(BaseModel):
+    case: str
+    plane: int = 0
+    layer: int = 0
+    window: str = "auto"
+
+
+class ClickRequest(Where):
+    x: float
+    y: float
+    add: bool = True
+
+
+class BoxRequest(Where):
+    box: list[float] = Field(min_length=4, max_length=4)
+
+
+class StrokeRequest(Where):
+    points: list[list[float]] = Field(min_length=1)
+    radius: float = 5.0
+    erase: bool = False
+
+
+class SaveRequest(BaseModel):
+    case: str
+    overwrite: bool = False
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
+def create_app(state: LabelApp, token: Optional[str] = None) -> FastAPI:
+    """The FastAPI application over a :class:`LabelApp`.
+
+    Args:
+        state: the app state.
+        token: when set, every request must carry it (``?token=`` once, then a cookie, or an
+            ``X-Token`` header); required when binding to a non-loopback address.
+
+    Returns:
+        The application (serve it with uvicorn).
+    """
+    api = FastAPI(title="s2unet label", docs_url=None, redoc_url=None, openapi_url=None)
+
+    @api.middleware("http")
+    async def require_token(request: Request, call_next):  # type: ignore[no-untyped-def]
+        if token is None:
+            return await call_next(request)
+        given = request.query_params.get("token") or request.cookies.get(TOKEN_COOKIE) or request.headers.get("x-token")
+        if not given or not secrets.compare_digest(given, token):
+            return JSONResponse({"detail": "access token required: open the address printed when the app started"},
+                                status_code=401)
+        response = await call_next(request)
+        if request.query_params.get("token"):
+            response.set_cookie(TOKEN_COOKIE, token, httponly=True, samesite="strict")
+        return response
+
+    @api.exception_handler(AppError)
+    async def app_error(_: Request, exc: AppError) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=422)
+
+    @api.exception_handler(FileExistsError)
+    async def exists_error(_: Request, exc: FileExistsError) -> JSONResponse:
+        return JSONResponse({"detail": str(exc), "confirm": "overwrite"}, status_code=409)
+
+    @api.get("/")
+    def index() -> FileResponse:
+        return FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-store"})
+
+    api.mount("/static", StaticFiles(directory=STATIC), name="static")
+
+    @api.get("/api/info")
+    def info() -> dict[str, Any]:
+        with state.lock:
+            cases = [{"id": c.case_id, "kind": c.kind, "file": c.path.name,
+                      "saved": all(mask_path(state.out, layer, c).exists() for layer in state.layers)}
+                     for c in state.cases.values()]
+        return {
+            "cases": cases, "layers": [layer.name for layer in state.layers], "windows": list(WINDOWS),
+            "prompted": state.predictor.name if state.predictor is not None else None,
+            "checkpoint": str(state.drafter.path) if state.drafter is not None else None,
+            "problems": state.problems, "out": str(state.out),
+        }
+
+    @api.post("/api/open")
+    def open_case(req: Where) -> dict[str, Any]:
+        with state.lock:
+            ed = state.editor(req.case)
+            ed.clear_object()
+            ed.stats.restart_clock()
+            h, w = ed.opened.plane_shape
+            note = f"restored from the {ed.restored_from}" if ed.restored_from else ""
+            return plane_state(state, ed, min(req.plane, ed.masks.shape[1] - 1), note, kind=ed.opened.case.kind,
+                               n_slices=ed.opened.n_slices, height=h, width=w)
+
+    @api.get("/api/image")
+    def image(case: str, plane: int = 0, window: str = "auto") -> Response:
+        with state.lock:
+            ed = state.editor(case)
+            pixels = ed.opened.plane(plane, window)
+        state.warm(ed, plane, window)
+        return Response(_png(np.round(pixels * 255).astype(np.uint8)), media_type="image/png",
+                        headers={"Cache-Control": "no-store"})
+
+    @api.post("/api/plane")
+    def get_plane(req: Where) -> dict[str, Any]:
+        with state.lock:
+            ed = state.editor(req.case)
+            ed.clear_object()
+            return plane_state(state, ed, req.plane)
+
+    @api.post("/api/click")
+    def click(req: ClickRequest) -> dict[str, Any]:
+        with state.lock:
+            ed = state.editor(req.case)
+            t0 = time.perf_counter()
+            note = ed.click(state.require_predictor(), req.layer, req.plane, req.window, req.x, req.y, req.add)
+            seconds = time.perf_counter() - t0
+            return plane_state(state, ed, req.plane, note, seconds=round(seconds, 3))
+
+    @api.post("/api/box")
+    def box(req: BoxRequest) -> dict[str, Any]:
+        with state.lock:
+            ed = state.editor(req.case)
+            t0 = time.perf_counter()
+            ed.box(state.require_predictor(), req.layer, req.plane, req.window, tuple(req.box))  # type: ignore[arg-type]
+            return plane_state(state, ed, req.plane, seconds=round(time.perf_counter() - t0, 3))
+
+    @api.post("/api/stroke")
+    def stroke(req: StrokeRequest) -> dict[str, Any]:
+        with state.lock:
+            ed = state.editor(req.case)
+            points = [(float(p[0]), float(p[1])) for p in req.points if len(p) == 2]
+            ed.stroke(req.layer, req.plane, points, req.radius, req.erase)
+            return plane_state(state, ed, req.plane)
+
+    @api.post("/api/draft")
+    def draft(req: Where) -> dict[str, Any]:
+        with state.lock:
+            ed = state.editor(req.case)
+            if state.drafter is None:
+                raise AppError("no usable --checkpoint for drafts: " + "; ".join(state.problems or [
+                    "start the app with --checkpoint RUN/best.pt (or draw a box)"]))
+            masks = state.drafter.draft(ed.opened)
+            ed.set_draft(masks, list(range(masks.shape[1])), str(state.drafter.path))
+            return plane_state(state, ed, req.plane)
+
+    @api.post("/api/undo")
+    def undo(req: Where) -> dict[str, Any]:
+        with state.lock:
+            ed = state.editor(req.case)
+            return plane_state(state, ed, req.plane, "" if ed.undo() else "nothing to undo")
+
+    @api.post("/api/redo")
+    def redo(req: Where) -> dict[str, Any]:
+        with state.lock:
+            ed = state.editor(req.case)
+            return plane_state(state, ed, req.plane, "" if ed.redo() else "nothing to redo")
+
+    @api.post("/api/save")
+    def save(req: SaveRequest) -> dict[str, Any]:
+        with state.lock:
+            ed = state.editor(req.case)
+            files = save_masks(state.out, state.layers, ed.opened, ed.masks, req.overwrite)
+            record = {
+                "case": ed.opened.case.case_id, "image": str(ed.opened.case.path),
+                "saved_at": time.strftime("%Y-%m-%dT%H:%M:%S"), **ed.stats.as_dict(),
+                "draft": ed.draft_source or None,
+                "dice_draft_vs_saved": draft_dice(state.layers, ed.masks, ed.draft, ed.drafted),
+                "files": [str(p) for p in files],
+            }
+            note = ""
+            try:
+                append_log(state.out, record)
+                remove_autosave(state.out, ed.opened.case)
+            except OSError as exc:
+                note = f"masks saved, but the log could not be written: {exc}"
+            return {"saved": [str(p) for p in files], "record": record, "note": note}
+
+    return api
+
+
+# -------------------------------------------------------------------------------------- main
+def build_state(images: str | Path, out: str | Path, labels: Optional[list[str]] = None,
+                config: Optional[str | Path] = None, checkpoint: Optional[str | Path] = None,
+                prompted: Optional[str] = "mobilesam") -> LabelApp:
+    """Read the cases and load the models; problems that still leave labeling possible (no
+    weights for the prompted model, an unusable checkpoint, an unwritable output folder) are
+    kept for the page instead of raised.
+
+    Args:
+        images: an image / NIfTI file or a folder of them.
+        out: the output folder.
+        labels: label names, saved to ``masks/<name>``; default: the ``config``'s labels, else
+            the checkpoint's, else ``["mask"]``.
+        config: a training config whose labels (names and folders) the app uses, so that the
+            output folder is that config's ``data.root``.
+        checkpoint: an s2unet ``best.pt`` for drafts.
+        prompted: a prompted predictor name (``mobilesam``, ``litemedsam``, ``sam2.1_hiera_*``)
+            or None for none.
+
+    Returns:
+        The state.
+
+    Raises:
+        AppError: no images to label, bad label names, or a config that cannot be read.
+    """
+    cases = {c.case_id: c for c in list_cases(Path(images))}
+    problems: list[str] = []
+    names, folders = labels, None
+    if names is None and config is not None:
+        names, folders = _config_labels(Path(config))
+    if names is None and checkpoint is not None:
+        names = _checkpoint_labels(Path(checkpoint), problems)
+    layers = layers_from(names or ["mask"], folders)
+    out = Path(out).expanduser()
+    not_writable = check_writable(out)
+    if not_writable:
+        problems.append(not_writable)
+    state = LabelApp(cases, layers, out, problems=problems)
+    if checkpoint is not None:
+        try:
+            state.drafter = DraftModel(Path(checkpoint), layers)
+        except AppError as exc:
+            problems.append(str(exc))
+    if prompted:
+        try:
+            state.predictor = create_predictor(prompted)
+        except (CheckpointError, KeyError) as exc:
+            problems.append(f"prompted model {prompted}: {exc.args[0] if isinstance(exc, KeyError) else exc}")
+    return state
+
+
+def _config_labels(path: Path) -> tuple[list[str], list[str]]:
+    """A training config's label names and folders (binary / multilabel tasks)."""
+    from ..config import ConfigError, load_config
+    from ..inference.predictor import channel_names
+
+    try:
+        cfg = load_config(path)
+    except ConfigError as exc:
+        raise AppError(str(exc)) from None
+    if cfg.data.task == "multiclass":
+        raise AppError(f"{path}: the app labels one mask per label (binary / multilabel), not multiclass label maps")
+    return channel_names(cfg), list(cfg.data.labels)
+
+
+def _checkpoint_labels(path: Path, problems: list[str]) -> Optional[list[str]]:
+    """The labels a checkpoint predicts, to name the layers after (None when unreadable)."""
+    from ..config import ConfigError, config_from_dict
+    from ..engine.checkpoint import read_checkpoint
+    from ..inference.predictor import foreground_names
+
+    try:
+        return foreground_names(config_from_dict(read_checkpoint(path)["config"]))
+    except (CheckpointError, ConfigError, KeyError) as exc:
+        problems.append(f"checkpoint {path} cannot be used: {exc}")
+        return None
+
+
+def serve(state: LabelApp, host: str = "127.0.0.1", port: int = 8765, token: Optional[str] = None,
+          allow_remote: bool = False) -> None:
+    """Run the app until interrupted.
+
+    Args:
+        state: from :func:`build_state`.
+        host: the address to bind; anything but loopback needs ``allow_remote`` and gets a token.
+        port: the port.
+        token: the access token (a random one is made for remote binding when None).
+        allow_remote: confirm binding to a non-loopback address.
+
+    Raises:
+        AppError: a non-loopback host without ``allow_remote``.
+    """
+    import uvicorn
+
+    if not _is_loopback(host):
+        if not allow_remote:
+            raise AppError(f"--host {host} would let other machines reach the app and its images; add "
+                           "--allow-remote to confirm (an access token is then required)")
+        token = token or secrets.token_urlsafe(24)
+    for problem in state.problems:
+        print(f"warning: {problem}")
+    shown = "localhost" if _is_loopback(host) else host
+    query = f"/?token={token}" if token else "/"
+    print(f"s2unet label: {len(state.cases)} case(s), labels {', '.join(layer.name for layer in state.layers)}, "
+          f"saving to {state.out}\nopen http://{shown}:{port}{query}  (Ctrl+C to stop)", flush=True)
+    uvicorn.run(create_app(state, token), host=host, port=port, log_level="warning")

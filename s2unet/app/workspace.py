@@ -1,0 +1,440 @@
+"""The labeling app's files: the cases it opens, the masks it saves, its autosave and its log.
+
+Everything here is in the *display frame*: an X-ray as read, a CT slice ``k`` as the usual
+picture (the served slice transposed, as ``compare`` shows it, see the data README). Masks of
+a case are one (S, H, W) bool array per layer (S = 1 for an image).
+
+Output layout (what ``train.py`` reads with ``data.root: OUT``, see :mod:`s2unet.data`)::
+
+    OUT/images/<case>.<suffix>          copy of the source image or volume (skipped when the
+                                        source already lives there)
+    OUT/<layer folder>/<case>.png       X-rays: 0/255, one folder per layer (e.g. masks/lungs)
+    OUT/<layer folder>/<case>.nii.gz    volumes: 0/1 uint8 with the source's geometry
+    OUT/label_log.jsonl                 one line per save (time, clicks, strokes, draft Dice)
+    OUT/.autosave/<case>.npz            work in progress, written after every edit
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+import numpy as np
+
+from ..config import WINDOW_PRESETS, WindowConfig
+from ..data import (
+    DataError,
+    NiftiVolume,
+    load_nifti,
+    read_image,
+    read_mask,
+    save_like,
+    volume_value_range,
+    window_to_unit,
+)
+from ..data.cases import file_stem
+from ..inference.outputs import atomic_path, write_png
+from ..metrics import metric_row
+
+#: Windows offered for volumes: the data's own scale, ``auto`` (lung window for HU data) and
+#: the CT presets of the config.
+WINDOWS: tuple[str, ...] = ("auto", "none", *WINDOW_PRESETS)
+VOLUME_AXIS = 2  # slices are cut along the served third axis, the training default
+LOG_NAME = "label_log.jsonl"
+AUTOSAVE_DIR = ".autosave"
+
+
+class AppError(Exception):
+    """A problem the page shows the user as one line (bad file, unwritable folder...)."""
+
+
+@dataclass(frozen=True)
+class Layer:
+    """One label: its name and the folder (relative to the output) its masks go to."""
+
+    name: str
+    folder: str
+
+
+def layers_from(names: Sequence[str], folders: Optional[Sequence[str]] = None) -> list[Layer]:
+    """Layers from label names and, optionally, their folders (default ``masks/<name>``).
+
+    Args:
+        names: label names, unique.
+        folders: one folder per name, relative to the output folder.
+
+    Returns:
+        The layers, in order.
+
+    Raises:
+        AppError: no names, duplicates, or a folder count that differs from the names'.
+    """
+    names = [n.strip() for n in names]
+    if not names or any(not n for n in names):
+        raise AppError("give at least one label name (e.g. --labels lungs)")
+    if len(set(names)) != len(names):
+        raise AppError(f"label names must be unique, got {names}")
+    folders = list(folders) if folders is not None else [f"masks/{n}" for n in names]
+    if len(folders) != len(names):
+        raise AppError(f"{len(names)} label names but {len(folders)} label folders")
+    for folder in folders:
+        if Path(folder).is_absolute() or ".." in Path(folder).parts:
+            raise AppError(f"label folder {folder!r} must be relative to the output folder")
+    return [Layer(n, f) for n, f in zip(names, folders)]
+
+
+# ------------------------------------------------------------------------------------ cases
+@dataclass(frozen=True)
+class CaseFile:
+    """One file to label: an X-ray image or a NIfTI volume."""
+
+    case_id: str
+    path: Path
+    kind: str  # "image" or "volume"
+
+    @property
+    def suffix(self) -> str:
+        """The file's suffix as it is paired (``.png``, ``.nii.gz``...)."""
+        return self.path.name[len(self.case_id):]
+
+
+def _case_file(path: Path) -> Optional[CaseFile]:
+    stem = file_stem(path, "volume")
+    if stem is not None:
+        return CaseFile(stem, path, "volume")
+    stem = file_stem(path, "image")
+    return CaseFile(stem, path, "image") if stem is not None else None
+
+
+def list_cases(source: Path) -> list[CaseFile]:
+    """The images and volumes to label: one file, or the files of a folder (not recursive).
+
+    Args:
+        source: an image / NIfTI file, or a folder of them.
+
+    Returns:
+        The cases, sorted by name.
+
+    Raises:
+        AppError: nothing to label there, or two files with one case name.
+    """
+    source = Path(source).expanduser()
+    if source.is_file():
+        found = _case_file(source)
+        if found is None:
+            raise AppError(f"{source} is not an image (PNG/JPEG/TIFF/BMP/DICOM) or a NIfTI volume")
+        return [found]
+    if not source.is_dir():
+        raise AppError(f"--images {source} does not exist")
+    cases: dict[str, CaseFile] = {}
+    for path in sorted(source.iterdir()):
+        found = _case_file(path) if path.is_file() else None
+        if found is None:
+            continue
+        if found.case_id in cases:
+            raise AppError(f"{cases[found.case_id].path} and {path} have the same case name {found.case_id!r}")
+        cases[found.case_id] = found
+    if not cases:
+        raise AppError(f"--images {source} holds no image (PNG/JPEG/TIFF/BMP/DICOM) or NIfTI volume")
+    return list(cases.values())
+
+
+class OpenCase:
+    """A case's pixels, read once, in the display frame.
+
+    Args:
+        case: the file.
+
+    Raises:
+        AppError: the file cannot be read (the reader's message, naming the file).
+    """
+
+    def __init__(self, case: CaseFile) -> None:
+        self.case = case
+        self.volume: Optional[NiftiVolume] = None
+        try:
+            if case.kind == "volume":
+                self.volume = load_nifti(case.path, reorient=True)
+                self._array = self.volume.get_array()
+                self._range = volume_value_range(self._array)  # one scale for every slice
+            else:
+                self._array = read_image(case.path)
+        except DataError as exc:
+            raise AppError(str(exc)) from None
+
+    @property
+    def n_slices(self) -> int:
+        """Planes of the case (1 for an image)."""
+        return 1 if self.volume is None else int(self._array.shape[VOLUME_AXIS])
+
+    @property
+    def plane_shape(self) -> tuple[int, int]:
+        """(H, W) of a plane in the display frame."""
+        if self.volume is None:
+            return tuple(self._array.shape)  # type: ignore[return-value]
+        h, w = np.delete(np.array(self._array.shape), VOLUME_AXIS)[::-1]
+        return int(h), int(w)
+
+    def plane(self, k: int, window: str = "auto") -> np.ndarray:
+        """Plane ``k`` in 0..1 as shown (and as the prompted model sees it).
+
+        Args:
+            k: slice index (0 for images).
+            window: volumes: one of :data:`WINDOWS`.
+
+        Returns:
+            (H, W) float32 in 0..1 (NaN pixels as 0).
+        """
+        if not 0 <= k < self.n_slices:
+            raise AppError(f"{self.case.case_id}: slice {k} outside 0..{self.n_slices - 1}")
+        if self.volume is None:
+            return np.nan_to_num(self._array, nan=0.0)
+        if window not in WINDOWS:
+            raise AppError(f"unknown window {window!r}; choose one of {', '.join(WINDOWS)}")
+        served = np.take(self._array, k, axis=VOLUME_AXIS)
+        return window_to_unit(served, WindowConfig(preset=window), self._range).T
+
+    def to_display(self, served: np.ndarray) -> np.ndarray:
+        """A served (X, Y, Z) volume-shaped array as (S, H, W) display planes."""
+        return np.ascontiguousarray(np.moveaxis(served, VOLUME_AXIS, 0).transpose(0, 2, 1))
+
+    def to_served(self, planes: np.ndarray) -> np.ndarray:
+        """(S, H, W) display planes back to the served volume shape (inverse of :meth:`to_display`)."""
+        return np.ascontiguousarray(np.moveaxis(planes.transpose(0, 2, 1), 0, VOLUME_AXIS))
+
+
+# ----------------------------------------------------------------------------------- output
+def mask_path(out: Path, layer: Layer, case: CaseFile) -> Path:
+    """Where a layer's mask of a case is saved."""
+    suffix = ".nii.gz" if case.kind == "volume" else ".png"
+    return out / layer.folder / f"{case.case_id}{suffix}"
+
+
+def read_saved_masks(out: Path, layers: Sequence[Layer], opened: OpenCase) -> Optional[np.ndarray]:
+    """Masks saved earlier for a case, so it reopens as it was left; None when there are none.
+
+    Returns:
+        (C, S, H, W) bool; a layer without a file is empty.
+
+    Raises:
+        AppError: a saved mask that cannot be read or has another shape than the case.
+    """
+    paths = [mask_path(out, layer, opened.case) for layer in layers]
+    if not any(p.is_file() for p in paths):
+        return None
+    shape = (opened.n_slices, *opened.plane_shape)
+    masks = np.zeros((len(layers), *shape), dtype=bool)
+    for c, path in enumerate(paths):
+        if not path.is_file():
+            continue
+        try:
+            if opened.volume is not None:
+                vol = load_nifti(path, reorient=True)
+                plane = opened.to_display(vol.get_array() > 0)
+            else:
+                plane = read_mask(path)[None]
+        except DataError as exc:
+            raise AppError(f"saved mask unreadable: {exc}") from None
+        if plane.shape != shape:
+            raise AppError(f"saved mask {path} has shape {plane.shape[1:]} but the case has {shape[1:]}")
+        masks[c] = plane
+    return masks
+
+
+def check_writable(out: Path) -> Optional[str]:
+    """Why the output folder cannot be written, or None when it can (tested by writing)."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / f".write_test{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        return f"output folder {out} cannot be written ({exc.strerror or exc}); choose another --out"
+    return None
+
+
+def _copy_atomic(src: Path, dst: Path) -> None:
+    with atomic_path(dst) as tmp:
+        shutil.copyfile(src, tmp)
+
+
+def save_masks(out: Path, layers: Sequence[Layer], opened: OpenCase, masks: np.ndarray,
+               overwrite: bool) -> list[Path]:
+    """Write a case's masks in the training layout, each file atomically.
+
+    Args:
+        out: the output folder.
+        layers: the layers, one per mask channel.
+        opened: the case.
+        masks: (C, S, H, W) bool masks in the display frame.
+        overwrite: replace mask files that exist; when False they are refused.
+
+    Returns:
+        The mask files written.
+
+    Raises:
+        FileExistsError: a mask exists and ``overwrite`` is False (nothing written); the
+            message lists the files.
+        AppError: the folder cannot be written (nothing of the existing masks is lost: each
+            file is replaced only once its new version is complete).
+    """
+    case = opened.case
+    paths = [mask_path(out, layer, case) for layer in layers]
+    existing = [p for p in paths if p.exists()]
+    if existing and not overwrite:
+        raise FileExistsError("already saved: " + ", ".join(str(p) for p in existing))
+    try:
+        image_copy = out / "images" / case.path.name
+        if not image_copy.exists():
+            _copy_atomic(case.path, image_copy)
+        for c, path in enumerate(paths):
+            if opened.volume is not None:
+                save_like(opened.to_served(masks[c]), opened.volume, path, dtype=np.uint8)
+            else:
+                write_png(path, masks[c, 0].astype(np.uint8) * 255)
+    except (OSError, DataError) as exc:
+        raise AppError(f"cannot save {case.case_id} to {out}: {exc}") from None
+    return paths
+
+
+# ------------------------------------------------------------------------------ bookkeeping
+@dataclass
+class CaseStats:
+    """What labeling a case took, for the log.
+
+    Attributes:
+        seconds: active time: the gaps between consecutive edits, each capped at
+            :attr:`IDLE_CAP` seconds so that a tab left open overnight does not count.
+        clicks: correction clicks (add and remove).
+        strokes: brush and eraser strokes.
+        boxes: boxes drawn for a box-prompted draft.
+        last_event: wall time of the last edit (not logged).
+    """
+
+    IDLE_CAP = 60.0
+
+    seconds: float = 0.0
+    clicks: int = 0
+    strokes: int = 0
+    boxes: int = 0
+    last_event: Optional[float] = field(default=None, repr=False)
+
+    def tick(self, now: Optional[float] = None) -> None:
+        """Account the time since the last event (capped) and move the mark to now."""
+        now = time.time() if now is None else now
+        if self.last_event is not None:
+            self.seconds += min(max(0.0, now - self.last_event), self.IDLE_CAP)
+        self.last_event = now
+
+    def restart_clock(self, now: Optional[float] = None) -> None:
+        """Start timing afresh (the case was just opened): the time away is not counted."""
+        self.last_event = time.time() if now is None else now
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"seconds": round(self.seconds, 1), "clicks": self.clicks, "strokes": self.strokes, "boxes": self.boxes}
+
+
+def draft_dice(layers: Sequence[Layer], masks: np.ndarray, draft: Optional[np.ndarray],
+               drafted: Optional[np.ndarray]) -> dict[str, Optional[float]]:
+    """Per layer, the Dice between the draft and the saved mask over the planes that had a draft.
+
+    Args:
+        layers: the layers.
+        masks: (C, S, H, W) saved masks.
+        draft: (C, S, H, W) the draft masks, or None when no draft was made.
+        drafted: (C, S) which planes had a draft.
+
+    Returns:
+        ``{layer name: Dice}``; None for a layer that had no draft.
+    """
+    out: dict[str, Optional[float]] = {}
+    for c, layer in enumerate(layers):
+        if draft is None or drafted is None or not drafted[c].any():
+            out[layer.name] = None
+            continue
+        planes = np.flatnonzero(drafted[c])
+        row = metric_row(masks[c, planes][None], draft[c, planes][None])
+        out[layer.name] = round(float(row["dice"]), 4)
+    return out
+
+
+def append_log(out: Path, record: dict[str, Any]) -> None:
+    """Append one JSON line to the output's ``label_log.jsonl`` (one ``write`` per line)."""
+    with (out / LOG_NAME).open("a") as f:
+        f.write(json.dumps(record) + "\n")
+
+
+def autosave_path(out: Path, case: CaseFile) -> Path:
+    return out / AUTOSAVE_DIR / f"{case.case_id}.npz"
+
+
+def write_autosave(out: Path, case: CaseFile, masks: np.ndarray, draft: Optional[np.ndarray],
+                   drafted: Optional[np.ndarray], draft_source: str, stats: CaseStats) -> None:
+    """Keep the work in progress of a case on disk (atomic; bit-packed masks).
+
+    Raises:
+        AppError: the folder cannot be written.
+    """
+    arrays: dict[str, Any] = {"shape": np.array(masks.shape), "masks": np.packbits(masks),
+                              "meta": np.array(json.dumps({"draft_source": draft_source, **stats.as_dict()}))}
+    if draft is not None and drafted is not None:
+        arrays.update(draft=np.packbits(draft), drafted=drafted)
+    try:
+        with atomic_path(autosave_path(out, case)) as tmp:
+            with tmp.open("wb") as f:
+                np.savez_compressed(f, **arrays)
+    except OSError as exc:
+        raise AppError(f"autosave of {case.case_id} to {out} failed ({exc}); your edits are kept in memory") from None
+
+
+@dataclass
+class Restored:
+    """A case's autosaved work."""
+
+    masks: np.ndarray
+    draft: Optional[np.ndarray]
+    drafted: Optional[np.ndarray]
+    draft_source: str
+    stats: CaseStats
+
+
+def read_autosave(out: Path, case: CaseFile, shape: tuple[int, ...]) -> Optional[Restored]:
+    """The autosaved work of a case, or None when there is none or it does not fit ``shape``.
+
+    Args:
+        out: the output folder.
+        case: the case.
+        shape: the (C, S, H, W) the masks must have (another layer set cannot be restored).
+    """
+    path = autosave_path(out, case)
+    if not path.is_file():
+        return None
+    try:
+        with np.load(path) as z:
+            if tuple(z["shape"]) != tuple(shape):
+                return None
+            n = int(np.prod(shape))
+            masks = np.unpackbits(z["masks"])[:n].reshape(shape).astype(bool)
+            draft = np.unpackbits(z["draft"])[:n].reshape(shape).astype(bool) if "draft" in z else None
+            drafted = z["drafted"].astype(bool) if "drafted" in z else None
+            meta = json.loads(str(z["meta"]))
+    except (OSError, ValueError, KeyError) as exc:
+        raise AppError(f"autosave {path} is unreadable ({exc}); move it away to start the case afresh") from None
+    stats = CaseStats(meta.get("seconds", 0.0), meta.get("clicks", 0), meta.get("strokes", 0), meta.get("boxes", 0))
+    return Restored(masks, draft, drafted, meta.get("draft_source", ""), stats)
+
+
+def remove_autosave(out: Path, case: CaseFile) -> None:
+    """Drop a case's autosave once its masks are saved."""
+    autosave_path(out, case).unlink(missing_ok=True)
+
+
+__all__ = [
+    "AppError", "CaseFile", "CaseStats", "Layer", "OpenCase", "Restored", "WINDOWS", "append_log", "check_writable",
+    "draft_dice", "layers_from", "list_cases", "mask_path", "read_autosave", "read_saved_masks", "remove_autosave",
+    "save_masks", "write_autosave",
+]

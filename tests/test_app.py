@@ -1,0 +1,371 @@
+"""The labeling app without a browser: the click session shared with ``compare``, mask prompts,
+object-wise click refinement, strokes, undo / redo, the training layout of saved masks (PNG and
+NIfTI geometry), overwrite refusal, autosave and restore, the per-case log, bad input shown as
+one message, and the access token. A stand-in predictor keeps everything fast and exact."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import nibabel as nib
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+from PIL import Image
+
+from s2unet import cli
+from s2unet.app import CaseEditor, build_state, create_app, layers_from, stroke_mask
+from s2unet.app.server import LabelApp, serve
+from s2unet.app.workspace import (
+    AppError,
+    CaseStats,
+    OpenCase,
+    list_cases,
+    read_autosave,
+    save_masks,
+    write_autosave,
+)
+from s2unet.baselines.prompts import Click, Prompts
+from s2unet.baselines.sam_predictors import MASK_PROMPT_LOGIT, PromptedPredictor, SamFrame, SamTinyViTPredictor
+from s2unet.baselines.session import ClickSession
+from s2unet.config import config_from_dict
+from s2unet.engine.checkpoint import atomic_save, model_payload
+from s2unet.models import create_model
+
+H = W = 64
+
+
+class Painter(PromptedPredictor):
+    """Stand-in for a SAM model: fills the box, then a 7 x 7 square per point (set by add
+    points, cleared by remove points). Records what each call received."""
+
+    name = "painter"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.embedded = 0
+        self.calls: list[dict] = []
+
+    def _embed(self, image: np.ndarray) -> None:
+        self.embedded += 1
+
+    def _predict(self, boxes, points, labels, mask_input, multimask):
+        h, w = self._hw
+        k = len(boxes) if boxes is not None else len(points)
+        self.calls.append({"boxes": boxes, "points": points, "mask_input": mask_input, "multimask": multimask})
+        logits = np.full((k, h, w), -20.0, dtype=np.float32)
+        for i in range(k):
+            if boxes is not None:
+                x0, y0, x1, y1 = np.round(boxes[i]).astype(int)
+                logits[i, y0 : y1 + 1, x0 : x1 + 1] = 20.0
+            if points is not None:
+                for (x, y), lab in zip(np.round(points[i]).astype(int), labels[i]):
+                    logits[i, max(0, y - 3) : y + 4, max(0, x - 3) : x + 4] = 20.0 if lab == 1 else -20.0
+        return logits, np.full((k, 1, 256, 256), float(len(self.calls)), np.float32)
+
+
+def _png(path: Path, array: np.ndarray) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(array).save(path)
+    return path
+
+
+@pytest.fixture
+def images(tmp_path: Path) -> Path:
+    folder = tmp_path / "images"
+    rng = np.random.default_rng(0)
+    for name in ("a", "b"):
+        _png(folder / f"{name}.png", rng.integers(0, 255, (H, W), dtype=np.uint8))
+    return folder
+
+
+def _state(images: Path, out: Path, **kwargs) -> LabelApp:
+    state = build_state(images, out, kwargs.pop("labels", ["lungs"]), prompted=None, **kwargs)
+    state.predictor = Painter()
+    return state
+
+
+def _two_blobs() -> np.ndarray:
+    mask = np.zeros((H, W), dtype=bool)
+    mask[10:30, 5:25] = True  # "right lung"
+    mask[10:30, 40:60] = True  # "left lung"
+    return mask
+
+
+# ------------------------------------------------------------------------------ the session
+def test_click_session_embeds_once_and_feeds_back_the_last_logits() -> None:
+    predictor = Painter()
+    session = ClickSession(predictor, np.zeros((H, W), np.float32), key="img")
+    session.start(Prompts(np.array([[5, 5, 20, 20]], np.float32), None, None, False))
+    session.click(Click(30.0, 30.0, 1, False))
+    session.click(Click(10.0, 10.0, 0, False))
+    assert predictor.embedded == 1
+    first, second, third = predictor.calls
+    assert first["mask_input"] is None
+    assert np.all(second["mask_input"] == 1.0) and np.all(third["mask_input"] == 2.0)  # the previous answer's logits
+    assert session.prompts.points.shape == (1, 2, 2) and [c.label for c in session.clicks] == [1, 0]
+    prob = session.prob >= 0.5
+    assert prob[30, 30] and not prob[10, 10] and prob[18, 18]
+
+
+def test_a_mask_prompt_makes_a_lone_point_unambiguous() -> None:
+    predictor = Painter()
+    session = ClickSession(predictor, np.zeros((H, W), np.float32))
+    session.start(Prompts(None, np.array([[[5.0, 5.0]]], np.float32), np.array([[1]]), False))
+    session.start(Prompts(None, np.array([[[5.0, 5.0]]], np.float32), np.array([[1]]), False), mask=_two_blobs())
+    assert [c["multimask"] for c in predictor.calls] == [True, False]
+    np.testing.assert_array_equal(predictor.calls[1]["mask_input"].shape, (1, 1, 256, 256))
+
+
+def test_sam1_mask_prompt_follows_the_resize_and_padding_of_the_image() -> None:
+    predictor = SamTinyViTPredictor.__new__(SamTinyViTPredictor)  # frame logic only, no weights
+    PromptedPredictor.__init__(predictor)
+    predictor._hw, predictor._frame = (100, 200), SamFrame.of((100, 200), 1024)
+    mask = np.zeros((100, 200), dtype=bool)
+    mask[:, :100] = True  # left half
+    low = predictor.mask_prompt(mask)[0, 0]
+    assert low.shape == (256, 256)
+    # The image fills the top 128 rows of the 256 low-res rows (512 of 1024 input rows); the
+    # padding below is background, the left half of the image foreground.
+    assert low[:120, :120].min() == pytest.approx(MASK_PROMPT_LOGIT)
+    assert low[:120, 136:].max() == pytest.approx(-MASK_PROMPT_LOGIT)
+    assert low[136:, :].max() == pytest.approx(-MASK_PROMPT_LOGIT)
+
+
+# ---------------------------------------------------------------------- editing a case
+@pytest.fixture
+def editor(images: Path) -> CaseEditor:
+    opened = OpenCase(list_cases(images)[0])
+    return CaseEditor(opened, layers_from(["lungs"]), _two_blobs()[None, None])
+
+
+def test_a_click_refines_only_the_object_it_lands_on(editor: CaseEditor) -> None:
+    predictor = Painter()
+    before = editor.masks[0, 0].copy()
+    editor.click(predictor, 0, 0, "auto", 15.0, 20.0, add=False)  # remove inside the right blob
+    after = editor.masks[0, 0]
+    np.testing.assert_array_equal(after[:, 32:], before[:, 32:])  # the other blob is untouched
+    assert not after[20, 15] and after[12, 7]
+    call = predictor.calls[-1]
+    np.testing.assert_array_equal(call["boxes"], [[5, 10, 24, 29]])  # the blob's box ...
+    assert call["mask_input"] is not None and not call["multimask"]  # ... and the blob as mask prompt
+    # The next click continues the same object: one more point, the model's own logits.
+    editor.click(predictor, 0, 0, "auto", 7.0, 27.0, add=False)
+    assert predictor.calls[-1]["points"].shape == (1, 2, 2) and np.all(predictor.calls[-1]["mask_input"] == 1.0)
+    assert not editor.masks[0, 0, 27, 7] and not editor.masks[0, 0, 20, 15]
+
+
+def test_an_add_click_near_an_object_extends_it_and_a_far_one_starts_a_new_one(editor: CaseEditor) -> None:
+    predictor = Painter()
+    editor.click(predictor, 0, 0, "auto", 27.0, 20.0, add=True)  # just right of the right blob
+    np.testing.assert_array_equal(predictor.calls[-1]["boxes"], [[5, 10, 27, 29]])  # its box, grown to the click
+    editor.stroke(0, 0, [(0.0, 63.0)], 1.0, erase=False)  # a stroke ends the object
+    editor.masks[0, 0] = False
+    editor.click(predictor, 0, 0, "auto", 30.0, 50.0, add=True)  # nothing near: the click alone
+    assert predictor.calls[-1]["boxes"] is None and predictor.calls[-1]["mask_input"] is None
+    assert editor.masks[0, 0, 50, 30]
+
+
+def test_a_remove_click_off_the_mask_changes_nothing(editor: CaseEditor) -> None:
+    before = editor.masks.copy()
+    note = editor.click(Painter(), 0, 0, "auto", 32.0, 50.0, add=False)
+    assert "nothing to remove" in note and not editor.can_undo
+    np.testing.assert_array_equal(editor.masks, before)
+
+
+def test_strokes_paint_and_erase_and_undo_redo_are_exact(editor: CaseEditor) -> None:
+    start = editor.masks.copy()
+    editor.stroke(0, 0, [(2.0, 40.0), (20.0, 40.0)], 2.0, erase=False)
+    painted = editor.masks.copy()
+    assert painted[0, 0, 40, 2:21].all() and not painted[0, 0, 44, 10]
+    editor.stroke(0, 0, [(15.0, 12.0)], 3.0, erase=True)
+    assert not editor.masks[0, 0, 12, 15] and editor.masks[0, 0, 20, 15]
+    assert editor.undo()
+    np.testing.assert_array_equal(editor.masks, painted)
+    assert editor.undo() and not editor.undo()
+    np.testing.assert_array_equal(editor.masks, start)
+    assert editor.redo() and editor.redo() and not editor.redo()
+    assert editor.stats.strokes == 2
+
+
+def test_stroke_mask_is_a_round_brush_along_the_line() -> None:
+    dab = stroke_mask((20, 20), [(10.0, 10.0)], 3.0)
+    assert dab[10, 10] and dab[10, 13] and not dab[10, 14] and not dab[13, 13]
+    line = stroke_mask((20, 40), [(5.0, 10.0), (30.0, 10.0)], 2.0)
+    assert line[10, 5:31].all() and line[8, 15] and not line[13, 15]
+
+
+# --------------------------------------------------------------------------- files
+def test_saved_pngs_follow_the_training_layout_and_are_never_overwritten_silently(images: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    opened = OpenCase(list_cases(images)[0])
+    layers = layers_from(["lungs", "heart"])
+    masks = np.zeros((2, 1, H, W), dtype=bool)
+    masks[0, 0, 5:10, 5:10] = True
+    files = save_masks(out, layers, opened, masks, overwrite=False)
+    assert files == [out / "masks/lungs/a.png", out / "masks/heart/a.png"]
+    saved = np.asarray(Image.open(files[0]))
+    assert saved.dtype == np.uint8 and saved.sum() == 25 * 255 and saved[7, 7] == 255
+    assert (out / "images" / "a.png").read_bytes() == (images / "a.png").read_bytes()
+    with pytest.raises(FileExistsError, match="masks/lungs/a.png"):
+        save_masks(out, layers, opened, np.zeros_like(masks), overwrite=False)
+    assert np.asarray(Image.open(files[0])).sum() == 25 * 255  # untouched
+    save_masks(out, layers, opened, np.zeros_like(masks), overwrite=True)
+    assert np.asarray(Image.open(files[0])).sum() == 0
+
+
+def test_volume_masks_keep_the_source_geometry_and_the_slice_orientation(tmp_path: Path) -> None:
+    data = np.arange(8 * 6 * 4, dtype=np.int16).reshape(8, 6, 4) - 1000  # HU-like
+    affine = np.diag([0.7, 0.8, 2.5, 1.0])
+    affine[:3, 3] = [-10, 20, 5]
+    src = tmp_path / "vols" / "ct1.nii.gz"
+    src.parent.mkdir()
+    nib.save(nib.Nifti1Image(data, affine), src)
+    opened = OpenCase(list_cases(src.parent)[0])
+    assert opened.n_slices == 4 and opened.plane_shape == (6, 8)  # slice k shown as data[:, :, k].T
+    np.testing.assert_allclose(opened.plane(2, "none"), ((data[:, :, 2] + 1000) / 191.0).T, atol=1e-6)
+    assert opened.plane(2, "lung").max() <= 1.0
+    masks = np.zeros((1, 4, 6, 8), dtype=bool)
+    masks[0, 2, 1, 5] = True  # display row 1, column 5 of slice 2
+    path = save_masks(tmp_path / "out", layers_from(["lesion"]), opened, masks, overwrite=False)[0]
+    saved = nib.load(path)
+    np.testing.assert_allclose(saved.affine, affine)
+    arr = np.asarray(saved.dataobj)
+    assert arr.dtype == np.uint8 and arr.shape == data.shape
+    assert arr.sum() == 1 and arr[5, 1, 2] == 1
+
+
+def test_autosave_restores_masks_draft_and_counters(images: Path, tmp_path: Path) -> None:
+    case = list_cases(images)[0]
+    masks = np.zeros((1, 1, H, W), dtype=bool)
+    masks[0, 0, 3, 4] = True
+    write_autosave(tmp_path, case, masks, masks, np.ones((1, 1), bool), "ckpt.pt", CaseStats(12.5, 3, 2, 1))
+    got = read_autosave(tmp_path, case, masks.shape)
+    np.testing.assert_array_equal(got.masks, masks)
+    np.testing.assert_array_equal(got.draft, masks)
+    assert (got.draft_source, got.stats.clicks, got.stats.strokes, got.stats.seconds) == ("ckpt.pt", 3, 2, 12.5)
+    assert read_autosave(tmp_path, case, (2, 1, H, W)) is None  # another layer set: not restored
+
+
+def test_idle_time_is_capped_in_the_labeling_seconds() -> None:
+    stats = CaseStats()
+    stats.restart_clock(now=0.0)
+    stats.tick(now=5.0)
+    stats.tick(now=5.0 + 3600.0)  # an hour away counts as the cap
+    assert stats.seconds == pytest.approx(5.0 + CaseStats.IDLE_CAP)
+
+
+# -------------------------------------------------------------------------- the server
+def test_edits_are_autosaved_and_restored_after_a_restart(images: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    client = TestClient(create_app(_state(images, out)))
+    assert client.post("/api/open", json={"case": "a"}).status_code == 200
+    r = client.post("/api/stroke", json={"case": "a", "points": [[10, 10], [20, 10]], "radius": 2})
+    assert r.status_code == 200 and r.json()["stats"]["strokes"] == 1
+    # The server is gone (closed tab, crash); a new one finds the work.
+    client = TestClient(create_app(_state(images, out)))
+    r = client.post("/api/open", json={"case": "a"}).json()
+    assert "restored from the autosave" in r["note"] and r["stats"]["strokes"] == 1
+    mask = np.asarray(Image.open(__import__("io").BytesIO(__import__("base64").b64decode(r["masks"][0]))))
+    assert mask[10, 10:21].all()
+    saved = client.post("/api/save", json={"case": "a"}).json()
+    assert saved["saved"] == [str(out / "masks/lungs/a.png")]
+    assert not (out / ".autosave" / "a.npz").exists()
+    assert client.post("/api/save", json={"case": "a"}).status_code == 409  # no silent overwrite
+
+
+def test_an_unreadable_image_is_one_message_and_the_other_cases_still_open(images: Path, tmp_path: Path) -> None:
+    (images / "broken.png").write_bytes(b"not a png")
+    client = TestClient(create_app(_state(images, tmp_path / "out")))
+    r = client.post("/api/open", json={"case": "broken"})
+    assert r.status_code == 422 and "broken.png" in r.json()["detail"] and "cannot read image" in r.json()["detail"]
+    assert client.post("/api/open", json={"case": "a"}).status_code == 200
+
+
+def test_an_unwritable_output_folder_is_reported_and_the_edits_are_kept(images: Path, tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("a file where the output folder should be")
+    state = _state(images, blocker / "out")
+    assert any("cannot be written" in p for p in state.problems)
+    client = TestClient(create_app(state))
+    r = client.post("/api/open", json={"case": "a"})
+    assert r.status_code == 200 and "autosave" in r.json()["note"]
+    client.post("/api/stroke", json={"case": "a", "points": [[5, 5]], "radius": 2})
+    r = client.post("/api/save", json={"case": "a"})
+    assert r.status_code == 422 and "cannot save a" in r.json()["detail"]
+    assert state.editors["a"].masks[0, 0, 5, 5]  # still there, to save elsewhere once fixed
+
+
+def _unet_checkpoint(path: Path, kind: str, labels: list[str]) -> Path:
+    cfg = config_from_dict({"data": {"kind": kind, "labels": labels, "image_size": 64,
+                                     "task": "multilabel" if len(labels) > 1 else "binary"},
+                            "model": {"arch": "unet"}, "seed": 0})
+    atomic_save(model_payload(create_model(cfg), cfg, 0.5, {}), path)
+    return path
+
+
+def test_a_checkpoint_of_another_task_is_refused_with_the_reason(images: Path, tmp_path: Path) -> None:
+    ckpt = _unet_checkpoint(tmp_path / "heart.pt", "image", ["masks/heart"])
+    state = _state(images, tmp_path / "out", checkpoint=ckpt)
+    assert state.drafter is None and any("predicts ['heart']" in p and "['lungs']" in p for p in state.problems)
+    client = TestClient(create_app(state))
+    r = client.post("/api/draft", json={"case": "a"})
+    assert r.status_code == 422 and "predicts ['heart']" in r.json()["detail"]
+    volumes = _unet_checkpoint(tmp_path / "ct.pt", "volume", ["masks/lungs"])
+    client = TestClient(create_app(_state(images, tmp_path / "out", checkpoint=volumes)))
+    r = client.post("/api/draft", json={"case": "a"})
+    assert r.status_code == 422 and "trained on volumes" in r.json()["detail"]
+
+
+def test_the_log_has_time_counts_and_the_dice_between_draft_and_saved_mask(images: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    ckpt = _unet_checkpoint(tmp_path / "lungs.pt", "image", ["masks/lungs"])
+    state = _state(images, out, labels=None, checkpoint=ckpt)  # layers named after the checkpoint
+    assert [layer.name for layer in state.layers] == ["lungs"] and state.problems == []
+    client = TestClient(create_app(state))
+    client.post("/api/open", json={"case": "a"})
+    assert client.post("/api/draft", json={"case": "a"}).status_code == 200
+    draft = state.editors["a"].masks[0, 0].copy()
+    client.post("/api/stroke", json={"case": "a", "points": [[1, 1], [60, 60]], "radius": 4,
+                                     "erase": bool(draft[30, 30])})
+    client.post("/api/save", json={"case": "a"})
+    record = json.loads((out / "label_log.jsonl").read_text().splitlines()[-1])
+    saved = np.asarray(Image.open(out / "masks/lungs/a.png")) > 0
+    expected = 2 * (saved & draft).sum() / (saved.sum() + draft.sum())
+    assert record["dice_draft_vs_saved"]["lungs"] == pytest.approx(expected, abs=1e-4) and expected < 1
+    assert (record["strokes"], record["clicks"], record["draft"]) == (1, 0, str(ckpt))
+
+
+def test_a_token_guards_every_request_when_set(images: Path, tmp_path: Path) -> None:
+    client = TestClient(create_app(_state(images, tmp_path / "out"), token="s3cret"))
+    assert client.get("/api/info").status_code == 401
+    assert client.get("/api/info", headers={"X-Token": "wrong"}).status_code == 401
+    assert client.get("/?token=s3cret").status_code == 200
+    assert client.get("/api/info").status_code == 200  # the cookie set by the first visit
+
+
+def test_binding_beyond_loopback_needs_an_explicit_flag(images: Path, tmp_path: Path) -> None:
+    with pytest.raises(AppError, match="--allow-remote"):
+        serve(_state(images, tmp_path / "out"), host="0.0.0.0")
+
+
+def test_cli_reports_a_missing_image_folder_in_one_line(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["label", "--images", str(tmp_path / "nope"), "--prompted", "none"])
+    assert exc.value.code == 2
+    assert capsys.readouterr().err.strip() == f"error: --images {tmp_path / 'nope'} does not exist"
+
+
+def test_saved_masks_train_as_they_are(images: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    out = tmp_path / "out"
+    client = TestClient(create_app(_state(images, out)))
+    for case in ("a", "b"):
+        client.post("/api/open", json={"case": case})
+        client.post("/api/stroke", json={"case": case, "points": [[20, 20], [40, 40]], "radius": 6})
+        assert client.post("/api/save", json={"case": case}).status_code == 200
+    config = Path(__file__).resolve().parents[1] / "configs" / "cxr_lung.yaml"
+    code = cli.main(["--config", str(config), "--set", f"data.root={out}", "--set", "model.arch=unet",
+                     "--set", "data.split.val_ratio=0.5", "--set", "data.split.test_ratio=0.0", "--check-only"],
+                    command="train")
+    assert code == 0 and "config and data OK: 2 cases" in capsys.readouterr().out
