@@ -74,7 +74,7 @@ def _run_train(args: argparse.Namespace) -> None:
         # The same checks training runs first (it also resolves the device), without the work.
         resolve_device(cfg.train.device, "train.device")
         check_model_config(cfg)
-        bundle = build_datasets(cfg.data, cfg.seed)
+        bundle = build_datasets(cfg.data, cfg.seed, val_max_cases=cfg.train.val_max_cases)
         print(f"config and data OK: {len(bundle.cases)} cases, split "
               + ", ".join(f"{k} {len(v)}" for k, v in bundle.split.items()))
         return

@@ -129,7 +129,7 @@ def _train(cfg: Config, device: torch.device, info: DistInfo, saved: dict | None
     # Cheap checks first: an unknown encoder, an image size it cannot take, a missing encoder
     # file or bad data must stop the run before any heavy work starts.
     check_model_config(cfg)
-    bundle = build_datasets(cfg.data, cfg.seed)
+    bundle = build_datasets(cfg.data, cfg.seed, val_max_cases=t_cfg.val_max_cases)
     run_dir = Path(resume) if resume is not None else _new_run_dir(cfg, info)
     if info.is_main:  # locked until train() returns; marked FAILED if anything below raises
         run_dir_hold.enter_context(hold_run_dir(run_dir))
