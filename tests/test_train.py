@@ -13,9 +13,12 @@ import pytest
 import torch
 
 from s2unet.config import load_config
+from s2unet.data import ImageDataset, find_cases
 from s2unet.engine import rundir, trainer
 from s2unet.engine.checkpoint import atomic_save, load_model_checkpoint
+from s2unet.engine.validation import validate
 from s2unet.io import OutputError
+from s2unet.models.base import SegmentationModel
 from s2unet.weights import CheckpointError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -187,3 +190,31 @@ def test_stage_adapter_run_under_bf16(volumes, tmp_path):
     assert len(losses) == 1 and np.isfinite(losses[0])
     loaded = load_model_checkpoint(run / "best.pt")
     assert all(torch.isfinite(v).all() for v in loaded.model.state_dict().values() if v.is_floating_point())
+
+
+class _BrightIsForeground(SegmentationModel):
+    """Logits from the input intensity: bright pixels are foreground, exactly."""
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        logits = 20.0 * (x[:, :1] - 0.5)
+        return [logits, logits, logits]
+
+
+def test_validation_reports_cases_with_an_empty_reference(tmp_path):
+    from PIL import Image
+
+    for sub in ("images", "masks"):
+        (tmp_path / sub).mkdir()
+    image, mask = np.zeros((64, 64), np.uint8), np.zeros((64, 64), np.uint8)
+    image[8:24, 8:24] = 255
+    mask[8:24, 8:32] = 255  # predicted 16 x 16 of a 16 x 24 reference: Dice 0.8
+    Image.fromarray(image).save(tmp_path / "images" / "a.png")
+    Image.fromarray(mask).save(tmp_path / "masks" / "a.png")
+    Image.fromarray(np.zeros((64, 64), np.uint8)).save(tmp_path / "images" / "b.png")
+    Image.fromarray(np.zeros((64, 64), np.uint8)).save(tmp_path / "masks" / "b.png")  # empty, nothing predicted
+    cfg = load_config(None, [f"data.root={tmp_path}", "data.image_size=64"])
+    dataset = ImageDataset(find_cases(cfg.data), cfg.data, train=False)
+    summary = validate(_BrightIsForeground(), cfg, dataset, torch.device("cpu"))["summary"]
+    assert summary["dice"] == pytest.approx((0.8 + 1.0) / 2)  # the empty case is in the mean as 1 ...
+    assert summary["n_cases_empty_gt"] == 1  # ... and said so, with the mean without it
+    assert summary["with_gt_dice"] == pytest.approx(0.8)

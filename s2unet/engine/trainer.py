@@ -258,9 +258,13 @@ def _end_of_epoch(model: SegmentationModel, cfg: Config, bundle, device, progres
         result = validate(model, cfg, bundle.val, device, max_cases=t_cfg.val_max_cases)
         score = result["summary"][t_cfg.metric]
         log.append({"kind": "val", "epoch": progress.epoch, "step": progress.step, **result["summary"]})
+        empty = result["summary"]["n_cases_empty_gt"]
+        # Empty references score 1 or 0 by the metrics' rules: say so next to the mean they are in.
+        note = (f"; {empty} with an empty reference, scored 1 if nothing is predicted else 0; without them "
+                f"{result['summary'].get('with_gt_' + t_cfg.metric, float('nan')):.4f}") if empty else ""
         bar.console.print(
             f"epoch {progress.epoch}: validation {t_cfg.metric} {score:.4f} (threshold {result['threshold']:.2f}, "
-            f"{len(result['cases'])} cases)"
+            f"{len(result['cases'])} cases{note})"
         )
         if score > progress.best:
             progress.best, progress.best_epoch = score, progress.epoch
