@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from s2unet.config import load_config
-from s2unet.data import ImageDataset, find_cases
+from s2unet.data import ImageDataset, build_datasets, find_cases
 from s2unet.engine import rundir, trainer
 from s2unet.engine.checkpoint import atomic_save, load_model_checkpoint
 from s2unet.engine.validation import validate
@@ -74,6 +74,10 @@ def test_short_run_lowers_loss_and_writes_records(volumes, tmp_path):
     assert env["seed"] == 0 and "torch" in env["versions"]
     loaded = load_model_checkpoint(run / "best.pt")
     assert 0.05 <= loaded.threshold <= 0.95 and "dice" in loaded.metrics
+    # The checkpoint reproduces its own validation score (its random encoder included).
+    val = build_datasets(loaded.config.data, loaded.config.seed).val
+    again = validate(loaded.model, loaded.config, val, torch.device("cpu"))
+    assert 0.0 < again["summary"]["dice"] == pytest.approx(loaded.metrics["dice"], abs=1e-6)
 
 
 def test_resume_ends_where_an_uninterrupted_run_ends(volumes, tmp_path, monkeypatch):
