@@ -213,7 +213,7 @@ def _empty_split_data(tmp_path: Path, with_foreground: set[str]) -> DataConfig:
 @pytest.mark.parametrize(("with_heart", "split_named"), [({"a", "b"}, "'val'"), ({"c"}, "'train'"), (set(), "'train'")])
 def test_split_whose_masks_of_a_label_are_all_empty_is_refused(tmp_path: Path, with_heart: set[str], split_named: str) -> None:
     cfg = _empty_split_data(tmp_path, with_heart)
-    with pytest.raises(DataError, match=f"split {split_named}: all . cases have an empty 'heart' mask") as err:
+    with pytest.raises(DataError, match=f"split {split_named}: the 'heart' mask is empty in all . case") as err:
         build_datasets(cfg, seed=0)
     assert "lungs" not in str(err.value)
 
@@ -223,7 +223,7 @@ def test_val_cases_scored_must_hold_foreground(tmp_path: Path) -> None:
     cfg.split = SplitConfig(mode="list", train=["a"], val=["b", "c"])
     _png(tmp_path / "heart/b.png", np.zeros((16, 16), np.uint8))
     assert build_datasets(cfg, seed=0).split["val"] == ["b", "c"]
-    with pytest.raises(DataError, match="split 'val': all 1 cases"):
+    with pytest.raises(DataError, match="split 'val': the 'heart' mask is empty in all 1 case"):
         build_datasets(cfg, seed=0, val_max_cases=1)  # validation would score case b only
 
 
@@ -234,5 +234,5 @@ def test_volume_split_without_foreground_is_refused(tmp_path: Path) -> None:
         _nii(tmp_path / f"labels/{case}.nii.gz", lab + fg)
     cfg = DataConfig(kind="volume", root=str(tmp_path), labels=["labels"],
                      split=SplitConfig(mode="list", train=["p0"], val=["p1"]))
-    with pytest.raises(DataError, match="split 'val': all 1 cases have an empty 'labels' mask"):
+    with pytest.raises(DataError, match="split 'val': the 'labels' mask is empty in all 1 case"):
         build_datasets(cfg, seed=0)

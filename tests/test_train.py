@@ -258,11 +258,22 @@ def test_resume_refuses_a_last_checkpoint_that_disagrees_with_config_yaml(tmp_pa
     assert "train.epochs" not in str(err.value)  # a resume-safe key may differ
 
 
-def test_resume_extends_a_finished_run(volumes, tmp_path, capsys):
+def test_resume_extends_a_finished_run(volumes, tmp_path, capsys, monkeypatch):
     run = trainer.train(tiny_train_cfg(volumes, tmp_path, "train.epochs=1"))
     capsys.readouterr()
+    rates: list[float] = []
+    step = torch.optim.AdamW.step
+
+    def recording_step(self, *args, **kwargs):
+        rates.append(self.param_groups[0]["lr"])
+        return step(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.AdamW, "step", recording_step)
     assert trainer.train(None, resume=run, resume_overrides=["train.epochs=2"]) == run
     assert "applied train.epochs 1 -> 2" in capsys.readouterr().err
+    # The first step after resuming follows the stretched schedule (step 3 of 6, warm-up 2),
+    # not the rate 0 the one-epoch schedule had ended at.
+    assert rates[0] == pytest.approx(0.01 * trainer.lr_lambda(2, 6)(3)) and rates[0] > 0.008
     assert [r["epoch"] for r in train_log(run) if r["kind"] == "train"] == [1, 2]
     assert load_config(run / "config.yaml").train.epochs == 2
     assert torch.load(run / "last.pt", weights_only=True)["config"]["train"]["epochs"] == 2

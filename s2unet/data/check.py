@@ -6,10 +6,10 @@ fatal (training would fail or learn garbage)
     an image without its label (or the reverse is only a warning: an unused label), an
     unreadable file, image/label shape mismatch, NIfTI affine mismatch, NaN/inf image values,
     multiclass label values outside ``0..num_classes-1`` or non-integer labels, an RGB label
-    map, no cases at all.
-    a mask image whose non-zero values all fall below ``mask_threshold`` of its range without
-    being a small-integer label map (it would be read as empty); a split (train or val) in
-    which every mask of a label is empty (:meth:`DataReport.require_foreground`).
+    map, no cases at all, a mask image whose non-zero values all fall below ``mask_threshold``
+    of its range without being a small-integer label map (it would be read as empty); and,
+    once the cases are split, a train or val split in which every mask of a label is empty
+    (:meth:`DataReport.require_foreground`).
 warning (worth a look, training works)
     label files matching no image, empty masks, masks with more than two distinct values
     (anti-aliased PNGs: thresholded at ``mask_threshold``; label maps 0/1/2... and volumes:
@@ -136,12 +136,11 @@ class DataReport:
                 continue
             for c, label in enumerate(names):
                 if not any(flags[c] for flags in known):
-                    problems.append(f"  split {part!r}: all {len(known)} cases have an empty {label!r} mask (no foreground)")
+                    problems.append(f"split {part!r}: the {label!r} mask is empty in all {len(known)} case(s)")
         if problems:
-            lines = "\n".join(problems)
             raise DataError(
-                f"refusing to train:\n{lines}\ntraining on such a split learns to predict nothing and "
-                "validating on it scores that as Dice 1.0; put cases with foreground into the split "
+                f"refusing to train: {'; '.join(problems)}: training on such a split learns to predict nothing "
+                "and validating on it scores that as Dice 1.0; put cases with foreground into the split "
                 "(data.split) or check the label folder and data.mask_threshold"
             )
 

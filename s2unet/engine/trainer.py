@@ -186,6 +186,10 @@ def _train(cfg: Config, device: torch.device, info: DistInfo, saved: dict | None
             raise CheckpointError(str(exc.args[0])) from None
         optimizer.load_state_dict(saved["optimizer"])
         scheduler.load_state_dict(saved["scheduler"])
+        # The optimiser kept the rate of the saved schedule; a run extended by --set train.epochs
+        # must take its next step at the rate of the stretched one (identical when unchanged).
+        for group, base, fn in zip(optimizer.param_groups, scheduler.base_lrs, scheduler.lr_lambdas):
+            group["lr"] = base * fn(scheduler.last_epoch)
         progress = TrainState(**saved["progress"])
         _set_rng_state(saved["rng"])
         if info.is_main:
