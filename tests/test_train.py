@@ -277,3 +277,9 @@ def test_resume_extends_a_finished_run(volumes, tmp_path, capsys, monkeypatch):
     assert [r["epoch"] for r in train_log(run) if r["kind"] == "train"] == [1, 2]
     assert load_config(run / "config.yaml").train.epochs == 2
     assert torch.load(run / "last.pt", weights_only=True)["config"]["train"]["epochs"] == 2
+    # A last.pt without its random encoder (written before encoders were stored) is refused.
+    saved = torch.load(run / "last.pt", weights_only=True)
+    saved["state_dict"] = {k: v for k, v in saved["state_dict"].items() if not k.startswith("encoder.trunk.")}
+    torch.save(saved, run / "last.pt")
+    with pytest.raises(CheckpointError, match=r"last\.pt was trained with model.weights: random"):
+        trainer.train(None, resume=run, resume_overrides=["train.epochs=3"])
