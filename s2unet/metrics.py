@@ -29,13 +29,15 @@ prediction empty, GT not      0      0      0            from counts  image diag
 ============================  =====  =====  ===========  ===========  ==============  ===
 
 Sensitivity is 1 when the GT is empty (nothing to miss) and specificity is 1 when the GT covers
-every pixel (nothing to flag wrongly). A case with an empty reference therefore scores Dice 1 or 0
-depending only on whether anything was predicted: :func:`summarize` counts such cases and slices
-(``n_cases_with_gt``, ``n_slices_with_gt``) and gives the means over the others
-(``case_mean_with_gt``, ``slice_mean_with_gt``), and :func:`format_summary` prints both whenever
-they differ, so an empty reference never passes silently as a perfect score. The "image diagonal" is the length of the diagonal of the
+every pixel (nothing to flag wrongly). The "image diagonal" is the length of the diagonal of the
 evaluated array in spacing units (of the slice for per-slice rows, of the volume for per-case
 rows): the worst distance possible inside the image.
+
+A case with an empty reference therefore scores Dice 1 or 0 depending only on whether anything
+was predicted. Such rows stay in the means, but :func:`summarize` counts the others
+(``n_cases_with_gt``, ``n_slices_with_gt``) and gives their means (``case_mean_with_gt``,
+``slice_mean_with_gt``), and :func:`format_summary` prints both whenever they differ, so an empty
+reference never passes silently as a perfect score.
 
 Binarisation convention everywhere: a pixel is foreground when ``prob >= threshold``.
 
