@@ -237,14 +237,14 @@ def test_resume_refuses_config_and_unsafe_overrides(tmp_path, capsys):
     from s2unet.cli import main
 
     cfg = load_config(None, ["model.weights=random", "train.epochs=3"])
-    run = _fake_run(tmp_path / "run", cfg, cfg)
+    run = _fake_run(tmp_path / "run", cfg, cfg, epochs_done=2)
     assert main(["--resume", str(run), "--config", str(REPO / "configs" / "covid_ct.yaml")], command="train") == 2
     assert "--config cannot change it" in capsys.readouterr().err
     assert main(["--resume", str(run), "--set", "model.encoder=mobilesam_tinyvit"], command="train") == 2
     err = capsys.readouterr().err
     assert "--set model.encoder would change the run" in err and "train.epochs" in err
-    assert main(["--resume", str(run), "--set", "train.epochs=0"], command="train") == 2
-    assert "already completed 1 epochs" in capsys.readouterr().err
+    assert main(["--resume", str(run), "--set", "train.epochs=1"], command="train") == 2
+    assert "already completed 2 epochs" in capsys.readouterr().err
     point = load_resume(run, ["train.epochs=5", "train.threads=1"])
     assert (point.config.train.epochs, point.config.train.threads) == (5, 1)
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-from ..config import Config, ConfigError, config_from_dict, load_config, read_values
+from ..config import Config, ConfigError, config_from_dict, load_config, load_layered, parse_override, validate
 from ..weights import CheckpointError
 from .checkpoint import read_checkpoint
 
@@ -93,16 +93,14 @@ def load_resume(run_dir: str | Path, overrides: Sequence[str] = ()) -> ResumePoi
             f"--resume {run_dir}: last.pt was written with another config than config.yaml ({shown}); "
             "refusing to guess which run to continue"
         )
-    values = stored.to_dict()
-    for key, value in _flatten(read_values(None, list(overrides))).items():
-        if key not in RESUME_KEYS:
-            raise ConfigError(
-                f"--resume: --set {key} would change the run being continued; only "
-                f"{', '.join(RESUME_KEYS)} may be set (start a new run to change anything else)"
-            )
-        section, name = key.split(".")
-        values[section][name] = value
-    cfg = config_from_dict(values)
+    for item in overrides:
+        for key in _flatten(parse_override(item)):
+            if key not in RESUME_KEYS:
+                raise ConfigError(
+                    f"--resume: --set {key} would change the run being continued; only "
+                    f"{', '.join(RESUME_KEYS)} may be set (start a new run to change anything else)"
+                )
+    cfg = load_layered(Config, stored.to_dict(), None, list(overrides), validate)
     done = int(saved["progress"]["epoch"])
     if cfg.train.epochs < done:
         raise ConfigError(f"--resume: train.epochs={cfg.train.epochs} but {run_dir} has already completed {done} epochs")
