@@ -14,7 +14,9 @@ def _train_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", help="YAML file; its keys override the defaults (see configs/)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override one config key, e.g. --set train.epochs=2 (repeatable; wins over the YAML)")
-    p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from RUN_DIR/last.pt")
+    p.add_argument("--resume", metavar="RUN_DIR",
+                   help="continue a run from RUN_DIR/last.pt with its own config (--set may change only "
+                        "train.epochs and a few runtime keys; see the README)")
     p.add_argument("--check-only", action="store_true", help="resolve the config, check the data, and stop")
 
 
@@ -63,22 +65,31 @@ def _label_parser(p: argparse.ArgumentParser) -> None:
 
 
 def _run_train(args: argparse.Namespace) -> None:
-    from .config import load_config
+    from .config import ConfigError, load_config
     from .data import build_datasets
     from .engine.distributed import resolve_device
+    from .engine.resume import RESUME_KEYS, load_resume
     from .engine.trainer import train
     from .models import check_model_config
 
-    cfg = load_config(args.config, args.overrides)
+    if args.resume is not None and args.config is not None:
+        raise ConfigError(
+            f"--resume {args.resume} continues that run with its own config.yaml; --config cannot change it "
+            f"(--set may change {', '.join(RESUME_KEYS)}; start a new run for anything else)"
+        )
     if args.check_only:
         # The same checks training runs first (it also resolves the device), without the work.
+        cfg = load_resume(args.resume, args.overrides).config if args.resume else load_config(args.config, args.overrides)
         resolve_device(cfg.train.device, "train.device")
         check_model_config(cfg)
-        bundle = build_datasets(cfg.data, cfg.seed)
+        bundle = build_datasets(cfg.data, cfg.seed, val_max_cases=cfg.train.val_max_cases)
         print(f"config and data OK: {len(bundle.cases)} cases, split "
               + ", ".join(f"{k} {len(v)}" for k, v in bundle.split.items()))
         return
-    train(cfg, resume=args.resume, argv=sys.argv)
+    if args.resume is not None:
+        train(None, resume=args.resume, argv=sys.argv, resume_overrides=args.overrides)
+    else:
+        train(load_config(args.config, args.overrides), argv=sys.argv)
 
 
 def _run_infer(args: argparse.Namespace) -> None:

@@ -33,6 +33,12 @@ every pixel (nothing to flag wrongly). The "image diagonal" is the length of the
 evaluated array in spacing units (of the slice for per-slice rows, of the volume for per-case
 rows): the worst distance possible inside the image.
 
+A case with an empty reference therefore scores Dice 1 or 0 depending only on whether anything
+was predicted. Such rows stay in the means, but :func:`summarize` counts the others
+(``n_cases_with_gt``, ``n_slices_with_gt``) and gives their means (``case_mean_with_gt``,
+``slice_mean_with_gt``), and :func:`format_summary` prints both whenever they differ, so an empty
+reference never passes silently as a perfect score.
+
 Binarisation convention everywhere: a pixel is foreground when ``prob >= threshold``.
 
 Rows are flat dicts. With one channel the keys are the metric names (``dice``, ``hd95``...);
@@ -339,16 +345,21 @@ def summarize(per_case_rows: Sequence[dict[str, Any]], per_slice_rows: Sequence[
         per_slice_rows: slice rows from ``case_metrics``; may be empty (2D images).
 
     Returns:
-        ``{"n_cases", "case_mean", "case_std"}`` plus, when slice rows are given,
-        ``{"n_slices", "slice_mean", "n_slices_with_gt", "slice_mean_with_gt"}``; each ``*_mean``
-        and ``*_std`` maps metric key to float.
+        ``{"n_cases", "case_mean", "case_std", "n_cases_with_gt", "case_mean_with_gt"}`` plus,
+        when slice rows are given, ``{"n_slices", "slice_mean", "n_slices_with_gt",
+        "slice_mean_with_gt"}``; each ``*_mean`` and ``*_std`` maps metric key to float. The
+        ``*_with_gt`` means leave out rows whose reference is empty (``gt_voxels`` 0), which
+        score by the empty rules of this module; they are empty dicts when no row has any.
     """
     cases = list(per_case_rows)
     keys = metric_keys(cases)
+    cases_with_gt = [r for r in cases if r.get("gt_voxels", 0) > 0]
     out: dict[str, Any] = {
         "n_cases": len(cases),
         "case_mean": _means(cases, keys) if cases else {},
         "case_std": {k: float(np.std([r[k] for r in cases if k in r])) for k in keys} if cases else {},
+        "n_cases_with_gt": len(cases_with_gt),
+        "case_mean_with_gt": _means(cases_with_gt, keys) if cases_with_gt else {},
     }
     slices = list(per_slice_rows)
     if slices:
@@ -364,10 +375,26 @@ def summarize(per_case_rows: Sequence[dict[str, Any]], per_slice_rows: Sequence[
 
 
 def format_summary(summary: dict[str, Any]) -> str:
-    """One line per metric: case mean ± std, then the slice means when present."""
+    """One line per metric: case mean ± std, then the slice means when present.
+
+    When some cases have an empty reference, a first line says how many and how they score,
+    and each metric line adds the mean over the cases with foreground.
+
+    Args:
+        summary: from :func:`summarize`.
+
+    Returns:
+        The text, one line per metric key.
+    """
     lines = []
+    n_cases, n_with_gt = summary.get("n_cases", 0), summary.get("n_cases_with_gt", summary.get("n_cases", 0))
+    if n_with_gt < n_cases:
+        lines.append(f"{n_cases - n_with_gt} of {n_cases} cases have an empty reference (Dice 1 if nothing "
+                     "is predicted there, else 0); 'cases with GT' leaves them out")
     for key, mean in summary.get("case_mean", {}).items():
         line = f"{key:<20} {mean:9.4f} ± {summary['case_std'][key]:.4f}"
+        if n_with_gt < n_cases:
+            line += f" | cases with GT {summary['case_mean_with_gt'].get(key, float('nan')):.4f}"
         if key in summary.get("slice_mean", {}):
             line += f" | slices {summary['slice_mean'][key]:.4f}"
         if key in summary.get("slice_mean_with_gt", {}):

@@ -11,7 +11,7 @@ import pytest
 import tifffile
 from PIL import Image
 
-from s2unet.config import DataConfig
+from s2unet.config import DataConfig, SplitConfig
 from s2unet.data import DataError, ImageDataset, build_datasets, check_data, find_cases
 
 
@@ -181,3 +181,58 @@ def test_real_jsrt_subset(shared_dir: Path, tmp_path: Path) -> None:
     assert s["image"].shape == (3, 64, 64) and s["mask"].shape == (2, 64, 64)
     lungs, heart = s["mask"][0].mean().item(), s["mask"][1].mean().item()
     assert 0.1 < lungs < 0.6 and 0.02 < heart < 0.3
+
+
+def test_label_map_masks_are_checked_as_foreground_and_dim_masks_refused(tmp_path: Path) -> None:
+    img = np.full((16, 16), 100, np.uint8)
+    labels = np.zeros((16, 16), np.uint8)
+    labels[2:6, 2:6], labels[8:12, 8:12] = 1, 2
+    _png(tmp_path / "images/lab.png", img)
+    _png(tmp_path / "masks/lab.png", labels)  # 0/1/2: a label map, not an empty 8-bit mask
+    _png(tmp_path / "images/dim.png", img)
+    _png(tmp_path / "masks/dim.png", (labels > 0).astype(np.uint8) * 100)  # below 0.5 x 255, not labels
+    cfg = DataConfig(root=str(tmp_path), labels=["masks"])
+    report = check_data(cfg, find_cases(cfg))
+    assert [Path(i.path).name for i in report.fatal] == ["dim.png"]
+    assert "mask_threshold" in report.fatal[0].message
+    lab_issues = _issues_for(report, "lab.png")
+    assert [i.fatal for i in lab_issues] == [False] and "label map" in lab_issues[0].message
+    assert not any("empty" in i.message for i in lab_issues)
+    assert report.foreground == {"lab": [True]}
+
+
+def _empty_split_data(tmp_path: Path, with_foreground: set[str]) -> DataConfig:
+    for case in ("a", "b", "c"):
+        _png(tmp_path / f"images/{case}.png", np.full((16, 16), 100, np.uint8))
+        _png(tmp_path / f"lungs/{case}.png", _mask())
+        _png(tmp_path / f"heart/{case}.png", _mask() if case in with_foreground else np.zeros((16, 16), np.uint8))
+    return DataConfig(root=str(tmp_path), labels=["lungs", "heart"], task="multilabel",
+                      split=SplitConfig(mode="list", train=["a", "b"], val=["c"]))
+
+
+@pytest.mark.parametrize(("with_heart", "split_named"), [({"a", "b"}, "'val'"), ({"c"}, "'train'"), (set(), "'train'")])
+def test_split_whose_masks_of_a_label_are_all_empty_is_refused(tmp_path: Path, with_heart: set[str], split_named: str) -> None:
+    cfg = _empty_split_data(tmp_path, with_heart)
+    with pytest.raises(DataError, match=f"split {split_named}: the 'heart' mask is empty in all . case") as err:
+        build_datasets(cfg, seed=0)
+    assert "lungs" not in str(err.value)
+
+
+def test_val_cases_scored_must_hold_foreground(tmp_path: Path) -> None:
+    cfg = _empty_split_data(tmp_path, {"a", "b", "c"})
+    cfg.split = SplitConfig(mode="list", train=["a"], val=["b", "c"])
+    _png(tmp_path / "heart/b.png", np.zeros((16, 16), np.uint8))
+    assert build_datasets(cfg, seed=0).split["val"] == ["b", "c"]
+    with pytest.raises(DataError, match="split 'val': the 'heart' mask is empty in all 1 case"):
+        build_datasets(cfg, seed=0, val_max_cases=1)  # validation would score case b only
+
+
+def test_volume_split_without_foreground_is_refused(tmp_path: Path) -> None:
+    lab = np.zeros((8, 8, 4), np.uint8)
+    for case, fg in (("p0", True), ("p1", False)):
+        _nii(tmp_path / f"images/{case}.nii.gz", np.zeros((8, 8, 4), np.uint8))
+        _nii(tmp_path / f"labels/{case}.nii.gz", lab + fg)
+    cfg = DataConfig(kind="volume", root=str(tmp_path), labels=["labels"],
+                     split=SplitConfig(mode="list", train=["p0"], val=["p1"]))
+    with pytest.raises(DataError, match="split 'val': the 'labels' mask is empty in all 1 case"):
+        build_datasets(cfg, seed=0)

@@ -143,6 +143,29 @@ def test_antialiased_mask_threshold_is_a_fraction_of_range(tmp_path: Path) -> No
         read_mask(tmp_path / "aa.png", 1.5)
 
 
+def test_label_values_in_a_mask_are_foreground_not_empty(tmp_path: Path) -> None:
+    # A 0/1/2 label map given to a binary task: half the 8-bit range (127.5) would read it as empty.
+    labels = np.array([[0, 1, 2], [2, 0, 0]], np.uint8)
+    truth = labels > 0
+    Image.fromarray(labels).save(tmp_path / "l8.png")
+    tifffile.imwrite(tmp_path / "l16.tif", labels.astype(np.uint16))
+    tifffile.imwrite(tmp_path / "lf.tif", labels.astype(np.float32))
+    for name in ("l8.png", "l16.tif", "lf.tif"):
+        np.testing.assert_array_equal(read_mask(tmp_path / name, 0.5), truth, err_msg=name)
+    # A low threshold must not split a label map either (0.05 x 255 = 12.75 < 20).
+    Image.fromarray(np.array([[0, 5, 20]], np.uint8)).save(tmp_path / "l20.png")
+    np.testing.assert_array_equal(read_mask(tmp_path / "l20.png", 0.05), [[False, True, True]])
+
+
+def test_mask_whose_values_all_fall_below_the_threshold_is_refused(tmp_path: Path) -> None:
+    Image.fromarray(np.array([[0, 100, 100]], np.uint8)).save(tmp_path / "dim.png")  # not 0/255, not labels
+    with pytest.raises(DataError, match=r"dim\.png.*mask_threshold"):
+        read_mask(tmp_path / "dim.png", 0.5)
+    np.testing.assert_array_equal(read_mask(tmp_path / "dim.png", 0.3), [[False, True, True]])  # 100 > 76.5
+    Image.fromarray(np.zeros((2, 2), np.uint8)).save(tmp_path / "empty.png")
+    assert not read_mask(tmp_path / "empty.png").any()  # a truly empty mask is still allowed
+
+
 def test_label_map_palette_indices_and_rgb_rejected(tmp_path: Path) -> None:
     labels = np.array([[0, 1, 2], [2, 1, 0]], np.uint8)
     im = Image.fromarray(labels, mode="P")

@@ -11,6 +11,7 @@ from s2unet.metrics import (
     case_metrics,
     confusion_counts,
     dice_for_thresholds,
+    format_summary,
     image_diagonal,
     metric_row,
     overlap_scores,
@@ -179,3 +180,13 @@ def test_dice_for_thresholds_per_item_matches_confusion_counts() -> None:
         for j, t in enumerate(thresholds):
             expected = overlap_scores(*confusion_counts(prob[i].numpy() >= t, gt[i]))["dice"]
             assert d[i, j] == pytest.approx(float(expected))
+
+
+def test_empty_reference_cases_are_counted_and_left_out_of_the_with_gt_mean() -> None:
+    rows = [{"case": "x", "dice": 0.5, "gt_voxels": 3}, {"case": "y", "dice": 1.0, "gt_voxels": 0}]
+    s = summarize(rows, [])
+    assert s["n_cases_with_gt"] == 1 and s["case_mean_with_gt"] == {"dice": 0.5}
+    text = format_summary(s)
+    assert "1 of 2 cases have an empty reference" in text and "cases with GT 0.5000" in text
+    full = summarize(rows[:1], [])
+    assert "empty reference" not in format_summary(full)

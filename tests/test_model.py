@@ -83,22 +83,43 @@ def test_heads_and_output_channels():
         model(torch.rand(1, 3, 70, 64))
 
 
-def test_checkpoint_round_trip_keeps_only_trained_tensors(tmp_path):
+def _round_trip(model, cfg, path):
+    atomic_save(model_payload(model, cfg, 0.4, {"dice": 0.5}), path)
+    return torch.load(path, weights_only=True), load_model_checkpoint(path)
+
+
+def test_random_encoder_checkpoint_rebuilds_the_same_model(tmp_path):
     cfg = tiny_cfg()
     model = create_model(cfg).eval()
     for p in model.decoder.parameters():
         torch.nn.init.normal_(p, std=0.1)
-    path = tmp_path / "best.pt"
-    atomic_save(model_payload(model, cfg, 0.4, {"dice": 0.5}), path)
-    payload = torch.load(path, weights_only=True)
-    assert not any(k.startswith("encoder.") for k in payload["state_dict"])
-    # the rebuilt model has a fresh random encoder; copy the original's to compare the rest
-    loaded = load_model_checkpoint(path)
-    loaded.model.encoder.load_state_dict(model.encoder.state_dict())
+    payload, loaded = _round_trip(model, cfg, tmp_path / "best.pt")
+    # A fresh random draw would differ: the checkpoint carries the encoder it was trained with.
+    assert model.encoder.state_dict().keys() <= {k.removeprefix("encoder.") for k in payload["state_dict"]}
+    again = load_model_checkpoint(tmp_path / "best.pt")
     x = torch.rand(1, 3, 64, 64)
     with torch.no_grad():
-        torch.testing.assert_close(loaded.model.predict_logits(x), model.predict_logits(x))
+        expected = model.predict_logits(x)
+        assert torch.equal(loaded.model.predict_logits(x), expected)
+        assert torch.equal(again.model.predict_logits(x), expected)
     assert loaded.threshold == pytest.approx(0.4) and loaded.metrics == {"dice": 0.5}
+    # A checkpoint without them (written before they were stored) is refused, not run.
+    payload["state_dict"] = {k: v for k, v in payload["state_dict"].items() if not k.startswith("encoder.")}
+    atomic_save(payload, tmp_path / "old.pt")
+    with pytest.raises(CheckpointError, match=r"old\.pt was trained with model.weights: random"):
+        load_model_checkpoint(tmp_path / "old.pt")
+
+
+def test_encoder_from_a_file_is_left_out_of_the_checkpoint(tmp_path):
+    trunk = tmp_path / "trunk.pt"
+    torch.save(create_model(tiny_cfg()).encoder.state_dict(), trunk)
+    cfg = tiny_cfg(f"model.weights={trunk}")
+    model = create_model(cfg).eval()
+    payload, loaded = _round_trip(model, cfg, tmp_path / "best.pt")
+    assert not any(k.startswith("encoder.") for k in payload["state_dict"])
+    x = torch.rand(1, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.equal(loaded.model.predict_logits(x), model.predict_logits(x))
 
 
 def test_foreign_checkpoint_is_refused(tmp_path):

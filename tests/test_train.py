@@ -12,10 +12,14 @@ import numpy as np
 import pytest
 import torch
 
-from s2unet.config import load_config
+from s2unet.config import load_config, save_config
+from s2unet.data import ImageDataset, build_datasets, find_cases
 from s2unet.engine import rundir, trainer
-from s2unet.engine.checkpoint import atomic_save, load_model_checkpoint
+from s2unet.engine.checkpoint import FORMAT, FORMAT_VERSION, atomic_save, load_model_checkpoint
+from s2unet.engine.resume import load_resume
+from s2unet.engine.validation import validate
 from s2unet.io import OutputError
+from s2unet.models.base import SegmentationModel
 from s2unet.weights import CheckpointError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -71,6 +75,10 @@ def test_short_run_lowers_loss_and_writes_records(volumes, tmp_path):
     assert env["seed"] == 0 and "torch" in env["versions"]
     loaded = load_model_checkpoint(run / "best.pt")
     assert 0.05 <= loaded.threshold <= 0.95 and "dice" in loaded.metrics
+    # The checkpoint reproduces its own validation score (its random encoder included).
+    val = build_datasets(loaded.config.data, loaded.config.seed).val
+    again = validate(loaded.model, loaded.config, val, torch.device("cpu"))
+    assert 0.0 < again["summary"]["dice"] == pytest.approx(loaded.metrics["dice"], abs=1e-6)
 
 
 def test_resume_ends_where_an_uninterrupted_run_ends(volumes, tmp_path, monkeypatch):
@@ -169,8 +177,7 @@ def test_real_latest_directory_is_refused_before_training(volumes, tmp_path, mon
 
 def test_resume_of_a_run_directory_in_use_is_refused(volumes, tmp_path):
     cfg = tiny_train_cfg(volumes, tmp_path)
-    run = tmp_path / "t-20240101-000000"
-    atomic_save({"format": "s2unet-checkpoint", "format_version": 1, "config": cfg.to_dict()}, run / "last.pt")
+    run = _fake_run(tmp_path / "t-20240101-000000", cfg, cfg)
     (run / "metrics.jsonl").write_text('{"kind": "train", "step": 9}\n')
     with rundir.hold_run_dir(run):  # another training process
         with pytest.raises(OutputError, match=rf"run directory {run} is in use by process {os.getpid()}"):
@@ -187,3 +194,92 @@ def test_stage_adapter_run_under_bf16(volumes, tmp_path):
     assert len(losses) == 1 and np.isfinite(losses[0])
     loaded = load_model_checkpoint(run / "best.pt")
     assert all(torch.isfinite(v).all() for v in loaded.model.state_dict().values() if v.is_floating_point())
+
+
+class _BrightIsForeground(SegmentationModel):
+    """Logits from the input intensity: bright pixels are foreground, exactly."""
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        logits = 20.0 * (x[:, :1] - 0.5)
+        return [logits, logits, logits]
+
+
+def test_validation_reports_cases_with_an_empty_reference(tmp_path):
+    from PIL import Image
+
+    for sub in ("images", "masks"):
+        (tmp_path / sub).mkdir()
+    image, mask = np.zeros((64, 64), np.uint8), np.zeros((64, 64), np.uint8)
+    image[8:24, 8:24] = 255
+    mask[8:24, 8:32] = 255  # predicted 16 x 16 of a 16 x 24 reference: Dice 0.8
+    Image.fromarray(image).save(tmp_path / "images" / "a.png")
+    Image.fromarray(mask).save(tmp_path / "masks" / "a.png")
+    Image.fromarray(np.zeros((64, 64), np.uint8)).save(tmp_path / "images" / "b.png")
+    Image.fromarray(np.zeros((64, 64), np.uint8)).save(tmp_path / "masks" / "b.png")  # empty, nothing predicted
+    cfg = load_config(None, [f"data.root={tmp_path}", "data.image_size=64"])
+    dataset = ImageDataset(find_cases(cfg.data), cfg.data, train=False)
+    summary = validate(_BrightIsForeground(), cfg, dataset, torch.device("cpu"))["summary"]
+    assert summary["dice"] == pytest.approx((0.8 + 1.0) / 2)  # the empty case is in the mean as 1 ...
+    assert summary["n_cases_empty_gt"] == 1  # ... and said so, with the mean without it
+    assert summary["with_gt_dice"] == pytest.approx(0.8)
+
+
+def _fake_run(run_dir: Path, last_cfg, yaml_cfg, epochs_done: int = 1) -> Path:
+    """A run directory with a last.pt (config and progress only) and a config.yaml."""
+    run_dir.mkdir(parents=True)
+    atomic_save({"format": FORMAT, "format_version": FORMAT_VERSION, "config": last_cfg.to_dict(),
+                 "progress": {"epoch": epochs_done, "step": 3, "best": 0.5, "best_epoch": 1}}, run_dir / "last.pt")
+    save_config(yaml_cfg, run_dir / "config.yaml")
+    return run_dir
+
+
+def test_resume_refuses_config_and_unsafe_overrides(tmp_path, capsys):
+    from s2unet.cli import main
+
+    cfg = load_config(None, ["model.weights=random", "train.epochs=3"])
+    run = _fake_run(tmp_path / "run", cfg, cfg, epochs_done=2)
+    assert main(["--resume", str(run), "--config", str(REPO / "configs" / "covid_ct.yaml")], command="train") == 2
+    assert "--config cannot change it" in capsys.readouterr().err
+    assert main(["--resume", str(run), "--set", "model.encoder=mobilesam_tinyvit"], command="train") == 2
+    err = capsys.readouterr().err
+    assert "--set model.encoder would change the run" in err and "train.epochs" in err
+    assert main(["--resume", str(run), "--set", "train.epochs=1"], command="train") == 2
+    assert "already completed 2 epochs" in capsys.readouterr().err
+    point = load_resume(run, ["train.epochs=5", "train.threads=1"])
+    assert (point.config.train.epochs, point.config.train.threads) == (5, 1)
+
+
+def test_resume_refuses_a_last_checkpoint_that_disagrees_with_config_yaml(tmp_path):
+    base = ["model.weights=random"]
+    run = _fake_run(tmp_path / "run", load_config(None, [*base, "model.encoder=mobilesam_tinyvit", "train.epochs=2"]),
+                    load_config(None, [*base, "train.epochs=4"]))
+    with pytest.raises(CheckpointError, match=r"model\.encoder: 'mobilesam_tinyvit' in last\.pt, 'sam2\.1_hiera_tiny' in config\.yaml") as err:
+        trainer.train(None, resume=run)
+    assert "train.epochs" not in str(err.value)  # a resume-safe key may differ
+
+
+def test_resume_extends_a_finished_run(volumes, tmp_path, capsys, monkeypatch):
+    run = trainer.train(tiny_train_cfg(volumes, tmp_path, "train.epochs=1"))
+    capsys.readouterr()
+    rates: list[float] = []
+    step = torch.optim.AdamW.step
+
+    def recording_step(self, *args, **kwargs):
+        rates.append(self.param_groups[0]["lr"])
+        return step(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.AdamW, "step", recording_step)
+    assert trainer.train(None, resume=run, resume_overrides=["train.epochs=2"]) == run
+    assert "applied train.epochs 1 -> 2" in capsys.readouterr().err
+    # The first step after resuming follows the stretched schedule (step 3 of 6, warm-up 2),
+    # not the rate 0 the one-epoch schedule had ended at.
+    assert rates[0] == pytest.approx(0.01 * trainer.lr_lambda(2, 6)(3)) and rates[0] > 0.008
+    assert [r["epoch"] for r in train_log(run) if r["kind"] == "train"] == [1, 2]
+    assert load_config(run / "config.yaml").train.epochs == 2
+    assert torch.load(run / "last.pt", weights_only=True)["config"]["train"]["epochs"] == 2
+    # A last.pt without its random encoder (written before encoders were stored) is refused.
+    saved = torch.load(run / "last.pt", weights_only=True)
+    saved["state_dict"] = {k: v for k, v in saved["state_dict"].items() if not k.startswith("encoder.trunk.")}
+    torch.save(saved, run / "last.pt")
+    with pytest.raises(CheckpointError, match=r"last\.pt was trained with model.weights: random"):
+        trainer.train(None, resume=run, resume_overrides=["train.epochs=3"])

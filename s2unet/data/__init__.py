@@ -17,7 +17,8 @@ name without ``.nii.gz`` / ``.nii`` or an image suffix (``.png .jpg .jpeg .tif .
 
   Images: 8/16-bit PNG, JPEG, TIFF (first page), BMP or single-frame DICOM (rescale applied,
   MONOCHROME1 inverted); colour becomes gray. Masks: 0/255, 0/1, bool or anti-aliased gray,
-  foreground where ``value > mask_threshold * range``. ``task: binary`` uses exactly one label
+  foreground where ``value > mask_threshold * range``; label maps (whole numbers up to 31, e.g.
+  0/1/2): every value > 0; a mask with non-zero values none of which passes is refused. ``task: binary`` uses exactly one label
   folder, ``multilabel`` one per structure (structures may overlap), ``multiclass`` a single
   folder of integer label maps 0..num_classes-1 (0 = background; palette PNGs give indices).
 
@@ -32,7 +33,8 @@ name without ``.nii.gz`` / ``.nii`` or an image suffix (``.png .jpg .jpeg .tif .
   orientation; predictions are written back in the original one (:func:`save_like`).
 
 Run :func:`check_data` (or ``build_datasets``, which runs it) to list every missing pair,
-unreadable file, shape/affine mismatch, NaN, or suspicious mask before training.
+unreadable file, shape/affine mismatch, NaN, or suspicious mask before training;
+``build_datasets`` also refuses a train or val split in which every mask of a label is empty.
 
 Typical use::
 
@@ -122,19 +124,23 @@ def make_dataset(cases: list[Case], cfg: DataConfig, train: bool, seed: Optional
     return cls(cases, cfg, train=train, seed=seed)
 
 
-def build_datasets(cfg: DataConfig, seed: int, check: bool = True) -> DataBundle:
+def build_datasets(cfg: DataConfig, seed: int, check: bool = True, val_max_cases: int = 0) -> DataBundle:
     """Find cases, check them (raising on fatal issues), split by case and build the datasets.
 
     Args:
         cfg: the data config.
         seed: run seed (split and augmentation).
-        check: run :func:`check_data` first (leave on; off only for repeated tests).
+        check: run :func:`check_data` first, and refuse a train or val split whose masks of a
+            label are all empty (leave on; off only for repeated tests).
+        val_max_cases: validation scores only the first N val cases (0 = all); those must
+            hold foreground.
 
     Returns:
         The DataBundle.
 
     Raises:
-        DataError: missing folders, fatal data issues (all listed), bad split lists.
+        DataError: missing folders, fatal data issues (all listed), bad split lists, a split
+            without foreground.
     """
     cases = find_cases(cfg)
     report = None
@@ -144,6 +150,8 @@ def build_datasets(cfg: DataConfig, seed: int, check: bool = True) -> DataBundle
             log.warning("%s", issue)
         report.raise_if_fatal()
     split = split_cases([c.case_id for c in cases], cfg.split, seed)
+    if report is not None:
+        report.require_foreground(split, cfg, val_max_cases)
     by_id = {c.case_id: c for c in cases}
 
     def pick(name: str) -> list[Case]:

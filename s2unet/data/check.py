@@ -6,10 +6,14 @@ fatal (training would fail or learn garbage)
     an image without its label (or the reverse is only a warning: an unused label), an
     unreadable file, image/label shape mismatch, NIfTI affine mismatch, NaN/inf image values,
     multiclass label values outside ``0..num_classes-1`` or non-integer labels, an RGB label
-    map, no cases at all.
+    map, no cases at all, a mask image whose non-zero values all fall below ``mask_threshold``
+    of its range without being a small-integer label map (it would be read as empty); and,
+    once the cases are split, a train or val split in which every mask of a label is empty
+    (:meth:`DataReport.require_foreground`).
 warning (worth a look, training works)
     label files matching no image, empty masks, masks with more than two distinct values
-    (anti-aliased PNGs: thresholded at ``mask_threshold``; volumes: every value > 0 counts).
+    (anti-aliased PNGs: thresholded at ``mask_threshold``; label maps 0/1/2... and volumes:
+    every value > 0 counts).
 """
 from __future__ import annotations
 
@@ -25,7 +29,7 @@ from ..config import DataConfig
 from .cases import Case, orphan_labels, resolve_dir
 from .errors import DataError
 from .nifti import NiftiVolume, check_same_geometry, load_nifti
-from .readers import mask_value_range, read_image, read_raw
+from .readers import is_label_map, mask_foreground, read_image, read_raw
 
 
 def count_nonfinite(array: np.ndarray) -> int:
@@ -67,10 +71,14 @@ class DataReport:
     Attributes:
         issues: every issue, fatal and not, in case order.
         n_cases: cases checked.
+        foreground: case id -> whether each foreground channel (one per label folder; for
+            multiclass one per class 1..num_classes-1) has any foreground pixel, for the cases
+            whose labels were all read.
     """
 
     issues: list[DataIssue] = field(default_factory=list)
     n_cases: int = 0
+    foreground: dict[str, list[bool]] = field(default_factory=dict)
 
     @property
     def fatal(self) -> list[DataIssue]:
@@ -105,6 +113,37 @@ class DataReport:
             lines = "\n".join(f"  {i.path}: {i.message}" for i in fatal)
             raise DataError(f"data check found {len(fatal)} fatal problem(s) in {self.n_cases} cases:\n{lines}")
 
+    def require_foreground(self, split: dict[str, list[str]], cfg: DataConfig, val_max_cases: int = 0) -> None:
+        """Refuse a train or val split in which every mask of some label is empty.
+
+        Training on it learns to predict nothing, and validating on it scores that as Dice 1.0
+        (both masks empty), so the run would report a perfect, meaningless result.
+
+        Args:
+            split: case ids per split, from :func:`~s2unet.data.splits.split_cases`.
+            cfg: the data config (names the labels).
+            val_max_cases: validation scores only the first N val cases (0 = all).
+
+        Raises:
+            DataError: naming the split, the label and the number of cases.
+        """
+        names = [f"class {k}" for k in range(1, cfg.num_classes)] if cfg.task == "multiclass" else list(cfg.labels)
+        scored = {"train": split.get("train", []), "val": split.get("val", [])[: val_max_cases or None]}
+        problems = []
+        for part, ids in scored.items():
+            known = [self.foreground[i] for i in ids if i in self.foreground]
+            if not known:
+                continue
+            for c, label in enumerate(names):
+                if not any(flags[c] for flags in known):
+                    problems.append(f"split {part!r}: the {label!r} mask is empty in all {len(known)} case(s)")
+        if problems:
+            raise DataError(
+                f"refusing to train: {'; '.join(problems)}: training on such a split learns to predict nothing "
+                "and validating on it scores that as Dice 1.0; put cases with foreground into the split "
+                "(data.split) or check the label folder and data.mask_threshold"
+            )
+
 
 # ------------------------------------------------------------------------------------ label values
 def _distinct_values(arr: np.ndarray) -> np.ndarray:
@@ -116,33 +155,47 @@ def _distinct_values(arr: np.ndarray) -> np.ndarray:
     return np.unique(arr)
 
 
-def _label_issues(path: Path, arr: np.ndarray, cfg: DataConfig, volume: bool) -> list[DataIssue]:
-    """Value checks for one label array (mask or label map)."""
-    out: list[DataIssue] = []
+def _label_issues(path: Path, arr: np.ndarray, cfg: DataConfig, volume: bool) -> tuple[list[DataIssue], list[bool]]:
+    """Value checks for one label array (mask or label map).
+
+    Returns:
+        The issues, and whether each foreground channel of this file (one; multiclass: one per
+        class 1..num_classes-1) has any foreground; no flags when an issue is fatal.
+    """
     p = str(path)
     if arr.dtype.kind == "f" and not np.isfinite(arr).all():
-        return [DataIssue(p, "label holds NaN/inf values", True)]
+        return [DataIssue(p, "label holds NaN/inf values", True)], []
     values = _distinct_values(arr)
     if cfg.task == "multiclass":
         if arr.dtype.kind == "f" and not np.array_equal(values, np.round(values)):
-            return [DataIssue(p, "multiclass label holds non-integer values", True)]
+            return [DataIssue(p, "multiclass label holds non-integer values", True)], []
         bad = values[(values < 0) | (values >= cfg.num_classes)]
         if bad.size:
             shown = ", ".join(str(int(v)) for v in bad[:10])
-            out.append(DataIssue(p, f"label values {shown} outside 0..{cfg.num_classes - 1} (num_classes={cfg.num_classes})", True))
-        elif values.size and values.max() == 0:
-            out.append(DataIssue(p, "empty label map (background only)", False))
-        return out
-    if values.size > 2:
-        rule = "every value > 0 counts as foreground" if volume else f"thresholded at {cfg.mask_threshold} of the value range"
-        out.append(DataIssue(p, f"mask has {values.size} distinct values (expected 2; anti-aliased?); {rule}", False))
+            return [DataIssue(p, f"label values {shown} outside 0..{cfg.num_classes - 1} (num_classes={cfg.num_classes})", True)], []
+        present = [bool(np.any(values == k)) for k in range(1, cfg.num_classes)]
+        if not any(present):
+            return [DataIssue(p, "empty label map (background only)", False)], present
+        return [], present
+    out: list[DataIssue] = []
     if volume:
         empty = not (values.size and values.max() > 0)
     else:
-        empty = not np.any(arr > cfg.mask_threshold * mask_value_range(arr))
+        try:
+            empty = not mask_foreground(arr, cfg.mask_threshold, path).any()
+        except DataError as exc:
+            return [DataIssue(p, str(exc).removeprefix(f"{p}: "), True)], []
+    if values.size > 2:
+        if volume:
+            rule = "every value > 0 counts as foreground"
+        elif is_label_map(values):
+            rule = "a label map: every value > 0 counts as foreground (task: multiclass keeps the labels apart)"
+        else:
+            rule = f"anti-aliased?; thresholded at {cfg.mask_threshold} of the value range"
+        out.append(DataIssue(p, f"mask has {values.size} distinct values (expected 2); {rule}", False))
     if empty:
         out.append(DataIssue(p, "empty mask (no foreground)", False))
-    return out
+    return out, [not empty]
 
 
 # ----------------------------------------------------------------------------------- per case
@@ -153,8 +206,13 @@ def _missing(case: Case) -> list[DataIssue]:
     ]
 
 
-def _check_image_case(case: Case, cfg: DataConfig) -> list[DataIssue]:
+# Each case check returns its issues and the foreground flags of its labels (see _label_issues).
+CaseResult = tuple[list[DataIssue], list[bool]]
+
+
+def _check_image_case(case: Case, cfg: DataConfig) -> CaseResult:
     issues = _missing(case)
+    present: list[bool] = []
     shape: Optional[tuple[int, ...]] = None
     try:
         image = read_image(case.image)
@@ -180,8 +238,10 @@ def _check_image_case(case: Case, cfg: DataConfig) -> list[DataIssue]:
         if shape is not None and raw.shape != shape:
             issues.append(DataIssue(str(path), f"shape {raw.shape} differs from image {case.image} shape {shape}", True))
             continue
-        issues.extend(_label_issues(path, raw, cfg, volume=False))
-    return issues
+        found, flags = _label_issues(path, raw, cfg, volume=False)
+        issues.extend(found)
+        present.extend(flags)
+    return issues, present
 
 
 def _decode(vol: NiftiVolume) -> np.ndarray:
@@ -191,8 +251,9 @@ def _decode(vol: NiftiVolume) -> np.ndarray:
         raise DataError(f"cannot decode the volume ({type(exc).__name__}: {exc})") from exc
 
 
-def _check_volume_case(case: Case, cfg: DataConfig) -> list[DataIssue]:
+def _check_volume_case(case: Case, cfg: DataConfig) -> CaseResult:
     issues = _missing(case)
+    present: list[bool] = []
     # Headers first: geometry problems are found without decoding anything.
     try:
         image: Optional[NiftiVolume] = load_nifti(case.image, reorient=False)
@@ -229,8 +290,10 @@ def _check_volume_case(case: Case, cfg: DataConfig) -> list[DataIssue]:
         except DataError as exc:
             issues.append(DataIssue(str(lab.path), f"unreadable: {exc}", True))
             continue
-        issues.extend(_label_issues(lab.path, arr, cfg, volume=True))
-    return issues
+        found, flags = _label_issues(lab.path, arr, cfg, volume=True)
+        issues.extend(found)
+        present.extend(flags)
+    return issues, present
 
 
 def check_data(cfg: DataConfig, cases: Sequence[Case], workers: Optional[int] = None) -> DataReport:
@@ -260,6 +323,9 @@ def check_data(cfg: DataConfig, cases: Sequence[Case], workers: Optional[int] = 
             results = list(pool.map(lambda c: check(c, cfg), cases))
     else:
         results = [check(c, cfg) for c in cases]
-    for found in results:
+    n_channels = cfg.num_classes - 1 if cfg.task == "multiclass" else len(cfg.labels)
+    for case, (found, present) in zip(cases, results):
         report.issues.extend(found)
+        if len(present) == n_channels:
+            report.foreground[case.case_id] = present
     return report

@@ -27,6 +27,9 @@ _LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float64)
 # DICOM X-rays often carry burned-in labels or collimator edges at the extremes of the range;
 # scaling between robust percentiles keeps those few pixels from compressing the anatomy.
 _DICOM_PERCENTILES = (0.5, 99.5)
+#: Masks of whole numbers whose maximum is 2..LABEL_MAP_MAX are label maps (0 = background):
+#: class indices, far below the 0/255 or 0/65535 of masks that use their dtype's range.
+LABEL_MAP_MAX = 31
 
 
 # ------------------------------------------------------------------------------------ raw pixels
@@ -267,13 +270,68 @@ def mask_value_range(arr: np.ndarray) -> float:
     return top
 
 
-def read_mask(path: PathLike, threshold: float = 0.5) -> np.ndarray:
-    """Read a binary mask stored as 0/255, 0/1, bool or anti-aliased gray values.
+def is_label_map(arr: np.ndarray) -> bool:
+    """True when mask values are small whole numbers (maximum 2..``LABEL_MAP_MAX``): a label map.
 
-    Foreground is ``value > threshold * range`` with ``range`` from :func:`mask_value_range`
-    (1 for 0/1 masks, 255 for 8-bit masks, the maximum otherwise), so 0.5 keeps the pixels
-    at least half covered in an anti-aliased mask. Colour masks use the brightest channel, so
-    a pure red or green outline counts as foreground. Palette PNGs use their indices.
+    Args:
+        arr: raw mask values (NaN-free).
+
+    Returns:
+        Whether every value > 0 is to be read as foreground, whatever the threshold.
+    """
+    if arr.size == 0 or arr.dtype == np.bool_:
+        return False
+    top = float(arr.max())
+    if not 1.0 < top <= LABEL_MAP_MAX:
+        return False
+    return not np.issubdtype(arr.dtype, np.floating) or bool(np.all(arr == np.round(arr)))
+
+
+def mask_foreground(arr: np.ndarray, threshold: float, path: PathLike) -> np.ndarray:
+    """Foreground of a single-channel mask array, by the rule :func:`read_mask` documents.
+
+    Args:
+        arr: the raw (H, W) values (bool, integer or float; NaN counts as background).
+        threshold: fraction of the value range in [0, 1), for dtype-range masks.
+        path: the file the values came from, named in the error.
+
+    Returns:
+        bool array (H, W).
+
+    Raises:
+        DataError: the mask has non-zero values but none reach the threshold and it is not a
+            small-integer label map, so it would otherwise be read as empty.
+    """
+    if arr.dtype == np.bool_:
+        return arr.copy()
+    if np.issubdtype(arr.dtype, np.floating):
+        arr = np.nan_to_num(arr, nan=0.0)
+    if is_label_map(arr):
+        # 0/1/2... label values: at a fraction of the 8-bit range they would all be background.
+        return np.asarray(arr > 0)
+    top = float(arr.max()) if arr.size else 0.0
+    value_range = mask_value_range(arr)
+    foreground = np.asarray(arr > threshold * value_range)
+    if top > 0 and not foreground.any():
+        raise DataError(
+            f"{path}: mask values reach only {top:g}, none above data.mask_threshold {threshold:g} x "
+            f"{value_range:g} = {threshold * value_range:g}, and it is not a label map (whole numbers "
+            f"1..{LABEL_MAP_MAX}); refusing to read it as empty: store it as 0/255 or 0/1, or lower "
+            "data.mask_threshold"
+        )
+    return foreground
+
+
+def read_mask(path: PathLike, threshold: float = 0.5) -> np.ndarray:
+    """Read a binary mask stored as 0/255, 0/1, bool, anti-aliased gray values or label values.
+
+    Integer label values (whole numbers whose maximum is 2..``LABEL_MAP_MAX``, e.g. a 0/1/2 label
+    map given to a binary task) are read as labels: every value > 0 is foreground. Otherwise
+    foreground is ``value > threshold * range`` with ``range`` from :func:`mask_value_range`
+    (1 for 0/1 masks, 255 for 8-bit masks, the maximum otherwise), so 0.5 keeps the pixels at
+    least half covered in an anti-aliased mask. A mask with non-zero values none of which
+    passes is refused rather than read as empty. Colour masks use the brightest channel, so a
+    pure red or green outline counts as foreground. Palette PNGs use their indices.
 
     Args:
         path: the mask file (any format :func:`read_raw` reads).
@@ -283,18 +341,15 @@ def read_mask(path: PathLike, threshold: float = 0.5) -> np.ndarray:
         bool array (H, W).
 
     Raises:
-        DataError: unreadable file or a threshold outside [0, 1).
+        DataError: unreadable file, a threshold outside [0, 1), or non-zero values that
+            neither pass the threshold nor form a label map.
     """
     if not 0.0 <= threshold < 1.0:
         raise DataError(f"{path}: mask threshold {threshold} is outside [0, 1)")
     arr = read_raw(path, palette_as_index=True)
     if arr.ndim == 3:
         arr = arr.max(axis=-1)
-    if arr.dtype == np.bool_:
-        return arr.copy()
-    if np.issubdtype(arr.dtype, np.floating):
-        arr = np.nan_to_num(arr, nan=0.0)
-    return np.asarray(arr > threshold * mask_value_range(arr))
+    return mask_foreground(arr, threshold, path)
 
 
 def read_label_map(path: PathLike) -> np.ndarray:

@@ -1,7 +1,8 @@
 """s2unet checkpoints: the config plus only what training changed, written atomically.
 
 A model checkpoint (``best.pt``) holds the resolved config, the trained tensors (adapters,
-attention LoRA, decoder, heads), the tuned threshold and the validation metrics. A training
+attention LoRA, decoder, heads; plus the encoder's own tensors when it is trained or was built
+with ``model.weights: random``), the tuned threshold and the validation metrics. A training
 checkpoint (``last.pt``) adds optimiser, scheduler, progress and RNG state for ``--resume``.
 Everything is plain tensors and builtins, so ``torch.load(..., weights_only=True)`` reads it.
 """
@@ -71,7 +72,8 @@ def read_checkpoint(path: str | Path) -> dict:
 
 
 def load_model_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> LoadedModel:
-    """Rebuild a trained model: encoder from its weights file, then the trained tensors.
+    """Rebuild a trained model: encoder from its weights file, then the stored tensors (which
+    replace a random encoder's fresh draw with the one it was trained with).
 
     Args:
         path: a ``best.pt``/``last.pt`` written by training.

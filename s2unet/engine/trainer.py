@@ -9,7 +9,7 @@ from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -19,16 +19,17 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
-from ..config import Config, config_from_dict
+from ..config import Config, save_config
 from ..data import build_datasets, make_train_sampler
 from ..losses import build_loss
 from ..models import S2UNet, SegmentationModel, check_model_config, create_model
 from ..weights import CheckpointError
-from .checkpoint import atomic_save, model_payload, read_checkpoint
+from .checkpoint import atomic_save, model_payload
 from .feature_cache import FeatureCache
 from .distributed import DistInfo, all_reduce_mean, barrier, init_distributed, resolve_device, shutdown
 from .precision import autocast, resolve_amp
 from .records import MetricLog, write_json, write_run_records
+from .resume import config_differences, load_resume
 from .rundir import check_latest_link, hold_run_dir, latest_link, point_latest_link
 from .validation import validate
 
@@ -95,26 +96,32 @@ def _steps_per_epoch(cfg: Config, n_train: int, world: int) -> int:
     return cfg.train.steps_per_epoch or max(1, n_train // per_step)
 
 
-def train(cfg: Config, resume: str | Path | None = None, argv: list[str] | None = None) -> Path:
+def train(cfg: Config | None, resume: str | Path | None = None, argv: list[str] | None = None,
+          resume_overrides: Sequence[str] = ()) -> Path:
     """Train the model a config describes; returns the run directory.
 
     Args:
-        cfg: the resolved config (ignored when resuming: the run's own config is used, so a
-            resumed run cannot drift from the one it continues).
-        resume: a run directory holding ``last.pt``.
+        cfg: the resolved config of a new run (ignored, may be None, when resuming: the run's
+            own config is used, so a resumed run cannot drift from the one it continues).
+        resume: a run directory holding ``last.pt`` and ``config.yaml``.
         argv: the command line, recorded in the run directory.
+        resume_overrides: ``key=value`` changes to a resumed run, only the keys of
+            :data:`~s2unet.engine.resume.RESUME_KEYS` (e.g. ``train.epochs`` to extend it).
+
+    Raises:
+        CheckpointError, ConfigError: see :func:`~s2unet.engine.resume.load_resume`.
     """
+    saved = None
     if resume is not None:
-        last = Path(resume) / "last.pt"
-        if not last.is_file():
-            raise CheckpointError(f"--resume {resume}: no last.pt in that directory")
-        saved = read_checkpoint(last)
-        cfg = config_from_dict(saved["config"])
+        point = load_resume(resume, resume_overrides)
+        cfg, saved = point.config, point.checkpoint
+    elif cfg is None:
+        raise ValueError("train() needs a config for a new run")
     device = resolve_device(cfg.train.device, "train.device")
     info = init_distributed(device)
     try:
         with ExitStack() as run_dir_hold:
-            return _train(cfg, device, info, saved if resume is not None else None, resume, argv or [], run_dir_hold)
+            return _train(cfg, device, info, saved, resume, argv or [], run_dir_hold)
     finally:
         shutdown(info)
 
@@ -129,12 +136,14 @@ def _train(cfg: Config, device: torch.device, info: DistInfo, saved: dict | None
     # Cheap checks first: an unknown encoder, an image size it cannot take, a missing encoder
     # file or bad data must stop the run before any heavy work starts.
     check_model_config(cfg)
-    bundle = build_datasets(cfg.data, cfg.seed)
+    bundle = build_datasets(cfg.data, cfg.seed, val_max_cases=t_cfg.val_max_cases)
     run_dir = Path(resume) if resume is not None else _new_run_dir(cfg, info)
     if info.is_main:  # locked until train() returns; marked FAILED if anything below raises
         run_dir_hold.enter_context(hold_run_dir(run_dir))
     if info.is_main and saved is None:
         write_run_records(run_dir, cfg, bundle.split, argv, info.world_size)
+    elif info.is_main:
+        save_config(cfg, run_dir / "config.yaml")  # with the --set changes resuming applied
 
     model = create_model(cfg).to(device)
     if info.is_main:
@@ -171,14 +180,23 @@ def _train(cfg: Config, device: torch.device, info: DistInfo, saved: dict | None
     progress = TrainState()
     log = MetricLog(run_dir)
     if saved is not None:
-        model.load_trained_state_dict(saved["state_dict"], source=str(run_dir / "last.pt"))
+        try:
+            model.load_trained_state_dict(saved["state_dict"], source=str(run_dir / "last.pt"))
+        except KeyError as exc:
+            raise CheckpointError(str(exc.args[0])) from None
         optimizer.load_state_dict(saved["optimizer"])
         scheduler.load_state_dict(saved["scheduler"])
+        # The optimiser kept the rate of the saved schedule; a run extended by --set train.epochs
+        # must take its next step at the rate of the stretched one (identical when unchanged).
+        for group, base, fn in zip(optimizer.param_groups, scheduler.base_lrs, scheduler.lr_lambdas):
+            group["lr"] = base * fn(scheduler.last_epoch)
         progress = TrainState(**saved["progress"])
         _set_rng_state(saved["rng"])
         if info.is_main:
             log.truncate_after(progress.step)
-            console.print(f"resuming {run_dir} after epoch {progress.epoch} (step {progress.step})")
+            changed = [f"{k} {a} -> {b}" for k, (a, b) in config_differences(saved["config"], cfg.to_dict()).items()]
+            console.print(f"resuming {run_dir} after epoch {progress.epoch} (step {progress.step})"
+                          + (f"; applied {', '.join(changed)}" if changed else ""))
 
     net: torch.nn.Module = model
     if info.enabled:
@@ -258,9 +276,13 @@ def _end_of_epoch(model: SegmentationModel, cfg: Config, bundle, device, progres
         result = validate(model, cfg, bundle.val, device, max_cases=t_cfg.val_max_cases)
         score = result["summary"][t_cfg.metric]
         log.append({"kind": "val", "epoch": progress.epoch, "step": progress.step, **result["summary"]})
+        empty = result["summary"]["n_cases_empty_gt"]
+        # Empty references score 1 or 0 by the metrics' rules: say so next to the mean they are in.
+        note = (f"; {empty} with an empty reference, scored 1 if nothing is predicted else 0; without them "
+                f"{result['summary'].get('with_gt_' + t_cfg.metric, float('nan')):.4f}") if empty else ""
         bar.console.print(
             f"epoch {progress.epoch}: validation {t_cfg.metric} {score:.4f} (threshold {result['threshold']:.2f}, "
-            f"{len(result['cases'])} cases)"
+            f"{len(result['cases'])} cases{note})"
         )
         if score > progress.best:
             progress.best, progress.best_epoch = score, progress.epoch

@@ -31,8 +31,10 @@ def validate(model: SegmentationModel, cfg: Config, dataset: SliceDataset, devic
 
     Returns:
         ``{"threshold", "summary": flat metric means, "cases": case ids}``; ``summary`` holds
-        the per-case means under the metric names (``dice``...) and the per-slice means as
-        ``slice_dice``... for volumes.
+        the per-case means under the metric names (``dice``...), the per-slice means as
+        ``slice_dice``... for volumes, ``n_cases_empty_gt`` (cases whose reference is empty:
+        they score Dice 1 when nothing is predicted, else 0, and are in ``dice``) and the means
+        over the other cases as ``with_gt_dice``...
     """
     was_training = model.training
     model.eval()
@@ -62,6 +64,8 @@ def validate(model: SegmentationModel, cfg: Config, dataset: SliceDataset, devic
         slice_rows.extend(rows)
     stats = summarize(case_rows, slice_rows)
     summary = dict(stats["case_mean"])
+    summary["n_cases_empty_gt"] = stats["n_cases"] - stats["n_cases_with_gt"]
+    summary.update({f"with_gt_{k}": v for k, v in stats["case_mean_with_gt"].items()})
     summary.update({f"slice_{k}": v for k, v in stats.get("slice_mean", {}).items()})
     summary["threshold"] = threshold
     return {"threshold": threshold, "summary": summary, "cases": [c.case_id for c in cases]}

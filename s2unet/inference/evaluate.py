@@ -5,7 +5,7 @@ Predictions are the files :func:`s2unet.inference.run_inference` writes:
 per label). Ground truth is found by case id: ``<gt>/<case>.<ext>`` for one label,
 ``<gt>/<label>/<case>.<ext>`` per label (the layout of the shared SCR masks). Any NIfTI / image
 suffix is accepted on either side. Foreground is value > 0 for NIfTI and ``read_mask``'s rule
-(more than half the value range) for images; multiclass label maps are therefore scored as
+(more than half the value range; label maps 0/1/2...: value > 0) for images; multiclass label maps are therefore scored as
 foreground versus background here.
 
 Volumes are compared in the closest-RAS served orientation with their header spacing and sliced

@@ -38,6 +38,9 @@ class S2UNet(SegmentationModel):
         self.register_buffer("mean", torch.tensor(encoder.mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(encoder.std).view(1, 3, 1, 1), persistent=False)
         self.train_encoder = m.train_encoder
+        # A random encoder cannot be rebuilt from a file (a fresh draw differs), so checkpoints
+        # carry its tensors, as they do when the encoder itself is trained.
+        self.saves_encoder = m.train_encoder or m.weights == "random"
 
     @property
     def encoder_trains(self) -> bool:
@@ -77,17 +80,39 @@ class S2UNet(SegmentationModel):
         return self.decoder(self.features(x), x.shape[-2:], all_heads=False)[-1]
 
     def trained_state_dict(self) -> dict[str, torch.Tensor]:
-        """What training changed: trainable parameters plus the decoder's BatchNorm statistics.
+        """What rebuilds the trained model: trainable parameters plus the decoder's BatchNorm
+        statistics, and every encoder tensor when the encoder is trained or random.
 
-        The frozen encoder weights are left out, so a checkpoint stays small and the model is
-        rebuilt from the official encoder file plus this.
+        Frozen encoder weights from a file are left out, so a checkpoint stays small and the
+        model is rebuilt from the encoder file plus this; a ``model.weights: random`` encoder is
+        stored whole (about 110 MB for Hiera-T), the only way to rebuild the same model.
         """
+        frozen = self._frozen_encoder_keys()
+        return {k: v.detach().clone() for k, v in self.state_dict().items() if k not in frozen or self.saves_encoder}
+
+    def _frozen_encoder_keys(self) -> set[str]:
+        """State-dict keys of the encoder that training does not change."""
         trainable = {n for n, p in self.named_parameters() if p.requires_grad}
-        return {
-            k: v.detach().clone()
-            for k, v in self.state_dict().items()
-            if k in trainable or not k.startswith("encoder.") or self.train_encoder
-        }
+        return {k for k in self.state_dict() if k.startswith("encoder.") and k not in trainable}
+
+    def load_trained_state_dict(self, state: dict[str, torch.Tensor], source: str = "checkpoint") -> None:
+        """Load what ``trained_state_dict`` saved; keys and shapes must match exactly.
+
+        Args:
+            state: the tensors from a checkpoint.
+            source: the file they came from, named in errors.
+
+        Raises:
+            KeyError: the tensors do not fit this model, or a random encoder's tensors are
+                missing (a checkpoint written before they were stored cannot be rebuilt).
+        """
+        frozen = self._frozen_encoder_keys()
+        if self.saves_encoder and frozen and frozen.isdisjoint(state):
+            raise KeyError(
+                f"{source} was trained with model.weights: random but holds no encoder tensors (written by an "
+                "older s2unet); a fresh random encoder would give other predictions, so it cannot be loaded"
+            )
+        super().load_trained_state_dict(state, source)
 
     def merge_lora(self) -> int:
         """Fold attention LoRA into the encoder weights for inference; returns layers merged."""
