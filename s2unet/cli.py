@@ -18,6 +18,8 @@ def _train_parser(p: argparse.ArgumentParser) -> None:
                    help="continue a run from RUN_DIR/last.pt with its own config (--set may change only "
                         "train.epochs and a few runtime keys; see the README)")
     p.add_argument("--check-only", action="store_true", help="resolve the config, check the data, and stop")
+    p.add_argument("--init-from", metavar="CHECKPOINT",
+                   help="fine-tune: start from the trained tensors of CHECKPOINT (e.g. RUN/best.pt) with a fresh schedule")
 
 
 def _infer_parser(p: argparse.ArgumentParser) -> None:
@@ -30,6 +32,11 @@ def _infer_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threshold", type=float, help="binarisation threshold (default: the one tuned in training)")
     p.add_argument("--min-size", type=int, default=0, help="drop connected components smaller than this (voxels)")
     p.add_argument("--tta", action="store_true", help="average with the horizontally flipped prediction")
+    p.add_argument("--no-postprocess", action="store_true",
+                   help="skip the checkpoint's post-processing (postprocess.keep_largest / fill_holes)")
+    p.add_argument("--keep-largest", type=int, nargs="+", metavar="N",
+                   help="keep the N largest components (one N for all labels or one per label); overrides the checkpoint")
+    p.add_argument("--fill-holes", action="store_true", help="fill holes in the prediction (per slice in volumes)")
     p.add_argument("--probabilities", action="store_true", help="also write probability maps")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--device", default="auto")
@@ -87,9 +94,9 @@ def _run_train(args: argparse.Namespace) -> None:
               + ", ".join(f"{k} {len(v)}" for k, v in bundle.split.items()))
         return
     if args.resume is not None:
-        train(None, resume=args.resume, argv=sys.argv, resume_overrides=args.overrides)
+        train(None, resume=args.resume, argv=sys.argv, resume_overrides=args.overrides, init_from=args.init_from)
     else:
-        train(load_config(args.config, args.overrides), argv=sys.argv)
+        train(load_config(args.config, args.overrides), argv=sys.argv, init_from=args.init_from)
 
 
 def _run_infer(args: argparse.Namespace) -> None:
@@ -99,7 +106,8 @@ def _run_infer(args: argparse.Namespace) -> None:
         checkpoint=args.checkpoint, inputs=args.input, output_dir=args.output, gt=args.gt, lung=args.lung,
         lung_checkpoint=args.lung_checkpoint, overwrite=args.overwrite, probabilities=args.probabilities,
         tta=args.tta, min_size=args.min_size, batch_size=args.batch_size, device=args.device,
-        threshold=args.threshold,
+        threshold=args.threshold, no_postprocess=args.no_postprocess, keep_largest=args.keep_largest,
+        fill_holes=args.fill_holes,
     )
 
 

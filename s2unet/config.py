@@ -129,9 +129,13 @@ class SplitConfig:
 
     mode ``ratio`` draws a seeded split, ``kfold`` takes fold ``fold`` of ``folds`` as
     validation (the test list, if any, is held out first), ``list`` uses the lists as given.
+    ``group`` is the cross-source split: ``groups`` maps every case to its source (hospital,
+    scanner); the cases of ``train_groups`` are split into train and val by ``val_ratio``, and
+    the cases of ``test_groups`` (default: every other group) are the test split, so the test
+    score says how the model travels to a source it never saw.
     """
 
-    mode: Literal["ratio", "kfold", "list"] = "ratio"
+    mode: Literal["ratio", "kfold", "list", "group"] = "ratio"
     val_ratio: float = ranged("[0, 1)", 0.2)  # of all cases
     test_ratio: float = ranged("[0, 1)", 0.0)
     folds: int = ranged("[2, inf)", 5)
@@ -139,6 +143,11 @@ class SplitConfig:
     train: list[str] = field(default_factory=list)
     val: list[str] = field(default_factory=list)
     test: list[str] = field(default_factory=list)
+    # group mode: a JSON ({case: group} or [{"case", "group"}, ...]) or CSV (columns case,
+    # group) file, relative to data.root
+    groups: str = ""
+    train_groups: list[str] = field(default_factory=list)
+    test_groups: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -159,6 +168,13 @@ class AugmentConfig:
     gamma: float = ranged("[0, inf)", 0.0)
     noise_std: float = ranged("[0, inf)", 0.0)
     intensity_prob: float = ranged("[0, 1]", 0.5)
+    # Robustness to other sources (each off by default; see s2unet.data.transforms).
+    blur_sigma: float = ranged("[0, inf)", 0.0)  # largest Gaussian blur sigma, pixels
+    clahe: float = ranged("[0, 1]", 0.0)  # probability of CLAHE local contrast equalisation (kornia)
+    window_jitter: float = ranged("[0, 1)", 0.0)  # HU volumes: window level and width moved by up to this x width
+    crop_min: float = ranged("(0, 1]", 1.0)  # random resized crop: smallest side fraction kept (1 = off)
+    zoom_out: float = ranged("[0, inf)", 0.0)  # shrink by up to 1 / (1 + zoom_out) inside a zero border
+    rot90: float = ranged("[0, 1]", 0.0)  # probability of a random 90/180/270 degree rotation (unknown orientation)
 
 
 @dataclass
@@ -186,6 +202,11 @@ class DataConfig:
     axis: int = ranged("[0, 2]", 2)
     window: WindowConfig = field(default_factory=WindowConfig)
     context_slices: bool = False  # 2.5D: neighbouring slices as the three channels
+    # After windowing, every slice/image (training and inference): "percentile" stretches its
+    # 1st-99th percentiles to 0..1, "clahe" equalises local contrast (kornia CLAHE), so 8-bit,
+    # CLAHE-processed and HU inputs reach the model on a comparable scale.
+    normalize: Literal["none", "percentile", "clahe"] = "none"
+    max_train_slices: int = ranged("[0, inf)", 0)  # few-label training: keep N training slices (seeded), 0 = all
     lesion_oversample: float = ranged("[0, 1)", 0.0)  # share of training draws taken from slices with a lesion
     cache_mb: int = ranged("[0, inf)", 2048)
     reorient: bool = True  # slice in the closest canonical (RAS) orientation
@@ -239,6 +260,22 @@ class LossConfig:
     deep_supervision_weights: list[float] = ranged("[0, inf)", default_factory=lambda: [0.25, 0.5, 1.0])
 
 
+# ---------------------------------------------------------------------------------- postprocess
+@dataclass
+class PostprocessConfig:
+    """Cleaning of the binary prediction, applied by validation and ``infer.py`` (the
+    checkpoint stores it; ``infer.py --no-postprocess`` skips it).
+
+    ``keep_largest``: keep the N largest connected components of each channel (3D components
+    in volumes); one number for every channel or one per channel, e.g. ``[2]`` for a lungs
+    label (two lungs); empty keeps everything. ``fill_holes``: fill holes enclosed by the
+    foreground (per slice in volumes).
+    """
+
+    keep_largest: list[int] = ranged("[1, inf)", default_factory=list)
+    fill_holes: bool = False
+
+
 # ---------------------------------------------------------------------------------------- train
 @dataclass
 class TrainConfig:
@@ -276,6 +313,7 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    postprocess: PostprocessConfig = field(default_factory=PostprocessConfig)
 
     @property
     def out_channels(self) -> int:
@@ -412,6 +450,24 @@ def check_device_name(name: str, key: str) -> None:
         raise ConfigError(f"{key} {name!r} is not a device; use auto, cpu, cuda or cuda:N")
 
 
+def _validate_robustness(cfg: Config) -> None:
+    """Cross-field checks of the cross-source split and the post-processing."""
+    d, sp = cfg.data, cfg.data.split
+    if sp.mode == "group":
+        if not sp.groups:
+            raise ConfigError("data.split.groups: mode 'group' needs a JSON/CSV file mapping case -> group")
+        if not sp.train_groups:
+            raise ConfigError("data.split.train_groups: mode 'group' needs at least one training group")
+        both = sorted(set(sp.train_groups) & set(sp.test_groups))
+        if both:
+            raise ConfigError(f"data.split: groups {both} are in both train_groups and test_groups")
+    keep = cfg.postprocess.keep_largest
+    n_fg = cfg.out_channels - (1 if d.task == "multiclass" else 0)
+    if len(keep) not in (0, 1, n_fg):
+        raise ConfigError(f"postprocess.keep_largest: give one count for all channels or one per label "
+                          f"({n_fg}); got {keep}")
+
+
 def validate(cfg: Config) -> Config:
     """Check every value's range (see :func:`ranged`) and the cross-field rules types cannot express.
 
@@ -439,6 +495,7 @@ def validate(cfg: Config) -> Config:
             f"data.split.val_ratio + data.split.test_ratio must be < 1 to leave training cases, "
             f"got {d.split.val_ratio} + {d.split.test_ratio}"
         )
+    _validate_robustness(cfg)
     if d.split.mode == "kfold" and not d.split.fold < d.split.folds:
         raise ConfigError(f"data.split.fold {d.split.fold} is outside 0..{d.split.folds - 1}")
     if len(m.decoder_channels) != 3:

@@ -281,11 +281,11 @@ def test_refuses_flip_tta_for_left_and_right_labels(monkeypatch: pytest.MonkeyPa
 
 
 def test_refuses_input_of_the_wrong_kind(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    _use_model(monkeypatch, _volume_cfg(), ThresholdModel([0.5], [1.0]))
-    png = tmp_path / "x.png"
-    Image.fromarray(np.zeros((8, 8), np.uint8)).save(png)
-    with pytest.raises(DataError, match="x.png is not one of the NIfTI volumes"):
-        run_inference("fake.pt", png, tmp_path / "out", show_progress=False)
+    # A volume model takes 2D CT slices (test_cross_source.py); an image model refuses volumes.
+    _use_model(monkeypatch, config_from_dict({"data": {"kind": "image", "image_size": 64}}), ThresholdModel([0.5], [1.0]))
+    volume = _save(np.zeros((8, 8, 2), np.uint8), tmp_path / "x.nii.gz")
+    with pytest.raises(DataError, match="x.nii.gz is not one of the 2D images"):
+        run_inference("fake.pt", volume, tmp_path / "out", show_progress=False)
 
 
 def test_refuses_volume_with_nan_or_inf_naming_it(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

@@ -50,8 +50,10 @@ import logging
 from dataclasses import dataclass, field
 from typing import Optional, Union
 
+import numpy as np
+
 from ..config import DataConfig
-from .cases import Case, find_cases, orphan_labels
+from .cases import Case, find_cases, orphan_labels, resolve_dir
 from .check import DataIssue, DataReport, check_data, count_nonfinite
 from .datasets import (
     ImageDataset,
@@ -62,14 +64,15 @@ from .datasets import (
     prepare_image,
     prepare_slice,
     resize_to,
+    slice_as_volume,
     volume_cache,
 )
 from .errors import DataError
 from .intensity import volume_value_range, window_bounds, window_to_unit
 from .nifti import NiftiVolume, check_same_geometry, load_nifti, nifti_stem, save_like
-from .readers import IMAGE_SUFFIXES, read_dicom, read_image, read_label_map, read_mask, read_raw
+from .readers import IMAGE_SUFFIXES, read_dicom, read_image, read_label_map, read_mask, read_raw, read_slice_values
 from .sampling import EpochSampler, lesion_weights
-from .splits import kfold_partition, split_cases
+from .splits import kfold_partition, read_case_groups, split_cases
 from .transforms import build_augment, item_seed, seed_augment, seed_worker
 
 log = logging.getLogger(__name__)
@@ -79,10 +82,10 @@ SliceDataset = Union[ImageDataset, VolumeSliceDataset]
 __all__ = [
     "Case", "DataBundle", "DataError", "DataIssue", "DataReport", "EpochSampler", "IMAGE_SUFFIXES",
     "ImageDataset", "NiftiVolume", "VolumeCache", "VolumeSliceDataset", "build_augment", "build_datasets",
-    "check_data", "check_same_geometry", "context_indices", "count_nonfinite", "find_cases", "item_seed", "kfold_partition",
+    "check_data", "check_same_geometry", "choose_train_items", "context_indices", "count_nonfinite", "find_cases", "item_seed", "kfold_partition",
     "label_slice", "lesion_weights", "prepare_image", "load_nifti", "make_dataset", "make_train_sampler", "nifti_stem",
-    "orphan_labels", "prepare_slice", "read_dicom", "read_image", "read_label_map", "read_mask", "read_raw",
-    "resize_to", "save_like", "seed_augment", "seed_worker", "split_cases", "volume_cache",
+    "orphan_labels", "prepare_slice", "read_case_groups", "read_dicom", "read_image", "read_label_map", "read_mask", "read_raw",
+    "read_slice_values", "resize_to", "save_like", "slice_as_volume", "seed_augment", "seed_worker", "split_cases", "volume_cache",
     "volume_value_range", "window_bounds", "window_to_unit",
 ]
 
@@ -149,7 +152,8 @@ def build_datasets(cfg: DataConfig, seed: int, check: bool = True, val_max_cases
         for issue in report.warnings:
             log.warning("%s", issue)
         report.raise_if_fatal()
-    split = split_cases([c.case_id for c in cases], cfg.split, seed)
+    groups = read_case_groups(resolve_dir(cfg, cfg.split.groups)) if cfg.split.mode == "group" else None
+    split = split_cases([c.case_id for c in cases], cfg.split, seed, groups=groups)
     if report is not None:
         report.require_foreground(split, cfg, val_max_cases)
     by_id = {c.case_id: c for c in cases}
@@ -158,9 +162,34 @@ def build_datasets(cfg: DataConfig, seed: int, check: bool = True, val_max_cases
         return [by_id[i] for i in split[name]]
 
     train = make_dataset(pick("train"), cfg, train=True, seed=seed)
+    if cfg.max_train_slices:
+        train.restrict(choose_train_items(len(train), cfg.max_train_slices, seed))
     val = make_dataset(pick("val"), cfg, train=False) if split["val"] else None
     test = make_dataset(pick("test"), cfg, train=False) if split["test"] else None
     return DataBundle(train=train, val=val, test=test, split=split, cases=cases, report=report)
+
+
+def choose_train_items(n_items: int, n_keep: int, seed: int) -> list[int]:
+    """The training items kept by ``data.max_train_slices``: a seeded choice of ``n_keep``.
+
+    The first ``n_keep`` of one seeded permutation, so with one seed the 5 slices of a 5-slice
+    run are among the 10 of a 10-slice run (a learning curve adds labels, it does not redraw).
+
+    Args:
+        n_items: training items (slices or images) available.
+        n_keep: how many to keep.
+        seed: run seed.
+
+    Returns:
+        Sorted item indices.
+
+    Raises:
+        DataError: more items asked for than the training split holds.
+    """
+    if n_keep > n_items:
+        raise DataError(f"data.max_train_slices is {n_keep} but the training split holds only {n_items} slices/images")
+    order = np.random.default_rng([int(seed), n_items]).permutation(n_items)
+    return sorted(int(i) for i in order[:n_keep])
 
 
 def make_train_sampler(

@@ -19,6 +19,7 @@ it to the slice's own shape — no orientation bookkeeping is needed beyond that
 """
 from __future__ import annotations
 
+import dataclasses
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -32,7 +33,7 @@ import torch.nn.functional as F
 from ..config import DataConfig
 from .cases import Case
 from .errors import DataError
-from .intensity import volume_value_range, window_bounds, window_to_unit
+from .intensity import hu_bounds, jitter_window, normalize_unit, volume_value_range, window_bounds, window_to_unit
 from .nifti import NiftiVolume, check_same_geometry, load_nifti
 from .readers import read_image, read_label_map, read_mask
 from .transforms import build_augment, item_seed, seed_augment
@@ -107,7 +108,7 @@ def prepare_slice(
             ``NiftiVolume.get_array()``) or a NiftiVolume (each call reads 1-3 slices through
             the lazy proxy, which for .nii.gz decompresses the file up to that slice).
         k: slice index along ``cfg.axis``.
-        cfg: uses ``axis``, ``window`` and ``context_slices``.
+        cfg: uses ``axis``, ``window``, ``context_slices`` and ``normalize``.
         value_range: the volume's (min, max), needed only for ``window.preset: none`` on data
             that is not uint8/uint16; computed from ``volume`` when omitted (pass it when
             calling per slice to avoid recomputing).
@@ -128,16 +129,37 @@ def prepare_slice(
         stack = np.stack([np.take(volume, i, axis=axis) for i in idx])
         if value_range is None and _needs_value_range(volume.dtype, cfg):
             value_range = volume_value_range(volume)
-    return window_to_unit(stack, cfg.window, value_range)
+    return normalize_unit(window_to_unit(stack, cfg.window, value_range), cfg.normalize)
 
 
-def prepare_image(gray: np.ndarray) -> np.ndarray:
+def slice_as_volume(picture: np.ndarray, axis: int) -> np.ndarray:
+    """A 2D slice (as displayed: rows top to bottom) as a one-slice volume along ``axis``.
+
+    The slice is stored transposed, ``np.take(volume, 0, axis) == picture.T``: the layout of
+    the shared COVID volumes, whose slice ``k`` displays as ``volume[:, :, k].T``. A model
+    trained on such volumes therefore sees a PNG/DICOM slice the way it saw its training
+    slices, with its own windowing and normalisation applied by :func:`prepare_slice`.
+
+    Args:
+        picture: (H, W) intensities (any dtype; not rescaled).
+        axis: the model's slice axis (``DataConfig.axis``).
+
+    Returns:
+        The volume, shape (W, H) with a length-1 axis inserted at ``axis``.
+    """
+    if picture.ndim != 2:
+        raise ValueError(f"expected a 2D slice, got shape {picture.shape}")
+    return np.expand_dims(np.ascontiguousarray(picture.T), axis)
+
+
+def prepare_image(gray: np.ndarray, normalize: str = "none") -> np.ndarray:
     """The model input channels of a 2D image: gray (NaN as 0) repeated to three channels.
 
     Used by :class:`ImageDataset` and by inference, so both see identical inputs.
 
     Args:
         gray: (H, W) values in 0..1, as :func:`~s2unet.data.readers.read_image` returns.
+        normalize: ``DataConfig.normalize`` (see :func:`~s2unet.data.intensity.normalize_unit`).
 
     Returns:
         float32 (3, H, W).
@@ -145,7 +167,7 @@ def prepare_image(gray: np.ndarray) -> np.ndarray:
     gray = np.nan_to_num(np.asarray(gray, dtype=np.float32), nan=0.0)
     if gray.ndim != 2:
         raise ValueError(f"expected a 2D image, got shape {gray.shape}")
-    return np.repeat(gray[None], 3, axis=0)
+    return np.repeat(normalize_unit(gray[None], normalize), 3, axis=0)
 
 
 def label_slice(labels: Sequence[np.ndarray], k: int, cfg: DataConfig) -> np.ndarray:
@@ -299,6 +321,12 @@ class _BaseDataset(torch.utils.data.Dataset):
         """
         self.epoch = int(epoch)
 
+    def _item_rng(self, index: int) -> np.random.Generator:
+        """A generator for the random choices of item ``index`` made outside the monai transform."""
+        if self.seed is None:
+            return np.random.default_rng()
+        return np.random.default_rng(item_seed(self.seed + 1, self.epoch, index))
+
     def _sample(self, image: np.ndarray, mask: np.ndarray, case_id: str, k: int, index: int) -> dict[str, Any]:
         size = self.cfg.image_size
         sample: dict[str, Any] = {
@@ -356,7 +384,16 @@ class ImageDataset(_BaseDataset):
         for path, shape in zip(case.labels, shapes):
             if shape != gray.shape:
                 raise DataError(f"{path} has shape {shape} but its image {case.image} has shape {gray.shape}")
-        return prepare_image(gray), mask
+        return prepare_image(gray, self.cfg.normalize), mask
+
+    def restrict(self, indices: Sequence[int]) -> None:
+        """Keep only the items ``indices`` (few-label training, ``data.max_train_slices``).
+
+        Args:
+            indices: item indices to keep, each once.
+        """
+        self.cases = [self.cases[i] for i in indices]
+        self.items = [(c.case_id, 0) for c in self.cases]
 
     def __getitem__(self, i: int) -> dict[str, Any]:
         image, mask = self.load_case(i)
@@ -429,6 +466,19 @@ class VolumeSliceDataset(_BaseDataset):
         """bool per item: the slice has any foreground in any label (computed at construction)."""
         return self._flags.copy()
 
+    def restrict(self, indices: Sequence[int]) -> None:
+        """Keep only the slices ``indices`` (few-label training, ``data.max_train_slices``).
+
+        Cases keep their place in ``cases`` (a case's other slices are simply not served).
+
+        Args:
+            indices: item indices to keep, each once.
+        """
+        keep = np.asarray(indices, dtype=np.int64)
+        self.items = [self.items[i] for i in keep]
+        self._case_of_item = [self._case_of_item[i] for i in keep]
+        self._flags = self._flags[keep]
+
     def case_items(self, case_id: str) -> list[int]:
         """Dataset indices of one case's slices, in slice order (for per-volume evaluation)."""
         return [i for i, (cid, _) in enumerate(self.items) if cid == case_id]
@@ -437,6 +487,11 @@ class VolumeSliceDataset(_BaseDataset):
         ci = self._case_of_item[i]
         case_id, k = self.items[i]
         entry = self._image(ci)
-        image = prepare_slice(entry.array, k, self.cfg, entry.value_range)
+        cfg = self.cfg
+        jitter = cfg.augment.window_jitter if self.train and cfg.augment.enabled else 0.0
+        bounds = hu_bounds(entry.array.dtype, cfg.window, entry.value_range) if jitter > 0 else None
+        if bounds is not None:  # window jitter: only HU data has a window to move
+            cfg = dataclasses.replace(cfg, window=jitter_window(bounds, jitter, self._item_rng(i)))
+        image = prepare_slice(entry.array, k, cfg, entry.value_range)
         mask = label_slice(self._labels(ci), k, self.cfg)
         return self._sample(image, mask, case_id, k, i)

@@ -13,18 +13,27 @@ Two regimes, chosen by ``WindowConfig.preset``:
   to the whole volume's range so that all slices of a case share one scale.
 * ``auto``: as ``none``, except that a volume whose range reaches below -500 is taken to be CT
   in Hounsfield units and gets the lung window.
+
+After windowing, :func:`normalize_unit` can bring inputs of different sources to one scale
+(``DataConfig.normalize``), and :func:`jitter_window` moves a HU window for training.
 """
 from __future__ import annotations
 
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import numpy as np
 
 from ..config import WINDOW_PRESETS, WindowConfig
 from .errors import DataError
 
+if TYPE_CHECKING:
+    import torch
+
 # Air is -1000 HU; no non-HU image format this toolkit reads goes this far below zero.
 HU_FLOOR = -500.0
+# The common CLAHE setting (OpenCV's default clip limit, an 8 x 8 tile grid).
+CLAHE_CLIP = 2.0
+CLAHE_GRID = (8, 8)
 
 
 def window_bounds(window: WindowConfig) -> Optional[tuple[float, float]]:
@@ -71,6 +80,101 @@ def volume_value_range(array: np.ndarray) -> tuple[float, float]:
     return (float(finite.min()), float(finite.max())) if finite.size else (0.0, 0.0)
 
 
+def hu_bounds(
+    dtype: np.dtype, window: WindowConfig, value_range: Optional[tuple[float, float]]
+) -> Optional[tuple[float, float]]:
+    """The HU interval :func:`window_to_unit` maps to 0..1, or None when no HU window applies.
+
+    Args:
+        dtype: the data's dtype.
+        window: the window config.
+        value_range: the volume's (min, max), used by ``auto`` to recognise HU data.
+
+    Returns:
+        ``(low, high)`` in HU for a HU preset, or for ``auto`` on data reaching below -500
+        HU; None for ``none``, for 8/16-bit data under ``auto``, and when the range is unknown.
+    """
+    bounds = window_bounds(window)
+    if bounds is not None:
+        return bounds
+    if window.preset != "auto" or np.dtype(dtype) in (np.uint8, np.uint16, np.bool_) or value_range is None:
+        return None
+    if value_range[0] > HU_FLOOR:
+        return None
+    level, width = WINDOW_PRESETS["lung"]
+    return level - width / 2.0, level + width / 2.0
+
+
+def jitter_window(bounds: tuple[float, float], amount: float, rng: np.random.Generator) -> WindowConfig:
+    """A custom window near ``bounds``: the level moved and the width scaled by up to ``amount``.
+
+    Hospitals window CT differently; training on nearby windows keeps the model from relying on
+    one exact mapping of HU to input values.
+
+    Args:
+        bounds: ``(low, high)`` of the HU window the data would get.
+        amount: the level moves by up to ``amount * width``, the width scales by
+            ``1 ± amount`` (kept above 1 % of the original).
+        rng: the random generator (seeded per item by the dataset).
+
+    Returns:
+        A ``custom`` WindowConfig.
+    """
+    low, high = bounds
+    width = high - low
+    level = (low + high) / 2.0 + float(rng.uniform(-amount, amount)) * width
+    width = width * max(0.01, 1.0 + float(rng.uniform(-amount, amount)))
+    return WindowConfig(preset="custom", level=level, width=width)
+
+
+def normalize_unit(stack: np.ndarray, mode: str) -> np.ndarray:
+    """Bring a windowed (C, H, W) input in 0..1 to a source-independent scale.
+
+    Args:
+        stack: float32 (C, H, W) in 0..1 (the channels of one slice, e.g. 2.5D neighbours).
+        mode: ``none`` (returned as is), ``percentile`` (the stack's 1st..99th percentiles,
+            taken over all channels so neighbours keep one scale, stretched to 0..1) or
+            ``clahe`` (each channel contrast-limited adaptive histogram equalised by kornia,
+            clip limit 2, an 8 x 8 grid).
+
+    Returns:
+        float32 (C, H, W) in 0..1.
+
+    Raises:
+        ValueError: an unknown mode.
+    """
+    if mode == "none":
+        return stack
+    if mode == "percentile":
+        low, high = np.percentile(stack, (1.0, 99.0))
+        if high <= low:  # an (almost) constant slice has no contrast to stretch
+            return stack
+        return np.clip((stack - np.float32(low)) / np.float32(high - low), 0.0, 1.0).astype(np.float32)
+    if mode == "clahe":
+        import torch
+
+        return clahe(torch.from_numpy(np.ascontiguousarray(stack, dtype=np.float32))).numpy()
+    raise ValueError(f"unknown normalisation {mode!r}; use none, percentile or clahe")
+
+
+def clahe(stack: "torch.Tensor") -> "torch.Tensor":
+    """Contrast-limited adaptive histogram equalisation of each channel (kornia).
+
+    Args:
+        stack: float (C, H, W) in 0..1 (a plain tensor or a monai MetaTensor).
+
+    Returns:
+        float32 (C, H, W) in 0..1, a plain tensor.
+    """
+    import torch
+    from kornia.enhance import equalize_clahe
+
+    x = stack.as_tensor() if hasattr(stack, "as_tensor") else stack
+    with torch.no_grad():
+        out = equalize_clahe(x.float().clamp(0.0, 1.0)[:, None], clip_limit=CLAHE_CLIP, grid_size=CLAHE_GRID)
+    return out[:, 0].clamp_(0.0, 1.0)
+
+
 def window_to_unit(
     array: np.ndarray,
     window: WindowConfig,
@@ -97,9 +201,7 @@ def window_to_unit(
         if array.dtype == np.bool_:
             return array.astype(np.float32)
         bounds = value_range if value_range is not None else volume_value_range(array)
-        if window.preset == "auto" and bounds[0] <= HU_FLOOR:
-            level, width = WINDOW_PRESETS["lung"]
-            bounds = (level - width / 2.0, level + width / 2.0)
+        bounds = hu_bounds(array.dtype, window, bounds) or bounds
     low, high = float(bounds[0]), float(bounds[1])
     if high <= low:
         return np.zeros(array.shape, dtype=np.float32)

@@ -247,6 +247,33 @@ def read_image(path: PathLike) -> np.ndarray:
     return out
 
 
+def read_slice_values(path: PathLike) -> np.ndarray:
+    """Read a 2D CT slice file keeping its intensities, for a model trained on volumes.
+
+    Unlike :func:`read_image` nothing is rescaled, so the model's window applies exactly as it
+    does to a volume: DICOM gives its modality values (Hounsfield units for CT), an 8-bit PNG
+    its 0..255 values. Colour becomes luma gray in the file's own integer type.
+
+    Args:
+        path: PNG, JPEG, TIFF, BMP or DICOM file.
+
+    Returns:
+        (H, W) array: float32 for DICOM, else the stored dtype.
+
+    Raises:
+        DataError: missing, unreadable or non-2D file.
+    """
+    path = Path(path)
+    _check_exists(path)
+    if _is_dicom(path):
+        return read_dicom(path, scale=False)
+    arr = read_raw(path, palette_as_index=False)
+    if arr.ndim == 3:
+        gray = _to_gray(arr)
+        arr = np.round(gray).astype(arr.dtype) if np.issubdtype(arr.dtype, np.integer) else gray
+    return arr
+
+
 # ------------------------------------------------------------------------------ masks and labels
 def mask_value_range(arr: np.ndarray) -> float:
     """The full-on value of a mask array, used to turn a fractional threshold into a cut-off.

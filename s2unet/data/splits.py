@@ -6,8 +6,11 @@ ids only, and each id lands in exactly one split.
 """
 from __future__ import annotations
 
+import csv
+import json
 from collections import Counter
-from typing import Sequence
+from pathlib import Path
+from typing import Mapping, Optional, Sequence
 
 import numpy as np
 
@@ -30,7 +33,72 @@ def _check_known(ids: Sequence[str], known: set[str], what: str) -> None:
         raise DataError(f"split.{what} names unknown case ids: {', '.join(map(str, unknown))}")
 
 
-def split_cases(case_ids: Sequence[str], split: SplitConfig, seed: int) -> dict[str, list[str]]:
+def read_case_groups(path: str | Path) -> dict[str, str]:
+    """Read a case -> group mapping (source hospital, scanner...) for ``split.mode: group``.
+
+    Accepted: JSON ``{"case00": "groupA", ...}`` or a JSON list of objects with ``case`` and
+    ``group`` keys (the layout of the shared ``cases.json``; other keys are ignored), or a CSV
+    file with a header row holding ``case`` and ``group`` columns.
+
+    Args:
+        path: the file.
+
+    Returns:
+        Dict from case id to group name.
+
+    Raises:
+        DataError: missing or unreadable file, another layout, a case listed twice.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"data.split.groups: {path} does not exist")
+    pairs: list[tuple[str, str]] = []
+    try:
+        if path.suffix.lower() == ".csv":
+            with open(path, newline="") as fh:
+                reader = csv.DictReader(fh)
+                if not {"case", "group"} <= set(reader.fieldnames or []):
+                    raise DataError(f"{path}: a groups CSV needs the header columns case,group; found {reader.fieldnames}")
+                pairs = [(str(row["case"]).strip(), str(row["group"]).strip()) for row in reader]
+        else:
+            data = json.loads(path.read_text())
+            if isinstance(data, dict):
+                pairs = [(str(k), str(v)) for k, v in data.items()]
+            elif isinstance(data, list) and all(isinstance(r, dict) and "case" in r and "group" in r for r in data):
+                pairs = [(str(r["case"]), str(r["group"])) for r in data]
+            else:
+                raise DataError(f"{path}: expected {{case: group}} or a list of {{\"case\", \"group\"}} objects")
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, csv.Error) as exc:
+        raise DataError(f"{path}: cannot read the case groups ({exc})") from exc
+    twice = sorted(c for c, n in Counter(c for c, _ in pairs).items() if n > 1)
+    if twice:
+        raise DataError(f"{path}: cases listed more than once: {', '.join(twice)}")
+    return dict(pairs)
+
+
+def _group_split(ids: list[str], split: SplitConfig, groups: Optional[Mapping[str, str]],
+                 rng: np.random.Generator) -> tuple[list[str], list[str], list[str]]:
+    """Train/val from the training groups, test from the held-out groups (see split_cases)."""
+    if groups is None:
+        raise DataError("split mode 'group' needs the case -> group mapping (data.split.groups)")
+    unmapped = [i for i in ids if i not in groups]
+    if unmapped:
+        raise DataError(f"data.split.groups has no group for {len(unmapped)} case(s): {', '.join(unmapped[:10])}")
+    present = sorted({groups[i] for i in ids})
+    test_groups = split.test_groups or [g for g in present if g not in split.train_groups]
+    for what, names in (("train_groups", split.train_groups), ("test_groups", test_groups)):
+        absent = [g for g in names if g not in present]
+        if absent:
+            raise DataError(f"data.split.{what} names groups without cases: {absent}; the groups are {present}")
+    pool = [i for i in ids if groups[i] in split.train_groups]
+    test = [i for i in ids if groups[i] in test_groups]
+    order = [pool[i] for i in rng.permutation(len(pool))]
+    n_val = min(_share(len(pool), split.val_ratio), max(0, len(pool) - 1))
+    return sorted(order[n_val:]), sorted(order[:n_val]), test
+
+
+def split_cases(case_ids: Sequence[str], split: SplitConfig, seed: int,
+                groups: Optional[Mapping[str, str]] = None) -> dict[str, list[str]]:
     """Assign every case id to train, val or test.
 
     Modes:
@@ -43,18 +111,23 @@ def split_cases(case_ids: Sequence[str], split: SplitConfig, seed: int) -> dict[
             the cases.
         ``list``: the lists as given. Listed ids must exist and the lists must be disjoint; an
             empty ``train`` list means "every case not in val or test".
+        ``group``: cross-source. The cases of ``train_groups`` are shuffled with the seed and
+            ``val_ratio`` of them (at least one when > 0) go to val, the rest to train; the
+            cases of ``test_groups`` (empty: every group not trained on) are the test split.
+            Cases of other groups are left out.
 
     Args:
         case_ids: all case ids (unique).
         split: the split config.
         seed: the run seed.
+        groups: case id -> group, for mode ``group`` (:func:`read_case_groups`).
 
     Returns:
         ``{"train": [...], "val": [...], "test": [...]}``, each sorted.
 
     Raises:
         DataError: duplicate ids, unknown or overlapping listed ids, too few cases for the
-            folds, or an empty training split.
+            folds, cases without a group or groups without cases, or an empty training split.
     """
     dupes = sorted(i for i, n in Counter(case_ids).items() if n > 1)
     if dupes:
@@ -63,7 +136,9 @@ def split_cases(case_ids: Sequence[str], split: SplitConfig, seed: int) -> dict[
     known = set(ids)
     rng = np.random.default_rng(seed)
 
-    if split.mode == "list":
+    if split.mode == "group":
+        train, val, test = _group_split(ids, split, groups, rng)
+    elif split.mode == "list":
         for name in SPLIT_NAMES:
             _check_known(getattr(split, name), known, name)
         seen: dict[str, str] = {}

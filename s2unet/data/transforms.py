@@ -29,6 +29,7 @@ import numpy as np
 import torch
 
 from ..config import AugmentConfig
+from .intensity import clahe
 
 # monai is imported inside build_augment: importing it costs several seconds (it pulls in its
 # network zoo), which inference and the data check, which never augment, should not pay.
@@ -86,6 +87,14 @@ def build_augment(cfg: AugmentConfig, task: str, image_size: int) -> Optional[Ca
             scales intensities by 1 ± brightness, ``contrast`` stretches them around the mean
             by 1 ± contrast, ``gamma`` draws a gamma in 1 ± gamma, ``noise_std`` adds Gaussian
             noise; each with probability ``intensity_prob`` and skipped when 0.
+            Robustness to other sources: ``crop_min`` (< 1) takes a random crop of
+            ``crop_min``..1 of each side and resizes it back, ``zoom_out`` shrinks the image
+            inside a zero border by up to ``1 / (1 + zoom_out)`` (both with probability
+            ``affine_prob``); ``rot90`` is the probability of a random quarter turn (for data of
+            unknown orientation); ``blur_sigma`` blurs with a Gaussian of sigma up to that
+            (pixels) and ``clahe`` is the probability of CLAHE local contrast equalisation
+            (with probability ``intensity_prob`` / ``clahe``). ``window_jitter`` acts before this
+            transform, in the volume dataset (it needs Hounsfield units).
         task: ``binary``, ``multilabel`` or ``multiclass`` (decides the mask's dtype).
         image_size: side S of the (square) samples, to turn ``translate`` into pixels.
 
@@ -97,16 +106,33 @@ def build_augment(cfg: AugmentConfig, task: str, image_size: int) -> Optional[Ca
         return None
     from monai.transforms import (
         Compose,
+        Identityd,
+        OneOf,
         RandAdjustContrastd,
         RandAffined,
         RandFlipd,
         RandGaussianNoised,
+        RandGaussianSmoothd,
+        RandLambdad,
+        RandRotate90d,
+        RandScaleCropd,
         RandScaleIntensityd,
         RandScaleIntensityFixedMeand,
+        RandZoomd,
+        Resized,
     )
 
     keys = ["image", "mask"]
     steps: list[Any] = []
+    if cfg.crop_min < 1.0 and cfg.affine_prob > 0:
+        crop = Compose([
+            RandScaleCropd(keys=keys, roi_scale=cfg.crop_min, max_roi_scale=1.0, random_size=True),
+            Resized(keys=keys, spatial_size=(image_size, image_size), mode=("bilinear", "nearest-exact")),
+        ])
+        steps.append(OneOf([crop, Identityd(keys=keys)], weights=[cfg.affine_prob, 1.0 - cfg.affine_prob]))
+    if cfg.zoom_out > 0:
+        steps.append(RandZoomd(keys=keys, prob=cfg.affine_prob, min_zoom=1.0 / (1.0 + cfg.zoom_out), max_zoom=1.0,
+                               mode=("bilinear", "nearest-exact"), padding_mode="constant", keep_size=True))
     has_affine = cfg.affine_prob > 0 and (cfg.rotate_deg > 0 or cfg.scale > 0 or cfg.translate > 0)
     if has_affine:
         steps.append(
@@ -125,6 +151,10 @@ def build_augment(cfg: AugmentConfig, task: str, image_size: int) -> Optional[Ca
         steps.append(RandFlipd(keys=keys, prob=cfg.hflip, spatial_axis=1))
     if cfg.vflip > 0:
         steps.append(RandFlipd(keys=keys, prob=cfg.vflip, spatial_axis=0))
+    if cfg.rot90 > 0:
+        steps.append(RandRotate90d(keys=keys, prob=cfg.rot90, max_k=3))
+    if cfg.clahe > 0:  # its own probability: CLAHE is a kind of input, not a perturbation
+        steps.append(RandLambdad(keys="image", func=clahe, prob=cfg.clahe))
     p = cfg.intensity_prob
     if p > 0:
         if cfg.brightness > 0:
@@ -133,6 +163,9 @@ def build_augment(cfg: AugmentConfig, task: str, image_size: int) -> Optional[Ca
             steps.append(RandScaleIntensityFixedMeand(keys="image", factors=cfg.contrast, prob=p))
         if cfg.gamma > 0:
             steps.append(RandAdjustContrastd(keys="image", gamma=(max(0.05, 1 - cfg.gamma), 1 + cfg.gamma), prob=p))
+        if cfg.blur_sigma > 0:
+            sigma = (min(0.25, cfg.blur_sigma), cfg.blur_sigma)
+            steps.append(RandGaussianSmoothd(keys="image", sigma_x=sigma, sigma_y=sigma, prob=p))
         if cfg.noise_std > 0:
             steps.append(RandGaussianNoised(keys="image", std=cfg.noise_std, prob=p))
     if not steps:

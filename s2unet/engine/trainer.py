@@ -24,7 +24,7 @@ from ..data import build_datasets, make_train_sampler
 from ..losses import build_loss
 from ..models import S2UNet, SegmentationModel, check_model_config, create_model
 from ..weights import CheckpointError
-from .checkpoint import atomic_save, model_payload
+from .checkpoint import atomic_save, init_from_checkpoint, model_payload, read_checkpoint
 from .feature_cache import FeatureCache
 from .distributed import DistInfo, all_reduce_mean, barrier, init_distributed, resolve_device, shutdown
 from .precision import autocast, resolve_amp
@@ -97,7 +97,7 @@ def _steps_per_epoch(cfg: Config, n_train: int, world: int) -> int:
 
 
 def train(cfg: Config | None, resume: str | Path | None = None, argv: list[str] | None = None,
-          resume_overrides: Sequence[str] = ()) -> Path:
+          resume_overrides: Sequence[str] = (), init_from: str | Path | None = None) -> Path:
     """Train the model a config describes; returns the run directory.
 
     Args:
@@ -107,10 +107,15 @@ def train(cfg: Config | None, resume: str | Path | None = None, argv: list[str] 
         argv: the command line, recorded in the run directory.
         resume_overrides: ``key=value`` changes to a resumed run, only the keys of
             :data:`~s2unet.engine.resume.RESUME_KEYS` (e.g. ``train.epochs`` to extend it).
+        init_from: a trained checkpoint whose tensors a new run starts from (fine-tuning).
 
     Raises:
         CheckpointError, ConfigError: see :func:`~s2unet.engine.resume.load_resume`.
     """
+    if resume is not None and init_from is not None:
+        raise CheckpointError("--resume continues a run and --init-from starts a new one from a checkpoint; give one")
+    if init_from is not None:
+        read_checkpoint(init_from)  # a wrong path fails before the data check and model build
     saved = None
     if resume is not None:
         point = load_resume(resume, resume_overrides)
@@ -121,13 +126,13 @@ def train(cfg: Config | None, resume: str | Path | None = None, argv: list[str] 
     info = init_distributed(device)
     try:
         with ExitStack() as run_dir_hold:
-            return _train(cfg, device, info, saved, resume, argv or [], run_dir_hold)
+            return _train(cfg, device, info, saved, resume, argv or [], run_dir_hold, init_from)
     finally:
         shutdown(info)
 
 
 def _train(cfg: Config, device: torch.device, info: DistInfo, saved: dict | None, resume, argv: list[str],
-           run_dir_hold: ExitStack) -> Path:
+           run_dir_hold: ExitStack, init_from: str | Path | None = None) -> Path:
     t_cfg = cfg.train
     started = time.perf_counter()
     if t_cfg.threads:
@@ -146,6 +151,9 @@ def _train(cfg: Config, device: torch.device, info: DistInfo, saved: dict | None
         save_config(cfg, run_dir / "config.yaml")  # with the --set changes resuming applied
 
     model = create_model(cfg).to(device)
+    if init_from is not None:
+        for warning in init_from_checkpoint(model, cfg, init_from):
+            console.print(f"[yellow]warning:[/] {warning}")
     if info.is_main:
         counts = model.parameter_counts()
         console.print(
@@ -256,8 +264,9 @@ def _train(cfg: Config, device: torch.device, info: DistInfo, saved: dict | None
     if cache is not None:
         cache.clear()
     if info.is_main:
+        test = _test(model, cfg, bundle, device, run_dir, log) if bundle.test is not None else {}
         write_json(run_dir / "summary.json", {"best_" + t_cfg.metric: progress.best, "best_epoch": progress.best_epoch,
-                                             "epochs": progress.epoch, "steps": progress.step,
+                                             "epochs": progress.epoch, "steps": progress.step, **test,
                                              "wall_seconds": round(time.perf_counter() - started, 1),
                                              "threads": torch.get_num_threads(), "precision": amp[0].name})
         console.print(f"done: best validation {t_cfg.metric} {progress.best:.4f} at epoch {progress.best_epoch}; {run_dir}")
@@ -303,6 +312,19 @@ def _save_best(payload: dict, run_dir: Path, name: str) -> None:
     atomic_save(payload, run_dir / "best.pt")
     if first:
         point_latest_link(latest_link(run_dir, name), run_dir)
+def _test(model: SegmentationModel, cfg: Config, bundle, device, run_dir: Path, log: MetricLog) -> dict[str, Any]:
+    """Score ``best.pt`` on the test split at its own (validation-tuned) threshold.
+
+    With ``data.split.mode: group`` the test cases come from sources never trained on, so this
+    is the cross-source score. Logged as a ``test`` record and returned for ``summary.json``.
+    """
+    best = read_checkpoint(run_dir / "best.pt")
+    model.load_trained_state_dict(best["state_dict"], source=str(run_dir / "best.pt"))
+    result = validate(model, cfg, bundle.test, device, threshold=best["threshold"])
+    log.append({"kind": "test", "epoch": best.get("epoch"), **result["summary"]})
+    score = result["summary"][cfg.train.metric]
+    console.print(f"test {cfg.train.metric} {score:.4f} on {len(result['cases'])} cases (threshold {result['threshold']:.2f})")
+    return {"test_" + cfg.train.metric: score, "test_threshold": result["threshold"], "test_cases": result["cases"]}
 
 
 def _progress_bar(info: DistInfo) -> Progress:

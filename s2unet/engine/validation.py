@@ -3,7 +3,7 @@ by ``s2unet.metrics``, so the numbers equal what ``infer.py --gt`` reports for t
 The binarisation threshold is tuned here, on the mean per-case Dice."""
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Optional
 
 import numpy as np
 import torch
@@ -18,7 +18,7 @@ THRESHOLDS = tuple(np.round(np.arange(0.05, 0.96, 0.05), 2))
 
 
 def validate(model: SegmentationModel, cfg: Config, dataset: SliceDataset, device: torch.device,
-             max_cases: int = 0, batch_size: int = 8) -> dict[str, Any]:
+             max_cases: int = 0, batch_size: int = 8, threshold: Optional[float] = None) -> dict[str, Any]:
     """Predict every validation case, tune the threshold, and score at that threshold.
 
     Args:
@@ -28,6 +28,8 @@ def validate(model: SegmentationModel, cfg: Config, dataset: SliceDataset, devic
         device: where to run the model.
         max_cases: score only the first N cases (0 = all).
         batch_size: slices per forward pass.
+        threshold: score at this threshold instead of tuning one (test cases must not choose
+            their own threshold).
 
     Returns:
         ``{"threshold", "summary": flat metric means, "cases": case ids}``; ``summary`` holds
@@ -49,17 +51,19 @@ def validate(model: SegmentationModel, cfg: Config, dataset: SliceDataset, devic
         spacings.append(spacing)
     model.train(was_training)
 
-    threshold = 0.5
-    if not multiclass:
+    if threshold is None and not multiclass:
         # Mean over cases of each case's Dice (itself the mean over its labels) per threshold.
         per_case = np.stack([dice_for_thresholds(p, t, THRESHOLDS, per_item=True).mean(0)
                              for p, t in zip(probs, targets)])
         threshold = float(THRESHOLDS[int(per_case.mean(0).argmax())])
+    threshold = 0.5 if threshold is None else float(threshold)
     case_rows, slice_rows = [], []
     for case, prob, target, spacing in zip(cases, probs, targets, spacings):
-        pred = predictor.binarize(prob, threshold)
+        slice_axis = cfg.data.axis if cfg.data.kind == "volume" else None
+        # The config's post-processing too, so the score is what infer.py --gt reports.
+        pred = predictor.clean(predictor.binarize(prob, threshold), slice_axis)
         row, rows = case_metrics(pred, target, case.case_id, labels=foreground_names(cfg), spacing=spacing,
-                                 slice_axis=cfg.data.axis if cfg.data.kind == "volume" else None)
+                                 slice_axis=slice_axis)
         case_rows.append(row)
         slice_rows.extend(rows)
     stats = summarize(case_rows, slice_rows)

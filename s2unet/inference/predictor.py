@@ -27,9 +27,11 @@ from ..data import (
     read_label_map,
     read_mask,
     resize_to,
+    slice_as_volume,
     volume_value_range,
 )
 from ..models.base import SegmentationModel
+from .postprocess import postprocess
 
 Progress = Callable[[int], None]
 
@@ -129,6 +131,8 @@ class Predictor:
         threshold: the binarisation threshold (from the checkpoint), kept for callers.
         batch_size: slices per forward pass.
         tta_flip: also predict the horizontally flipped input and average the probabilities.
+        apply_postprocess: :meth:`clean` applies the config's ``postprocess`` section (off:
+            only what the caller asks for).
     """
 
     def __init__(
@@ -139,6 +143,7 @@ class Predictor:
         threshold: float = 0.5,
         batch_size: int = 8,
         tta_flip: bool = False,
+        apply_postprocess: bool = True,
     ) -> None:
         if batch_size <= 0:
             raise ValueError(f"batch_size must be > 0, got {batch_size}")
@@ -148,6 +153,7 @@ class Predictor:
         self.threshold = float(threshold)
         self.batch_size = int(batch_size)
         self.tta_flip = bool(tta_flip)
+        self.apply_postprocess = bool(apply_postprocess)
 
     @property
     def out_channels(self) -> int:
@@ -187,6 +193,24 @@ class Predictor:
     def binarize(self, prob: np.ndarray, threshold: Optional[float] = None) -> np.ndarray:
         """:func:`binarize` with this model's task and (by default) its threshold."""
         return binarize(prob, self.threshold if threshold is None else threshold, self.cfg.data.task)
+
+    def clean(self, mask: np.ndarray, slice_axis: Optional[int], min_size: int = 0,
+              region: Optional[np.ndarray] = None) -> np.ndarray:
+        """Post-process a binarised prediction: the caller's cleaning plus the config's.
+
+        Args:
+            mask: (C, *spatial) foreground channels from :meth:`binarize`.
+            slice_axis: the volume's slice axis (spatial index), None for a 2D image.
+            min_size: drop components smaller than this (``infer.py --min-size``).
+            region: keep only foreground inside (lungs).
+
+        Returns:
+            The cleaned bool mask (:func:`~s2unet.inference.postprocess.postprocess`).
+        """
+        post = self.cfg.postprocess
+        if not self.apply_postprocess:
+            return postprocess(mask, min_size, region)
+        return postprocess(mask, min_size, region, post.keep_largest, post.fill_holes, slice_axis)
 
     def predict_case(self, case: Case) -> tuple[np.ndarray, Optional[tuple[float, ...]]]:
         """Probabilities of a dataset case at its native size.
@@ -229,6 +253,23 @@ class Predictor:
                 progress(len(ks))
         return out
 
+    def predict_slice(self, picture: np.ndarray) -> np.ndarray:
+        """Probabilities of one 2D CT slice for a model trained on volumes.
+
+        The slice goes through :func:`~s2unet.data.slice_as_volume` and
+        :meth:`predict_volume`, so windowing, normalisation and 2.5D context (the slice
+        itself three times) are exactly those of a volume.
+
+        Args:
+            picture: (H, W) intensities as displayed (``read_slice_values``).
+
+        Returns:
+            float32 (C, H, W), in the picture's layout.
+        """
+        axis = self.cfg.data.axis
+        prob = self.predict_volume(slice_as_volume(picture, axis))
+        return np.ascontiguousarray(np.take(prob, 0, axis=axis + 1).transpose(0, 2, 1))
+
     def predict_image(self, image: np.ndarray) -> np.ndarray:
         """Probabilities of one 2D image.
 
@@ -239,4 +280,4 @@ class Predictor:
         Returns:
             float32 (C, H, W).
         """
-        return self.predict_batch(prepare_image(image)[None])[0]
+        return self.predict_batch(prepare_image(image, self.cfg.data.normalize)[None])[0]

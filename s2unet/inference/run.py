@@ -1,5 +1,10 @@
 """``infer.py``: segment NIfTI volumes or X-ray images with a trained checkpoint.
 
+A model trained on volumes also segments 2D CT slice files (PNG/JPEG/TIFF/DICOM): each is read
+with its own intensities and predicted as a one-slice volume (``Predictor.predict_slice``), so
+the checkpoint's windowing applies; its outputs are PNGs like an image model's, and its
+reference masks are 2D files.
+
 Everything is validated before the first slice is predicted: the checkpoint(s) load, every input
 decodes and suits the model (volumes for a volume model, images for an image model), every
 ground-truth and lung file exists and matches its input's geometry, and the output folder holds
@@ -40,8 +45,20 @@ import numpy as np
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from ..config import Config, check_range
-from ..data import DataError, NiftiVolume, count_nonfinite, load_nifti, read_image, save_like
+from ..config import Config, DataConfig, check_range
+from ..config import validate as validate_config
+from ..data import (
+    DataError,
+    NiftiVolume,
+    count_nonfinite,
+    load_nifti,
+    nifti_stem,
+    read_image,
+    read_slice_values,
+    save_like,
+    volume_value_range,
+    window_to_unit,
+)
 from ..data.cases import file_stem, index_folder
 from ..engine.checkpoint import LoadedModel, load_model_checkpoint
 from ..engine.distributed import resolve_device
@@ -50,7 +67,6 @@ from ..metrics import DEFAULT_NSD_TOLERANCE, case_metrics, format_summary, summa
 from .evaluate import ReferenceIndex, check_reference_geometry, write_metric_tables
 from .outputs import earlier_results, write_csv, write_json, write_png
 from .overlay import image_overlay, volume_overlay
-from .postprocess import postprocess
 from .predictor import Predictor, channel_names, foreground_names, load_masks
 from .report import case_report
 
@@ -67,10 +83,13 @@ class _Job:
     path: Path
     gt: Optional[list[Path]] = None
     lung: Optional[list[Path]] = None
+    slice_file: bool = False  # a 2D CT slice file given to a volume model
 
 
 def _describe_kind(kind: str) -> str:
-    return "NIfTI volumes (.nii/.nii.gz)" if kind == "volume" else "2D images (PNG/JPEG/TIFF/DICOM)"
+    if kind == "volume":
+        return "NIfTI volumes (.nii/.nii.gz) or 2D CT slices (PNG/JPEG/TIFF/DICOM)"
+    return "2D images (PNG/JPEG/TIFF/DICOM)"
 
 
 def _as_paths(inputs: Union[PathLike, Sequence[PathLike]]) -> list[Path]:
@@ -82,10 +101,16 @@ def _discover(inputs: list[Path], kind: str, problems: list[str]) -> list[tuple[
     """Case ids and files of the inputs (files or folders) that suit a ``kind`` model."""
     found: dict[str, Path] = {}
     other = "image" if kind == "volume" else "volume"
+    kinds = (kind, "image") if kind == "volume" else (kind,)  # volume models take CT slice files too
     for item in inputs:
         if item.is_dir():
             try:
-                files = index_folder(item, kind)
+                files = {}
+                for k in kinds:
+                    for case, path in index_folder(item, k).items():
+                        if case in files:
+                            problems.append(f"{files[case]} and {path} have the same case id {case!r}")
+                        files[case] = path
             except DataError as exc:
                 problems.append(str(exc))
                 continue
@@ -93,7 +118,7 @@ def _discover(inputs: list[Path], kind: str, problems: list[str]) -> list[tuple[
                 hint = " (it holds files of the other kind)" if index_folder(item, other) else ""
                 problems.append(f"{item} holds no {_describe_kind(kind)}, which this checkpoint segments{hint}")
         elif item.is_file():
-            stem = file_stem(item, kind)
+            stem = next((s for s in (file_stem(item, k) for k in kinds) if s is not None), None)
             if stem is None:
                 problems.append(f"{item} is not one of the {_describe_kind(kind)} this checkpoint segments")
                 continue
@@ -108,9 +133,9 @@ def _discover(inputs: list[Path], kind: str, problems: list[str]) -> list[tuple[
     return sorted(found.items())
 
 
-def _output_names(case: str, cfg: Config, probabilities: bool) -> list[str]:
+def _output_names(case: str, cfg: Config, probabilities: bool, slice_file: bool = False) -> list[str]:
     """The per-case files a run writes (see the module docstring)."""
-    ext = ".nii.gz" if cfg.data.kind == "volume" else ".png"
+    ext = ".nii.gz" if cfg.data.kind == "volume" and not slice_file else ".png"
     fg, channels = foreground_names(cfg), channel_names(cfg)
     names = [f"{case}_pred_{n}{ext}" for n in fg] if cfg.data.task == "multilabel" else [f"{case}_pred{ext}"]
     if probabilities:
@@ -120,7 +145,7 @@ def _output_names(case: str, cfg: Config, probabilities: bool) -> list[str]:
 
 def _planned_names(jobs: Sequence[_Job], cfg: Config, probabilities: bool, with_gt: bool) -> list[str]:
     """Every file a run writes: per case, then the run-wide tables and summary."""
-    names = [n for job in jobs for n in _output_names(job.case, cfg, probabilities)]
+    names = [n for job in jobs for n in _output_names(job.case, cfg, probabilities, job.slice_file)]
     return names + [*SUMMARY_FILES, *(METRIC_FILES if with_gt else ())]
 
 
@@ -156,7 +181,8 @@ def _validate(
     problems: list[str] = []
     if lung_cfg is not None and lung_cfg.data.kind != kind:
         problems.append(f"the lung checkpoint segments {lung_cfg.data.kind}s but the model segments {kind}s")
-    jobs = [_Job(case, path) for case, path in _discover(_as_paths(inputs), kind, problems)]
+    jobs = [_Job(case, path, slice_file=kind == "volume" and nifti_stem(path) is None)
+            for case, path in _discover(_as_paths(inputs), kind, problems)]
     if not jobs and not problems:
         problems.append(f"no inputs given in {inputs}")
     gt_labels = foreground_names(cfg) if cfg.data.task == "multilabel" else None
@@ -165,12 +191,18 @@ def _validate(
         ("lung", _reference_index("lung mask", lung, kind, None, len(jobs), problems),
          dataclasses.replace(cfg.data, task="binary")),
     ]
+    # A CT slice file's references are 2D files, found and read as an image model's are.
+    slice_references = [(attr, None if index is None else ReferenceIndex(index.root, "image", index.labels),
+                         dataclasses.replace(data_cfg, kind="image")) for attr, index, data_cfg in references]
     for job in jobs:
         like: Union[NiftiVolume, tuple[int, ...], None] = None
         try:
             # Decoding now (and dropping the result) finds truncated files and NaN/inf values
             # (refused by the training data check too) before hours of work.
-            if kind == "volume":
+            if job.slice_file:
+                values = read_slice_values(job.path)
+                like, bad = values.shape, count_nonfinite(values)
+            elif kind == "volume":
                 like = load_nifti(job.path, cfg.data.reorient)
                 bad = count_nonfinite(like.get_array())
             else:
@@ -181,7 +213,7 @@ def _validate(
         except DataError as exc:
             problems.append(str(exc))
             like = None
-        for attr, index, data_cfg in references:
+        for attr, index, data_cfg in slice_references if job.slice_file else references:
             if index is None:
                 continue
             try:
@@ -250,16 +282,25 @@ class _Runner:
         self.seconds_predict += time.perf_counter() - start
         return result
 
+    def _data_cfg(self, job: _Job) -> DataConfig:
+        """How the job's reference files are read: 2D files for a CT slice file."""
+        return dataclasses.replace(self.cfg.data, kind="image") if job.slice_file else self.cfg.data
+
     def _lung(self, job: _Job, vol: Optional[NiftiVolume], image: Optional[np.ndarray]) -> Optional[np.ndarray]:
-        """The case's lung mask (served orientation of the main model), or None."""
+        """The case's lung mask (served orientation of the main model), or None.
+
+        ``image`` is the 2D input as decoded (``read`` returns it: CT slice values for a slice
+        file, which a volume lung model windows itself).
+        """
         if job.lung is not None:
-            return load_masks(job.lung, dataclasses.replace(self.cfg.data, task="binary"))[0]
+            return load_masks(job.lung, dataclasses.replace(self._data_cfg(job), task="binary"))[0]
         if self.lung_predictor is None:
             return None
         lp = self.lung_predictor
         names = foreground_names(lp.cfg)
         if vol is None:
-            return _lung_region(lp.binarize(lp.predict_image(image)), names)
+            predict = lp.predict_slice if job.slice_file else lp.predict_image
+            return _lung_region(lp.binarize(predict(image)), names)
         lung_vol = load_nifti(job.path, lp.cfg.data.reorient)
         task = self.progress.add_task(f"{job.case} lungs", total=lung_vol.shape[lp.cfg.data.axis])
         prob = lp.predict_volume(lung_vol, lambda n: self.progress.advance(task, n))
@@ -268,7 +309,7 @@ class _Runner:
         return vol.to_served(lung_vol.to_original(region))
 
     def _write_outputs(self, case: str, fg: np.ndarray, prob: np.ndarray, vol: Optional[NiftiVolume]) -> None:
-        names = _output_names(case, self.cfg, self.probabilities)
+        names = _output_names(case, self.cfg, self.probabilities, slice_file=vol is None)
         task = self.cfg.data.task
         if task == "multilabel":
             preds = [m.astype(np.uint8) for m in fg]
@@ -287,6 +328,8 @@ class _Runner:
 
     def read(self, job: _Job) -> tuple[Optional[NiftiVolume], np.ndarray]:
         """Decode one case's input: (volume, its served array) or (None, the 2D image)."""
+        if job.slice_file:
+            return None, read_slice_values(job.path)
         if self.cfg.data.kind == "volume":
             vol = load_nifti(job.path, self.cfg.data.reorient)
             return vol, vol.get_array()
@@ -303,13 +346,16 @@ class _Runner:
             prob = self._timed(self.predictor.predict_volume, array, lambda k: self.progress.advance(task, k))
             spacing, slice_axis = vol.zooms, d.axis
         else:
-            prob = self._timed(self.predictor.predict_image, image)
+            predict = self.predictor.predict_slice if job.slice_file else self.predictor.predict_image
+            prob = self._timed(predict, image)
             n, spacing, slice_axis = 1, None, None
         self.slices += n
         lung = self._lung(job, vol, image)
-        fg = postprocess(self.predictor.binarize(prob), self.min_size, lung)
+        fg = self.predictor.clean(self.predictor.binarize(prob), slice_axis, self.min_size, lung)
         self._write_outputs(job.case, fg, prob, vol)
-        gt = load_masks(job.gt, d) if job.gt is not None else None
+        gt = load_masks(job.gt, self._data_cfg(job)) if job.gt is not None else None
+        if job.slice_file:  # the overlay shows the slice through the model's window
+            image = window_to_unit(image, d.window, volume_value_range(image))
         overlay_path = self.out / f"{job.case}_overlay.png"
         if vol is not None:
             volume_overlay(overlay_path, array, fg, gt, d.axis, labels=self.labels, title=job.case)
@@ -364,6 +410,9 @@ def run_inference(
     surface: bool = True,
     nsd_tolerance: float = DEFAULT_NSD_TOLERANCE,
     show_progress: bool = True,
+    no_postprocess: bool = False,
+    keep_largest: Optional[list[int]] = None,
+    fill_holes: bool = False,
 ) -> dict[str, Any]:
     """Segment volumes or images and write predictions, overlays, reports and (with GT) metrics.
 
@@ -388,6 +437,10 @@ def run_inference(
         surface: with ``gt``, also compute HD95 and NSD.
         nsd_tolerance: NSD tolerance in mm (pixels for images).
         show_progress: draw rich progress bars and print the summary.
+        no_postprocess: skip the checkpoint's ``postprocess`` section (largest components, hole
+            filling); ``min_size`` and the lung restriction still apply.
+        keep_largest: replaces the checkpoint's ``postprocess.keep_largest``.
+        fill_holes: fill holes even if the checkpoint does not.
 
     Returns:
         The summary written to ``summary.json``.
@@ -404,11 +457,17 @@ def run_inference(
     if threshold is not None:  # foreground is prob >= threshold: 0 or 1 gives all or nothing
         check_range("--threshold", threshold, "(0, 1)")
     check_range("nsd_tolerance", nsd_tolerance, "(0, inf)")
+    if no_postprocess and (keep_largest is not None or fill_holes):
+        raise DataError("--no-postprocess skips post-processing; do not combine it with --keep-largest / --fill-holes")
     started = time.perf_counter()
     dev = resolve_device(device, "--device")
     loaded = _load(checkpoint, dev)
     lung_loaded = _load(lung_checkpoint, dev) if lung_checkpoint is not None else None
     cfg = loaded.config
+    if keep_largest is not None or fill_holes:
+        post = dataclasses.replace(cfg.postprocess, fill_holes=cfg.postprocess.fill_holes or fill_holes,
+                                   keep_largest=cfg.postprocess.keep_largest if keep_largest is None else list(keep_largest))
+        cfg = validate_config(dataclasses.replace(cfg, postprocess=post))
     if tta:
         _check_flip_symmetric(cfg)
         if lung_loaded is not None:
@@ -423,7 +482,7 @@ def run_inference(
     # A run that stops half-way (full disk, crash, Ctrl-C) leaves none of its files behind.
     with all_or_none(planned):
         thr = loaded.threshold if threshold is None else float(threshold)
-        predictor = Predictor(loaded.model, cfg, dev, thr, batch_size, tta)
+        predictor = Predictor(loaded.model, cfg, dev, thr, batch_size, tta, apply_postprocess=not no_postprocess)
         lung_predictor = (
             Predictor(lung_loaded.model, lung_loaded.config, dev, lung_loaded.threshold, batch_size, tta)
             if lung_loaded is not None else None
@@ -450,7 +509,8 @@ def run_inference(
             "checkpoint": str(checkpoint),
             "model": {"arch": cfg.model.arch, "encoder": cfg.model.encoder, "task": cfg.data.task,
                       "labels": foreground_names(cfg), "image_size": cfg.data.image_size},
-            "settings": {"threshold": thr, "tta": tta, "min_size": min_size, "batch_size": batch_size, "device": str(dev),
+            "settings": {"threshold": thr, "tta": tta, "min_size": min_size,
+                         "postprocess": None if no_postprocess else dataclasses.asdict(cfg.postprocess), "batch_size": batch_size, "device": str(dev),
                          "lung": str(lung) if lung else None, "lung_checkpoint": str(lung_checkpoint) if lung_checkpoint else None,
                          "gt": str(gt) if gt else None},
             "cases": [job.case for job in jobs],

@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Few-label adaptation of issue #15: a coronacases-trained model fine-tuned on N labelled slices
+# of radiopaedia cases, against the same N slices from scratch (same budget).
+#   bash scripts/adapt_curve.sh N finetune SOURCE/best.pt   |   bash scripts/adapt_curve.sh N scratch
+# Labelled pool: case11, case13, case16 (172 slices); N of them are drawn (seeded, nested:
+# the 5 slices are among the 10...). Scored on the other radiopaedia cases (case10, 12, 14, 15,
+# 17; 195 slices). No validation case exists with a few labels, so best.pt is the last epoch
+# and the test threshold is 0.5. Budget: 20 steps of batch 8. Augmentation as the robust arm.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+N=$1; MODE=$2
+PY=${PY:-.venv/bin/python}
+INIT=()
+if [ "$MODE" = finetune ]; then INIT=(--init-from "$3"); fi
+exec "$PY" train.py --config configs/covid_ct.yaml --set model.encoder=mobilesam_tinyvit "${INIT[@]}" \
+  --set data.split.mode=list --set "data.split.train=[case11, case13, case16]" --set "data.split.val=[]" \
+  --set "data.split.test=[case10, case12, case14, case15, case17]" --set data.max_train_slices="$N" \
+  --set train.epochs=1 --set train.steps_per_epoch=20 --set train.warmup_steps=5 --set train.threads=1 \
+  --set data.augment.brightness=0.15 --set data.augment.contrast=0.15 --set data.augment.gamma=0.3 \
+  --set data.augment.blur_sigma=1.0 --set data.augment.noise_std=0.03 --set data.augment.clahe=0.25 \
+  --set data.augment.window_jitter=0.1 --set data.augment.crop_min=0.7 --set data.augment.zoom_out=0.25 \
+  --set name="xs_adapt_${MODE}_${N}"
