@@ -85,10 +85,11 @@ def test_group_split_refuses_unmapped_cases_and_unknown_groups() -> None:
     ({"data": {"split": {"mode": "group", "groups": "g.json"}}}, "needs at least one training group"),
     ({"data": {"split": {"mode": "group", "groups": "g", "train_groups": ["a"], "test_groups": ["a"]}}},
      "in both train_groups and test_groups"),
-    ({"data": {"augment": {"crop_min": 0.0}}}, "crop_min is a side fraction"),
-    ({"data": {"augment": {"rot90": 1.5}}}, r"rot90 is a probability"),
-    ({"data": {"max_train_slices": -1}}, "max_train_slices must be >= 0"),
-    ({"postprocess": {"keep_largest": [2, 1]}}, "keep_largest: give counts >= 1, one for all channels"),
+    ({"data": {"augment": {"crop_min": 0.0}}}, r"data.augment.crop_min must be in \(0, 1\], got 0.0"),
+    ({"data": {"augment": {"rot90": 1.5}}}, r"data.augment.rot90 must be in \[0, 1\]"),
+    ({"data": {"max_train_slices": -1}}, r"data.max_train_slices must be >= 0, got -1"),
+    ({"postprocess": {"keep_largest": [2, 1]}}, r"keep_largest: give one count for all channels or one per label \(1\)"),
+    ({"postprocess": {"keep_largest": [0]}}, r"postprocess.keep_largest\[0\] must be >= 1, got 0"),
 ])
 def test_config_refuses_bad_robustness_keys(values: dict, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
