@@ -203,6 +203,15 @@ def read_dicom(path: PathLike, scale: bool = True) -> np.ndarray:
     return out.astype(np.float32)
 
 
+def _read_2d(path: PathLike, dicom_scale: bool) -> tuple[np.ndarray, bool]:
+    """The stored array of a 2D file and whether it was DICOM (read with ``read_dicom``)."""
+    path = Path(path)
+    _check_exists(path)
+    if _is_dicom(path):
+        return read_dicom(path, scale=dicom_scale), True
+    return read_raw(path, palette_as_index=False), False
+
+
 def read_image(path: PathLike) -> np.ndarray:
     """Read a 2D image as float32 gray values in 0..1.
 
@@ -222,11 +231,9 @@ def read_image(path: PathLike) -> np.ndarray:
     Raises:
         DataError: missing, unreadable or non-2D file.
     """
-    path = Path(path)
-    _check_exists(path)
-    if _is_dicom(path):
-        return read_dicom(path, scale=True)
-    arr = read_raw(path, palette_as_index=False)
+    arr, dicom = _read_2d(path, dicom_scale=True)
+    if dicom:
+        return arr
     kind = arr.dtype
     gray = _to_gray(arr)
     if kind == np.bool_:
@@ -263,11 +270,9 @@ def read_slice_values(path: PathLike) -> np.ndarray:
     Raises:
         DataError: missing, unreadable or non-2D file.
     """
-    path = Path(path)
-    _check_exists(path)
-    if _is_dicom(path):
-        return read_dicom(path, scale=False)
-    arr = read_raw(path, palette_as_index=False)
+    arr, dicom = _read_2d(path, dicom_scale=False)
+    if dicom:
+        return arr
     if arr.ndim == 3:
         gray = _to_gray(arr)
         arr = np.round(gray).astype(arr.dtype) if np.issubdtype(arr.dtype, np.integer) else gray
