@@ -2,7 +2,7 @@
 # Cross-source runs of issue #15 on the shared COVID CT volumes (MobileSAM encoder, CPU budget).
 #   bash scripts/cross_source.sh ARM TRAIN_GROUP [extra --set ...]
 # ARM: baseline (configs/covid_ct.yaml as shipped), intensity, geometric, robust (both),
-#      robust_pct / robust_clahe (robust + data.normalize percentile / clahe).
+#      pct (data.normalize percentile alone), robust_pct / robust_clahe (robust + data.normalize percentile / clahe).
 # TRAIN_GROUP: coronacases or radiopaedia; the other group is the test split.
 # Every arm has the same budget: 2 epochs x 20 steps of batch 8, validation on 20 % of the
 # training group's cases at the end, then the test score of best.pt (summary.json test_dice).
@@ -19,6 +19,7 @@ case $ARM in
   intensity) EXTRA=("${INTENSITY[@]}") ;;
   geometric) EXTRA=("${GEOMETRIC[@]}") ;;
   robust) EXTRA=("${INTENSITY[@]}" "${GEOMETRIC[@]}") ;;
+  pct) EXTRA=(--set data.normalize=percentile) ;;
   robust_pct) EXTRA=("${INTENSITY[@]}" "${GEOMETRIC[@]}" --set data.normalize=percentile) ;;
   robust_clahe) EXTRA=("${INTENSITY[@]}" "${GEOMETRIC[@]}" --set data.normalize=clahe) ;;
   *) echo "unknown arm $ARM" >&2; exit 2 ;;
