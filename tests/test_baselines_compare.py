@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from s2unet.baselines import compare as compare_module
 from s2unet.baselines import sam_predictors
 from s2unet.baselines.compare import load_compare_config, run_compare
+from s2unet.baselines.compare_data import middle_block
 from s2unet.baselines.report import (
     ORACLE_MARK,
     MethodResult,
@@ -107,15 +107,21 @@ def test_config_errors_name_the_method(tmp_path: Path) -> None:
     base = "data: {root: .}\nmethods:\n"
     cases = {
         "  - {name: a, checkpoint: x.pt, predictor: litemedsam}\n": "either checkpoint",
-        "  - {name: a, predictor: litemedsam, prompt: boxes}\n": "unknown prompt 'boxes'",
+        "  - {name: a, predictor: litemedsam, prompt: boxes}\n": "'boxes' is not a registered prompt strategy",
         "  - {name: a, predictor: litemedsam, prompt: draft_boxes}\n": "draft_boxes and the draft",
-        "  - {name: a, predictor: nosuch}\n": "unknown predictor 'nosuch'",
+        "  - {name: a, predictor: nosuch}\n": "'nosuch' is not a registered prompted predictor",
         "  - {name: a, checkpoint: x.pt}\n  - {name: a, checkpoint: y.pt}\n": "used twice",
-        "  - {name: a, checkpoint: x.pt, jiter: 1}\n": "did you mean methods",
+        "  - {name: a, predictor: litemedsam, prompt: box_whole, jiter: 1}\n": "did you mean methods\\[0\\].jitter",
+        "  - {name: a, predictor: litemedsam, prompt: iterative, jitter: 0.1}\n": "methods\\[0\\].jitter.*prompt iterative",
+        "  - {name: a, checkpoint: x.pt, jitter: 0.1}\n": "trained checkpoint takes name and checkpoint",
+        "  - {name: a, predictor: litemedsam, rounds: -1, prompt: iterative}\n": "methods\\[0\\].rounds must be >= 0",
     }
     for body, message in cases.items():
         with pytest.raises(ConfigError, match=message):
             load_compare_config(_write_yaml(tmp_path / "c.yaml", base + body))
+    good = _write_yaml(tmp_path / "g.yaml", base + "  - {name: a, checkpoint: x.pt}\n")
+    with pytest.raises(ConfigError, match=r"--set 'max_cases=-1': max_cases must be >= 0, got -1"):
+        load_compare_config(good, ["max_cases=-1"])
 
 
 def test_overrides_and_default_name(tmp_path: Path) -> None:
@@ -157,7 +163,7 @@ class BoxFiller(PromptedPredictor):
 
 @pytest.fixture
 def box_filler(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(sam_predictors._REGISTRY, "boxfiller", BoxFiller)
+    monkeypatch.setitem(sam_predictors.PREDICTORS, "boxfiller", BoxFiller)
 
 
 def _unet_checkpoint(path: Path, data: dict) -> Path:
@@ -251,4 +257,4 @@ def test_compare_on_volumes_end_to_end(tmp_path: Path, box_filler: None) -> None
     assert rows["fill-box"]["n_cases"] == "1" and rows["fill-box"]["n_slices"] == "7"
     # Slices without a lesion get no prompt: empty and correct (Dice 1 by the empty rule).
     assert float(rows["fill-box"]["dice_slice_mean"]) == pytest.approx(1.0)
-    assert compare_module.middle_block(9, 7) == [1, 2, 3, 4, 5, 6, 7]
+    assert middle_block(9, 7) == [1, 2, 3, 4, 5, 6, 7]

@@ -13,6 +13,8 @@ YAML file or the ``--set`` override.
 """
 from .loading import (
     build_checked,
+    build_params,
+    check_registered,
     config_from_dict,
     load_config,
     load_layered,
@@ -40,7 +42,7 @@ from .validation import check_device_name, validate
 __all__ = [
     "WINDOW_PRESETS", "AdapterConfig", "AttentionLoraConfig", "AugmentConfig", "Config", "ConfigError",
     "DataConfig", "Interval", "LossConfig", "ModelConfig", "PostprocessConfig", "SplitConfig", "TrainConfig",
-    "WindowConfig", "as_values", "build_checked", "check_device_name", "check_range", "check_ranges",
+    "WindowConfig", "as_values", "build_checked", "build_params", "check_registered", "check_device_name", "check_range", "check_ranges",
     "config_from_dict", "extra_field", "extra_keys", "load_config", "load_layered", "parse_override", "ranged",
     "read_values", "save_config", "validate",
 ]

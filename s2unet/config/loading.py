@@ -11,12 +11,12 @@ import difflib
 import types
 import typing
 from pathlib import Path
-from typing import Any, Callable, Literal, TypeVar
+from typing import Any, Callable, Iterable, Literal, TypeVar
 
 import yaml
 
 from ..io.atomic import atomic_path
-from .ranges import ConfigError, extra_field
+from .ranges import ConfigError, check_ranges, extra_field
 from .schema import Config
 from .validation import validate
 
@@ -161,6 +161,49 @@ def build_checked(cls: type, values: dict[str, Any], source: str | Path | None =
         return _build(cls, values, prefix)
     except ConfigError as exc:
         raise ConfigError(f"{source}: {exc}" if source is not None else str(exc)) from None
+
+
+def check_registered(name: str, names: Iterable[str], key: str, what: str) -> None:
+    """Refuse a name that a registry (losses, prompt strategies, predictors...) does not hold.
+
+    Args:
+        name: the name given.
+        names: the registered names.
+        key: the config key it came from, named in the message.
+        what: what the registry holds, e.g. ``"loss"``.
+
+    Raises:
+        ConfigError: ``<key>: '<name>' is not a registered <what> (did you mean ...?); known: ...``.
+    """
+    names = list(names)
+    if name not in names:
+        close = difflib.get_close_matches(str(name), names, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise ConfigError(f"{key}: {name!r} is not a registered {what}{hint}; known: {', '.join(names)}")
+
+
+def build_params(cls: type, values: dict[str, Any], prefix: str, owner: str) -> Any:
+    """The own keys of a registry entry (a loss, a prompt strategy), checked like every config key.
+
+    Args:
+        cls: the entry's parameters dataclass (numbers declared with :func:`ranged`).
+        values: the keys given for it (an :func:`extra_keys` dict).
+        prefix: the section, named before each key in messages (``"loss."``).
+        owner: the entry, named after an unknown-key message (``"loss dice_focal"``).
+
+    Returns:
+        The instance, ranges checked.
+
+    Raises:
+        ConfigError: an unknown key (with the closest valid one), a wrong type or a value out
+            of range, naming the key.
+    """
+    try:
+        params = build_checked(cls, values, prefix=prefix)
+    except ConfigError as exc:
+        raise ConfigError(f"{exc} ({owner})") from None
+    check_ranges(params, prefix)
+    return params
 
 
 _Checked = TypeVar("_Checked")

@@ -5,12 +5,11 @@ and a ``SPEC``; see :mod:`.dice_focal`) plus one line in :data:`LOSSES`.
 """
 from __future__ import annotations
 
-import difflib
 from typing import Any, Callable, Sequence
 
 import torch
 
-from ..config import ConfigError, LossConfig, build_checked, check_ranges
+from ..config import LossConfig, build_params, check_registered
 from . import dice_ce, dice_focal, structure
 from .base import LossSpec
 
@@ -39,16 +38,9 @@ def loss_params(cfg: LossConfig) -> Any:
         ConfigError: an unknown loss name or key (with the closest valid one), a wrong type or
             a value outside its range, naming ``loss.<key>``.
     """
-    spec = LOSSES.get(cfg.name)
-    if spec is None:
-        close = difflib.get_close_matches(cfg.name, LOSSES, n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
-        raise ConfigError(f"loss.name: {cfg.name!r} is not a registered loss{hint}; known: {', '.join(LOSSES)}")
-    try:
-        params = build_checked(spec.params, cfg.params, prefix="loss.")
-    except ConfigError as exc:
-        raise ConfigError(f"{exc} (loss {cfg.name})") from None
-    check_ranges(params, "loss.")
+    check_registered(cfg.name, LOSSES, "loss.name", "loss")
+    spec = LOSSES[cfg.name]
+    params = build_params(spec.params, cfg.params, "loss.", f"loss {cfg.name}")
     if spec.check is not None:
         spec.check(params)
     return params
