@@ -258,3 +258,45 @@ def test_compare_on_volumes_end_to_end(tmp_path: Path, box_filler: None) -> None
     # Slices without a lesion get no prompt: empty and correct (Dice 1 by the empty rule).
     assert float(rows["fill-box"]["dice_slice_mean"]) == pytest.approx(1.0)
     assert middle_block(9, 7) == [1, 2, 3, 4, 5, 6, 7]
+
+
+# ------------------------------------------------------------------- trained methods = Predictor
+def test_trained_methods_predict_exactly_as_the_inference_predictor(tmp_path: Path) -> None:
+    from s2unet.baselines.compare_data import load_eval_case
+    from s2unet.baselines.compare_methods import TrainedModels
+    from s2unet.data import find_cases
+    from s2unet.engine.checkpoint import load_model_checkpoint
+    from s2unet.inference.predictor import Predictor
+
+    root = tmp_path / "data"
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir()
+    rng = np.random.default_rng(1)
+    for i in range(2):
+        Image.fromarray((rng.random((30, 44)) * 90).astype(np.uint8)).save(root / "images" / f"im{i}.png")
+        Image.fromarray(((rng.random((30, 44)) > 0.7) * 255).astype(np.uint8)).save(root / "masks" / f"im{i}.png")
+    # a model trained on percentile-normalised images: compare once fed it the raw image
+    data = {"kind": "image", "root": str(root), "labels": ["masks"], "image_size": 32, "normalize": "percentile",
+            "split": {"mode": "list", "val": ["im1"]}}
+    ckpt = _unet_checkpoint(tmp_path / "unet.pt", data)
+    cfg = config_from_dict({"data": data, "seed": 0})
+    case = find_cases(cfg.data)[1]
+    models = TrainedModels(cfg.data, ["im1"], ["im0", "im1"], "cpu")
+    pred, _ = models.predict(models.load(str(ckpt)), load_eval_case(case, cfg.data, 0))
+    loaded = load_model_checkpoint(ckpt, "cpu")
+    reference = Predictor(loaded.model, loaded.config, "cpu", loaded.threshold)
+    prob, _ = reference.predict_case(case)
+    np.testing.assert_array_equal(pred[:, 0], reference.binarize(prob))
+
+
+def test_predict_planes_equals_the_whole_volume_prediction(tmp_path: Path) -> None:
+    from s2unet.inference.predictor import Predictor
+
+    data = {"kind": "volume", "root": ".", "labels": ["masks"], "image_size": 32, "axis": 2, "context_slices": True}
+    cfg = config_from_dict({"data": data, "model": {"arch": "unet"}, "seed": 0})
+    predictor = Predictor(create_model(cfg), cfg, "cpu", batch_size=2)
+    volume = (np.random.default_rng(0).random((24, 20, 7)) * 255).astype(np.uint8)
+    whole = predictor.predict_volume(volume)
+    planes = [1, 2, 3, 6]  # an edge slice too: its 2.5D context comes from the whole volume
+    np.testing.assert_allclose(predictor.predict_planes(volume, planes), np.moveaxis(whole[..., planes], 3, 1),
+                               rtol=1e-5, atol=1e-6)

@@ -12,9 +12,6 @@ import torch
 
 from .precision import autocast
 
-Forward = Callable[[torch.Tensor], Sequence[torch.Tensor]]
-
-
 class TrainStep:
     """The training step of a model, loss and optimiser.
 
@@ -30,7 +27,7 @@ class TrainStep:
         accumulate: micro-batches per optimiser update; each loss is divided by it.
     """
 
-    def __init__(self, net: torch.nn.Module, loss_fn: Callable[[Sequence[torch.Tensor], torch.Tensor], torch.Tensor],
+    def __init__(self, net: Callable[..., Sequence[torch.Tensor]], loss_fn: Callable[[Sequence[torch.Tensor], torch.Tensor], torch.Tensor],
                  optimizer: torch.optim.Optimizer, params: Sequence[torch.nn.Parameter], device: torch.device,
                  amp_dtype: Optional[torch.dtype], grad_clip: float, accumulate: int = 1) -> None:
         if accumulate < 1:
