@@ -1,6 +1,7 @@
 """Config errors and the allowed ranges of numbers, declared beside each key with :func:`ranged`."""
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
 import re
@@ -117,5 +118,5 @@ def as_values(obj: Any) -> Any:
     extra = extra_field(type(obj))
     out = {f.name: as_values(getattr(obj, f.name)) for f in dataclasses.fields(obj) if f.name != extra}
     if extra is not None:
-        out.update(getattr(obj, extra))
+        out.update(copy.deepcopy(getattr(obj, extra)))  # like dataclasses.asdict: no shared lists
     return out
