@@ -71,8 +71,9 @@ def dense_boundary_weights(target: torch.Tensor, kernel: int = 31, gain: float =
 
 
 def check_boundary_weights(args: argparse.Namespace) -> None:
-    import s2unet.losses as losses
+    import s2unet.losses.structure as losses
     from s2unet.config import load_config
+    from s2unet.losses import build_loss
     from s2unet.models import create_model
 
     current = losses.boundary_weights
@@ -86,7 +87,7 @@ def check_boundary_weights(args: argparse.Namespace) -> None:
 
     cfg = load_config(None, ["model.weights=random", f"data.image_size={args.size}"])
     model = create_model(cfg).train()
-    loss = losses.build_loss(cfg.loss, multiclass=False)
+    loss = build_loss(cfg.loss, multiclass=False)
     params = [q for q in model.parameters() if q.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.train.lr)
     x = torch.rand(args.batch, 3, args.size, args.size, generator=gen)

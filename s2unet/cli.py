@@ -77,6 +77,7 @@ def _run_train(args: argparse.Namespace) -> None:
     from .engine.distributed import resolve_device
     from .engine.resume import RESUME_KEYS, load_resume
     from .engine.trainer import train
+    from .losses import loss_params
     from .models import check_model_config
 
     if args.resume is not None and args.config is not None:
@@ -89,6 +90,7 @@ def _run_train(args: argparse.Namespace) -> None:
         cfg = load_resume(args.resume, args.overrides).config if args.resume else load_config(args.config, args.overrides)
         resolve_device(cfg.train.device, "train.device")
         check_model_config(cfg)
+        loss_params(cfg.loss)
         bundle = build_datasets(cfg.data, cfg.seed, val_max_cases=cfg.train.val_max_cases)
         print(f"config and data OK: {len(bundle.cases)} cases, split "
               + ", ".join(f"{k} {len(v)}" for k, v in bundle.split.items()))

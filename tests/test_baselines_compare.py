@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from s2unet.baselines import compare as compare_module
 from s2unet.baselines import sam_predictors
 from s2unet.baselines.compare import load_compare_config, run_compare
+from s2unet.baselines.compare_data import middle_block
 from s2unet.baselines.report import (
     ORACLE_MARK,
     MethodResult,
@@ -107,15 +107,21 @@ def test_config_errors_name_the_method(tmp_path: Path) -> None:
     base = "data: {root: .}\nmethods:\n"
     cases = {
         "  - {name: a, checkpoint: x.pt, predictor: litemedsam}\n": "either checkpoint",
-        "  - {name: a, predictor: litemedsam, prompt: boxes}\n": "unknown prompt 'boxes'",
+        "  - {name: a, predictor: litemedsam, prompt: boxes}\n": "'boxes' is not a registered prompt strategy",
         "  - {name: a, predictor: litemedsam, prompt: draft_boxes}\n": "draft_boxes and the draft",
-        "  - {name: a, predictor: nosuch}\n": "unknown predictor 'nosuch'",
+        "  - {name: a, predictor: nosuch}\n": "'nosuch' is not a registered prompted predictor",
         "  - {name: a, checkpoint: x.pt}\n  - {name: a, checkpoint: y.pt}\n": "used twice",
-        "  - {name: a, checkpoint: x.pt, jiter: 1}\n": "did you mean methods",
+        "  - {name: a, predictor: litemedsam, prompt: box_whole, jiter: 1}\n": "did you mean methods\\[0\\].jitter",
+        "  - {name: a, predictor: litemedsam, prompt: iterative, jitter: 0.1}\n": "methods\\[0\\].jitter.*prompt iterative",
+        "  - {name: a, checkpoint: x.pt, jitter: 0.1}\n": "trained checkpoint takes name and checkpoint",
+        "  - {name: a, predictor: litemedsam, rounds: -1, prompt: iterative}\n": "methods\\[0\\].rounds must be >= 0",
     }
     for body, message in cases.items():
         with pytest.raises(ConfigError, match=message):
             load_compare_config(_write_yaml(tmp_path / "c.yaml", base + body))
+    good = _write_yaml(tmp_path / "g.yaml", base + "  - {name: a, checkpoint: x.pt}\n")
+    with pytest.raises(ConfigError, match=r"--set 'max_cases=-1': max_cases must be >= 0, got -1"):
+        load_compare_config(good, ["max_cases=-1"])
 
 
 def test_overrides_and_default_name(tmp_path: Path) -> None:
@@ -157,7 +163,7 @@ class BoxFiller(PromptedPredictor):
 
 @pytest.fixture
 def box_filler(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(sam_predictors._REGISTRY, "boxfiller", BoxFiller)
+    monkeypatch.setitem(sam_predictors.PREDICTORS, "boxfiller", BoxFiller)
 
 
 def _unet_checkpoint(path: Path, data: dict) -> Path:
@@ -251,4 +257,46 @@ def test_compare_on_volumes_end_to_end(tmp_path: Path, box_filler: None) -> None
     assert rows["fill-box"]["n_cases"] == "1" and rows["fill-box"]["n_slices"] == "7"
     # Slices without a lesion get no prompt: empty and correct (Dice 1 by the empty rule).
     assert float(rows["fill-box"]["dice_slice_mean"]) == pytest.approx(1.0)
-    assert compare_module.middle_block(9, 7) == [1, 2, 3, 4, 5, 6, 7]
+    assert middle_block(9, 7) == [1, 2, 3, 4, 5, 6, 7]
+
+
+# ------------------------------------------------------------------- trained methods = Predictor
+def test_trained_methods_predict_exactly_as_the_inference_predictor(tmp_path: Path) -> None:
+    from s2unet.baselines.compare_data import load_eval_case
+    from s2unet.baselines.compare_methods import TrainedModels
+    from s2unet.data import find_cases
+    from s2unet.engine.checkpoint import load_model_checkpoint
+    from s2unet.inference.predictor import Predictor
+
+    root = tmp_path / "data"
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir()
+    rng = np.random.default_rng(1)
+    for i in range(2):
+        Image.fromarray((rng.random((30, 44)) * 90).astype(np.uint8)).save(root / "images" / f"im{i}.png")
+        Image.fromarray(((rng.random((30, 44)) > 0.7) * 255).astype(np.uint8)).save(root / "masks" / f"im{i}.png")
+    # a model trained on percentile-normalised images: compare once fed it the raw image
+    data = {"kind": "image", "root": str(root), "labels": ["masks"], "image_size": 32, "normalize": "percentile",
+            "split": {"mode": "list", "val": ["im1"]}}
+    ckpt = _unet_checkpoint(tmp_path / "unet.pt", data)
+    cfg = config_from_dict({"data": data, "seed": 0})
+    case = find_cases(cfg.data)[1]
+    models = TrainedModels(cfg.data, ["im1"], ["im0", "im1"], "cpu")
+    pred, _ = models.predict(models.load(str(ckpt)), load_eval_case(case, cfg.data, 0))
+    loaded = load_model_checkpoint(ckpt, "cpu")
+    reference = Predictor(loaded.model, loaded.config, "cpu", loaded.threshold)
+    prob, _ = reference.predict_case(case)
+    np.testing.assert_array_equal(pred[:, 0], reference.binarize(prob))
+
+
+def test_predict_planes_equals_the_whole_volume_prediction(tmp_path: Path) -> None:
+    from s2unet.inference.predictor import Predictor
+
+    data = {"kind": "volume", "root": ".", "labels": ["masks"], "image_size": 32, "axis": 2, "context_slices": True}
+    cfg = config_from_dict({"data": data, "model": {"arch": "unet"}, "seed": 0})
+    predictor = Predictor(create_model(cfg), cfg, "cpu", batch_size=2)
+    volume = (np.random.default_rng(0).random((24, 20, 7)) * 255).astype(np.uint8)
+    whole = predictor.predict_volume(volume)
+    planes = [1, 2, 3, 6]  # an edge slice too: its 2.5D context comes from the whole volume
+    np.testing.assert_allclose(predictor.predict_planes(volume, planes), np.moveaxis(whole[..., planes], 3, 1),
+                               rtol=1e-5, atol=1e-6)

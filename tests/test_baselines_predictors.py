@@ -13,10 +13,12 @@ from PIL import Image
 
 from s2unet import weights as weights_module
 from s2unet.baselines.prompted import run_prompted
+from s2unet.baselines.strategies import create_strategy
 from s2unet.baselines.prompts import box_around_mask
 from s2unet.baselines.sam_predictors import (
     LITEMEDSAM,
     MOBILESAM,
+    PREDICTORS,
     PromptedPredictor,
     SamFrame,
     SamHead,
@@ -151,7 +153,7 @@ def test_real_predictor_segments_the_right_lung_from_a_box(
     dice = metric_row((prob >= 0.5)[None], mask[None])["dice"]
     assert dice > SMOKE_DICE_FLOOR, f"{name}: Dice {dice:.3f} with a box around the right lung"
     if name == "mobilesam":  # corrective clicks reuse the cached embedding and the last logits
-        result = run_prompted(predictor, image, mask, "iterative", rounds=2, image_key="JPCLN001")
+        result = run_prompted(predictor, image, mask, create_strategy("iterative", {"rounds": 2}), image_key="JPCLN001")
         assert len(result.round_dice) == 3 and all(0.0 <= d <= 1.0 for d in result.round_dice)
         assert result.uses_ground_truth and result.embed_seconds > 0
 
@@ -184,8 +186,11 @@ def test_sam2_predictor_runs_on_an_official_format_checkpoint(random_sam21_tiny:
     assert prob.shape == (60, 90)
 
 
-def test_missing_sam2_checkpoint_raises_not_found(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("name", list(PREDICTORS))
+def test_every_predictor_without_its_checkpoint_raises_not_found(
+    name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(weights_module, "REPO_ROOT", tmp_path / "repo")
     monkeypatch.setenv("S2UNET_WEIGHTS", str(tmp_path))
-    with pytest.raises(CheckpointNotFoundError, match="sam2.1_hiera_tiny.pt"):
-        create_predictor("sam2.1_hiera_tiny")
+    with pytest.raises(CheckpointNotFoundError):
+        create_predictor(name)

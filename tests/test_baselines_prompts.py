@@ -2,10 +2,13 @@
 corrective clicks, fixed mean-mask points, draft prompts and the oracle flag."""
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 
-from s2unet.baselines.prompted import STRATEGIES, make_prompts
+from s2unet.baselines.strategies import STRATEGIES, PromptInputs, create_strategy
+from s2unet.config import ConfigError
 from s2unet.baselines.prompts import (
     Prompts,
     box_around_mask,
@@ -153,8 +156,46 @@ def test_prompts_from_draft_use_no_ground_truth(two_squares: np.ndarray) -> None
     assert prompts.without_points().points is None
 
 
-@pytest.mark.parametrize("strategy", [s for s in STRATEGIES if s not in ("iterative", "points_fixed_mean")])
-def test_one_shot_strategies_record_the_oracle_flag(strategy: str, two_squares: np.ndarray) -> None:
-    prompts = make_prompts(strategy, two_squares)
-    assert prompts.uses_ground_truth == STRATEGIES[strategy]
+# Keys a strategy cannot do without (the others have defaults).
+REQUIRED = {"draft_boxes": {"draft": "runs/x/best.pt"}}
+
+
+@pytest.mark.parametrize("name", list(STRATEGIES))
+def test_every_strategy_prompts_and_records_the_oracle_flag(name: str, two_squares: np.ndarray) -> None:
+    strategy = create_strategy(name, REQUIRED.get(name))
+    fixed = fixed_points_from_mean_mask(two_squares[None], 2) if strategy.needs_training_masks else None
+    prompts = strategy.prompts(PromptInputs(two_squares, np.random.default_rng(0), fixed))
+    assert prompts.uses_ground_truth == strategy.uses_ground_truth
     assert prompts.n_objects >= 1
+    assert strategy.rounds == (5 if strategy.corrects else 0)
+
+
+@pytest.mark.parametrize("name", list(STRATEGIES))
+def test_every_strategy_refuses_unknown_keys_by_name(name: str) -> None:
+    with pytest.raises(ConfigError, match=rf"unknown config key methods\[3\]\.jiter.*\(prompt {name}\)"):
+        create_strategy(name, {**REQUIRED.get(name, {}), "jiter": 0.1}, "methods[3]")
+
+
+@pytest.mark.parametrize("name, values, message", [
+    ("box_per_component", {"jitter": -0.1}, "prompt.jitter must be >= 0, got -0.1"),
+    ("iterative", {"rounds": -1}, "prompt.rounds must be >= 0, got -1"),
+    ("points_fixed_mean", {"n_points": 0}, "prompt.n_points must be >= 1, got 0"),
+    ("draft_boxes", {}, "prompt draft_boxes and the draft checkpoint go together"),
+    ("box_whle", {}, "prompt.prompt: 'box_whle' is not a registered prompt strategy (did you mean 'box_whole'?)"),
+])
+def test_strategy_keys_are_checked_like_config_keys(name: str, values: dict, message: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        create_strategy(name, values)
+
+
+@pytest.mark.parametrize("name, values, text", [
+    ("box_per_component", {"jitter": 0.1}, ", jitter 0.1"),
+    ("box_per_component", {}, ""),
+    ("box_whole", {"jitter": 0.25}, ", jitter 0.25"),
+    ("points_farthest", {}, ""),
+    ("points_fixed_mean", {"n_points": 3}, ", 3 points"),
+    ("draft_boxes", {"draft": "a/best.pt"}, ", draft from a/best.pt"),
+    ("iterative", {"rounds": 4}, ", 4 corrective clicks"),
+])
+def test_descriptions_name_the_parameters(name: str, values: dict, text: str) -> None:
+    assert create_strategy(name, values).describe() == text

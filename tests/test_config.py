@@ -210,6 +210,7 @@ def test_override_with_broken_yaml_value_is_named():
                                   "sam2.1_hiera_tiny; use 320 or 352"),
         (["model.encoder=litemedsam_tinyvit", "data.image_size=2"], "multiple of 4, the input stride of encoder "
                                                                     "litemedsam_tinyvit; use 4"),
+        (["loss.name=dice_focal", "loss.gama=2"], "unknown config key loss.gama; did you mean loss.gamma?"),
     ],
 )
 def test_check_only_refuses_unknown_encoder_and_image_size_off_the_stride(overrides, message, capsys):

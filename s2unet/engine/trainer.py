@@ -8,6 +8,7 @@ import time
 from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import datetime
+from functools import partial
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -27,10 +28,11 @@ from ..weights import CheckpointError
 from .checkpoint import atomic_save, init_from_checkpoint, model_payload, read_checkpoint
 from .feature_cache import FeatureCache
 from .distributed import DistInfo, all_reduce_mean, barrier, init_distributed, resolve_device, shutdown
-from .precision import autocast, resolve_amp
+from .precision import resolve_amp
 from .records import MetricLog, write_json, write_run_records
 from .resume import config_differences, load_resume
 from .rundir import check_latest_link, hold_run_dir, latest_link, point_latest_link
+from .step import TrainStep
 from .validation import validate
 
 console = Console(stderr=True)
@@ -141,6 +143,7 @@ def _train(cfg: Config, device: torch.device, info: DistInfo, saved: dict | None
     # Cheap checks first: an unknown encoder, an image size it cannot take, a missing encoder
     # file or bad data must stop the run before any heavy work starts.
     check_model_config(cfg)
+    loss_fn = build_loss(cfg.loss, multiclass=cfg.data.task == "multiclass")  # checks the loss's keys
     bundle = build_datasets(cfg.data, cfg.seed, val_max_cases=t_cfg.val_max_cases)
     run_dir = Path(resume) if resume is not None else _new_run_dir(cfg, info)
     if info.is_main:  # locked until train() returns; marked FAILED if anything below raises
@@ -214,8 +217,7 @@ def _train(cfg: Config, device: torch.device, info: DistInfo, saved: dict | None
     cache = None
     if t_cfg.cache_features and isinstance(model, S2UNet) and not model.encoder_trains and not cfg.data.augment.enabled:
         cache = FeatureCache(t_cfg.feature_cache_mb * 2**20, run_dir / f"feature_cache_rank{info.rank}")
-    loss_fn = build_loss(cfg.loss, multiclass=cfg.data.task == "multiclass")
-    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
+    step = TrainStep(net, loss_fn, optimizer, params, device, amp_dtype, t_cfg.grad_clip, t_cfg.accumulate)
 
     with _progress_bar(info) as bar:
         task = bar.add_task("train", total=total_steps, completed=progress.step, loss=float("nan"), ips=0.0)
@@ -227,23 +229,15 @@ def _train(cfg: Config, device: torch.device, info: DistInfo, saved: dict | None
             for i, batch in enumerate(loader):
                 image = batch["image"].to(device, non_blocking=True)
                 target = batch["mask"].to(device, non_blocking=True)
-                with autocast(device, amp_dtype):
-                    if cache is None:
-                        outputs = net(image)
-                    else:
-                        keys = list(zip(batch["case"], batch["slice"].tolist()))
-                        outputs = net(image, features=cache.features(model, image, keys))
-                    loss = loss_fn(outputs, target) / t_cfg.accumulate
-                scaler.scale(loss).backward()
-                loss_sum, n_loss, seen = loss_sum + loss.item() * t_cfg.accumulate, n_loss + 1, seen + len(image)
+                features = None
+                if cache is not None:
+                    keys = list(zip(batch["case"], batch["slice"].tolist()))
+                    features = partial(cache.features, model, image, keys)
+                loss = step.backward(image, target, features)
+                loss_sum, n_loss, seen = loss_sum + loss, n_loss + 1, seen + len(image)
                 if (i + 1) % t_cfg.accumulate:
                     continue
-                if t_cfg.grad_clip > 0:
-                    scaler.unscale_(optimizer)
-                    torch.nn.utils.clip_grad_norm_(params, t_cfg.grad_clip)
-                scaler.step(optimizer)
-                scaler.update()
-                optimizer.zero_grad(set_to_none=True)
+                step.update()
                 scheduler.step()
                 progress.step += 1
                 ips = seen * info.world_size / (time.perf_counter() - t0)

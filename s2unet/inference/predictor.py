@@ -247,11 +247,33 @@ class Predictor:
         n = array.shape[axis]
         for start in range(0, n, self.batch_size):
             ks = range(start, min(start + self.batch_size, n))
-            batch = np.stack([prepare_slice(array, k, self.cfg.data, value_range) for k in ks])
-            out_slices[:, ks.start : ks.stop] = self.predict_batch(batch).transpose(1, 0, 2, 3)
+            out_slices[:, ks.start : ks.stop] = self.predict_planes(array, ks, value_range)
             if progress is not None:
                 progress(len(ks))
         return out
+
+    def predict_planes(self, array: np.ndarray, planes: Sequence[int],
+                       value_range: Optional[tuple[float, float]] = None) -> np.ndarray:
+        """Probabilities of some slices of a decoded volume along ``cfg.data.axis``, prepared
+        from the whole volume as :meth:`predict_volume` prepares them (window, 2.5D context).
+
+        Args:
+            array: the served, decoded (3D) volume.
+            planes: slice indices, predicted ``batch_size`` at a time.
+            value_range: ``volume_value_range(array)`` when already computed.
+
+        Returns:
+            float32 (C, len(planes), h, w).
+        """
+        if value_range is None:
+            value_range = volume_value_range(array)
+        planes = list(planes)
+        if not planes:
+            raise ValueError("predict_planes needs at least one slice index")
+        parts = [self.predict_batch(np.stack([prepare_slice(array, k, self.cfg.data, value_range)
+                                              for k in planes[i : i + self.batch_size]]))
+                 for i in range(0, len(planes), self.batch_size)]
+        return np.concatenate(parts).transpose(1, 0, 2, 3)
 
     def predict_slice(self, picture: np.ndarray) -> np.ndarray:
         """Probabilities of one 2D CT slice for a model trained on volumes.

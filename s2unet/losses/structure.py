@@ -1,6 +1,6 @@
-"""Segmentation losses applied to every deep-supervision output.
+"""``structure`` (the default): pixel-weighted BCE (or CE) + weighted IoU on every head.
 
-The default "structure" loss is pixel-weighted BCE + weighted IoU (as in PraNet / SAM2-UNet):
+The structure loss is pixel-weighted BCE + weighted IoU (as in PraNet / SAM2-UNet):
 pixels near a boundary, where the 31x31 local mean of the mask differs from the mask, weigh
 up to 6x more. The weight is applied to the per-pixel BCE *before* any reduction; reducing the
 BCE first (a known slip in public code, via the deprecated ``reduce='none'`` argument) silently
@@ -8,13 +8,22 @@ turns it into plain BCE.
 """
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from dataclasses import dataclass
+from typing import Sequence
 
 import torch
 import torch.nn.functional as F
-from monai.losses import DiceCELoss, DiceFocalLoss
 
-from .config import LossConfig
+from ..config import ConfigError, ranged
+from .base import HeadLosses, LossSpec
+
+
+@dataclass
+class StructureParams:
+    """The ``loss:`` keys of ``structure``: the boundary weights ``1 + gain * |boxmean_k(y) - y|``."""
+
+    boundary_kernel: int = ranged("[1, inf)", 31)  # side of the box mean, odd (it is centred)
+    boundary_gain: float = ranged("[0, inf)", 5.0)  # 0: every pixel weighs 1
 
 
 def boundary_weights(target: torch.Tensor, kernel: int = 31, gain: float = 5.0) -> torch.Tensor:
@@ -30,12 +39,13 @@ def boundary_weights(target: torch.Tensor, kernel: int = 31, gain: float = 5.0) 
     return 1.0 + gain * (local_mean - target).abs()
 
 
-def structure_weights(target: torch.Tensor, num_channels: int, multiclass: bool) -> torch.Tensor:
+def structure_weights(target: torch.Tensor, num_channels: int, multiclass: bool, kernel: int = 31,
+                      gain: float = 5.0) -> torch.Tensor:
     """The boundary weights of a target, (B, C, H, W), or (B, 1, H, W) for class-index targets."""
     if multiclass:
         onehot = F.one_hot(target.long(), num_channels).movedim(-1, 1).float()
-        return boundary_weights(onehot).amax(dim=1, keepdim=True)  # a boundary of any class
-    return boundary_weights(target.float())
+        return boundary_weights(onehot, kernel, gain).amax(dim=1, keepdim=True)  # a boundary of any class
+    return boundary_weights(target.float(), kernel, gain)
 
 
 def structure_loss(logits: torch.Tensor, target: torch.Tensor, multiclass: bool = False,
@@ -72,29 +82,34 @@ def structure_loss(logits: torch.Tensor, target: torch.Tensor, multiclass: bool 
     return (pixel + iou.mean(1)).mean()
 
 
-def build_loss(cfg: LossConfig, multiclass: bool) -> Callable[[Sequence[torch.Tensor], torch.Tensor], torch.Tensor]:
-    """The loss over all deep-supervision outputs, weighted per head (deepest first).
+def check(params: StructureParams) -> None:
+    """An even kernel has no centre pixel: its padded box mean would be one pixel larger than the mask.
+
+    Raises:
+        ConfigError: naming the key.
+    """
+    if params.boundary_kernel % 2 == 0:
+        raise ConfigError(f"loss.boundary_kernel must be odd (the box is centred on each pixel), "
+                          f"got {params.boundary_kernel}")
+
+
+def build(params: StructureParams, multiclass: bool) -> HeadLosses:
+    """The structure loss of each head; the boundary weights are computed once per target.
 
     Args:
-        cfg: loss name and per-head weights.
-        multiclass: softmax targets given as class indices.
+        params: the checked keys.
+        multiclass: softmax / cross-entropy over class-index targets.
 
     Returns:
-        ``loss(outputs, target) -> scalar``.
+        Per-head losses.
     """
-    head_weights = list(cfg.deep_supervision_weights)
-    if cfg.name != "structure":
-        monai_cls = DiceCELoss if cfg.name == "dice_ce" else DiceFocalLoss
-        monai_loss = monai_cls(sigmoid=not multiclass, softmax=multiclass, to_onehot_y=multiclass)
 
-    def total(outputs: Sequence[torch.Tensor], target: torch.Tensor) -> torch.Tensor:
-        # Models with fewer heads (CNN baselines have one) take the weights of the last heads.
-        used = head_weights[-len(outputs):]
-        if cfg.name == "structure":
-            weight = structure_weights(target, outputs[-1].shape[1], multiclass)
-            losses = [structure_loss(o, target, multiclass, weight) for o in outputs]
-        else:
-            losses = [monai_loss(o, target.unsqueeze(1) if multiclass else target) for o in outputs]
-        return sum(w * loss for w, loss in zip(used, losses) if w) / sum(used)
+    def heads(outputs: Sequence[torch.Tensor], target: torch.Tensor) -> list[torch.Tensor]:
+        weight = structure_weights(target, outputs[-1].shape[1], multiclass, params.boundary_kernel,
+                                   params.boundary_gain)
+        return [structure_loss(o, target, multiclass, weight) for o in outputs]
 
-    return total
+    return heads
+
+
+SPEC = LossSpec(StructureParams, build, "pixel-weighted BCE + weighted IoU, boundaries weighted up", check)
