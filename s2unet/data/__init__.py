@@ -1,4 +1,4 @@
-"""Data: readers, NIfTI IO, case discovery, splits, datasets, sampling and the pre-flight check.
+"""Data: case discovery, splits, datasets, sampling and the pre-flight check.
 
 Expected dataset layout
 =======================
@@ -22,7 +22,8 @@ name without ``.nii.gz`` / ``.nii`` or an image suffix (``.png .jpg .jpeg .tif .
   folder, ``multilabel`` one per structure (structures may overlap), ``multiclass`` a single
   folder of integer label maps 0..num_classes-1 (0 = background; palette PNGs give indices).
 
-3D volumes (``kind: volume``) — NIfTI, cut into 2D slices along ``data.axis``::
+3D volumes (``kind: volume``) — NIfTI, MetaImage/NRRD (``.mha .mhd .nrrd .nhdr``) or a sub-folder
+holding one DICOM series (case id = folder name), cut into 2D slices along ``data.axis``::
 
     <root>/images/case00.nii.gz             data.images: images
     <root>/masks_infection/case00.nii.gz    data.labels: [masks_infection]
@@ -69,8 +70,10 @@ from .datasets import (
 )
 from .errors import DataError
 from .intensity import volume_value_range, window_bounds, window_to_unit
-from .nifti import NiftiVolume, check_same_geometry, load_nifti, nifti_stem, save_like
-from .readers import IMAGE_SUFFIXES, read_dicom, read_image, read_label_map, read_mask, read_raw, read_slice_values
+from ..io.case import CaseImage, check_same_geometry
+from ..io.formats import case_stem, read_case, read_labels
+from ..io.nifti import load_nifti, nifti_stem, save_like
+from ..io.pictures import IMAGE_SUFFIXES, read_dicom, read_image, read_label_map, read_mask, read_raw, read_slice_values
 from .sampling import EpochSampler, lesion_weights
 from .splits import kfold_partition, read_case_groups, split_cases
 from .transforms import build_augment, item_seed, seed_augment, seed_worker
@@ -78,13 +81,15 @@ from .transforms import build_augment, item_seed, seed_augment, seed_worker
 log = logging.getLogger(__name__)
 
 SliceDataset = Union[ImageDataset, VolumeSliceDataset]
+#: The dataset class of each ``data.kind``: 2D pictures are read whole, volumes slice by slice.
+_DATASETS = {"image": ImageDataset, "volume": VolumeSliceDataset}
 
 __all__ = [
-    "Case", "DataBundle", "DataError", "DataIssue", "DataReport", "EpochSampler", "IMAGE_SUFFIXES",
-    "ImageDataset", "NiftiVolume", "VolumeCache", "VolumeSliceDataset", "build_augment", "build_datasets",
+    "Case", "CaseImage", "DataBundle", "DataError", "DataIssue", "DataReport", "EpochSampler", "IMAGE_SUFFIXES",
+    "ImageDataset", "VolumeCache", "VolumeSliceDataset", "build_augment", "build_datasets", "case_stem",
     "check_data", "check_same_geometry", "choose_train_items", "context_indices", "count_nonfinite", "find_cases", "item_seed", "kfold_partition",
     "label_slice", "lesion_weights", "prepare_image", "load_nifti", "make_dataset", "make_train_sampler", "nifti_stem",
-    "orphan_labels", "prepare_slice", "read_case_groups", "read_dicom", "read_image", "read_label_map", "read_mask", "read_raw",
+    "orphan_labels", "prepare_slice", "read_case", "read_case_groups", "read_dicom", "read_image", "read_label_map", "read_labels", "read_mask", "read_raw",
     "read_slice_values", "resize_to", "save_like", "slice_as_volume", "seed_augment", "seed_worker", "split_cases", "volume_cache",
     "volume_value_range", "window_bounds", "window_to_unit",
 ]
@@ -123,8 +128,7 @@ def make_dataset(cases: list[Case], cfg: DataConfig, train: bool, seed: Optional
     Returns:
         An ImageDataset or VolumeSliceDataset.
     """
-    cls = VolumeSliceDataset if cfg.kind == "volume" else ImageDataset
-    return cls(cases, cfg, train=train, seed=seed)
+    return _DATASETS[cfg.kind](cases, cfg, train=train, seed=seed)
 
 
 def build_datasets(cfg: DataConfig, seed: int, check: bool = True, val_max_cases: int = 0) -> DataBundle:
