@@ -160,3 +160,17 @@ def describe_inputs(model_kind: str) -> str:
     if _INPUT_KINDS[model_kind] == "image":
         return f"2D images ({pictures})"
     return f"volumes ({describe_formats('volume')}) or 2D CT slices ({pictures})"
+
+
+def is_slice_stack(kind: str) -> bool:
+    """True when a dataset of this ``data.kind`` holds volumes cut into slices along an axis.
+
+    The formats of ``kind: image`` are single 2D pictures: one plane each, no slice axis.
+
+    Args:
+        kind: ``"volume"`` or ``"image"``.
+
+    Returns:
+        Whether its cases are slice stacks.
+    """
+    return kind == "volume"
