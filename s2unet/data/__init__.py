@@ -1,13 +1,16 @@
 """Data: case discovery, splits, datasets, sampling and the pre-flight check.
 
+Files are read through the case-format registry of :mod:`s2unet.io.formats` (re-exported here:
+``read_case``, ``read_labels``, ``CaseImage``, and the 2D readers).
+
 Expected dataset layout
 =======================
 
 All folders are given in the ``data`` section of the config and resolved against
 ``data.root`` (absolute folders are used as they are). Files are paired by **stem**: the file
-name without ``.nii.gz`` / ``.nii`` or an image suffix (``.png .jpg .jpeg .tif .tiff .bmp
-.dcm .dicom``, any case). Hidden files and sub-folders are ignored. Each stem is one *case*
-(one patient or image), the unit of every split.
+name without the suffix of its format (``.nii.gz .nii .mha .mhd .nrrd .nhdr`` for volumes,
+``.png .jpg .jpeg .tif .tiff .bmp .dcm .dicom`` for images, any case). Hidden files and other
+sub-folders are ignored. Each stem is one *case* (one patient or image), the unit of every split.
 
 2D images (``kind: image``) — X-rays, one mask file per structure::
 

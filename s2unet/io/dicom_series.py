@@ -10,6 +10,7 @@ with the series geometry.
 """
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 from typing import Any, Optional
 
@@ -46,6 +47,33 @@ def _floats(ds: Any, key: str, n: int, path: Path) -> np.ndarray:
     return np.asarray([float(v) for v in value], dtype=np.float64)
 
 
+def _rounded(values: np.ndarray) -> tuple[float, ...]:
+    """Header numbers compared up to the decimal rounding of DICOM strings."""
+    return tuple(float(v) for v in np.round(values, 3))
+
+
+def _odd_one_out(folder: Path, values: list[tuple[Path, Any]], what: str) -> Any:
+    """The value most slices share; raise naming the first file that differs from it.
+
+    Args:
+        folder: the series folder (named in the message).
+        values: (file, value) per slice.
+        what: the property, for the message.
+
+    Returns:
+        The shared value.
+
+    Raises:
+        DataError: a slice differs (mixed series, or a stray file in the folder).
+    """
+    common, count = Counter(v for _, v in values).most_common(1)[0]
+    for file, value in values:
+        if value != common:
+            raise DataError(f"{file}: {what} {list(value)} differs from {list(common)} of the other {count} "
+                            f"slice(s) of the series in {folder}; one series must have one {what}")
+    return common
+
+
 class DicomSeriesFormat(CaseFormat):
     """A folder holding the slices of one DICOM series (two or more files, one SeriesInstanceUID)."""
 
@@ -80,16 +108,10 @@ class DicomSeriesFormat(CaseFormat):
             orientation = _floats(ds, "ImageOrientationPatient", 6, file)
             slices.append((file, pixels, _floats(ds, "ImagePositionPatient", 3, file), orientation,
                            _floats(ds, "PixelSpacing", 2, file)))
-        first, first_pixels, _, orient0, spacing0 = slices[0]
-        for file, pixels, _, orientation, spacing in slices[1:]:
-            if pixels.shape != first_pixels.shape:
-                raise DataError(f"{file}: slice size {pixels.shape} differs from {first_pixels.shape} of {first} "
-                                f"in the same series; one series must have one size")
-            if not np.allclose(spacing, spacing0, rtol=_TOL):
-                raise DataError(f"{file}: pixel spacing {spacing.tolist()} differs from {spacing0.tolist()} of {first} "
-                                f"in the same series")
-            if not np.allclose(orientation, orient0, atol=_TOL):
-                raise DataError(f"{file}: ImageOrientationPatient differs from {first} in the same series")
+        _odd_one_out(path, [(file, pixels.shape) for file, pixels, _, _, _ in slices], "slice size")
+        orient0 = np.asarray(_odd_one_out(path, [(file, _rounded(o)) for file, _, _, o, _ in slices],
+                                          "ImageOrientationPatient"))
+        spacing0 = np.asarray(_odd_one_out(path, [(file, _rounded(s)) for file, _, _, _, s in slices], "pixel spacing"))
         row_cos, col_cos = orient0[:3], orient0[3:]
         normal = np.cross(row_cos, col_cos)
         slices.sort(key=lambda s: float(s[2] @ normal))
