@@ -8,9 +8,8 @@ from typing import Any, Optional, Sequence
 
 from ..engine.records import write_json
 from ..io import atomic_path
-from ..io.pictures import write_png
 
-__all__ = ["atomic_path", "earlier_results", "write_csv", "write_json", "write_png"]
+__all__ = ["atomic_path", "earlier_results", "write_csv", "write_json"]
 
 # A text cell starting with one of these is run as a formula by Excel, LibreOffice and Google
 # Sheets (tab and carriage return are the OWASP additions). Case names come from file names.

@@ -26,10 +26,6 @@ PathLike = Union[str, Path]
 
 _RAS = axcodes2ornt(("R", "A", "S"))
 _IDENTITY_ORNT = np.array([[0, 1], [1, 1], [2, 1]], dtype=float)
-#: How a case's intensities are served: ``stored`` keeps the file's values (Hounsfield units,
-#: 0..255, ...) for models trained on volumes, which window them; ``unit`` scales 2D pictures to
-#: 0..1 by their stored type, as models trained on 2D images expect.
-VALUES = ("stored", "unit")
 
 
 def _as_float32_if_float(arr: np.ndarray) -> np.ndarray:
@@ -78,7 +74,9 @@ class CaseFormat:
         Args:
             path: a path :meth:`stem` claims.
             reorient: serve arrays in the closest RAS orientation.
-            values: one of :data:`VALUES` (only 2D pictures have a ``unit`` scaling).
+            values: ``"stored"`` keeps the file's values (Hounsfield units, 0..255, ...) for
+                models trained on volumes, which window them; ``"unit"`` scales a 2D picture to
+                0..1 by its stored type, as models trained on 2D images expect.
 
         Returns:
             The CaseImage.
@@ -126,7 +124,7 @@ class CaseImage:
         path: the file (or the folder of a DICOM series).
         image: the nibabel image (its ``dataobj`` is in the ORIGINAL orientation).
         format: the format that read it (and writes predictions back).
-        values: how intensities are served (one of :data:`VALUES`).
+        values: how intensities are served, ``"stored"`` or ``"unit"`` (see :meth:`CaseFormat.read`).
         extra: what the format's writer needs beyond the NIfTI geometry (e.g. ITK metadata).
         reoriented: whether arrays are served in closest-RAS orientation.
         ornt: nibabel orientation taking original array axes to served axes (identity when not
