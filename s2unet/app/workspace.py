@@ -29,7 +29,7 @@ from ..config import WINDOW_PRESETS, WindowConfig
 from ..data import CaseImage, DataError, read_case, read_labels, volume_value_range, window_to_unit
 from ..inference.outputs import atomic_path
 from ..io.case import CaseFormat
-from ..io.formats import find_format
+from ..io.formats import describe_formats, find_format
 from ..metrics import metric_row
 
 #: Windows offered for volumes: the data's own scale, ``auto`` (lung window for HU data) and
@@ -120,7 +120,7 @@ def list_cases(source: Path) -> list[CaseFile]:
     if source.is_file():
         found = _case_file(source)
         if found is None:
-            raise AppError(f"{source} is not an image (PNG/JPEG/TIFF/BMP/DICOM) or a NIfTI volume")
+            raise AppError(f"{source} is not an image or volume file ({describe_formats(folders=False)})")
         return [found]
     if not source.is_dir():
         raise AppError(f"--images {source} does not exist")
@@ -133,7 +133,7 @@ def list_cases(source: Path) -> list[CaseFile]:
             raise AppError(f"{cases[found.case_id].path} and {path} have the same case name {found.case_id!r}")
         cases[found.case_id] = found
     if not cases:
-        raise AppError(f"--images {source} holds no image (PNG/JPEG/TIFF/BMP/DICOM) or NIfTI volume")
+        raise AppError(f"--images {source} holds no image or volume file ({describe_formats(folders=False)})")
     return list(cases.values())
 
 

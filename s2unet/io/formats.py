@@ -28,18 +28,19 @@ FORMATS: tuple[CaseFormat, ...] = (NiftiFormat(), ItkFormat(), DicomSeriesFormat
 _VALUES_FOR_KIND = {"volume": "stored", "image": "unit"}
 
 
-def describe_formats(kind: Optional[str] = None) -> str:
+def describe_formats(kind: Optional[str] = None, folders: bool = True) -> str:
     """The suffixes (and folder formats) of ``kind`` (all kinds when None), for messages.
 
     Args:
         kind: ``"volume"``, ``"image"`` or None.
+        folders: mention the folder formats (a DICOM series) too.
 
     Returns:
         e.g. ``".nii.gz .nii .mha ... or a folder holding one DICOM series"``.
     """
     chosen = [f for f in FORMATS if kind is None or f.kind == kind]
     text = " ".join(s for f in chosen for s in f.suffixes)
-    if any(not f.suffixes for f in chosen):
+    if folders and any(not f.suffixes for f in chosen):
         text += " or a folder holding one DICOM series"
     return text
 
