@@ -31,7 +31,7 @@ def _series_files(folder: Path) -> list[Path]:
     return [p for p in sorted(folder.iterdir()) if p.is_file() and not p.name.startswith(".") and is_dicom_file(p)]
 
 
-def _header(path: Path):
+def _header(path: Path) -> Any:
     import pydicom
 
     try:

@@ -167,7 +167,7 @@ def _minmax(arr: np.ndarray, lo: float, hi: float) -> np.ndarray:
     return np.clip((arr - lo) / (hi - lo), 0.0, 1.0).astype(np.float32)
 
 
-def read_dicom_values(path: Path):
+def read_dicom_values(path: Path) -> tuple[Any, np.ndarray]:
     """A single-frame DICOM file's dataset and its modality values (RescaleSlope/Intercept applied).
 
     Args:
