@@ -24,7 +24,7 @@ def _train_parser(p: argparse.ArgumentParser) -> None:
 
 def _infer_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint", required=True, help="best.pt of a training run")
-    p.add_argument("--input", required=True, nargs="+", help="NIfTI volume(s), X-ray image(s), or a folder of either")
+    p.add_argument("--input", required=True, nargs="+", help="volume(s) (NIfTI, MHA/NRRD, a DICOM series folder), 2D image(s) (PNG/JPEG/TIFF/DICOM), or a folder of those")
     p.add_argument("--output", required=True, help="output directory")
     p.add_argument("--gt", help="ground truth (file or folder, paired by case name) to evaluate against")
     p.add_argument("--lung", help="lung mask(s): keep only lesions inside, report the affected share")
@@ -44,7 +44,7 @@ def _infer_parser(p: argparse.ArgumentParser) -> None:
 
 
 def _evaluate_parser(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--pred", required=True, help="folder of predictions (<case>_pred.nii.gz or .png)")
+    p.add_argument("--pred", required=True, help="folder of predictions (<case>_pred.nii.gz, .mha, .nrrd or .png)")
     p.add_argument("--gt", required=True, help="folder of ground truth, same case names")
     p.add_argument("--output", help="where to write the CSV/JSON (default: --pred)")
     p.add_argument("--overwrite", action="store_true", help="replace the results of an earlier evaluation in --output")
@@ -57,7 +57,7 @@ def _compare_parser(p: argparse.ArgumentParser) -> None:
 
 
 def _label_parser(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--images", required=True, help="an X-ray / NIfTI file, or a folder of them (PNG/JPEG/TIFF/DICOM/NIfTI)")
+    p.add_argument("--images", required=True, help="an image or volume file, or a folder of them (PNG/JPEG/TIFF/DICOM/NIfTI/MHA/NRRD)")
     p.add_argument("--out", default="labels", help="where masks, log and autosave go (default: ./labels)")
     p.add_argument("--labels", help="comma-separated label names, one layer each, saved to OUT/masks/<name>")
     p.add_argument("--config", help="take the labels (names and folders) from this training config instead")

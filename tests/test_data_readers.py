@@ -15,7 +15,9 @@ def _gradient(h: int = 16, w: int = 20, top: int = 255) -> np.ndarray:
     return (np.linspace(0, top, h * w).reshape(h, w)).round()
 
 
-def _write_dicom(path: Path, pixels: np.ndarray, photometric: str, slope: float = 1.0, intercept: float = 0.0) -> None:
+def _write_dicom(path: Path, pixels: np.ndarray, photometric: str, slope: float = 1.0, intercept: float = 0.0,
+                 **tags: object) -> None:
+    """A single-frame 16-bit DICOM file; ``tags`` adds or replaces attributes (e.g. positions)."""
     from pydicom.dataset import Dataset, FileMetaDataset
     from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
 
@@ -38,6 +40,8 @@ def _write_dicom(path: Path, pixels: np.ndarray, photometric: str, slope: float 
     ds.RescaleSlope = slope
     ds.RescaleIntercept = intercept
     ds.PixelData = pixels.astype("<u2").tobytes()
+    for key, value in tags.items():
+        setattr(ds, key, value)
     ds.save_as(str(path), enforce_file_format=True)
 
 

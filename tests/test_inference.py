@@ -264,7 +264,7 @@ def test_refuses_unreadable_input_and_missing_gt(monkeypatch: pytest.MonkeyPatch
         run_inference("fake.pt", folder, tmp_path / "out", gt=ct_case["gt"].parent, show_progress=False)
     message = str(err.value)
     assert str(truncated) in message and str(garbage) in message
-    assert "no NIfTI volume named case02" in message  # its GT is missing too
+    assert "no volume file named case02" in message  # its GT is missing too
 
 
 def test_refuses_flip_tta_for_left_and_right_labels(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

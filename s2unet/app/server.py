@@ -99,20 +99,19 @@ class DraftModel:
         Raises:
             AppError: the checkpoint was trained on the other kind of data.
         """
-        from ..data import load_nifti
+        from ..data import read_case
 
-        kind = "volume" if opened.volume is not None else "image"
-        if kind != self.kind:
+        if opened.case.kind != self.kind:
             raise AppError(f"checkpoint {self.path} was trained on {self.kind}s, {opened.case.case_id} is a "
-                           f"{kind}: it cannot draft this case")
-        if opened.volume is None:
+                           f"{opened.case.kind}: it cannot draft this case")
+        if opened.image.planar:
             prob = self.predictor.predict_image(opened.plane(0))
             return self.predictor.binarize(prob)[:, None]
         # The checkpoint slices its own way (orientation, axis); its prediction goes back to the
         # file's orientation and then into the app's frame.
-        vol = load_nifti(opened.case.path, self.predictor.cfg.data.reorient)
+        vol = read_case(opened.case.path, self.kind, self.predictor.cfg.data.reorient)
         masks = self.predictor.binarize(self.predictor.predict_volume(vol))
-        return np.stack([opened.to_display(opened.volume.to_served(vol.to_original(m))) for m in masks])
+        return np.stack([opened.to_display(opened.image.to_served(vol.to_original(m))) for m in masks])
 
 
 # ------------------------------------------------------------------------------------- state

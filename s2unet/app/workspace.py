@@ -26,18 +26,10 @@ from typing import Any, Optional, Sequence
 import numpy as np
 
 from ..config import WINDOW_PRESETS, WindowConfig
-from ..data import (
-    DataError,
-    NiftiVolume,
-    load_nifti,
-    read_image,
-    read_mask,
-    save_like,
-    volume_value_range,
-    window_to_unit,
-)
-from ..data.cases import file_stem
-from ..inference.outputs import atomic_path, write_png
+from ..data import CaseImage, DataError, read_case, read_labels, volume_value_range, window_to_unit
+from ..inference.outputs import atomic_path
+from ..io.case import CaseFormat
+from ..io.formats import describe_formats, find_format
 from ..metrics import metric_row
 
 #: Windows offered for volumes: the data's own scale, ``auto`` (lung window for HU data) and
@@ -90,11 +82,16 @@ def layers_from(names: Sequence[str], folders: Optional[Sequence[str]] = None) -
 # ------------------------------------------------------------------------------------ cases
 @dataclass(frozen=True)
 class CaseFile:
-    """One file to label: an X-ray image or a NIfTI volume."""
+    """One file to label: a 2D picture (an X-ray) or a volume, and the format that reads it."""
 
     case_id: str
     path: Path
-    kind: str  # "image" or "volume"
+    format: CaseFormat
+
+    @property
+    def kind(self) -> str:
+        """``"image"`` (a 2D picture) or ``"volume"``."""
+        return self.format.kind
 
     @property
     def suffix(self) -> str:
@@ -103,11 +100,8 @@ class CaseFile:
 
 
 def _case_file(path: Path) -> Optional[CaseFile]:
-    stem = file_stem(path, "volume")
-    if stem is not None:
-        return CaseFile(stem, path, "volume")
-    stem = file_stem(path, "image")
-    return CaseFile(stem, path, "image") if stem is not None else None
+    fmt = find_format(path) if path.is_file() else None  # a case's image is copied: one file
+    return None if fmt is None else CaseFile(fmt.stem(path), path, fmt)  # type: ignore[arg-type]
 
 
 def list_cases(source: Path) -> list[CaseFile]:
@@ -126,7 +120,7 @@ def list_cases(source: Path) -> list[CaseFile]:
     if source.is_file():
         found = _case_file(source)
         if found is None:
-            raise AppError(f"{source} is not an image (PNG/JPEG/TIFF/BMP/DICOM) or a NIfTI volume")
+            raise AppError(f"{source} is not an image or volume file ({describe_formats(folders=False)})")
         return [found]
     if not source.is_dir():
         raise AppError(f"--images {source} does not exist")
@@ -139,7 +133,7 @@ def list_cases(source: Path) -> list[CaseFile]:
             raise AppError(f"{cases[found.case_id].path} and {path} have the same case name {found.case_id!r}")
         cases[found.case_id] = found
     if not cases:
-        raise AppError(f"--images {source} holds no image (PNG/JPEG/TIFF/BMP/DICOM) or NIfTI volume")
+        raise AppError(f"--images {source} holds no image or volume file ({describe_formats(folders=False)})")
     return list(cases.values())
 
 
@@ -155,27 +149,22 @@ class OpenCase:
 
     def __init__(self, case: CaseFile) -> None:
         self.case = case
-        self.volume: Optional[NiftiVolume] = None
         try:
-            if case.kind == "volume":
-                self.volume = load_nifti(case.path, reorient=True)
-                self._array = self.volume.get_array()
-                self._range = volume_value_range(self._array)  # one scale for every slice
-            else:
-                self._array = read_image(case.path)
+            # A picture is read as an image model sees it (0..1), a volume with its intensities.
+            self.image: CaseImage = read_case(case.path, case.kind, reorient=True)
+            self._array = self.image.get_array()  # served (X, Y, Z); a picture has one slice
         except DataError as exc:
             raise AppError(str(exc)) from None
+        self._range = volume_value_range(self._array)  # one scale for every slice
 
     @property
     def n_slices(self) -> int:
         """Planes of the case (1 for an image)."""
-        return 1 if self.volume is None else int(self._array.shape[VOLUME_AXIS])
+        return int(self._array.shape[VOLUME_AXIS])
 
     @property
     def plane_shape(self) -> tuple[int, int]:
         """(H, W) of a plane in the display frame."""
-        if self.volume is None:
-            return tuple(self._array.shape)  # type: ignore[return-value]
         h, w = np.delete(np.array(self._array.shape), VOLUME_AXIS)[::-1]
         return int(h), int(w)
 
@@ -184,18 +173,18 @@ class OpenCase:
 
         Args:
             k: slice index (0 for images).
-            window: volumes: one of :data:`WINDOWS`.
+            window: volumes: one of :data:`WINDOWS` (pictures are already in 0..1).
 
         Returns:
             (H, W) float32 in 0..1 (NaN pixels as 0).
         """
         if not 0 <= k < self.n_slices:
             raise AppError(f"{self.case.case_id}: slice {k} outside 0..{self.n_slices - 1}")
-        if self.volume is None:
-            return np.nan_to_num(self._array, nan=0.0)
+        served = np.take(self._array, k, axis=VOLUME_AXIS)
+        if self.image.planar:
+            return np.nan_to_num(served.T, nan=0.0)
         if window not in WINDOWS:
             raise AppError(f"unknown window {window!r}; choose one of {', '.join(WINDOWS)}")
-        served = np.take(self._array, k, axis=VOLUME_AXIS)
         return window_to_unit(served, WindowConfig(preset=window), self._range).T
 
     def to_display(self, served: np.ndarray) -> np.ndarray:
@@ -210,8 +199,7 @@ class OpenCase:
 # ----------------------------------------------------------------------------------- output
 def mask_path(out: Path, layer: Layer, case: CaseFile) -> Path:
     """Where a layer's mask of a case is saved."""
-    suffix = ".nii.gz" if case.kind == "volume" else ".png"
-    return out / layer.folder / f"{case.case_id}{suffix}"
+    return out / layer.folder / f"{case.case_id}{case.format.output_suffix_for(case.path)}"
 
 
 def read_saved_masks(out: Path, layers: Sequence[Layer], opened: OpenCase) -> Optional[np.ndarray]:
@@ -232,11 +220,8 @@ def read_saved_masks(out: Path, layers: Sequence[Layer], opened: OpenCase) -> Op
         if not path.is_file():
             continue
         try:
-            if opened.volume is not None:
-                vol = load_nifti(path, reorient=True)
-                plane = opened.to_display(vol.get_array() > 0)
-            else:
-                plane = read_mask(path)[None]
+            labels = read_labels(path, reorient=True, mask_threshold=0.5, label_map=False) > 0
+            plane = labels[None] if opened.image.planar else opened.to_display(labels)
         except DataError as exc:
             raise AppError(f"saved mask unreadable: {exc}") from None
         if plane.shape != shape:
@@ -292,10 +277,7 @@ def save_masks(out: Path, layers: Sequence[Layer], opened: OpenCase, masks: np.n
         if not image_copy.exists():
             _copy_atomic(case.path, image_copy)
         for c, path in enumerate(paths):
-            if opened.volume is not None:
-                save_like(opened.to_served(masks[c]), opened.volume, path, dtype=np.uint8)
-            else:
-                write_png(path, masks[c, 0].astype(np.uint8) * 255)
+            opened.image.write_like(opened.to_served(masks[c]), path, np.uint8, binary=True)
     except (OSError, DataError) as exc:
         raise AppError(f"cannot save {case.case_id} to {out}: {exc}") from None
     return paths

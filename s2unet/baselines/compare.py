@@ -20,6 +20,7 @@ import numpy as np
 from ..config import Config, ConfigError
 from ..data import Case, find_cases, split_cases
 from ..inference.predictor import channel_names
+from ..io.formats import is_slice_stack
 from ..metrics import case_metrics, summarize
 from .compare_config import CompareConfig, load_compare_config
 from .compare_data import EvalCase, load_eval_case
@@ -97,7 +98,7 @@ def run_compare(config_path: str | Path, output_dir: Optional[str | Path] = None
     console.print(f"[bold]{cfg.name}[/]: {len(cases)} test cases, {sum(r.method is not None for r in runs)} "
                   f"of {len(runs)} methods runnable -> {out}")
 
-    volumes = cfg.data.kind == "volume"
+    volumes = is_slice_stack(cfg.data.kind)
     for ci, case in enumerate(cases, start=1):
         ev = load_eval_case(case, cfg.data, cfg.max_slices_per_case)
         for run in runs:

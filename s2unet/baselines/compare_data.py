@@ -10,8 +10,9 @@ import torch
 import torch.nn.functional as F
 
 from ..config import DataConfig
-from ..data import Case, load_nifti, prepare_image, prepare_slice, read_image, volume_value_range
+from ..data import Case, prepare_image, prepare_slice, read_case, volume_value_range
 from ..inference.predictor import load_masks
+from ..io.formats import is_slice_stack
 
 
 @dataclass
@@ -74,9 +75,9 @@ def load_eval_case(case: Case, data: DataConfig, max_planes: int) -> EvalCase:
         The EvalCase.
     """
     gt = load_masks(case.labels, data)
-    if data.kind != "volume":
-        return EvalCase(case, gt[:, None], [0], gray=read_image(case.image))
-    vol = load_nifti(case.image, data.reorient)
+    vol = read_case(case.image, data.kind, data.reorient)
+    if vol.planar:
+        return EvalCase(case, gt[:, None], [0], gray=vol.picture())
     axis = data.axis
     planes = middle_block(vol.shape[axis], max_planes)
     stack = np.moveaxis(np.take(gt, planes, axis=axis + 1), axis + 1, 1)
@@ -109,7 +110,7 @@ def training_masks(cases: list[Case], data: DataConfig, limit: int) -> np.ndarra
     Returns:
         (M, C, H, W) bool, every mask resized (nearest) to the first one's size.
     """
-    is_volume = data.kind == "volume"
+    is_volume = is_slice_stack(data.kind)
     planes: list[np.ndarray] = []  # (C, H, W) each
     for case in cases if is_volume else _spread(cases, limit):
         gt = load_masks(case.labels, data)

@@ -13,6 +13,7 @@ from rich.console import Console
 from ..config import Config, DataConfig
 from ..data import Case, DataError, split_cases
 from ..inference.predictor import Predictor, channel_names
+from ..io.formats import is_slice_stack
 from ..weights import CheckpointError
 from .compare_config import CompareConfig, MethodConfig
 from .compare_data import EvalCase, display, training_masks
@@ -31,7 +32,7 @@ class MethodSkipped(Exception):
 
 def _slicing(data: DataConfig) -> tuple:
     """What must agree between a model's data and the comparison's for its inputs to match."""
-    return (data.kind, data.axis, data.reorient) if data.kind == "volume" else (data.kind,)
+    return (data.kind, data.axis, data.reorient) if is_slice_stack(data.kind) else (data.kind,)
 
 
 class TrainedModels:

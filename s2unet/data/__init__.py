@@ -1,13 +1,16 @@
-"""Data: readers, NIfTI IO, case discovery, splits, datasets, sampling and the pre-flight check.
+"""Data: case discovery, splits, datasets, sampling and the pre-flight check.
+
+Files are read through the case-format registry of :mod:`s2unet.io.formats` (re-exported here:
+``read_case``, ``read_labels``, ``CaseImage``, and the 2D readers).
 
 Expected dataset layout
 =======================
 
 All folders are given in the ``data`` section of the config and resolved against
 ``data.root`` (absolute folders are used as they are). Files are paired by **stem**: the file
-name without ``.nii.gz`` / ``.nii`` or an image suffix (``.png .jpg .jpeg .tif .tiff .bmp
-.dcm .dicom``, any case). Hidden files and sub-folders are ignored. Each stem is one *case*
-(one patient or image), the unit of every split.
+name without the suffix of its format (``.nii.gz .nii .mha .mhd .nrrd .nhdr`` for volumes,
+``.png .jpg .jpeg .tif .tiff .bmp .dcm .dicom`` for images, any case). Hidden files and other
+sub-folders are ignored. Each stem is one *case* (one patient or image), the unit of every split.
 
 2D images (``kind: image``) — X-rays, one mask file per structure::
 
@@ -22,7 +25,8 @@ name without ``.nii.gz`` / ``.nii`` or an image suffix (``.png .jpg .jpeg .tif .
   folder, ``multilabel`` one per structure (structures may overlap), ``multiclass`` a single
   folder of integer label maps 0..num_classes-1 (0 = background; palette PNGs give indices).
 
-3D volumes (``kind: volume``) — NIfTI, cut into 2D slices along ``data.axis``::
+3D volumes (``kind: volume``) — NIfTI, MetaImage/NRRD (``.mha .mhd .nrrd .nhdr``) or a sub-folder
+holding one DICOM series (case id = folder name), cut into 2D slices along ``data.axis``::
 
     <root>/images/case00.nii.gz             data.images: images
     <root>/masks_infection/case00.nii.gz    data.labels: [masks_infection]
@@ -69,8 +73,10 @@ from .datasets import (
 )
 from .errors import DataError
 from .intensity import volume_value_range, window_bounds, window_to_unit
-from .nifti import NiftiVolume, check_same_geometry, load_nifti, nifti_stem, save_like
-from .readers import IMAGE_SUFFIXES, read_dicom, read_image, read_label_map, read_mask, read_raw, read_slice_values
+from ..io.case import CaseImage, check_same_geometry
+from ..io.formats import case_stem, read_case, read_labels
+from ..io.nifti import load_nifti, save_like
+from ..io.pictures import IMAGE_SUFFIXES, read_dicom, read_image, read_label_map, read_mask, read_raw, read_slice_values
 from .sampling import EpochSampler, lesion_weights
 from .splits import kfold_partition, read_case_groups, split_cases
 from .transforms import build_augment, item_seed, seed_augment, seed_worker
@@ -78,13 +84,15 @@ from .transforms import build_augment, item_seed, seed_augment, seed_worker
 log = logging.getLogger(__name__)
 
 SliceDataset = Union[ImageDataset, VolumeSliceDataset]
+#: The dataset class of each ``data.kind``: 2D pictures are read whole, volumes slice by slice.
+_DATASETS = {"image": ImageDataset, "volume": VolumeSliceDataset}
 
 __all__ = [
-    "Case", "DataBundle", "DataError", "DataIssue", "DataReport", "EpochSampler", "IMAGE_SUFFIXES",
-    "ImageDataset", "NiftiVolume", "VolumeCache", "VolumeSliceDataset", "build_augment", "build_datasets",
+    "Case", "CaseImage", "DataBundle", "DataError", "DataIssue", "DataReport", "EpochSampler", "IMAGE_SUFFIXES",
+    "ImageDataset", "VolumeCache", "VolumeSliceDataset", "build_augment", "build_datasets", "case_stem",
     "check_data", "check_same_geometry", "choose_train_items", "context_indices", "count_nonfinite", "find_cases", "item_seed", "kfold_partition",
-    "label_slice", "lesion_weights", "prepare_image", "load_nifti", "make_dataset", "make_train_sampler", "nifti_stem",
-    "orphan_labels", "prepare_slice", "read_case_groups", "read_dicom", "read_image", "read_label_map", "read_mask", "read_raw",
+    "label_slice", "lesion_weights", "prepare_image", "load_nifti", "make_dataset", "make_train_sampler",
+    "orphan_labels", "prepare_slice", "read_case", "read_case_groups", "read_dicom", "read_image", "read_label_map", "read_labels", "read_mask", "read_raw",
     "read_slice_values", "resize_to", "save_like", "slice_as_volume", "seed_augment", "seed_worker", "split_cases", "volume_cache",
     "volume_value_range", "window_bounds", "window_to_unit",
 ]
@@ -123,8 +131,7 @@ def make_dataset(cases: list[Case], cfg: DataConfig, train: bool, seed: Optional
     Returns:
         An ImageDataset or VolumeSliceDataset.
     """
-    cls = VolumeSliceDataset if cfg.kind == "volume" else ImageDataset
-    return cls(cases, cfg, train=train, seed=seed)
+    return _DATASETS[cfg.kind](cases, cfg, train=train, seed=seed)
 
 
 def build_datasets(cfg: DataConfig, seed: int, check: bool = True, val_max_cases: int = 0) -> DataBundle:

@@ -1,7 +1,8 @@
 """Discover cases: pair each image (or volume) with its label file(s) by file stem.
 
-The stem is the file name without ``.nii.gz`` / ``.nii`` or an image suffix from
-:data:`~s2unet.data.readers.IMAGE_SUFFIXES`, so ``images/JPCLN001.png`` pairs with
+The stem is the file name without the suffix of its format (the registry of
+:mod:`s2unet.io.formats`: ``.nii.gz``, ``.mha``, ``.png``, ...; a DICOM series folder is named by
+the folder), so ``images/JPCLN001.png`` pairs with
 ``masks/lungs/JPCLN001.png`` and ``images/case00.nii.gz`` with ``masks_infection/case00.nii``.
 A missing label does not raise here: the case lists the path where the label was expected
 and the pre-flight check (:mod:`s2unet.data.check`) reports every missing pair at once.
@@ -13,9 +14,8 @@ from pathlib import Path
 from typing import Optional
 
 from ..config import DataConfig
+from ..io.formats import case_stem
 from .errors import DataError
-from .nifti import nifti_stem
-from .readers import IMAGE_SUFFIXES
 
 
 @dataclass
@@ -35,25 +35,20 @@ class Case:
 
     def missing_labels(self) -> list[Path]:
         """Label paths that do not exist on disk."""
-        return [p for p in self.labels if not p.is_file()]
+        return [p for p in self.labels if not p.exists()]
 
 
 def file_stem(path: Path, kind: str) -> Optional[str]:
-    """The pairing key of a file, or None if the file is not of the expected kind.
+    """The pairing key of a file (or DICOM series folder), or None if it is not of the expected kind.
 
     Args:
-        path: a file.
-        kind: ``"image"`` (2D suffixes) or ``"volume"`` (NIfTI suffixes).
+        path: a file or folder.
+        kind: ``"image"`` (2D pictures) or ``"volume"`` (volume formats).
 
     Returns:
-        The stem, or None for files to ignore.
+        The stem, or None for paths to ignore (hidden names included).
     """
-    if path.name.startswith("."):  # .DS_Store, editor swap files, ._ resource forks
-        return None
-    if kind == "volume":
-        return nifti_stem(path)
-    suffix = path.suffix.lower()
-    return path.name[: -len(suffix)] if suffix in IMAGE_SUFFIXES and len(path.name) > len(suffix) else None
+    return case_stem(path, kind)
 
 
 def resolve_dir(cfg: DataConfig, folder: str) -> Path:
@@ -70,7 +65,7 @@ def resolve_dir(cfg: DataConfig, folder: str) -> Path:
 
 
 def index_folder(folder: Path, kind: str) -> dict[str, Path]:
-    """Map stem -> file for every file of the kind in a folder (not recursive).
+    """Map stem -> path for every file (or series folder) of the kind in a folder (not recursive).
 
     Args:
         folder: the folder to list.
@@ -86,8 +81,6 @@ def index_folder(folder: Path, kind: str) -> dict[str, Path]:
         raise DataError(f"data folder {folder} does not exist")
     out: dict[str, Path] = {}
     for path in sorted(folder.iterdir()):
-        if not path.is_file():
-            continue
         stem = file_stem(path, kind)
         if stem is None:
             continue

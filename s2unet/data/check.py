@@ -28,8 +28,9 @@ import numpy as np
 from ..config import DataConfig
 from .cases import Case, orphan_labels, resolve_dir
 from .errors import DataError
-from .nifti import NiftiVolume, check_same_geometry, load_nifti
-from .readers import is_label_map, mask_foreground, read_image, read_raw
+from ..io.case import CaseImage, check_same_geometry
+from ..io.formats import read_case
+from ..io.pictures import is_label_map, mask_foreground, read_image, read_raw
 
 
 def count_nonfinite(array: np.ndarray) -> int:
@@ -244,7 +245,7 @@ def _check_image_case(case: Case, cfg: DataConfig) -> CaseResult:
     return issues, present
 
 
-def _decode(vol: NiftiVolume) -> np.ndarray:
+def _decode(vol: CaseImage) -> np.ndarray:
     try:
         return np.asarray(np.asanyarray(vol.dataobj))
     except Exception as exc:
@@ -256,16 +257,16 @@ def _check_volume_case(case: Case, cfg: DataConfig) -> CaseResult:
     present: list[bool] = []
     # Headers first: geometry problems are found without decoding anything.
     try:
-        image: Optional[NiftiVolume] = load_nifti(case.image, reorient=False)
+        image: Optional[CaseImage] = read_case(case.image, "volume", reorient=False)
     except DataError as exc:
         issues.append(DataIssue(str(case.image), f"unreadable: {exc}", True))
         image = None
-    labels: list[NiftiVolume] = []
+    labels: list[CaseImage] = []
     for path in case.labels:
-        if not path.is_file():
+        if not path.exists():
             continue
         try:
-            lab = load_nifti(path, reorient=False)
+            lab = read_case(path, "volume", reorient=False)
         except DataError as exc:
             issues.append(DataIssue(str(path), f"unreadable: {exc}", True))
             continue
@@ -296,6 +297,10 @@ def _check_volume_case(case: Case, cfg: DataConfig) -> CaseResult:
     return issues, present
 
 
+#: The check of one case for each ``data.kind``.
+_CASE_CHECKS = {"image": _check_image_case, "volume": _check_volume_case}
+
+
 def check_data(cfg: DataConfig, cases: Sequence[Case], workers: Optional[int] = None) -> DataReport:
     """Check every case's files and return all issues found (nothing is raised for data problems).
 
@@ -316,7 +321,7 @@ def check_data(cfg: DataConfig, cases: Sequence[Case], workers: Optional[int] = 
             report.issues.append(DataIssue(str(path), "label file matches no image (unused; check the file names)", False))
     except DataError as exc:
         report.issues.append(DataIssue(str(resolve_dir(cfg, cfg.images)), str(exc), True))
-    check = _check_volume_case if cfg.kind == "volume" else _check_image_case
+    check = _CASE_CHECKS[cfg.kind]
     n_workers = workers or min(4, os.cpu_count() or 1)
     if n_workers > 1 and len(cases) > 1:
         with ThreadPoolExecutor(max_workers=n_workers) as pool:

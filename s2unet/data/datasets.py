@@ -34,8 +34,9 @@ from ..config import DataConfig
 from .cases import Case
 from .errors import DataError
 from .intensity import hu_bounds, jitter_window, normalize_unit, volume_value_range, window_bounds, window_to_unit
-from .nifti import NiftiVolume, check_same_geometry, load_nifti
-from .readers import read_image, read_label_map, read_mask
+from ..io.case import CaseImage, check_same_geometry
+from ..io.formats import read_case
+from ..io.pictures import read_image, read_label_map, read_mask
 from .transforms import build_augment, item_seed, seed_augment
 
 ArrayLike = Union[np.ndarray, torch.Tensor]
@@ -94,7 +95,7 @@ def context_indices(k: int, n: int, context: bool) -> list[int]:
 
 
 def prepare_slice(
-    volume: Union[np.ndarray, NiftiVolume],
+    volume: Union[np.ndarray, CaseImage],
     k: int,
     cfg: DataConfig,
     value_range: Optional[tuple[float, float]] = None,
@@ -105,7 +106,7 @@ def prepare_slice(
 
     Args:
         volume: the decoded served array (fast; what inference should pass, decoding once with
-            ``NiftiVolume.get_array()``) or a NiftiVolume (each call reads 1-3 slices through
+            ``CaseImage.get_array()``) or a CaseImage (each call reads 1-3 slices through
             the lazy proxy, which for .nii.gz decompresses the file up to that slice).
         k: slice index along ``cfg.axis``.
         cfg: uses ``axis``, ``window``, ``context_slices`` and ``normalize``.
@@ -119,10 +120,10 @@ def prepare_slice(
     axis = cfg.axis
     n = volume.shape[axis]
     idx = context_indices(k, n, cfg.context_slices)
-    if isinstance(volume, NiftiVolume):
+    if isinstance(volume, CaseImage):
         if value_range is None and _needs_value_range(volume.dtype, cfg):
             volume = volume.get_array()  # min/max needs every voxel anyway
-    if isinstance(volume, NiftiVolume):
+    if isinstance(volume, CaseImage):
         planes = {i: volume.get_slice(i, axis) for i in set(idx)}
         stack = np.stack([planes[i] for i in idx])
     else:
@@ -158,7 +159,7 @@ def prepare_image(gray: np.ndarray, normalize: str = "none") -> np.ndarray:
     Used by :class:`ImageDataset` and by inference, so both see identical inputs.
 
     Args:
-        gray: (H, W) values in 0..1, as :func:`~s2unet.data.readers.read_image` returns.
+        gray: (H, W) values in 0..1, as :func:`~s2unet.io.pictures.read_image` returns.
         normalize: ``DataConfig.normalize`` (see :func:`~s2unet.data.intensity.normalize_unit`).
 
     Returns:
@@ -283,13 +284,13 @@ def volume_cache(max_mb: Optional[int] = None) -> VolumeCache:
 
 
 def _decode_image(path: Path, reorient: bool, cfg: DataConfig) -> _Decoded:
-    arr = load_nifti(path, reorient).get_array()
+    arr = read_case(path, "volume", reorient).get_array()
     value_range = volume_value_range(arr) if _needs_value_range(arr.dtype, cfg) else None
     return _Decoded(arr, value_range)
 
 
 def _decode_label(path: Path, reorient: bool, task: str) -> _Decoded:
-    arr = load_nifti(path, reorient).get_array()
+    arr = read_case(path, "volume", reorient).get_array()
     if task == "multiclass":
         if arr.dtype.kind == "f":
             if not np.all(np.isfinite(arr)) or not np.array_equal(arr, np.round(arr)):
@@ -427,9 +428,9 @@ class VolumeSliceDataset(_BaseDataset):
         flags: list[np.ndarray] = []
         other = tuple(a for a in range(3) if a != cfg.axis)
         for ci, case in enumerate(self.cases):
-            image = load_nifti(case.image, cfg.reorient)
+            image = read_case(case.image, "volume", cfg.reorient)
             for path in case.labels:
-                check_same_geometry(image, load_nifti(path, cfg.reorient))
+                check_same_geometry(image, read_case(path, "volume", cfg.reorient))
             n = image.shape[cfg.axis]
             self.shapes.append(image.shape)
             self.items.extend((case.case_id, k) for k in range(n))

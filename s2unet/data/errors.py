@@ -1,10 +1,6 @@
-"""The one exception the data package raises."""
+"""The one exception the data package raises (defined with the readers, in :mod:`s2unet.io`)."""
 from __future__ import annotations
 
+from ..io.errors import DataError
 
-class DataError(ValueError):
-    """A data file or folder is missing, unreadable or inconsistent; the message names it.
-
-    A subclass of ValueError so callers that already catch bad-value errors keep working, while
-    the CLI can catch this class alone and print the message without a traceback.
-    """
+__all__ = ["DataError"]

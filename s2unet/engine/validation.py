@@ -59,7 +59,7 @@ def validate(model: SegmentationModel, cfg: Config, dataset: SliceDataset, devic
     threshold = 0.5 if threshold is None else float(threshold)
     case_rows, slice_rows = [], []
     for case, prob, target, spacing in zip(cases, probs, targets, spacings):
-        slice_axis = cfg.data.axis if cfg.data.kind == "volume" else None
+        slice_axis = None if spacing is None else cfg.data.axis  # a 2D picture has neither (predict_case)
         # The config's post-processing too, so the score is what infer.py --gt reports.
         pred = predictor.clean(predictor.binarize(prob, threshold), slice_axis)
         row, rows = case_metrics(pred, target, case.case_id, labels=foreground_names(cfg), spacing=spacing,

@@ -2,9 +2,10 @@
 
 Predictions are the files :func:`s2unet.inference.run_inference` writes:
 ``<case>_pred.nii.gz`` / ``<case>_pred.png`` (one label), or ``<case>_pred_<label>.*`` (one file
-per label). Ground truth is found by case id: ``<gt>/<case>.<ext>`` for one label,
-``<gt>/<label>/<case>.<ext>`` per label (the layout of the shared SCR masks). Any NIfTI / image
-suffix is accepted on either side. Foreground is value > 0 for NIfTI and ``read_mask``'s rule
+per label; ``.mha`` / ``.nrrd`` for such inputs). Ground truth is found by case id:
+``<gt>/<case>.<ext>`` for one label, ``<gt>/<label>/<case>.<ext>`` per label (the layout of the
+shared SCR masks). Any volume / picture format of :mod:`s2unet.io.formats` is accepted on either
+side. Foreground is value > 0 for volumes and ``read_mask``'s rule
 (more than half the value range; label maps 0/1/2...: value > 0) for images; multiclass label maps are therefore scored as
 foreground versus background here.
 
@@ -18,8 +19,9 @@ from pathlib import Path
 from typing import Any, Optional, Sequence, Union
 
 from ..config import DataConfig
-from ..data import DataError, NiftiVolume, check_same_geometry, load_nifti
+from ..data import CaseImage, DataError, check_same_geometry, read_case
 from ..data.cases import file_stem, index_folder
+from ..io.formats import describe_formats, find_format
 from ..metrics import DEFAULT_NSD_TOLERANCE, case_metrics, format_summary, summarize
 from ..io import all_or_none, check_writable
 from .outputs import earlier_results, write_csv, write_json
@@ -36,43 +38,45 @@ class ReferenceIndex:
 
     Args:
         root: a single file (valid for one case only) or a folder.
-        kind: ``"volume"`` (NIfTI) or ``"image"``.
         labels: for per-label references, the sub-folder names (one per label); None for one
             file per case.
     """
 
-    def __init__(self, root: PathLike, kind: str, labels: Optional[Sequence[str]] = None) -> None:
+    def __init__(self, root: PathLike, labels: Optional[Sequence[str]] = None) -> None:
         self.root = Path(root)
-        self.kind = kind
         self.labels = list(labels) if labels is not None else None
-        self._index: dict[Path, dict[str, Path]] = {}
+        self._index: dict[tuple[Path, str], dict[str, Path]] = {}
         if not self.root.exists():
             raise DataError(f"{self.root} does not exist")
         if self.root.is_file() and self.labels is not None:
             raise DataError(f"{self.root} is a file; per-label references need a folder with one sub-folder per label")
 
-    def cases(self) -> set[str]:
-        """Case ids present (in the first label folder for per-label references)."""
+    def cases(self, kind: str) -> set[str]:
+        """Case ids of ``kind`` files present (in the first label folder for per-label references)."""
         if self.is_file:
             return set()
-        return set(index_folder(self.root / self.labels[0] if self.labels else self.root, self.kind))
+        return set(index_folder(self.root / self.labels[0] if self.labels else self.root, kind))
 
     @property
     def is_file(self) -> bool:
         """True when the root is one file (the reference of a single case)."""
         return self.root.is_file()
 
-    def _lookup(self, folder: Path, case: str) -> Path:
-        if folder not in self._index:
-            self._index[folder] = index_folder(folder, self.kind)
-        found = self._index[folder].get(case)
+    def _lookup(self, folder: Path, case: str, kind: str) -> Path:
+        if (folder, kind) not in self._index:
+            self._index[folder, kind] = index_folder(folder, kind)
+        found = self._index[folder, kind].get(case)
         if found is None:
-            kind = "NIfTI volume" if self.kind == "volume" else "image"
-            raise DataError(f"no {kind} named {case}.* in {folder}")
+            raise DataError(f"no {kind} file named {case}.* in {folder} ({describe_formats(kind)})")
         return found
 
-    def paths(self, case: str) -> list[Path]:
+    def paths(self, case: str, kind: str) -> list[Path]:
         """The case's files, one per label (or one).
+
+        Args:
+            case: the case id.
+            kind: the kind of the case's own file (``CaseImage.format.kind``): a volume's
+                reference is a volume, a 2D picture's a 2D picture.
 
         Raises:
             DataError: a file (or label folder) is missing; the message names where it looked.
@@ -80,29 +84,29 @@ class ReferenceIndex:
         if self.is_file:
             return [self.root]
         if self.labels is None:
-            return [self._lookup(self.root, case)]
-        return [self._lookup(self.root / label, case) for label in self.labels]
+            return [self._lookup(self.root, case, kind)]
+        return [self._lookup(self.root / label, case, kind) for label in self.labels]
 
 
-def check_reference_geometry(reference: Sequence[Path], like: Union[NiftiVolume, tuple[int, ...]], cfg: DataConfig) -> None:
+def check_reference_geometry(reference: Sequence[Path], like: CaseImage, cfg: DataConfig) -> None:
     """Raise unless every reference file matches the geometry of what it will be compared with.
 
     Args:
         reference: reference files.
-        like: for volumes the image (or prediction) volume, whose shape and affine must match;
-            for images the image's (H, W).
+        like: the image (or prediction): a volume's shape and affine must match; a 2D
+            picture's (H, W).
         cfg: reading options (see :func:`load_masks`).
 
     Raises:
         DataError: naming the files and the mismatch, or an unreadable file.
     """
     for path in reference:
-        if isinstance(like, NiftiVolume):
-            check_same_geometry(like, load_nifti(path, cfg.reorient))
+        if not like.planar:
+            check_same_geometry(like, read_case(path, "volume", cfg.reorient))
             continue
-        shape = load_masks([path], cfg).shape[1:]
-        if shape != tuple(like):
-            raise DataError(f"{path} has shape {shape} but the image it belongs to has shape {tuple(like)}")
+        shape, own = load_masks([path], cfg).shape[1:], like.shape[1::-1]
+        if shape != own:
+            raise DataError(f"{path} has shape {shape} but the image it belongs to has shape {own}")
 
 
 def write_metric_tables(
@@ -123,15 +127,14 @@ def write_metric_tables(
 
 def _prediction_name(path: Path) -> Optional[tuple[str, str, Optional[str]]]:
     """``(kind, case, label)`` of a prediction file name, or None for other files."""
-    for kind in ("volume", "image"):
-        stem = file_stem(path, kind)
-        if stem is None:
-            continue
-        case, mark, rest = stem.rpartition(PRED_MARK)
-        if not mark or not case or (rest and not rest.startswith("_")):
-            return None
-        return kind, case, rest[1:] or None
-    return None
+    fmt = find_format(path)
+    stem = None if fmt is None else file_stem(path, fmt.kind)
+    if stem is None:
+        return None
+    case, mark, rest = stem.rpartition(PRED_MARK)
+    if not mark or not case or (rest and not rest.startswith("_")):
+        return None
+    return fmt.kind, case, rest[1:] or None
 
 
 def find_predictions(pred_dir: PathLike) -> tuple[str, dict[str, dict[Optional[str], Path]]]:
@@ -164,7 +167,7 @@ def find_predictions(pred_dir: PathLike) -> tuple[str, dict[str, dict[Optional[s
     if not cases:
         raise DataError(f"{folder} holds no prediction files (<case>_pred.nii.gz or <case>_pred.png)")
     if len(kinds) > 1:
-        raise DataError(f"{folder} mixes NIfTI and image predictions; evaluate them from separate folders")
+        raise DataError(f"{folder} mixes volume and image predictions; evaluate them from separate folders")
     label_sets = {tuple(sorted(labels, key=str)) for labels in (set(v) for v in cases.values())}
     if len(label_sets) > 1 or any(None in s and len(s) > 1 for s in label_sets):
         raise DataError(
@@ -217,17 +220,16 @@ def evaluate(
         raise DataError(f"cannot evaluate: {refusal}")
     kind, predictions = find_predictions(pred_dir)
     labels = sorted({label for files in predictions.values() for label in files if label is not None}) or None
-    cfg = DataConfig(kind=kind, task="multilabel" if labels else "binary")
-    reference = ReferenceIndex(gt_dir, kind, labels)
+    cfg = DataConfig(task="multilabel" if labels else "binary")
+    reference = ReferenceIndex(gt_dir, labels)
     pairs: list[tuple[str, list[Path], list[Path]]] = []
     problems: list[str] = []
     for case, files in sorted(predictions.items()):
         pred_files = [files[label] for label in labels] if labels else [files[None]]
         try:
-            gt_files = reference.paths(case)
+            gt_files = reference.paths(case, kind)
             for pred_file in pred_files:
-                like = load_nifti(pred_file, cfg.reorient) if kind == "volume" else load_masks([pred_file], cfg).shape[1:]
-                check_reference_geometry(gt_files, like, cfg)
+                check_reference_geometry(gt_files, read_case(pred_file, "volume", cfg.reorient), cfg)
         except DataError as exc:
             problems.append(str(exc))
             continue
@@ -240,15 +242,15 @@ def evaluate(
     slice_rows: list[dict[str, Any]] = []
     for case, pred_files, gt_files in pairs:
         pred = load_masks(pred_files, cfg)
-        spacing = load_nifti(pred_files[0], cfg.reorient).zooms if kind == "volume" else None
+        like = read_case(pred_files[0], "volume", cfg.reorient)
         row, rows = case_metrics(
-            pred, load_masks(gt_files, cfg), case, labels, spacing,
-            slice_axis=axis if kind == "volume" else None, surface=surface, nsd_tolerance=nsd_tolerance,
+            pred, load_masks(gt_files, cfg), case, labels, like.spacing,
+            slice_axis=None if like.planar else axis, surface=surface, nsd_tolerance=nsd_tolerance,
         )
         case_rows.append(row)
         slice_rows.extend(rows)
 
-    unpredicted = sorted(reference.cases() - set(predictions))
+    unpredicted = sorted(reference.cases(kind) - set(predictions))
     summary = {
         "pred_dir": str(pred_dir),
         "gt_dir": str(gt_dir),

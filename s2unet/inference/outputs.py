@@ -6,12 +6,10 @@ import csv
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
-import numpy as np
-
 from ..engine.records import write_json
 from ..io import atomic_path
 
-__all__ = ["atomic_path", "earlier_results", "write_csv", "write_json", "write_png"]
+__all__ = ["atomic_path", "earlier_results", "write_csv", "write_json"]
 
 # A text cell starting with one of these is run as a formula by Excel, LibreOffice and Google
 # Sheets (tab and carriage return are the OWASP additions). Case names come from file names.
@@ -60,16 +58,3 @@ def earlier_results(folder: Path, names: Sequence[str]) -> Optional[str]:
         return None
     shown = ", ".join(existing[:5]) + (f" and {len(existing) - 5} more" if len(existing) > 5 else "")
     return f"{folder} already holds results ({shown}); use --overwrite or another --output"
-
-
-def write_png(path: Path, array: np.ndarray) -> None:
-    """Write a 2D uint8 or uint16 array as a grayscale PNG.
-
-    Args:
-        path: output ``.png`` file.
-        array: (H, W) integer array.
-    """
-    from PIL import Image
-
-    with atomic_path(path) as tmp:
-        Image.fromarray(np.ascontiguousarray(array)).save(tmp, format="PNG")

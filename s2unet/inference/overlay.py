@@ -16,7 +16,7 @@ from typing import Optional, Sequence, Union
 
 import numpy as np
 
-from ..data.nifti import NiftiVolume
+from ..io.case import CaseImage
 from .outputs import atomic_path
 
 PRED_COLORS = ("red", "orange", "magenta", "cyan", "yellow", "deepskyblue")
@@ -122,7 +122,7 @@ def save_overlay(
 
 def volume_overlay(
     path: Path,
-    volume: Union[NiftiVolume, np.ndarray],
+    volume: Union[CaseImage, np.ndarray],
     pred: np.ndarray,
     gt: Optional[np.ndarray] = None,
     axis: int = 2,
@@ -134,7 +134,7 @@ def volume_overlay(
 
     Args:
         path: output ``.png``.
-        volume: the image volume (served orientation); a NiftiVolume is read slice by slice.
+        volume: the image volume (served orientation); a CaseImage is read slice by slice.
         pred: (C, *spatial) binary prediction in the same orientation.
         gt: optional (C, *spatial) reference.
         axis: spatial slice axis.
@@ -151,7 +151,7 @@ def volume_overlay(
         return np.take(array, k, axis=axis).T
 
     images = [
-        volume.get_slice(k, axis).T if isinstance(volume, NiftiVolume) else panel(volume, k) for k in ks
+        volume.get_slice(k, axis).T if isinstance(volume, CaseImage) else panel(volume, k) for k in ks
     ]
     preds = [np.stack([panel(p, k) for p in pred]) for k in ks]
     gts = [np.stack([panel(g, k) for g in gt]) for k in ks] if gt is not None else None

@@ -19,13 +19,11 @@ import torch.nn.functional as F
 from ..config import Config, DataConfig
 from ..data import (
     Case,
-    NiftiVolume,
-    load_nifti,
+    CaseImage,
     prepare_image,
     prepare_slice,
-    read_image,
-    read_label_map,
-    read_mask,
+    read_case,
+    read_labels,
     resize_to,
     slice_as_volume,
     volume_value_range,
@@ -91,13 +89,14 @@ def binarize(prob: np.ndarray, threshold: float, task: str) -> np.ndarray:
 def load_masks(paths: Sequence[Path], cfg: DataConfig) -> np.ndarray:
     """Reference (or lung) masks as foreground channels, in the model's served orientation.
 
-    Volumes: voxels > 0 are foreground (multiclass: an integer label map); images: read with
+    Each file is read by its format (:func:`~s2unet.io.formats.read_labels`): volumes: voxels
+    > 0 are foreground (multiclass: an integer label map); 2D pictures: read with
     ``read_mask(path, cfg.mask_threshold)`` (multiclass: ``read_label_map``), exactly as the
     training datasets read labels.
 
     Args:
         paths: one file per label (binary / multilabel), or the single label map (multiclass).
-        cfg: uses ``kind``, ``task``, ``num_classes``, ``reorient``, ``mask_threshold``.
+        cfg: uses ``task``, ``num_classes``, ``reorient``, ``mask_threshold``.
 
     Returns:
         bool (C, *spatial), C as :func:`binarize` returns for the task.
@@ -105,12 +104,7 @@ def load_masks(paths: Sequence[Path], cfg: DataConfig) -> np.ndarray:
     Raises:
         DataError: unreadable file (named in the message).
     """
-    if cfg.kind == "volume":
-        arrays = [load_nifti(p, cfg.reorient).get_array() for p in paths]
-    elif cfg.task == "multiclass":
-        arrays = [read_label_map(p) for p in paths]
-    else:
-        arrays = [read_mask(p, cfg.mask_threshold) for p in paths]
+    arrays = [read_labels(p, cfg.reorient, cfg.mask_threshold, cfg.task == "multiclass") for p in paths]
     if cfg.task == "multiclass":
         return one_hot_foreground(arrays[0].astype(np.int64), cfg.num_classes)
     return np.stack([a > 0 for a in arrays])
@@ -216,28 +210,43 @@ class Predictor:
         """Probabilities of a dataset case at its native size.
 
         Args:
-            case: a volume or image case (``cfg.data.kind`` decides which).
+            case: a volume or 2D picture case (its file's format decides which).
 
         Returns:
-            ``(prob (C, *spatial), spacing)``: the volume's served zooms, or None for images.
+            ``(prob (C, *spatial), spacing)``: the volume's served zooms, or None for pictures.
         """
-        if self.cfg.data.kind == "volume":
-            vol = load_nifti(case.image, self.cfg.data.reorient)
-            return self.predict_volume(vol), vol.zooms
-        return self.predict_image(read_image(case.image)), None
+        image = read_case(case.image, self.cfg.data.kind, self.cfg.data.reorient)
+        if image.planar:
+            return self.predict_picture(image), None
+        return self.predict_volume(image), image.zooms
 
-    def predict_volume(self, vol: Union[NiftiVolume, np.ndarray], progress: Optional[Progress] = None) -> np.ndarray:
+    def predict_picture(self, picture: CaseImage) -> np.ndarray:
+        """Probabilities of a 2D picture case, (C, H, W) as displayed.
+
+        Read for a model trained on volumes (stored values) it is a CT slice
+        (:meth:`predict_slice`); read for an image model (0..1) it is an image (:meth:`predict_image`).
+
+        Args:
+            picture: a planar CaseImage (``read_case`` with this model's ``data.kind``).
+
+        Returns:
+            float32 (C, H, W).
+        """
+        predict = self.predict_slice if picture.values == "stored" else self.predict_image
+        return predict(picture.picture())
+
+    def predict_volume(self, vol: Union[CaseImage, np.ndarray], progress: Optional[Progress] = None) -> np.ndarray:
         """Probabilities of every slice of a volume along ``cfg.data.axis``.
 
         Args:
-            vol: a NiftiVolume (decoded once here, in its stored dtype) or its already decoded
+            vol: a CaseImage (decoded once here, in its stored dtype) or its already decoded
                 served array.
             progress: called with the number of slices finished after each batch.
 
         Returns:
             float32 (C, *vol.shape) in the served orientation.
         """
-        array = vol.get_array() if isinstance(vol, NiftiVolume) else np.asarray(vol)
+        array = vol.get_array() if isinstance(vol, CaseImage) else np.asarray(vol)
         if array.ndim != 3:
             raise ValueError(f"expected a 3D volume, got shape {array.shape}")
         axis = self.cfg.data.axis

@@ -1,9 +1,10 @@
-"""``infer.py``: segment NIfTI volumes or X-ray images with a trained checkpoint.
+"""``infer.py``: segment volumes or X-ray images with a trained checkpoint.
 
-A model trained on volumes also segments 2D CT slice files (PNG/JPEG/TIFF/DICOM): each is read
-with its own intensities and predicted as a one-slice volume (``Predictor.predict_slice``), so
-the checkpoint's windowing applies; its outputs are PNGs like an image model's, and its
-reference masks are 2D files.
+Inputs are read through the format registry (:mod:`s2unet.io.formats`): NIfTI, MetaImage/NRRD,
+a folder holding one DICOM series, and 2D pictures (PNG/JPEG/TIFF/BMP/DICOM). A model trained on
+volumes also segments 2D CT slice pictures: each is read with its own intensities and predicted
+as a one-slice volume (``Predictor.predict_slice``), so the checkpoint's windowing applies; its
+outputs are PNGs like an image model's, and its reference masks are 2D files.
 
 Everything is validated before the first slice is predicted: the checkpoint(s) load, every input
 decodes and suits the model (volumes for a volume model, images for an image model), every
@@ -15,7 +16,8 @@ Outputs in ``output_dir`` (every file written under a temporary name, then renam
 
 - ``<case>_pred.nii.gz``: uint8 labels with the input's exact shape, affine, zooms and
   q/sform codes (binary 0/1; multiclass 0..K-1); multilabel: ``<case>_pred_<label>.nii.gz``,
-  one 0/1 volume per label. For images ``<case>_pred.png`` (0/255; multiclass: class index),
+  one 0/1 volume per label. A DICOM series gives NIfTI with the series geometry, MHA/NRRD
+  inputs ``.mha`` / ``.nrrd`` with theirs. For 2D pictures ``<case>_pred.png`` (0/255; multiclass: class index),
   ``<case>_pred_<label>.png`` per label for multilabel.
 - ``<case>_prob.nii.gz`` / ``<case>_prob_<channel>.nii.gz`` (float32) or ``.png`` (0..255)
   with ``probabilities``.
@@ -47,25 +49,15 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from ..config import Config, DataConfig, check_range
 from ..config import validate as validate_config
-from ..data import (
-    DataError,
-    NiftiVolume,
-    count_nonfinite,
-    load_nifti,
-    nifti_stem,
-    read_image,
-    read_slice_values,
-    save_like,
-    volume_value_range,
-    window_to_unit,
-)
-from ..data.cases import file_stem, index_folder
+from ..data import CaseImage, DataError, count_nonfinite, read_case, volume_value_range, window_to_unit
 from ..engine.checkpoint import LoadedModel, load_model_checkpoint
 from ..engine.distributed import resolve_device
 from ..io import all_or_none, check_writable
+from ..io.case import CaseFormat
+from ..io.formats import describe_inputs, find_format, input_format
 from ..metrics import DEFAULT_NSD_TOLERANCE, case_metrics, format_summary, summarize
 from .evaluate import ReferenceIndex, check_reference_geometry, write_metric_tables
-from .outputs import earlier_results, write_csv, write_json, write_png
+from .outputs import earlier_results, write_csv, write_json
 from .overlay import image_overlay, volume_overlay
 from .predictor import Predictor, channel_names, foreground_names, load_masks
 from .report import case_report
@@ -77,19 +69,18 @@ METRIC_FILES = ("metrics_per_case.csv", "metrics_per_slice.csv")
 
 @dataclass
 class _Job:
-    """One case to segment, with its optional reference and lung files."""
+    """One case to segment (a file or a DICOM series folder), with its reference and lung files."""
 
     case: str
     path: Path
+    format: CaseFormat
     gt: Optional[list[Path]] = None
     lung: Optional[list[Path]] = None
-    slice_file: bool = False  # a 2D CT slice file given to a volume model
 
-
-def _describe_kind(kind: str) -> str:
-    if kind == "volume":
-        return "NIfTI volumes (.nii/.nii.gz) or 2D CT slices (PNG/JPEG/TIFF/DICOM)"
-    return "2D images (PNG/JPEG/TIFF/DICOM)"
+    @property
+    def suffix(self) -> str:
+        """Suffix of the prediction files (the input format's writer)."""
+        return self.format.output_suffix_for(self.path)
 
 
 def _as_paths(inputs: Union[PathLike, Sequence[PathLike]]) -> list[Path]:
@@ -97,45 +88,34 @@ def _as_paths(inputs: Union[PathLike, Sequence[PathLike]]) -> list[Path]:
     return [Path(inputs)] if isinstance(inputs, (str, Path)) else [Path(i) for i in inputs]
 
 
-def _discover(inputs: list[Path], kind: str, problems: list[str]) -> list[tuple[str, Path]]:
-    """Case ids and files of the inputs (files or folders) that suit a ``kind`` model."""
-    found: dict[str, Path] = {}
-    other = "image" if kind == "volume" else "volume"
-    kinds = (kind, "image") if kind == "volume" else (kind,)  # volume models take CT slice files too
+def _discover(inputs: list[Path], kind: str, problems: list[str]) -> list[_Job]:
+    """The inputs (files, series folders or folders of those) that suit a ``kind`` model."""
+    found: dict[str, _Job] = {}
     for item in inputs:
-        if item.is_dir():
-            try:
-                files = {}
-                for k in kinds:
-                    for case, path in index_folder(item, k).items():
-                        if case in files:
-                            problems.append(f"{files[case]} and {path} have the same case id {case!r}")
-                        files[case] = path
-            except DataError as exc:
-                problems.append(str(exc))
-                continue
-            if not files:
-                hint = " (it holds files of the other kind)" if index_folder(item, other) else ""
-                problems.append(f"{item} holds no {_describe_kind(kind)}, which this checkpoint segments{hint}")
-        elif item.is_file():
-            stem = next((s for s in (file_stem(item, k) for k in kinds) if s is not None), None)
-            if stem is None:
-                problems.append(f"{item} is not one of the {_describe_kind(kind)} this checkpoint segments")
-                continue
-            files = {stem: item}
-        else:
+        if not item.exists():
             problems.append(f"{item} does not exist")
             continue
-        for case, path in files.items():
-            if case in found:
-                problems.append(f"{found[case]} and {path} have the same case id {case!r}")
-            found[case] = path
-    return sorted(found.items())
+        fmt = input_format(item, kind)
+        if fmt is not None:  # a file, or a folder holding one DICOM series
+            entries = [(item, fmt)]
+        elif item.is_dir():
+            entries = [(p, f) for p in sorted(item.iterdir()) if (f := input_format(p, kind)) is not None]
+            if not entries:
+                hint = " (it holds volumes)" if any(find_format(p) for p in item.iterdir()) else ""
+                problems.append(f"{item} holds no {describe_inputs(kind)}, which this checkpoint segments{hint}")
+        else:
+            problems.append(f"{item} is not one of the {describe_inputs(kind)} this checkpoint segments")
+            continue
+        for path, fmt in entries:
+            job = _Job(fmt.stem(path), path, fmt)  # type: ignore[arg-type]  # claimed, so not None
+            if job.case in found:
+                problems.append(f"{found[job.case].path} and {path} have the same case id {job.case!r}")
+            found[job.case] = job
+    return [found[c] for c in sorted(found)]
 
 
-def _output_names(case: str, cfg: Config, probabilities: bool, slice_file: bool = False) -> list[str]:
-    """The per-case files a run writes (see the module docstring)."""
-    ext = ".nii.gz" if cfg.data.kind == "volume" and not slice_file else ".png"
+def _output_names(case: str, cfg: Config, probabilities: bool, ext: str) -> list[str]:
+    """The per-case files a run writes (see the module docstring); ``ext`` from the input's format."""
     fg, channels = foreground_names(cfg), channel_names(cfg)
     names = [f"{case}_pred_{n}{ext}" for n in fg] if cfg.data.task == "multilabel" else [f"{case}_pred{ext}"]
     if probabilities:
@@ -145,18 +125,18 @@ def _output_names(case: str, cfg: Config, probabilities: bool, slice_file: bool 
 
 def _planned_names(jobs: Sequence[_Job], cfg: Config, probabilities: bool, with_gt: bool) -> list[str]:
     """Every file a run writes: per case, then the run-wide tables and summary."""
-    names = [n for job in jobs for n in _output_names(job.case, cfg, probabilities, job.slice_file)]
+    names = [n for job in jobs for n in _output_names(job.case, cfg, probabilities, job.suffix)]
     return names + [*SUMMARY_FILES, *(METRIC_FILES if with_gt else ())]
 
 
 def _reference_index(
-    what: str, root: Optional[PathLike], kind: str, labels: Optional[list[str]], n_jobs: int, problems: list[str]
+    what: str, root: Optional[PathLike], labels: Optional[list[str]], n_jobs: int, problems: list[str]
 ) -> Optional[ReferenceIndex]:
     """A ReferenceIndex for ``root`` (None when not given or unusable, with the reason in ``problems``)."""
     if root is None:
         return None
     try:
-        index = ReferenceIndex(root, kind, labels)
+        index = ReferenceIndex(root, labels)
     except DataError as exc:
         problems.append(f"{what}: {exc}")
         return None
@@ -181,43 +161,32 @@ def _validate(
     problems: list[str] = []
     if lung_cfg is not None and lung_cfg.data.kind != kind:
         problems.append(f"the lung checkpoint segments {lung_cfg.data.kind}s but the model segments {kind}s")
-    jobs = [_Job(case, path, slice_file=kind == "volume" and nifti_stem(path) is None)
-            for case, path in _discover(_as_paths(inputs), kind, problems)]
+    jobs = _discover(_as_paths(inputs), kind, problems)
     if not jobs and not problems:
         problems.append(f"no inputs given in {inputs}")
     gt_labels = foreground_names(cfg) if cfg.data.task == "multilabel" else None
     references = [
-        ("gt", _reference_index("ground truth", gt, kind, gt_labels, len(jobs), problems), cfg.data),
-        ("lung", _reference_index("lung mask", lung, kind, None, len(jobs), problems),
+        ("gt", _reference_index("ground truth", gt, gt_labels, len(jobs), problems), cfg.data),
+        ("lung", _reference_index("lung mask", lung, None, len(jobs), problems),
          dataclasses.replace(cfg.data, task="binary")),
     ]
-    # A CT slice file's references are 2D files, found and read as an image model's are.
-    slice_references = [(attr, None if index is None else ReferenceIndex(index.root, "image", index.labels),
-                         dataclasses.replace(data_cfg, kind="image")) for attr, index, data_cfg in references]
     for job in jobs:
-        like: Union[NiftiVolume, tuple[int, ...], None] = None
+        like: Optional[CaseImage] = None
         try:
             # Decoding now (and dropping the result) finds truncated files and NaN/inf values
             # (refused by the training data check too) before hours of work.
-            if job.slice_file:
-                values = read_slice_values(job.path)
-                like, bad = values.shape, count_nonfinite(values)
-            elif kind == "volume":
-                like = load_nifti(job.path, cfg.data.reorient)
-                bad = count_nonfinite(like.get_array())
-            else:
-                image = read_image(job.path)
-                like, bad = image.shape, count_nonfinite(image)
+            like = read_case(job.path, kind, cfg.data.reorient)
+            bad = count_nonfinite(like.get_array())
             if bad:
                 problems.append(f"{job.path}: {bad} NaN/inf values; the model cannot segment them")
         except DataError as exc:
             problems.append(str(exc))
             like = None
-        for attr, index, data_cfg in slice_references if job.slice_file else references:
+        for attr, index, data_cfg in references:
             if index is None:
                 continue
-            try:
-                paths = index.paths(job.case)
+            try:  # a 2D picture's references are 2D files, a volume's volumes
+                paths = index.paths(job.case, job.format.kind)
                 if like is not None:
                     check_reference_geometry(paths, like, data_cfg)
                 load_masks(paths, data_cfg)
@@ -282,34 +251,25 @@ class _Runner:
         self.seconds_predict += time.perf_counter() - start
         return result
 
-    def _data_cfg(self, job: _Job) -> DataConfig:
-        """How the job's reference files are read: 2D files for a CT slice file."""
-        return dataclasses.replace(self.cfg.data, kind="image") if job.slice_file else self.cfg.data
-
-    def _lung(self, job: _Job, vol: Optional[NiftiVolume], image: Optional[np.ndarray]) -> Optional[np.ndarray]:
-        """The case's lung mask (served orientation of the main model), or None.
-
-        ``image`` is the 2D input as decoded (``read`` returns it: CT slice values for a slice
-        file, which a volume lung model windows itself).
-        """
+    def _lung(self, job: _Job, case: CaseImage) -> Optional[np.ndarray]:
+        """The case's lung mask (served orientation of the main model; (H, W) for a picture), or None."""
         if job.lung is not None:
-            return load_masks(job.lung, dataclasses.replace(self._data_cfg(job), task="binary"))[0]
+            return load_masks(job.lung, dataclasses.replace(self.cfg.data, task="binary"))[0]
         if self.lung_predictor is None:
             return None
         lp = self.lung_predictor
         names = foreground_names(lp.cfg)
-        if vol is None:
-            predict = lp.predict_slice if job.slice_file else lp.predict_image
-            return _lung_region(lp.binarize(predict(image)), names)
-        lung_vol = load_nifti(job.path, lp.cfg.data.reorient)
+        if case.planar:
+            return _lung_region(lp.binarize(lp.predict_picture(case)), names)
+        lung_vol = read_case(job.path, lp.cfg.data.kind, lp.cfg.data.reorient)
         task = self.progress.add_task(f"{job.case} lungs", total=lung_vol.shape[lp.cfg.data.axis])
         prob = lp.predict_volume(lung_vol, lambda n: self.progress.advance(task, n))
         region = _lung_region(lp.binarize(prob), names)
         # The lung model may serve the volume in another orientation: go through the file's own.
-        return vol.to_served(lung_vol.to_original(region))
+        return case.to_served(lung_vol.to_original(region))
 
-    def _write_outputs(self, case: str, fg: np.ndarray, prob: np.ndarray, vol: Optional[NiftiVolume]) -> None:
-        names = _output_names(case, self.cfg, self.probabilities, slice_file=vol is None)
+    def _write_outputs(self, job: _Job, fg: np.ndarray, prob: np.ndarray, case: CaseImage) -> None:
+        names = _output_names(job.case, self.cfg, self.probabilities, job.suffix)
         task = self.cfg.data.task
         if task == "multilabel":
             preds = [m.astype(np.uint8) for m in fg]
@@ -319,53 +279,42 @@ class _Runner:
         if self.probabilities:
             arrays += [(p, np.float32) for p in prob]
         for name, (array, dtype) in zip(names, arrays):
-            if vol is not None:
-                save_like(array, vol, self.out / name, dtype=dtype)
-            elif dtype == np.float32:
-                write_png(self.out / name, np.round(array * 255).astype(np.uint8))
-            else:
-                write_png(self.out / name, array * (255 if task != "multiclass" else 1))
+            case.write_like(array, self.out / name, dtype, binary=task != "multiclass")
 
-    def read(self, job: _Job) -> tuple[Optional[NiftiVolume], np.ndarray]:
-        """Decode one case's input: (volume, its served array) or (None, the 2D image)."""
-        if job.slice_file:
-            return None, read_slice_values(job.path)
-        if self.cfg.data.kind == "volume":
-            vol = load_nifti(job.path, self.cfg.data.reorient)
-            return vol, vol.get_array()
-        return None, read_image(job.path)
+    def read(self, job: _Job) -> tuple[CaseImage, np.ndarray]:
+        """Decode one case's input: the case and its served volume, or a picture's (H, W) pixels."""
+        case = read_case(job.path, self.cfg.data.kind, self.cfg.data.reorient)
+        return case, case.picture() if case.planar else case.get_array()
 
-    def run(self, job: _Job, decoded: tuple[Optional[NiftiVolume], np.ndarray]) -> None:
+    def run(self, job: _Job, decoded: tuple[CaseImage, np.ndarray]) -> None:
         """Segment one decoded case and write everything it produces."""
         d = self.cfg.data
-        vol, array = decoded
-        image = None if vol is not None else array
-        if vol is not None:
+        case, array = decoded
+        if case.planar:
+            prob = self._timed(self.predictor.predict_picture, case)
+            n, slice_axis = 1, None
+        else:
             n = array.shape[d.axis]
             task = self.progress.add_task(job.case, total=n)
             prob = self._timed(self.predictor.predict_volume, array, lambda k: self.progress.advance(task, k))
-            spacing, slice_axis = vol.zooms, d.axis
-        else:
-            predict = self.predictor.predict_slice if job.slice_file else self.predictor.predict_image
-            prob = self._timed(predict, image)
-            n, spacing, slice_axis = 1, None, None
+            slice_axis = d.axis
         self.slices += n
-        lung = self._lung(job, vol, image)
+        lung = self._lung(job, case)
         fg = self.predictor.clean(self.predictor.binarize(prob), slice_axis, self.min_size, lung)
-        self._write_outputs(job.case, fg, prob, vol)
-        gt = load_masks(job.gt, self._data_cfg(job)) if job.gt is not None else None
-        if job.slice_file:  # the overlay shows the slice through the model's window
-            image = window_to_unit(image, d.window, volume_value_range(image))
+        self._write_outputs(job, fg, prob, case)
+        gt = load_masks(job.gt, d) if job.gt is not None else None
         overlay_path = self.out / f"{job.case}_overlay.png"
-        if vol is not None:
+        if not case.planar:
             volume_overlay(overlay_path, array, fg, gt, d.axis, labels=self.labels, title=job.case)
-        else:
-            image_overlay(overlay_path, image, fg, gt, labels=self.labels, title=job.case)
-        report = case_report(job.case, fg, self.labels, spacing, lung, slice_axis)
+        else:  # a CT slice is shown through the model's window, like its volumes
+            shown = window_to_unit(array, d.window, volume_value_range(array)) if case.values == "stored" else array
+            image_overlay(overlay_path, shown, fg, gt, labels=self.labels, title=job.case)
+        report = case_report(job.case, fg, self.labels, case.spacing, lung, slice_axis)
         write_json(self.out / f"{job.case}_report.json", report)
         self.reports.append(report)
         if gt is not None:
-            row, rows = case_metrics(fg, gt, job.case, self.labels, spacing, slice_axis, self.surface, self.nsd_tolerance)
+            row, rows = case_metrics(fg, gt, job.case, self.labels, case.spacing, slice_axis, self.surface,
+                                     self.nsd_tolerance)
             self.case_rows.append(row)
             self.slice_rows.extend(rows)
 
@@ -418,8 +367,9 @@ def run_inference(
 
     Args:
         checkpoint: an s2unet model checkpoint (``best.pt``).
-        inputs: a NIfTI volume, an image (PNG/JPEG/TIFF/DICOM), a folder of either, or a list
-            of those; the checkpoint's ``data.kind`` decides which kind is expected.
+        inputs: a volume (NIfTI, MHA/NRRD, a DICOM series folder), a 2D picture
+            (PNG/JPEG/TIFF/DICOM), a folder of those, or a list of those; a model trained on 2D
+            images (``data.kind: image``) takes only pictures.
         output_dir: output folder (created).
         gt: ground truth: a file (one input) or a folder with ``<case>.<ext>``, or for
             multilabel models one sub-folder per label (``<gt>/<label>/<case>.<ext>``).
@@ -491,7 +441,8 @@ def run_inference(
         columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn())
         with Progress(*columns, console=console, disable=not show_progress) as progress:
             runner = _Runner(cfg, predictor, lung_predictor, out, min_size, probabilities, surface, nsd_tolerance, progress)
-            images_task = progress.add_task("images", total=len(jobs)) if cfg.data.kind == "image" else None
+            pictures = sum(job.format.kind == "image" for job in jobs)  # volumes have a bar each
+            images_task = progress.add_task("images", total=pictures) if pictures else None
             # Decode the next case on a thread while this one is predicted (zlib and image decoding
             # release the GIL), so the model is not kept waiting for I/O.
             with ThreadPoolExecutor(max_workers=1) as pool:
@@ -501,7 +452,7 @@ def run_inference(
                     if i + 1 < len(jobs):
                         pending = pool.submit(runner.read, jobs[i + 1])
                     runner.run(job, decoded)
-                    if images_task is not None:
+                    if images_task is not None and job.format.kind == "image":
                         progress.advance(images_task)
 
         write_csv(out / "reports.csv", runner.reports)

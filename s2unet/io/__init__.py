@@ -5,9 +5,16 @@
 - :func:`check_writable`: find a read-only or unwritable output folder before heavy work.
 - :func:`exclusive_lock`: one process at a time in a folder (``fcntl.flock``).
 - :class:`OutputError`: an output location that cannot be used, with the reason.
+- :class:`DataError`: a data file or folder that is missing, unreadable or inconsistent.
+
+Case I/O (imported from its modules, so that importing this package stays light):
+:mod:`s2unet.io.formats` (the registry: ``read_case``, ``case_stem``, ``read_labels``),
+:mod:`s2unet.io.case` (``CaseImage``, ``CaseFormat``), one module per format
+(:mod:`~s2unet.io.nifti`, :mod:`~s2unet.io.pictures`, :mod:`~s2unet.io.dicom_series`,
+:mod:`~s2unet.io.itk`).
 """
 from .atomic import WRITE_ERRNOS, all_or_none, atomic_path, check_writable
-from .errors import OutputError
+from .errors import DataError, OutputError
 from .lock import exclusive_lock
 
-__all__ = ["WRITE_ERRNOS", "OutputError", "all_or_none", "atomic_path", "check_writable", "exclusive_lock"]
+__all__ = ["WRITE_ERRNOS", "DataError", "OutputError", "all_or_none", "atomic_path", "check_writable", "exclusive_lock"]

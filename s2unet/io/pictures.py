@@ -1,17 +1,22 @@
-"""Read 2D images, binary masks and label maps from PNG, JPEG, TIFF and DICOM files.
+"""2D pictures: PNG, JPEG, TIFF, BMP and single-frame DICOM images, masks and label maps.
 
-Everything returns plain numpy arrays of shape (H, W): images as float32 in 0..1, masks as bool,
-label maps as int64. Any failure (missing file, unknown format, undecodable pixels, a shape that
-is not 2D) raises :class:`~s2unet.data.errors.DataError` naming the file, so a bad file in a set
-of thousands is found from the message alone.
+The functions return plain numpy arrays of shape (H, W): images as float32 in 0..1, masks as
+bool, label maps as int64. :class:`PictureFormat` serves a picture as a one-slice
+:class:`~s2unet.io.case.CaseImage` and writes predictions as PNG. Any failure (missing file,
+unknown format, undecodable pixels, a shape that is not 2D) raises
+:class:`~s2unet.io.errors.DataError` naming the file, so a bad file in a set of thousands is
+found from the message alone.
 """
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Union
+from typing import Any, Union
 
+import nibabel as nib
 import numpy as np
 
+from .atomic import atomic_path
+from .case import CaseFormat, CaseImage, check_integer_fit
 from .errors import DataError
 
 PathLike = Union[str, Path]
@@ -33,7 +38,7 @@ LABEL_MAP_MAX = 31
 
 
 # ------------------------------------------------------------------------------------ raw pixels
-def _is_dicom(path: Path) -> bool:
+def is_dicom_file(path: Path) -> bool:
     """True for a .dcm/.dicom suffix or, for suffix-less exports, the 'DICM' preamble magic."""
     if path.suffix.lower() in _DICOM_SUFFIXES:
         return True
@@ -130,7 +135,7 @@ def read_raw(path: PathLike, palette_as_index: bool = True) -> np.ndarray:
     """
     path = Path(path)
     _check_exists(path)
-    if _is_dicom(path):
+    if is_dicom_file(path):
         arr = _read_dicom_dataset(path)[1]
     elif path.suffix.lower() in _TIFF_SUFFIXES:
         arr = _read_tiff(path)
@@ -162,6 +167,32 @@ def _minmax(arr: np.ndarray, lo: float, hi: float) -> np.ndarray:
     return np.clip((arr - lo) / (hi - lo), 0.0, 1.0).astype(np.float32)
 
 
+def read_dicom_values(path: Path) -> tuple[Any, np.ndarray]:
+    """A single-frame DICOM file's dataset and its modality values (RescaleSlope/Intercept applied).
+
+    Args:
+        path: an existing DICOM file.
+
+    Returns:
+        ``(dataset, values)``: the pydicom dataset and float64 (H, W) values (Hounsfield units
+        for CT; colour becomes luma gray).
+
+    Raises:
+        DataError: unreadable file, compressed pixels without a decoder, multi-frame data.
+    """
+    from pydicom.pixels import apply_modality_lut
+
+    ds, arr = _read_dicom_dataset(path)
+    try:
+        values = np.asarray(apply_modality_lut(arr, ds), dtype=np.float64)
+    except Exception as exc:
+        raise DataError(f"{path}: cannot apply the DICOM modality LUT ({exc})") from exc
+    values = _to_gray(values) if values.ndim == 3 else values
+    if values.ndim != 2:
+        raise DataError(f"{path}: expected a 2D DICOM image, got shape {values.shape}")
+    return ds, values
+
+
 def read_dicom(path: PathLike, scale: bool = True) -> np.ndarray:
     """Read a single-frame DICOM image (an X-ray, or one CT/MR slice).
 
@@ -179,18 +210,9 @@ def read_dicom(path: PathLike, scale: bool = True) -> np.ndarray:
     Raises:
         DataError: unreadable file, compressed pixels without a decoder, multi-frame data.
     """
-    from pydicom.pixels import apply_modality_lut
-
     path = Path(path)
     _check_exists(path)
-    ds, arr = _read_dicom_dataset(path)
-    try:
-        values = np.asarray(apply_modality_lut(arr, ds), dtype=np.float64)
-    except Exception as exc:
-        raise DataError(f"{path}: cannot apply the DICOM modality LUT ({exc})") from exc
-    values = _to_gray(values) if values.ndim == 3 else values
-    if values.ndim != 2:
-        raise DataError(f"{path}: expected a 2D DICOM image, got shape {values.shape}")
+    ds, values = read_dicom_values(path)
     if not scale:
         return values.astype(np.float32)
     finite = values[np.isfinite(values)]
@@ -207,7 +229,7 @@ def _read_2d(path: PathLike, dicom_scale: bool) -> tuple[np.ndarray, bool]:
     """The stored array of a 2D file and whether it was DICOM (read with ``read_dicom``)."""
     path = Path(path)
     _check_exists(path)
-    if _is_dicom(path):
+    if is_dicom_file(path):
         return read_dicom(path, scale=dicom_scale), True
     return read_raw(path, palette_as_index=False), False
 
@@ -406,3 +428,66 @@ def read_label_map(path: PathLike) -> np.ndarray:
         if not np.all(np.isfinite(arr)) or not np.all(arr == np.round(arr)):
             raise DataError(f"{path}: label map holds non-integer values")
     return arr.astype(np.int64)
+
+
+# ------------------------------------------------------------------------------------ the format
+def write_png(path: Path, array: np.ndarray) -> None:
+    """Write a 2D uint8 or uint16 array as a grayscale PNG (atomically).
+
+    Args:
+        path: output ``.png`` file.
+        array: (H, W) integer array.
+    """
+    from PIL import Image
+
+    with atomic_path(path) as tmp:
+        Image.fromarray(np.ascontiguousarray(array)).save(tmp, format="PNG")
+
+
+class PictureFormat(CaseFormat):
+    """2D pictures (PNG, JPEG, TIFF, BMP, single-frame DICOM) as one-slice volumes; PNG output.
+
+    ``values="unit"`` reads with :func:`read_image` (models trained on 2D images),
+    ``"stored"`` with :func:`read_slice_values` (a CT slice for a model trained on volumes,
+    which windows it itself). Suffix-less DICOM exports are recognised by their preamble.
+    """
+
+    name = "picture"
+    suffixes = IMAGE_SUFFIXES
+    kind = "image"
+    output_suffix = ".png"
+
+    def stem(self, path: Path) -> Union[str, None]:
+        """See :meth:`CaseFormat.stem`; a suffix-less file holding DICOM is its own case."""
+        found = super().stem(path)
+        if found is None and not Path(path.name).suffix and path.is_file() and is_dicom_file(path):
+            return path.name
+        return found
+
+    def read(self, path: Path, reorient: bool, values: str) -> CaseImage:
+        """See :meth:`CaseFormat.read`."""
+        pixels = read_image(path) if values == "unit" else read_slice_values(path)
+        pixels = pixels.astype(np.uint8) if pixels.dtype == np.bool_ else pixels
+        # Stored as (W, H, 1) so slice 0 shown as a picture is array[:, :, 0].T, like a volume's.
+        volume = np.ascontiguousarray(pixels.T[..., None])
+        image = nib.Nifti1Image(volume, np.eye(4), dtype=volume.dtype)
+        return CaseImage(path, image, reorient, self, values)
+
+    def write(self, array: np.ndarray, like: CaseImage, path: Path, dtype: Any, binary: bool = False) -> Path:
+        """See :meth:`CaseFormat.write`: an 8-bit PNG.
+
+        Probabilities (float dtype) become ``round(255 * p)``; binary masks 0/255 so they are
+        visible; label maps keep their class indices.
+        """
+        arr = np.asarray(array)
+        if arr.shape == like.shape:
+            arr = arr[:, :, 0].T
+        height_width = like.shape[1::-1]
+        if arr.shape != height_width:
+            raise DataError(f"{path}: array shape {arr.shape} does not match {like.path} ({height_width[0]}x{height_width[1]} pixels)")
+        if np.issubdtype(np.dtype(dtype), np.floating):
+            arr = np.round(np.clip(arr, 0.0, 1.0) * 255)
+        elif binary:
+            arr = arr.astype(np.uint8) * 255
+        write_png(path, check_integer_fit(arr, np.uint8, path))
+        return path

@@ -1,0 +1,374 @@
+"""The one result every reader returns, and the interface every file format implements.
+
+A :class:`CaseImage` is a volume that remembers its geometry, so a prediction can be written back
+where it belongs. It keeps a nibabel image (for NIfTI files nibabel's lazy proxy: nothing is
+decoded at load time; other formats are converted to an in-memory NIfTI image with the same
+geometry) and, when asked to reorient, serves arrays in the closest canonical RAS orientation:
+axis 0 runs towards the patient's Right, axis 1 Anterior, axis 2 Superior. Models then see every
+scanner's data the same way round. A 2D picture is a one-slice volume whose slice ``0`` shown as
+a picture is ``array[:, :, 0].T`` (the layout of the shared COVID volumes).
+
+A :class:`CaseFormat` reads one kind of file (or folder) into a CaseImage and writes a prediction
+back next to it; :mod:`s2unet.io.formats` holds the registry of formats.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, ClassVar, Optional, Union
+
+import nibabel as nib
+import numpy as np
+from nibabel.orientations import apply_orientation, axcodes2ornt, inv_ornt_aff, io_orientation, ornt_transform
+
+from .errors import DataError
+
+PathLike = Union[str, Path]
+
+_RAS = axcodes2ornt(("R", "A", "S"))
+_IDENTITY_ORNT = np.array([[0, 1], [1, 1], [2, 1]], dtype=float)
+
+
+def _as_float32_if_float(arr: np.ndarray) -> np.ndarray:
+    # Scaled NIfTI data comes back as float64; float32 halves the cache and is exact enough
+    # for intensities that are then windowed to 0..1.
+    return arr.astype(np.float32) if arr.dtype == np.float64 else arr
+
+
+class CaseFormat:
+    """One file format: which paths it claims, how it reads them and how it writes predictions.
+
+    Subclasses set the class attributes and implement :meth:`read` and :meth:`write`; adding a
+    format is one such file plus one line in :data:`s2unet.io.formats.FORMATS`.
+
+    Attributes:
+        name: short name shown in messages and reports (``nifti``, ``picture``, ...).
+        suffixes: lower-case file suffixes it claims (empty for folder formats).
+        kind: ``"volume"`` (3D data, slices cut along the model's axis) or ``"image"`` (one 2D
+            picture, served as a one-slice volume).
+        output_suffix: suffix of the prediction files its writer produces.
+    """
+
+    name: ClassVar[str] = ""
+    suffixes: ClassVar[tuple[str, ...]] = ()
+    kind: ClassVar[str] = "volume"
+    output_suffix: ClassVar[str] = ".nii.gz"
+
+    def stem(self, path: Path) -> Optional[str]:
+        """The case id of ``path`` if this format claims it, else None.
+
+        Args:
+            path: a file or folder.
+
+        Returns:
+            The name without the claimed suffix, or None.
+        """
+        lower = path.name.lower()
+        for suffix in self.suffixes:
+            if lower.endswith(suffix) and len(lower) > len(suffix) and path.is_file():
+                return path.name[: -len(suffix)]
+        return None
+
+    def read(self, path: Path, reorient: bool, values: str) -> "CaseImage":
+        """Open ``path`` (lazily where the format allows).
+
+        Args:
+            path: a path :meth:`stem` claims.
+            reorient: serve arrays in the closest RAS orientation.
+            values: ``"stored"`` keeps the file's values (Hounsfield units, 0..255, ...) for
+                models trained on volumes, which window them; ``"unit"`` scales a 2D picture to
+                0..1 by its stored type, as models trained on 2D images expect.
+
+        Returns:
+            The CaseImage.
+
+        Raises:
+            DataError: naming the file and what is wrong with it.
+        """
+        raise NotImplementedError
+
+    def output_suffix_for(self, source: Path) -> str:
+        """The suffix of prediction files for the case read from ``source``.
+
+        Args:
+            source: the input path.
+
+        Returns:
+            :attr:`output_suffix` unless the format keeps several (ITK: ``.mha`` or ``.nrrd``).
+        """
+        return self.output_suffix
+
+    def write(self, array: np.ndarray, like: "CaseImage", path: Path, dtype: Any, binary: bool = False) -> Path:
+        """Write ``array`` (served orientation of ``like``) atomically with ``like``'s geometry.
+
+        Args:
+            array: data shaped like ``like.shape``.
+            like: the case it was computed from.
+            path: output file, ending with :attr:`output_suffix`.
+            dtype: on-disk type: ``np.uint8`` for masks and label maps, ``np.float32`` for
+                probabilities in 0..1.
+            binary: the data is a 0/1 mask (a picture writer stores 0/255, to be visible).
+
+        Returns:
+            The written path.
+
+        Raises:
+            DataError: shape mismatch or values the dtype cannot hold.
+        """
+        raise NotImplementedError
+
+
+class CaseImage:
+    """A case opened by a :class:`CaseFormat`, served in its original or closest-RAS orientation.
+
+    Attributes:
+        path: the file (or the folder of a DICOM series).
+        image: the nibabel image (its ``dataobj`` is in the ORIGINAL orientation).
+        format: the format that read it (and writes predictions back).
+        values: how intensities are served, ``"stored"`` or ``"unit"`` (see :meth:`CaseFormat.read`).
+        extra: what the format's writer needs beyond the NIfTI geometry (e.g. ITK metadata).
+        reoriented: whether arrays are served in closest-RAS orientation.
+        ornt: nibabel orientation taking original array axes to served axes (identity when not
+            reorienting).
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        image: nib.spatialimages.SpatialImage,
+        reorient: bool,
+        format: CaseFormat,
+        values: str = "stored",
+        extra: Optional[dict[str, Any]] = None,
+    ) -> None:
+        self.path = Path(path)
+        self.image = image
+        if len(image.shape) != 3:
+            raise DataError(f"{self.path}: expected a 3D volume, got shape {tuple(image.shape)}")
+        self.format = format
+        self.values = values
+        self.extra = dict(extra or {})
+        self.reoriented = bool(reorient)
+        if reorient:
+            # io_orientation picks, for each array axis, the world axis it is closest to (so an
+            # oblique acquisition is served in the nearest RAS-aligned order, never resampled).
+            self.ornt = ornt_transform(io_orientation(image.affine), _RAS)
+        else:
+            self.ornt = _IDENTITY_ORNT.copy()
+        self._inverse = ornt_transform(_RAS, io_orientation(image.affine)) if reorient else _IDENTITY_ORNT
+
+    # --------------------------------------------------------------------------- geometry
+    @property
+    def planar(self) -> bool:
+        """True for a 2D picture (a one-slice volume without through-plane geometry)."""
+        return self.format.kind == "image"
+
+    @property
+    def dataobj(self):
+        """The (lazy for NIfTI files) nibabel array proxy, in the original orientation."""
+        return self.image.dataobj
+
+    @property
+    def header(self):
+        """The nibabel header (for non-NIfTI formats, one built from the file's geometry)."""
+        return self.image.header
+
+    @property
+    def original_shape(self) -> tuple[int, ...]:
+        """Array shape on disk."""
+        return tuple(int(s) for s in self.image.shape)
+
+    @property
+    def original_affine(self) -> np.ndarray:
+        """Voxel-to-world (RAS) affine on disk."""
+        return np.asarray(self.image.affine, dtype=np.float64)
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        """Shape of the served arrays."""
+        out = [0, 0, 0]
+        for i, (axis, _) in enumerate(self.ornt):
+            out[int(axis)] = self.original_shape[i]
+        return tuple(out)  # type: ignore[return-value]
+
+    @property
+    def affine(self) -> np.ndarray:
+        """Voxel-to-world affine of the served arrays (equals the original one if not reoriented)."""
+        return self.original_affine @ inv_ornt_aff(self.ornt, self.original_shape)
+
+    @property
+    def zooms(self) -> tuple[float, float, float]:
+        """Voxel spacing (mm) along the served axes."""
+        orig = self.header.get_zooms()[:3]
+        out = [0.0, 0.0, 0.0]
+        for i, (axis, _) in enumerate(self.ornt):
+            out[int(axis)] = float(orig[i])
+        return tuple(out)  # type: ignore[return-value]
+
+    @property
+    def spacing(self) -> Optional[tuple[float, ...]]:
+        """Spacing for metrics and reports: the served zooms, or None for a 2D picture (pixels)."""
+        return None if self.planar else self.zooms
+
+    @property
+    def axcodes(self) -> tuple[str, ...]:
+        """Orientation codes of the served axes, e.g. ('R', 'A', 'S')."""
+        return nib.aff2axcodes(self.affine)
+
+    @property
+    def original_axcodes(self) -> tuple[str, ...]:
+        """Orientation codes of the array on disk."""
+        return nib.aff2axcodes(self.original_affine)
+
+    @property
+    def dtype(self) -> np.dtype:
+        """dtype of decoded arrays: the stored type, or float32 when the file is scaled."""
+        proxy = self.image.dataobj
+        if getattr(proxy, "slope", 1.0) == 1.0 and getattr(proxy, "inter", 0.0) == 0.0:
+            return np.dtype(self.image.get_data_dtype())
+        return np.dtype(np.float32)
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the decoded array (what a cache must budget for)."""
+        return int(np.prod(self.original_shape)) * self.dtype.itemsize
+
+    # ------------------------------------------------------------------------------- data
+    def to_served(self, array: np.ndarray) -> np.ndarray:
+        """Reorient an array from the on-disk orientation to the served one."""
+        return array if not self.reoriented else apply_orientation(array, self.ornt)
+
+    def to_original(self, array: np.ndarray) -> np.ndarray:
+        """Reorient an array from the served orientation back to the on-disk one."""
+        return array if not self.reoriented else apply_orientation(array, self._inverse)
+
+    def get_array(self) -> np.ndarray:
+        """Decode the whole volume in the served orientation.
+
+        Returns:
+            The array in its stored dtype when the file is unscaled (uint8 stays uint8),
+            else float32 with scl_slope/scl_inter applied.
+
+        Raises:
+            DataError: the data cannot be decoded (truncated or corrupt file).
+        """
+        try:
+            arr = np.asanyarray(self.image.dataobj)
+        except Exception as exc:
+            raise DataError(f"{self.path}: cannot decode the volume ({type(exc).__name__}: {exc})") from exc
+        return np.ascontiguousarray(self.to_served(_as_float32_if_float(np.asarray(arr))))
+
+    def picture(self) -> np.ndarray:
+        """A 2D picture's pixels as displayed, (H, W) (rows top to bottom).
+
+        Raises:
+            DataError: the case is a volume.
+        """
+        if not self.planar:
+            raise DataError(f"{self.path}: a {self.format.name} volume is not a 2D picture")
+        return np.ascontiguousarray(np.asarray(self.image.dataobj)[:, :, 0].T)
+
+    def get_slice(self, k: int, axis: int = 2) -> np.ndarray:
+        """Read one served slice through the lazy proxy.
+
+        Cheap for uncompressed ``.nii``; for ``.nii.gz`` the proxy decompresses up to the slice
+        on every call, so repeated access should go through a decoded array instead.
+
+        Args:
+            k: slice index along ``axis`` of the served array.
+            axis: served axis (0, 1 or 2).
+
+        Returns:
+            2D array with the two other served axes in order.
+        """
+        n = self.shape[axis]
+        if not 0 <= k < n:
+            raise IndexError(f"{self.path}: slice {k} outside 0..{n - 1} along axis {axis}")
+        orig_axis = int(np.flatnonzero(self.ornt[:, 0] == axis)[0])
+        flip = self.ornt[orig_axis, 1] < 0
+        orig_k = self.original_shape[orig_axis] - 1 - k if flip else k
+        index = [slice(None)] * 3
+        index[orig_axis] = slice(orig_k, orig_k + 1)  # keep the axis so the 3D ornt still applies
+        try:
+            slab = np.asarray(self.image.dataobj[tuple(index)])
+        except Exception as exc:
+            raise DataError(f"{self.path}: cannot decode slice {k} ({type(exc).__name__}: {exc})") from exc
+        return np.take(self.to_served(_as_float32_if_float(slab)), 0, axis=axis)
+
+    def write_like(self, array: np.ndarray, path: PathLike, dtype: Any, binary: bool = False) -> Path:
+        """Write a prediction of this case with its geometry, in its format's output format.
+
+        Args:
+            array: served-orientation data (``self.shape``; a 2D picture's (H, W) also works).
+            path: output file (its suffix should be ``self.format.output_suffix``).
+            dtype: ``np.uint8`` (masks, label maps) or ``np.float32`` (probabilities).
+            binary: the data is a 0/1 mask (see :meth:`CaseFormat.write`).
+
+        Returns:
+            The written path.
+        """
+        return self.format.write(np.asarray(array), self, Path(path), dtype, binary)
+
+    def __repr__(self) -> str:
+        return f"CaseImage({str(self.path)!r}, format={self.format.name}, shape={self.shape}, axcodes={self.axcodes})"
+
+
+def scanner_image(data: np.ndarray, lps_affine: np.ndarray) -> nib.Nifti1Image:
+    """An in-memory NIfTI image of a volume placed in DICOM/ITK patient coordinates (LPS).
+
+    Args:
+        data: (x, y, z) array.
+        lps_affine: voxel-to-LPS affine (DICOM and ITK world coordinates).
+
+    Returns:
+        The image with the RAS affine NIfTI uses, as qform and sform with code 1 (scanner).
+    """
+    affine = np.diag([-1.0, -1.0, 1.0, 1.0]) @ lps_affine  # LPS -> RAS flips x and y
+    image = nib.Nifti1Image(data, affine, dtype=data.dtype)
+    image.set_qform(affine, code=1)
+    image.set_sform(affine, code=1)
+    return image
+
+
+def check_same_geometry(a: CaseImage, b: CaseImage, atol: float = 1e-3) -> None:
+    """Raise unless two volumes share shape and affine (on disk).
+
+    Args:
+        a: e.g. the image volume.
+        b: e.g. its label volume.
+        atol: absolute tolerance on affine entries (mm).
+
+    Raises:
+        DataError: naming both files and the mismatch.
+    """
+    if a.original_shape != b.original_shape:
+        raise DataError(f"{a.path} has shape {a.original_shape} but {b.path} has shape {b.original_shape}")
+    if not np.allclose(a.original_affine, b.original_affine, rtol=0.0, atol=atol):
+        diff = float(np.max(np.abs(a.original_affine - b.original_affine)))
+        raise DataError(
+            f"{a.path} and {b.path} have different affines (max difference {diff:.4g} > {atol}):\n"
+            f"{np.array2string(a.original_affine, precision=4)}\nvs\n{np.array2string(b.original_affine, precision=4)}"
+        )
+
+
+def check_integer_fit(arr: np.ndarray, dtype: Any, path: Path) -> np.ndarray:
+    """``arr`` cast to ``dtype``, refusing float values an integer type cannot hold exactly.
+
+    Args:
+        arr: the data to write (bool becomes uint8 first).
+        dtype: the on-disk type.
+        path: the output, named in the error.
+
+    Returns:
+        The cast array.
+
+    Raises:
+        DataError: the values do not fit.
+    """
+    arr = arr.astype(np.uint8) if arr.dtype == np.bool_ else arr
+    out_dtype = np.dtype(dtype)
+    cast = arr.astype(out_dtype)
+    # An integer file cannot hold probabilities; refuse rather than silently truncate (nibabel
+    # would instead rescale with scl_slope, which most viewers show as-is).
+    if np.issubdtype(out_dtype, np.integer) and not np.array_equal(cast, arr):
+        raise DataError(f"{path}: values do not fit {out_dtype} exactly; threshold/round before saving")
+    return cast

@@ -1,0 +1,177 @@
+"""The registry of case formats: which format reads a path, and reading through it.
+
+Adding a format is one file with a :class:`~s2unet.io.case.CaseFormat` subclass plus one line
+in :data:`FORMATS`. The rest of the toolkit never asks for a format by name: it calls
+:func:`read_case` (and :meth:`~s2unet.io.case.CaseImage.write_like` to write a prediction back),
+:func:`case_stem` to find cases in folders, and :func:`read_labels` for reference masks.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional, Union
+
+import numpy as np
+
+from .case import CaseFormat, CaseImage
+from .dicom_series import DicomSeriesFormat
+from .errors import DataError
+from .itk import ItkFormat
+from .nifti import NiftiFormat
+from .pictures import PictureFormat, read_label_map, read_mask
+
+PathLike = Union[str, Path]
+
+#: Every format, asked in this order which one claims a path.
+FORMATS: tuple[CaseFormat, ...] = (NiftiFormat(), ItkFormat(), DicomSeriesFormat(), PictureFormat())
+#: How a model trained on data of each kind wants its inputs' intensities: volume models window
+#: stored values (a CT slice PNG included), image models see 2D pictures scaled to 0..1.
+_VALUES_FOR_KIND = {"volume": "stored", "image": "unit"}
+
+
+def describe_formats(kind: Optional[str] = None, folders: bool = True) -> str:
+    """The suffixes (and folder formats) of ``kind`` (all kinds when None), for messages.
+
+    Args:
+        kind: ``"volume"``, ``"image"`` or None.
+        folders: mention the folder formats (a DICOM series) too.
+
+    Returns:
+        e.g. ``".nii.gz .nii .mha ... or a folder holding one DICOM series"``.
+    """
+    chosen = [f for f in FORMATS if kind is None or f.kind == kind]
+    text = " ".join(s for f in chosen for s in f.suffixes)
+    if folders and any(not f.suffixes for f in chosen):
+        text += " or a folder holding one DICOM series"
+    return text
+
+
+def find_format(path: PathLike, kind: Optional[str] = None) -> Optional[CaseFormat]:
+    """The format that claims ``path`` (among those of ``kind`` when given), or None.
+
+    Args:
+        path: a file or folder; hidden names (``.DS_Store``, ``._x``) are never claimed.
+        kind: ``"volume"`` or ``"image"`` to consider only formats of that kind.
+
+    Returns:
+        The CaseFormat, or None.
+    """
+    path = Path(path)
+    if path.name.startswith("."):
+        return None
+    return next((f for f in FORMATS if (kind is None or f.kind == kind) and f.stem(path) is not None), None)
+
+
+def case_stem(path: PathLike, kind: str) -> Optional[str]:
+    """The case id of a file (or series folder) of ``kind``, or None for paths to ignore.
+
+    Args:
+        path: a file or folder.
+        kind: ``"volume"`` or ``"image"``.
+
+    Returns:
+        The name without its format's suffix, or None.
+    """
+    fmt = find_format(path, kind)
+    return None if fmt is None else fmt.stem(Path(path))
+
+
+def read_case(path: PathLike, kind: str = "volume", reorient: bool = True) -> CaseImage:
+    """Read a case for a model trained on ``kind`` data, in whichever format it is.
+
+    Args:
+        path: a file, or a folder holding one DICOM series.
+        kind: the model's data kind: ``"volume"`` reads every format with stored intensities
+            (a 2D picture becomes a one-slice volume); ``"image"`` reads 2D pictures scaled to
+            0..1 and refuses volumes.
+        reorient: serve volumes in the closest RAS orientation.
+
+    Returns:
+        The CaseImage.
+
+    Raises:
+        DataError: a missing path, a format no reader claims (naming the supported ones), a
+            volume for an image model, or the reader's own error.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"{path}: file not found")
+    fmt = find_format(path)
+    if fmt is None:
+        raise DataError(f"{path}: unknown format; supported: {describe_formats()}")
+    if fmt.kind != "image" and kind == "image":
+        raise DataError(f"{path} is a {fmt.name} volume, but this model was trained on 2D images "
+                        f"({describe_formats('image')})")
+    return fmt.read(path, reorient, _VALUES_FOR_KIND[kind])
+
+
+def read_labels(path: PathLike, reorient: bool, mask_threshold: float, label_map: bool) -> np.ndarray:
+    """A reference (or lung) mask file's values, as the training datasets read labels.
+
+    Volumes give their served array (voxels > 0 are foreground, or class indices); 2D pictures
+    give ``read_mask(path, mask_threshold)`` (bool) or, for ``label_map``, ``read_label_map``,
+    shaped (H, W) as displayed.
+
+    Args:
+        path: the label file or series folder.
+        reorient: serve volumes in the closest RAS orientation.
+        mask_threshold: the pictures' foreground threshold (fraction of the value range).
+        label_map: read a picture as an integer label map (multiclass).
+
+    Returns:
+        The array.
+
+    Raises:
+        DataError: naming the file.
+    """
+    path = Path(path)
+    fmt = find_format(path)
+    if fmt is not None and fmt.kind == "image":
+        return read_label_map(path) if label_map else read_mask(path, mask_threshold)
+    return read_case(path, "volume", reorient).get_array()
+
+
+#: The format kinds a model trained on each data kind segments: volume models also take 2D
+#: pictures (CT slices, as one-slice volumes); image models only 2D pictures.
+_INPUT_KINDS: dict[str, Optional[str]] = {"volume": None, "image": "image"}
+
+
+def input_format(path: PathLike, model_kind: str) -> Optional[CaseFormat]:
+    """The format of ``path`` if a model trained on ``model_kind`` data can segment it, else None.
+
+    Args:
+        path: a file or folder.
+        model_kind: the checkpoint's ``data.kind``.
+
+    Returns:
+        The CaseFormat, or None.
+    """
+    return find_format(path, _INPUT_KINDS[model_kind])
+
+
+def describe_inputs(model_kind: str) -> str:
+    """What a model trained on ``model_kind`` data segments, for messages.
+
+    Args:
+        model_kind: the checkpoint's ``data.kind``.
+
+    Returns:
+        e.g. ``"2D images (.png .jpg ...)"``.
+    """
+    pictures = describe_formats("image")
+    if _INPUT_KINDS[model_kind] == "image":
+        return f"2D images ({pictures})"
+    return f"volumes ({describe_formats('volume')}) or 2D CT slices ({pictures})"
+
+
+def is_slice_stack(kind: str) -> bool:
+    """True when a dataset of this ``data.kind`` holds volumes cut into slices along an axis.
+
+    The formats of ``kind: image`` are single 2D pictures: one plane each, no slice axis.
+
+    Args:
+        kind: ``"volume"`` or ``"image"``.
+
+    Returns:
+        Whether its cases are slice stacks.
+    """
+    return kind == "volume"
