@@ -25,8 +25,8 @@ from s2unet.baselines.report import (
 )
 from s2unet.baselines.sam_predictors import PromptedPredictor
 from s2unet.config import ConfigError, config_from_dict
-from s2unet.engine.checkpoint import atomic_save, model_payload
-from s2unet.models import create_model
+from s2unet.models import create_model_from_config
+from s2unet.models.checkpoint import atomic_save, model_payload
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -168,7 +168,7 @@ def box_filler(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def _unet_checkpoint(path: Path, data: dict) -> Path:
     cfg = config_from_dict({"data": data, "model": {"arch": "unet"}, "seed": 0})
-    atomic_save(model_payload(create_model(cfg), cfg, 0.5, {}), path)
+    atomic_save(model_payload(create_model_from_config(cfg), cfg, 0.5, {}), path)
     return path
 
 
