@@ -29,7 +29,6 @@ from s2unet.engine import trainer
 from s2unet.engine.checkpoint import init_from_checkpoint
 from s2unet.inference import run_inference
 from s2unet.models import create_model_from_config
-from s2unet.models.checkpoint import model_payload
 from s2unet.predict.postprocess import fill_holes, keep_largest_components
 from s2unet.weights import CheckpointError
 from test_inference import ThresholdModel, _use_model
