@@ -265,8 +265,8 @@ def test_trained_methods_predict_exactly_as_the_inference_predictor(tmp_path: Pa
     from s2unet.baselines.compare_data import load_eval_case
     from s2unet.baselines.compare_methods import TrainedModels
     from s2unet.data import find_cases
-    from s2unet.engine.checkpoint import load_model_checkpoint
-    from s2unet.inference.predictor import Predictor
+    from s2unet.models.checkpoint import load_model_checkpoint
+    from s2unet.predict import Predictor
 
     root = tmp_path / "data"
     (root / "images").mkdir(parents=True)
@@ -290,11 +290,11 @@ def test_trained_methods_predict_exactly_as_the_inference_predictor(tmp_path: Pa
 
 
 def test_predict_planes_equals_the_whole_volume_prediction(tmp_path: Path) -> None:
-    from s2unet.inference.predictor import Predictor
+    from s2unet.predict import Predictor
 
     data = {"kind": "volume", "root": ".", "labels": ["masks"], "image_size": 32, "axis": 2, "context_slices": True}
     cfg = config_from_dict({"data": data, "model": {"arch": "unet"}, "seed": 0})
-    predictor = Predictor(create_model(cfg), cfg, "cpu", batch_size=2)
+    predictor = Predictor(create_model_from_config(cfg), cfg, "cpu", batch_size=2)
     volume = (np.random.default_rng(0).random((24, 20, 7)) * 255).astype(np.uint8)
     whole = predictor.predict_volume(volume)
     planes = [1, 2, 3, 6]  # an edge slice too: its 2.5D context comes from the whole volume
