@@ -19,7 +19,6 @@ Writes ``bench/results/label_latency.json`` and ``.md`` (``--out`` to change).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics
@@ -40,6 +39,7 @@ from PIL import Image  # noqa: E402
 from s2unet.app import build_state, create_app  # noqa: E402
 from s2unet.baselines.prompts import next_correction_click  # noqa: E402
 from s2unet.baselines.sam_predictors import create_predictor  # noqa: E402
+from s2unet.io import write_json, write_text  # noqa: E402
 from s2unet.metrics import metric_row  # noqa: E402
 
 SHARED = Path(os.environ.get("S2UNET_SHARED", REPO.parent / "shared"))
@@ -112,10 +112,7 @@ def main(argv: list[str] | None = None) -> int:
               "load_average_at_end": [round(x, 2) for x in os.getloadavg()], "target_seconds": TARGET_SECONDS,
               "rows": rows}
     out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(result, indent=2))
-    os.replace(tmp, out.with_suffix(".json"))
+    write_json(out.with_suffix(".json"), result)
     lines = ["| model | threads | click, model (median / p90 s) | click, whole request (median / p90 s) | "
              "embedding (median s) | Dice after the clicks |", "|---|---|---|---|---|---|"]
     for r in rows:
@@ -124,9 +121,7 @@ def main(argv: list[str] | None = None) -> int:
                      f"{r['embed_seconds']['median']} | {r['final_dice_mean']} |")
     text = "\n".join([f"`{result['command'].strip()}`, load average at the end {result['load_average_at_end']}", "",
                       *lines, ""])
-    tmp = out.with_suffix(".md.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, out.with_suffix(".md"))
+    write_text(out.with_suffix(".md"), text)
     print(text)
     return 0
 

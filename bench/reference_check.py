@@ -36,7 +36,9 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-import s2unet  # noqa: E402,F401  (sets OMP_WAIT_POLICY before torch loads)
+from s2unet.runtime import prefer_passive_openmp  # noqa: E402
+
+prefer_passive_openmp()  # before torch loads its OpenMP runtime
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
@@ -74,7 +76,7 @@ def check_boundary_weights(args: argparse.Namespace) -> None:
     import s2unet.losses.structure as losses
     from s2unet.config import load_config
     from s2unet.losses import build_loss
-    from s2unet.models import create_model
+    from s2unet.models import create_model_from_config
 
     current = losses.boundary_weights
     gen = torch.Generator().manual_seed(0)
@@ -86,7 +88,7 @@ def check_boundary_weights(args: argparse.Namespace) -> None:
                        args.repeats))
 
     cfg = load_config(None, ["model.weights=random", f"data.image_size={args.size}"])
-    model = create_model(cfg).train()
+    model = create_model_from_config(cfg).train()
     loss = build_loss(cfg.loss, multiclass=False)
     params = [q for q in model.parameters() if q.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.train.lr)
@@ -126,7 +128,7 @@ def published_windowed_attention(block: torch.nn.Module, x: torch.Tensor, h: int
 @contextmanager
 def published_tinyvit() -> Iterator[None]:
     """Run TinyViT as published for the duration: padded projections, 3-D mask, NCHW maps."""
-    from s2unet.models.encoders.tinyvit import TinyViTBlock
+    from s2unet.models.encoders.tinyvit_blocks import TinyViTBlock
 
     current_attention, current_contiguous = TinyViTBlock._windowed_attention, torch.Tensor.contiguous
 
@@ -144,12 +146,12 @@ def published_tinyvit() -> Iterator[None]:
 
 def check_tinyvit(args: argparse.Namespace) -> None:
     from s2unet.config import load_config
-    from s2unet.models import create_model
+    from s2unet.models import create_model_from_config
     from s2unet.models.encoders.tinyvit import TinyViTEncoder
 
     cfg = load_config(None, [f"model.encoder={args.encoder}", "model.weights=random", f"data.image_size={args.size}"])
     torch.manual_seed(0)
-    model = create_model(cfg)
+    model = create_model_from_config(cfg)
     if not isinstance(model.encoder, TinyViTEncoder):
         raise SystemExit(f"--encoder {args.encoder} is not a TinyViT encoder (litemedsam_tinyvit, mobilesam_tinyvit)")
     with torch.no_grad():  # distinctive weights: random init has zero biases
@@ -196,10 +198,10 @@ def check_malloc(args: argparse.Namespace) -> None:
     import resource
 
     from s2unet.config import load_config
-    from s2unet.models import create_model
+    from s2unet.models import create_model_from_config
 
     cfg = load_config(None, ["model.weights=random", f"data.image_size={args.size}"])
-    model = create_model(cfg).eval()
+    model = create_model_from_config(cfg).eval()
     x = torch.rand(args.batch, 3, args.size, args.size, generator=torch.Generator().manual_seed(0))
     for keep in (False, True):  # glibc untouched first: its own sliding mmap threshold included
         if keep:

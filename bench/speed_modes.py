@@ -230,9 +230,9 @@ def volume_child(encoder: str, weights: str, slices: int, batch: int, runs: int,
     if threads:
         torch.set_num_threads(threads)
     from s2unet.config import load_config
-    from s2unet.engine.checkpoint import atomic_save, model_payload
+    from s2unet.models.checkpoint import atomic_save, model_payload
     from s2unet.inference.run import run_inference
-    from s2unet.models import create_model
+    from s2unet.models import create_model_from_config
 
     out: dict[str, Any] = {"encoder": encoder, "slices": slices, "batch_size": batch, "threads": torch.get_num_threads()}
     with tempfile.TemporaryDirectory(prefix="s2unet_bench_") as tmp:
@@ -242,7 +242,7 @@ def volume_child(encoder: str, weights: str, slices: int, batch: int, runs: int,
         cfg = load_config(None, [f"model.encoder={encoder}", f"model.weights={weights}", "data.kind=volume",
                                  "data.image_size=256", "data.labels=[masks_infection]"])
         ckpt = root / "best.pt"
-        atomic_save(model_payload(create_model(cfg), cfg, 0.5, {}), ckpt)
+        atomic_save(model_payload(create_model_from_config(cfg), cfg, 0.5, {}), ckpt)
         out["runs"] = []
         probe = MatmulProbe(torch.device("cpu"))
         for k in range(runs):

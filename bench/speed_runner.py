@@ -205,7 +205,7 @@ class Runner:
         from s2unet.engine.precision import resolve_amp
         from s2unet.engine.step import TrainStep
         from s2unet.losses import build_loss
-        from s2unet.models import create_model
+        from s2unet.models import create_model_from_config
 
         self.case = case
         self.knobs = case.knobs
@@ -213,7 +213,7 @@ class Runner:
         self.cfg = load_config(None, list(case.overrides))
         torch.manual_seed(0)
         t0 = time.perf_counter()
-        self.model = create_model(self.cfg).to(device)
+        self.model = create_model_from_config(self.cfg).to(device)
         self.build_s = time.perf_counter() - t0
         if self.knobs.hiera_blocks == "official":
             use_official_hiera_blocks(self.model)

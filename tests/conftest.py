@@ -7,8 +7,10 @@ from pathlib import Path
 
 import pytest
 
-import s2unet  # noqa: F401  (sets the OpenMP wait policy before torch loads)
-import torch
+from s2unet.runtime import prefer_passive_openmp
+
+prefer_passive_openmp()  # as the command-line entry points do, before torch loads
+import torch  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 

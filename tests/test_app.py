@@ -30,8 +30,8 @@ from s2unet.baselines.prompts import Click, Prompts
 from s2unet.baselines.sam_predictors import MASK_PROMPT_LOGIT, PromptedPredictor, SamFrame, SamTinyViTPredictor
 from s2unet.baselines.session import ClickSession
 from s2unet.config import config_from_dict
-from s2unet.engine.checkpoint import atomic_save, model_payload
-from s2unet.models import create_model
+from s2unet.models import create_model_from_config
+from s2unet.models.checkpoint import atomic_save, model_payload
 
 H = W = 64
 
@@ -301,7 +301,7 @@ def _unet_checkpoint(path: Path, kind: str, labels: list[str]) -> Path:
     cfg = config_from_dict({"data": {"kind": kind, "labels": labels, "image_size": 64,
                                      "task": "multilabel" if len(labels) > 1 else "binary"},
                             "model": {"arch": "unet"}, "seed": 0})
-    atomic_save(model_payload(create_model(cfg), cfg, 0.5, {}), path)
+    atomic_save(model_payload(create_model_from_config(cfg), cfg, 0.5, {}), path)
     return path
 
 

@@ -25,8 +25,8 @@ from s2unet.baselines.report import (
 )
 from s2unet.baselines.sam_predictors import PromptedPredictor
 from s2unet.config import ConfigError, config_from_dict
-from s2unet.engine.checkpoint import atomic_save, model_payload
-from s2unet.models import create_model
+from s2unet.models import create_model_from_config
+from s2unet.models.checkpoint import atomic_save, model_payload
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -168,7 +168,7 @@ def box_filler(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def _unet_checkpoint(path: Path, data: dict) -> Path:
     cfg = config_from_dict({"data": data, "model": {"arch": "unet"}, "seed": 0})
-    atomic_save(model_payload(create_model(cfg), cfg, 0.5, {}), path)
+    atomic_save(model_payload(create_model_from_config(cfg), cfg, 0.5, {}), path)
     return path
 
 
@@ -265,8 +265,8 @@ def test_trained_methods_predict_exactly_as_the_inference_predictor(tmp_path: Pa
     from s2unet.baselines.compare_data import load_eval_case
     from s2unet.baselines.compare_methods import TrainedModels
     from s2unet.data import find_cases
-    from s2unet.engine.checkpoint import load_model_checkpoint
-    from s2unet.inference.predictor import Predictor
+    from s2unet.models.checkpoint import load_model_checkpoint
+    from s2unet.predict import Predictor
 
     root = tmp_path / "data"
     (root / "images").mkdir(parents=True)
@@ -290,11 +290,11 @@ def test_trained_methods_predict_exactly_as_the_inference_predictor(tmp_path: Pa
 
 
 def test_predict_planes_equals_the_whole_volume_prediction(tmp_path: Path) -> None:
-    from s2unet.inference.predictor import Predictor
+    from s2unet.predict import Predictor
 
     data = {"kind": "volume", "root": ".", "labels": ["masks"], "image_size": 32, "axis": 2, "context_slices": True}
     cfg = config_from_dict({"data": data, "model": {"arch": "unet"}, "seed": 0})
-    predictor = Predictor(create_model(cfg), cfg, "cpu", batch_size=2)
+    predictor = Predictor(create_model_from_config(cfg), cfg, "cpu", batch_size=2)
     volume = (np.random.default_rng(0).random((24, 20, 7)) * 255).astype(np.uint8)
     whole = predictor.predict_volume(volume)
     planes = [1, 2, 3, 6]  # an edge slice too: its 2.5D context comes from the whole volume

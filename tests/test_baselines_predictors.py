@@ -35,8 +35,8 @@ SMOKE_DICE_FLOOR = 0.9
 
 
 def _stats(name: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    kwargs = get_encoder_spec(name).kwargs
-    return kwargs["mean"], kwargs["std"]
+    spec = get_encoder_spec(name)
+    return spec.mean, spec.std
 
 
 def test_litemedsam_preprocessing_resizes_minmaxes_and_pads() -> None:

@@ -14,9 +14,9 @@ from PIL import Image
 from s2unet.cli import main
 from s2unet.config import config_from_dict
 from s2unet.data import DataError, read_case
-from s2unet.engine.checkpoint import atomic_save, model_payload
 from s2unet.io.formats import FORMATS, case_stem
-from s2unet.models import create_model
+from s2unet.models import create_model_from_config
+from s2unet.models.checkpoint import atomic_save, model_payload
 from test_data_readers import _write_dicom
 
 # An oblique, anisotropic geometry: axes permuted and flipped, so a lost or transposed affine shows.
@@ -145,7 +145,7 @@ def ct_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
                                      "window": {"preset": "lung"}},
                             "model": {"arch": "unet"}, "seed": 0})
     path = tmp_path_factory.mktemp("ckpt") / "best.pt"
-    atomic_save(model_payload(create_model(cfg), cfg, 0.5, {}), path)
+    atomic_save(model_payload(create_model_from_config(cfg), cfg, 0.5, {}), path)
     return path
 
 

@@ -12,7 +12,7 @@ import torch
 
 from s2unet.cli import main
 from s2unet.config import Config, ConfigError, Interval, check_ranges, load_config, save_config
-from s2unet.engine.distributed import resolve_device
+from s2unet.devices import resolve_device
 from s2unet.models import check_model_config
 
 REPO = Path(__file__).resolve().parents[1]

@@ -26,10 +26,10 @@ from s2unet.data import choose_train_items
 from s2unet.data.intensity import hu_bounds, normalize_unit
 from s2unet.data.transforms import build_augment, seed_augment
 from s2unet.engine import trainer
-from s2unet.engine.checkpoint import init_from_checkpoint, model_payload
+from s2unet.engine.checkpoint import init_from_checkpoint
 from s2unet.inference import run_inference
-from s2unet.inference.postprocess import fill_holes, keep_largest_components
-from s2unet.models import create_model
+from s2unet.models import create_model_from_config
+from s2unet.predict.postprocess import fill_holes, keep_largest_components
 from s2unet.weights import CheckpointError
 from test_inference import ThresholdModel, _use_model
 from test_train import make_volumes, tiny_train_cfg, train_log
@@ -211,15 +211,15 @@ def test_test_split_is_scored_and_init_from_fine_tunes(tmp_path: Path) -> None:
     tests = [r for r in train_log(run) if r["kind"] == "test"]
     assert len(tests) == 1 and tests[0]["dice"] == pytest.approx(summary["test_dice"])
 
-    model = create_model(cfg)
+    model = create_model_from_config(cfg)
     assert init_from_checkpoint(model, cfg, run / "best.pt") == []
     for key, value in model.trained_state_dict().items():
         torch.testing.assert_close(value, best["state_dict"][key], msg=key)
     other = config_from_dict({**cfg.to_dict(), "data": {**cfg.to_dict()["data"], "normalize": "percentile"}})
-    assert "data.normalize is 'none' there but 'percentile' here" in init_from_checkpoint(create_model(other), other, run / "best.pt")[0]
+    assert "data.normalize is 'none' there but 'percentile' here" in init_from_checkpoint(create_model_from_config(other), other, run / "best.pt")[0]
     wider = config_from_dict({**cfg.to_dict(), "model": {**cfg.to_dict()["model"], "decoder_channels": [16, 16, 8]}})
     with pytest.raises(CheckpointError, match=r"model.decoder_channels is \[32, 16, 8\] there but \[16, 16, 8\]"):
-        init_from_checkpoint(create_model(wider), wider, run / "best.pt")
+        init_from_checkpoint(create_model_from_config(wider), wider, run / "best.pt")
     with pytest.raises(CheckpointError, match="give one"):
         trainer.train(cfg, resume=run, init_from=run / "best.pt")
 

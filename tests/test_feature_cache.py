@@ -5,12 +5,12 @@ import torch
 
 from s2unet.config import load_config
 from s2unet.engine.feature_cache import FeatureCache
-from s2unet.models import create_model
+from s2unet.models import create_model_from_config
 
 
 def decoder_only_model():
     cfg = load_config(None, ["model.weights=random", "model.adapter.placement=none", "data.image_size=64"])
-    return create_model(cfg).eval()
+    return create_model_from_config(cfg).eval()
 
 
 def test_cache_computes_each_item_once_and_matches_the_encoder(tmp_path):

@@ -20,14 +20,10 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from s2unet import weights as weights_module
 from s2unet.models.encoders import create_encoder
-from s2unet.models.encoders.hiera import UnpaddedWindowBlock
-from s2unet.weights import CheckpointError, CheckpointNotFoundError, KNOWN_CHECKPOINTS, verify_sha256
+from s2unet.models.encoders.hiera import OFFICIAL_SAM2, UnpaddedWindowBlock
+from s2unet.weights import CheckpointError, CheckpointNotFoundError, known_checkpoints, verify_sha256
 
-OFFICIAL = [
-    (f"{family}_hiera_{size}", f"configs/{family}/{family}_hiera_{short}.yaml")
-    for family in ("sam2", "sam2.1")
-    for size, short in (("tiny", "t"), ("small", "s"), ("base_plus", "b+"), ("large", "l"))
-]
+OFFICIAL = [(name, config) for name, config, *_ in OFFICIAL_SAM2]
 SAM21_LARGE = OFFICIAL[-1]
 TRUNK = "image_encoder.trunk."
 
@@ -52,7 +48,7 @@ def official_file(
     # nothing would still compare equal: make every trunk tensor distinctive.
     for tensor in trunk.values():
         tensor.normal_()
-    path = tmp_path_factory.mktemp(name) / KNOWN_CHECKPOINTS[name].filename
+    path = tmp_path_factory.mktemp(name) / known_checkpoints()[name].filename
     torch.save({"model": state}, path)
     del state
     yield name, path, trunk
@@ -145,7 +141,7 @@ def test_sha256_mismatch_through_default(
         create_encoder("sam2.1_hiera_tiny")
     message = str(err.value)
     assert str(fake) in message
-    assert KNOWN_CHECKPOINTS["sam2.1_hiera_tiny"].sha256 in message
+    assert known_checkpoints()["sam2.1_hiera_tiny"].sha256 in message
     assert hashlib.sha256(fake.read_bytes()).hexdigest() in message
 
 
@@ -163,7 +159,7 @@ def test_missing_checkpoint_says_where_to_get_it(tmp_path: Path, monkeypatch: py
         create_encoder("medsam2")
     message = str(err.value)
     assert "MedSAM2_latest.pt" in message and str(tmp_path) in message and "S2UNET_WEIGHTS" in message
-    assert KNOWN_CHECKPOINTS["medsam2"].url in message
+    assert known_checkpoints()["medsam2"].url in message
 
 
 @pytest.mark.parametrize("size", [256, 352])

@@ -24,7 +24,6 @@ from PIL import Image
 from s2unet.cli import main
 from s2unet.config import Config, ConfigError, config_from_dict
 from s2unet.data import DataError, load_nifti
-from s2unet.engine.checkpoint import LoadedModel, atomic_save, model_payload
 from s2unet.inference import (
     Predictor,
     binarize,
@@ -38,6 +37,7 @@ from s2unet.inference import (
 from s2unet.cli import main
 from s2unet.inference import run as run_module
 from s2unet.models.base import SegmentationModel
+from s2unet.models.checkpoint import LoadedModel, atomic_save, model_payload
 from s2unet.weights import CheckpointError
 
 evaluate_module = importlib.import_module("s2unet.inference.evaluate")  # the package exports a function of that name
@@ -332,14 +332,14 @@ def test_refuses_checkpoint_that_is_not_s2unet(tmp_path: Path, ct_case: dict[str
 
 # ------------------------------------------------------------------------------ end to end
 def test_end_to_end_with_a_real_tiny_checkpoint(ct_case: dict[str, Path], tmp_path: Path) -> None:
-    from s2unet.models import create_model
+    from s2unet.models import create_model_from_config
 
     cfg = config_from_dict({
         "model": {"encoder": "sam2.1_hiera_tiny", "weights": "random", "decoder_channels": [16, 16, 16]},
         "data": {"kind": "volume", "image_size": 64, "labels": ["infection"], "context_slices": True},
     })
     checkpoint = tmp_path / "best.pt"
-    atomic_save(model_payload(create_model(cfg), cfg, 0.5, {"dice": 0.0}), checkpoint)
+    atomic_save(model_payload(create_model_from_config(cfg), cfg, 0.5, {"dice": 0.0}), checkpoint)
     summary = run_inference(checkpoint, ct_case["image"], tmp_path / "out", gt=ct_case["gt"],
                             surface=False, show_progress=False)
     written = nib.load(str(tmp_path / "out" / "case01_pred.nii.gz"))

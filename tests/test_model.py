@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from s2unet.config import load_config
-from s2unet.engine.checkpoint import atomic_save, load_model_checkpoint, model_payload
-from s2unet.models import create_model
+from s2unet.models import create_model_from_config
+from s2unet.models.checkpoint import atomic_save, load_model_checkpoint, model_payload
 from s2unet.models.encoders import encoder_names, get_encoder_spec
 from s2unet.weights import CheckpointError
 
@@ -18,8 +18,8 @@ def tiny_cfg(*overrides: str):
 
 
 def test_untrained_adapters_leave_features_unchanged():
-    plain = create_model(tiny_cfg("model.adapter.placement=none"))
-    adapted = create_model(tiny_cfg("model.adapter.placement=stage"))
+    plain = create_model_from_config(tiny_cfg("model.adapter.placement=none"))
+    adapted = create_model_from_config(tiny_cfg("model.adapter.placement=stage"))
     adapted.encoder.load_state_dict(plain.encoder.state_dict())
     assert len(adapted.adapters) == 4
     x = torch.rand(2, 3, 64, 64)
@@ -33,12 +33,12 @@ def test_untrained_adapters_leave_features_unchanged():
 
 
 def test_block_placement_puts_an_adapter_before_every_block():
-    model = create_model(tiny_cfg("model.adapter.placement=block"))
+    model = create_model_from_config(tiny_cfg("model.adapter.placement=block"))
     assert len(model.adapters) == len(model.encoder.trunk.blocks)
 
 
 def test_optimizer_step_changes_only_trained_parts():
-    model = create_model(tiny_cfg("model.attention_lora.enabled=true"))
+    model = create_model_from_config(tiny_cfg("model.attention_lora.enabled=true"))
     model.train()
     frozen_before = {k: v.clone() for k, v in model.encoder.state_dict().items() if "lora_" not in k}
     trained_before = {k: v.clone() for k, v in model.trained_state_dict().items()}
@@ -60,7 +60,7 @@ def test_optimizer_step_changes_only_trained_parts():
 
 
 def test_merged_lora_gives_identical_outputs():
-    model = create_model(tiny_cfg("model.attention_lora.enabled=true")).eval()
+    model = create_model_from_config(tiny_cfg("model.attention_lora.enabled=true")).eval()
     for name, p in model.encoder.named_parameters():
         if "lora_B" in name:
             torch.nn.init.normal_(p, std=0.05)
@@ -75,7 +75,7 @@ def test_merged_lora_gives_identical_outputs():
 
 
 def test_heads_and_output_channels():
-    model = create_model(tiny_cfg("data.task=multilabel", "data.labels=[a,b,c]"))
+    model = create_model_from_config(tiny_cfg("data.task=multilabel", "data.labels=[a,b,c]"))
     outs = model(torch.rand(2, 3, 64, 96))
     assert [tuple(o.shape) for o in outs] == [(2, 3, 64, 96)] * 3
     assert tuple(model.predict_logits(torch.rand(1, 3, 64, 64)).shape) == (1, 3, 64, 64)
@@ -90,7 +90,7 @@ def _round_trip(model, cfg, path):
 
 def test_random_encoder_checkpoint_rebuilds_the_same_model(tmp_path):
     cfg = tiny_cfg()
-    model = create_model(cfg).eval()
+    model = create_model_from_config(cfg).eval()
     for p in model.decoder.parameters():
         torch.nn.init.normal_(p, std=0.1)
     payload, loaded = _round_trip(model, cfg, tmp_path / "best.pt")
@@ -112,9 +112,9 @@ def test_random_encoder_checkpoint_rebuilds_the_same_model(tmp_path):
 
 def test_encoder_from_a_file_is_left_out_of_the_checkpoint(tmp_path):
     trunk = tmp_path / "trunk.pt"
-    torch.save(create_model(tiny_cfg()).encoder.state_dict(), trunk)
+    torch.save(create_model_from_config(tiny_cfg()).encoder.state_dict(), trunk)
     cfg = tiny_cfg(f"model.weights={trunk}")
-    model = create_model(cfg).eval()
+    model = create_model_from_config(cfg).eval()
     payload, loaded = _round_trip(model, cfg, tmp_path / "best.pt")
     assert not any(k.startswith("encoder.") for k in payload["state_dict"])
     x = torch.rand(1, 3, 64, 64)
@@ -131,9 +131,9 @@ def test_foreign_checkpoint_is_refused(tmp_path):
 
 def test_checkpoint_of_another_architecture_is_refused(tmp_path):
     cfg = tiny_cfg()
-    model = create_model(cfg)
+    model = create_model_from_config(cfg)
     payload = model_payload(model, cfg, 0.5, {})
-    payload["config"]["model"]["decoder_channels"] = [64, 32, 16]
+    payload["config"]["model"]["decoder_channels"] = payload["model_args"]["decoder_channels"] = [64, 32, 16]
     path = tmp_path / "best.pt"
     atomic_save(payload, path)
     with pytest.raises(Exception, match="best.pt"):
@@ -147,7 +147,7 @@ ENCODERS = ["sam2.1_hiera_tiny", "sam2.1_hiera_small", "sam2.1_hiera_base_plus",
 @pytest.mark.parametrize("size", [256, 352])
 @pytest.mark.parametrize("encoder", ENCODERS)
 def test_forward_backward_every_encoder(encoder, size):
-    model = create_model(tiny_cfg(f"model.encoder={encoder}"))
+    model = create_model_from_config(tiny_cfg(f"model.encoder={encoder}"))
     model.train()
     outs = model(torch.rand(1, 3, size, size))
     assert all(o.shape[-2:] == (size, size) for o in outs)

@@ -108,11 +108,11 @@ def test_predictor_returns_fp32_probabilities_inside_autocast():
     import numpy as np
 
     from s2unet.config import load_config
-    from s2unet.inference.predictor import Predictor
-    from s2unet.models import create_model
+    from s2unet.predict import Predictor
+    from s2unet.models import create_model_from_config
 
     cfg = load_config(None, ["model.weights=random", "model.adapter.placement=none", "data.image_size=64"])
-    predictor = Predictor(create_model(cfg), cfg, batch_size=2)
+    predictor = Predictor(create_model_from_config(cfg), cfg, batch_size=2)
     inputs = np.random.default_rng(0).random((2, 3, 80, 80), dtype=np.float32)
     reference = predictor.predict_batch(inputs)
     with torch.autocast("cpu", dtype=torch.bfloat16):

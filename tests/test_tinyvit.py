@@ -64,8 +64,8 @@ def untrained() -> dict[str, TinyViTEncoder]:
 
 def test_registry_entries(untrained: dict[str, TinyViTEncoder]) -> None:
     lite, mobile = get_encoder_spec(LITE), get_encoder_spec(MOBILE)
-    assert (lite.weights, lite.default_image_size) == ("lite_medsam", 256)
-    assert (mobile.weights, mobile.default_image_size) == ("mobile_sam", 1024)
+    assert (lite.checkpoint.key, lite.default_image_size) == ("lite_medsam", 256)
+    assert (mobile.checkpoint.key, mobile.default_image_size) == ("mobile_sam", 1024)
     lite_enc, mobile_enc = untrained[LITE], untrained[MOBILE]
     assert lite_enc.out_channels == mobile_enc.out_channels == CHANNELS
     assert (lite_enc.strides, lite_enc.stride) == ((1, 2, 4, 4), 4)

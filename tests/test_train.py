@@ -15,11 +15,11 @@ import torch
 from s2unet.config import load_config, save_config
 from s2unet.data import ImageDataset, build_datasets, find_cases
 from s2unet.engine import rundir, trainer
-from s2unet.engine.checkpoint import FORMAT, FORMAT_VERSION, atomic_save, load_model_checkpoint
 from s2unet.engine.resume import load_resume
 from s2unet.engine.validation import validate
 from s2unet.io import OutputError
 from s2unet.models.base import SegmentationModel
+from s2unet.models.checkpoint import FORMAT, FORMAT_VERSION, atomic_save, load_model_checkpoint
 from s2unet.weights import CheckpointError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -169,7 +169,7 @@ def test_real_latest_directory_is_refused_before_training(volumes, tmp_path, mon
     def no_model(*args, **kwargs):
         raise AssertionError("training started")
 
-    monkeypatch.setattr(trainer, "create_model", no_model)
+    monkeypatch.setattr(trainer, "create_model_from_config", no_model)
     with pytest.raises(OutputError, match=r"t-latest is a real folder.*`name`"):
         trainer.train(tiny_train_cfg(volumes, tmp_path))
     assert [p.name for p in tmp_path.iterdir()] == ["t-latest"]  # no run directory either

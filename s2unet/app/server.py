@@ -76,8 +76,8 @@ class DraftModel:
     """
 
     def __init__(self, path: Path, layers: list[Layer]) -> None:
-        from ..engine.checkpoint import load_model_checkpoint
-        from ..inference.predictor import Predictor, foreground_names
+        from ..models.checkpoint import load_model_checkpoint
+        from ..predict import Predictor, foreground_names
 
         try:
             loaded = load_model_checkpoint(path)
@@ -446,7 +446,7 @@ def build_state(images: str | Path, out: str | Path, labels: Optional[list[str]]
 def _config_labels(path: Path) -> tuple[list[str], list[str]]:
     """A training config's label names and folders (binary / multilabel tasks)."""
     from ..config import ConfigError, load_config
-    from ..inference.predictor import channel_names
+    from ..predict import channel_names
 
     try:
         cfg = load_config(path)
@@ -460,8 +460,8 @@ def _config_labels(path: Path) -> tuple[list[str], list[str]]:
 def _checkpoint_labels(path: Path, problems: list[str]) -> Optional[list[str]]:
     """The labels a checkpoint predicts, to name the layers after (None when unreadable)."""
     from ..config import ConfigError, config_from_dict
-    from ..engine.checkpoint import read_checkpoint
-    from ..inference.predictor import foreground_names
+    from ..models.checkpoint import read_checkpoint
+    from ..predict import foreground_names
 
     try:
         return foreground_names(config_from_dict(read_checkpoint(path)["config"]))

@@ -19,9 +19,9 @@ import numpy as np
 
 from ..config import Config, ConfigError
 from ..data import Case, find_cases, split_cases
-from ..inference.predictor import channel_names
 from ..io.formats import is_slice_stack
 from ..metrics import case_metrics, summarize
+from ..predict import channel_names
 from .compare_config import CompareConfig, load_compare_config
 from .compare_data import EvalCase, load_eval_case
 from .compare_methods import MethodBuilder, MethodRun, TrainedModels, console

@@ -11,8 +11,8 @@ import torch.nn.functional as F
 
 from ..config import DataConfig
 from ..data import Case, prepare_image, prepare_slice, read_case, volume_value_range
-from ..inference.predictor import load_masks
 from ..io.formats import is_slice_stack
+from ..predict import load_masks
 
 
 @dataclass

@@ -12,8 +12,8 @@ from rich.console import Console
 
 from ..config import Config, DataConfig
 from ..data import Case, DataError, split_cases
-from ..inference.predictor import Predictor, channel_names
 from ..io.formats import is_slice_stack
+from ..predict import Predictor, channel_names
 from ..weights import CheckpointError
 from .compare_config import CompareConfig, MethodConfig
 from .compare_data import EvalCase, display, training_masks
@@ -56,7 +56,7 @@ class TrainedModels:
         Raises:
             MethodSkipped: missing or unreadable checkpoint, or labels / slicing that differ.
         """
-        from ..engine.checkpoint import load_model_checkpoint
+        from ..models.checkpoint import load_model_checkpoint
 
         path = Path(checkpoint).expanduser().resolve()
         if path in self.models:

@@ -3,7 +3,7 @@
 Conventions:
 
 * masks are (H, W) boolean numpy arrays; connected components use full (8-)connectivity, as
-  in :mod:`s2unet.inference.postprocess`, so diagonally touching pixels form one object;
+  in :mod:`s2unet.predict.postprocess`, so diagonally touching pixels form one object;
 * a box is ``[x0, y0, x1, y1]`` in pixel indices, inclusive (``x1`` is the column of the
   right-most foreground pixel), SAM's and MedSAM's convention;
 * a point is ``(x, y)`` = (column, row) in pixels; label 1 is foreground, 0 background;

@@ -14,9 +14,8 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
-from ..engine.records import write_json
-from ..inference.outputs import atomic_path, write_csv
-from ..io import all_or_none
+from ..inference.outputs import write_csv
+from ..io import all_or_none, atomic_path, write_json
 
 ORACLE_MARK = "†"
 ORACLE_LEGEND = (

@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..models.encoders import create_encoder, get_encoder_spec
 from ..weights import CheckpointError, load_checkpoint_file, resolve_checkpoint
 from .predictor_base import PromptedPredictor
 
@@ -99,22 +100,29 @@ class SamVariant:
 
     Attributes:
         name: registry name.
-        encoder: the TinyViT encoder registered in :mod:`s2unet.models.encoders`.
-        checkpoint: manifest key of its checkpoint.
-        image_size: square input side.
+        encoder: the TinyViT encoder registered in :mod:`s2unet.models.encoders`, whose entry
+            gives the checkpoint and the input size.
         minmax: rescale each image to its own min..max before normalising (LiteMedSAM's
             preprocessing; SAM's is fixed pixel statistics only).
     """
 
     name: str
     encoder: str
-    checkpoint: str
-    image_size: int
     minmax: bool
 
+    @property
+    def checkpoint(self) -> str:
+        """Manifest key of the encoder's published checkpoint (it holds the SAM head too)."""
+        return get_encoder_spec(self.encoder).checkpoint.key
 
-LITEMEDSAM = SamVariant("litemedsam", "litemedsam_tinyvit", "lite_medsam", 256, minmax=True)
-MOBILESAM = SamVariant("mobilesam", "mobilesam_tinyvit", "mobile_sam", 1024, minmax=False)
+    @property
+    def image_size(self) -> int:
+        """Square input side: the encoder's design size."""
+        return get_encoder_spec(self.encoder).default_image_size
+
+
+LITEMEDSAM = SamVariant("litemedsam", "litemedsam_tinyvit", minmax=True)
+MOBILESAM = SamVariant("mobilesam", "mobilesam_tinyvit", minmax=False)
 
 
 class SamHead(nn.Module):
@@ -204,8 +212,6 @@ class SamTinyViTPredictor(PromptedPredictor):
 
     def __init__(self, variant: SamVariant, checkpoint: Optional[str] = None, device: str = "cpu") -> None:
         super().__init__()
-        from ..models.encoders import create_encoder
-
         self.variant = variant
         self.name = variant.name
         self.device = torch.device(device)

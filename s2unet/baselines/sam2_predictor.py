@@ -8,19 +8,19 @@ from typing import Optional
 import numpy as np
 import torch
 
+from ..models.encoders.hiera import OFFICIAL_SAM2
 from ..weights import resolve_checkpoint
 from .predictor_base import PromptedPredictor
 
-
-SAM2_CONFIG_SIZES = {"tiny": "t", "small": "s", "base_plus": "b+", "large": "l"}
+# Official key (``sam2.1_hiera_tiny``...) -> the sam2 package's config, from the encoder registry.
+SAM2_CONFIGS = {name: config for name, config, *_ in OFFICIAL_SAM2}
 
 
 def sam2_config_name(key: str) -> str:
     """The ``sam2`` package's Hydra config for a checkpoint key such as ``sam2.1_hiera_tiny``."""
-    family, _, size = key.partition("_hiera_")
-    if family not in ("sam2", "sam2.1") or size not in SAM2_CONFIG_SIZES:
+    if key not in SAM2_CONFIGS:
         raise KeyError(f"not an official SAM2 checkpoint key: {key!r}")
-    return f"configs/{family}/{family}_hiera_{SAM2_CONFIG_SIZES[size]}.yaml"
+    return SAM2_CONFIGS[key]
 
 
 class SAM2Predictor(PromptedPredictor):

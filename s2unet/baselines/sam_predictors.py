@@ -18,11 +18,11 @@ Every predictor embeds an image once (``set_image``) and then answers any number
 """
 from __future__ import annotations
 
-import difflib
 from functools import partial
 from pathlib import Path
 from typing import Any, Callable, Optional
 
+from ..io import did_you_mean
 from .predictor_base import MASK_PROMPT_LOGIT, PromptedPredictor, as_rgb01
 from .sam1_predictor import (
     LITEMEDSAM,
@@ -34,16 +34,12 @@ from .sam1_predictor import (
     sam1_postprocess,
     sam1_preprocess,
 )
-from .sam2_predictor import SAM2_CONFIG_SIZES, SAM2Predictor, sam2_config_name
+from .sam2_predictor import SAM2_CONFIGS, SAM2Predictor, sam2_config_name
 
 PREDICTORS: dict[str, Callable[..., PromptedPredictor]] = {
     "litemedsam": partial(SamTinyViTPredictor, LITEMEDSAM),
     "mobilesam": partial(SamTinyViTPredictor, MOBILESAM),
-    **{
-        f"{family}_hiera_{size}": partial(SAM2Predictor, f"{family}_hiera_{size}")
-        for family in ("sam2", "sam2.1")
-        for size in SAM2_CONFIG_SIZES
-    },
+    **{name: partial(SAM2Predictor, name) for name in SAM2_CONFIGS},
 }
 
 
@@ -73,8 +69,8 @@ def create_predictor(
         CheckpointError: the checkpoint does not fit.
     """
     if name not in PREDICTORS:
-        close = difflib.get_close_matches(name, PREDICTORS, n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        close = did_you_mean(name, PREDICTORS)
+        hint = f" (did you mean {close!r}?)" if close else ""
         raise KeyError(f"unknown prompted predictor {name!r}{hint}; known: {', '.join(PREDICTORS)}")
     return PREDICTORS[name](checkpoint=str(checkpoint) if checkpoint is not None else None, device=device, **options)
 

@@ -7,7 +7,6 @@ brought it in: the YAML file or the ``--set`` override.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import types
 import typing
 from pathlib import Path
@@ -16,6 +15,7 @@ from typing import Any, Callable, Iterable, Literal, TypeVar
 import yaml
 
 from ..io.atomic import atomic_path
+from ..io.names import did_you_mean
 from .ranges import ConfigError, check_ranges, extra_field
 from .schema import Config
 from .validation import validate
@@ -43,8 +43,8 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         if isinstance(value, bool):
             value = _literal_word(value, args)
         if value not in args:
-            close = difflib.get_close_matches(str(value), [str(a) for a in args], n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            close = did_you_mean(str(value), [str(a) for a in args])
+            hint = f" (did you mean {close!r}?)" if close else ""
             if isinstance(value, bool):
                 hint = f" (YAML reads {'/'.join(_YAML_BOOL_WORDS[value])} as {str(value).lower()})"
             raise ConfigError(f"{key}: {value!r} is not one of {list(args)}{hint}")
@@ -85,8 +85,8 @@ def _build(cls: type, values: dict[str, Any], prefix: str = "") -> Any:
     names = [f.name for f in dataclasses.fields(cls) if f.name != extra]
     for key in values:
         if key not in names and extra is None:
-            close = difflib.get_close_matches(key, names, n=1)
-            hint = f"; did you mean {prefix}{close[0]}?" if close else ""
+            close = did_you_mean(key, names)
+            hint = f"; did you mean {prefix}{close}?" if close else ""
             raise ConfigError(f"unknown config key {prefix}{key}{hint}")
     kwargs: dict[str, Any] = {k: _coerce(v, hints[k], prefix + k) for k, v in values.items() if k in names}
     if extra is not None:  # checked by the layer that owns the section's choice (see extra_keys)
@@ -177,8 +177,8 @@ def check_registered(name: str, names: Iterable[str], key: str, what: str) -> No
     """
     names = list(names)
     if name not in names:
-        close = difflib.get_close_matches(str(name), names, n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        close = did_you_mean(str(name), names)
+        hint = f" (did you mean {close!r}?)" if close else ""
         raise ConfigError(f"{key}: {name!r} is not a registered {what}{hint}; known: {', '.join(names)}")
 
 

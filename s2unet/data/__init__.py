@@ -69,7 +69,6 @@ from .datasets import (
     prepare_slice,
     resize_to,
     slice_as_volume,
-    volume_cache,
 )
 from .errors import DataError
 from .intensity import volume_value_range, window_bounds, window_to_unit
@@ -93,7 +92,7 @@ __all__ = [
     "check_data", "check_same_geometry", "choose_train_items", "context_indices", "count_nonfinite", "find_cases", "item_seed", "kfold_partition",
     "label_slice", "lesion_weights", "prepare_image", "load_nifti", "make_dataset", "make_train_sampler",
     "orphan_labels", "prepare_slice", "read_case", "read_case_groups", "read_dicom", "read_image", "read_label_map", "read_labels", "read_mask", "read_raw",
-    "read_slice_values", "resize_to", "save_like", "slice_as_volume", "seed_augment", "seed_worker", "split_cases", "volume_cache",
+    "read_slice_values", "resize_to", "save_like", "slice_as_volume", "seed_augment", "seed_worker", "split_cases",
     "volume_value_range", "window_bounds", "window_to_unit",
 ]
 

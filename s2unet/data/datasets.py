@@ -198,9 +198,9 @@ class _Decoded:
 class VolumeCache:
     """LRU cache of decoded volumes bounded in bytes.
 
-    One cache per process: DataLoader workers each hold their own copy (forked at start), so
-    the worst-case memory is ``(num_workers + 1) * max_bytes``. A volume larger than the whole
-    budget is decoded, used and not kept.
+    Each dataset owns one (or is given one to share): DataLoader workers each hold their own
+    copy (forked at start), so the worst-case memory is ``(num_workers + 1) * max_bytes`` per
+    cache. A volume larger than the whole budget is decoded, used and not kept.
 
     Args:
         max_bytes: budget.
@@ -264,23 +264,6 @@ class VolumeCache:
             self._items[key] = entry
             self._bytes += size
         return entry
-
-
-_CACHE = VolumeCache(2048 * 2**20)
-
-
-def volume_cache(max_mb: Optional[int] = None) -> VolumeCache:
-    """The process-wide volume cache (shared by train/val datasets so a case is decoded once).
-
-    Args:
-        max_mb: new budget in megabytes, or None to leave it.
-
-    Returns:
-        The cache.
-    """
-    if max_mb is not None:
-        _CACHE.max_bytes = int(max_mb) * 2**20
-    return _CACHE
 
 
 def _decode_image(path: Path, reorient: bool, cfg: DataConfig) -> _Decoded:
@@ -406,9 +389,9 @@ class VolumeSliceDataset(_BaseDataset):
 
     Construction reads headers, checks every label volume's geometry against its image and
     decodes the label volumes once (uint8) to find the lesion slices; image volumes are decoded
-    on first use. Decoded volumes live in the process-wide :class:`VolumeCache` limited to
-    ``cfg.cache_mb`` megabytes — per process: each DataLoader worker has its own cache, so a
-    dataset larger than RAM works, at the price of re-decoding evicted volumes (about 0.1 s for
+    on first use. Decoded volumes live in the dataset's :class:`VolumeCache`, limited to
+    ``cfg.cache_mb`` megabytes (no other dataset changes that budget) — per process: each
+    DataLoader worker has its own copy, so a dataset larger than RAM works, at the price of re-decoding evicted volumes (about 0.1 s for
     a 256 x 256 x 160 uint8 .nii.gz on one core).
 
     Args:
@@ -416,10 +399,13 @@ class VolumeSliceDataset(_BaseDataset):
         cfg: the data config.
         train: apply augmentation.
         seed: per-item augmentation seeding (see :mod:`.transforms`).
+        cache: a cache to share with other datasets; by default a new one of ``cfg.cache_mb``.
     """
 
-    def __init__(self, cases: Sequence[Case], cfg: DataConfig, train: bool, seed: Optional[int] = None) -> None:
+    def __init__(self, cases: Sequence[Case], cfg: DataConfig, train: bool, seed: Optional[int] = None,
+                 cache: Optional[VolumeCache] = None) -> None:
         super().__init__(cases, cfg, train, seed)
+        self.cache = cache if cache is not None else VolumeCache(cfg.cache_mb * 2**20)
         if cfg.axis not in (0, 1, 2):
             raise DataError(f"data.axis must be 0, 1 or 2, got {cfg.axis}")
         self.items: list[tuple[str, int]] = []
@@ -440,12 +426,6 @@ class VolumeSliceDataset(_BaseDataset):
                 fg |= lab.any(axis=other) if cfg.task != "multiclass" else (lab > 0).any(axis=other)
             flags.append(fg)
         self._flags = np.concatenate(flags) if flags else np.zeros(0, dtype=bool)
-
-    @property
-    def cache(self) -> VolumeCache:
-        """The process-wide cache, with this config's budget (also in spawned workers, which
-        start from a fresh module)."""
-        return volume_cache(self.cfg.cache_mb)
 
     def _image(self, ci: int) -> _Decoded:
         path = self.cases[ci].image

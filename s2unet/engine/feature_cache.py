@@ -7,12 +7,12 @@ in memory up to a byte budget and on disk beyond it.
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Hashable, Sequence
 
 import torch
 
+from ..models.checkpoint import atomic_save
 from ..models.s2unet import S2UNet
 
 
@@ -44,9 +44,7 @@ class FeatureCache:
             return
         self.spill_dir.mkdir(parents=True, exist_ok=True)
         path = self.spill_dir / f"{len(self._on_disk):08d}.pt"
-        tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-        torch.save(maps, tmp)
-        os.replace(tmp, path)
+        atomic_save(maps, path)
         self._on_disk[key] = path
 
     def _load(self, key: Hashable) -> list[torch.Tensor] | None:

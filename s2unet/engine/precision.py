@@ -29,6 +29,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..io import write_json
+
 # bf16 must beat fp32 by this factor before ``auto`` takes it: the probe is small and the
 # machine may be shared, so near-ties stay in fp32, the precision that cannot lose accuracy.
 BF16_MIN_SPEEDUP = 1.15
@@ -179,10 +181,7 @@ def _read_cache(path: Path) -> dict[str, dict]:
 
 def _write_cache(path: Path, machines: dict[str, dict]) -> None:
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
-        tmp.write_text(json.dumps({"version": CACHE_VERSION, "machines": machines}, indent=1))
-        os.replace(tmp, path)
+        write_json(path, {"version": CACHE_VERSION, "machines": machines}, indent=1)
     except OSError as e:  # a read-only home only costs a re-measurement next run
         warnings.warn(f"could not cache the bf16 measurement in {path}: {e}")
 

@@ -11,7 +11,7 @@ from typing import Any
 import torch
 
 from ..config import Config, save_config
-from ..io import atomic_path
+from ..io import atomic_path, write_json, write_text
 
 _PACKAGES = ("s2unet", "torch", "torchvision", "sam2", "timm", "peft", "monai", "nibabel", "numpy", "scipy")
 
@@ -28,12 +28,6 @@ def environment_versions() -> dict[str, str]:
     out["device_count"] = str(torch.cuda.device_count())
     out["threads"] = str(torch.get_num_threads())
     return out
-
-
-def write_json(path: Path, data: Any) -> None:
-    """Atomic JSON write."""
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(data, indent=2, default=str))
 
 
 def write_run_records(run_dir: Path, cfg: Config, split: dict[str, list[str]], argv: list[str],
@@ -65,8 +59,7 @@ class MetricLog:
     def truncate_after(self, step: int) -> None:
         """Drop records past ``step`` (a resumed run rewrites what the interrupted one logged)."""
         kept = [r for r in self.records() if r.get("step", 0) <= step]
-        with atomic_path(self.path) as tmp:
-            tmp.write_text("".join(json.dumps(r) + "\n" for r in kept))
+        write_text(self.path, "".join(json.dumps(r) + "\n" for r in kept))
 
     def plot(self, metric: str) -> None:
         import matplotlib

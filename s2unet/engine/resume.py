@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from ..config import Config, ConfigError, config_from_dict, load_config, load_layered, parse_override, validate
+from ..models.checkpoint import read_checkpoint
 from ..weights import CheckpointError
-from .checkpoint import read_checkpoint
 
 #: The keys ``--set`` may change on ``--resume``, and what changing them does.
 RESUME_KEYS: dict[str, str] = {

@@ -22,14 +22,17 @@ from torch.utils.data import DataLoader
 
 from ..config import Config, save_config
 from ..data import build_datasets, make_train_sampler
+from ..devices import resolve_device
+from ..io import write_json
 from ..losses import build_loss
-from ..models import S2UNet, SegmentationModel, check_model_config, create_model
+from ..models import S2UNet, SegmentationModel, check_model_config, create_model_from_config
+from ..models.checkpoint import atomic_save, model_payload, read_checkpoint
 from ..weights import CheckpointError
-from .checkpoint import atomic_save, init_from_checkpoint, model_payload, read_checkpoint
+from .checkpoint import init_from_checkpoint
 from .feature_cache import FeatureCache
-from .distributed import DistInfo, all_reduce_mean, barrier, init_distributed, resolve_device, shutdown
+from .distributed import DistInfo, all_reduce_mean, barrier, init_distributed, shutdown
 from .precision import resolve_amp
-from .records import MetricLog, write_json, write_run_records
+from .records import MetricLog, write_run_records
 from .resume import config_differences, load_resume
 from .rundir import check_latest_link, hold_run_dir, latest_link, point_latest_link
 from .step import TrainStep
@@ -153,7 +156,7 @@ def _train(cfg: Config, device: torch.device, info: DistInfo, saved: dict | None
     elif info.is_main:
         save_config(cfg, run_dir / "config.yaml")  # with the --set changes resuming applied
 
-    model = create_model(cfg).to(device)
+    model = create_model_from_config(cfg).to(device)
     if init_from is not None:
         for warning in init_from_checkpoint(model, cfg, init_from):
             console.print(f"[yellow]warning:[/] {warning}")

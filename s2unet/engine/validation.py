@@ -10,7 +10,7 @@ import torch
 
 from ..config import Config
 from ..data import SliceDataset
-from ..inference.predictor import Predictor, foreground_names, load_case_target
+from ..predict import Predictor, foreground_names, load_case_target
 from ..metrics import case_metrics, dice_for_thresholds, summarize
 from ..models import SegmentationModel
 

@@ -9,8 +9,8 @@ Typical use::
 """
 from .evaluate import ReferenceIndex, evaluate, find_predictions
 from .overlay import image_overlay, pick_slices, save_overlay, volume_overlay
-from .postprocess import postprocess, remove_small_components, restrict_to_region
-from .predictor import Predictor, binarize, channel_names, foreground_names, load_case_target, load_masks
+from ..predict import postprocess, remove_small_components, restrict_to_region
+from ..predict import Predictor, binarize, channel_names, foreground_names, load_case_target, load_masks
 from .report import case_report, voxel_volume_ml
 from .run import run_inference
 

@@ -24,8 +24,8 @@ from ..data.cases import file_stem, index_folder
 from ..io.formats import describe_formats, find_format
 from ..metrics import DEFAULT_NSD_TOLERANCE, case_metrics, format_summary, summarize
 from ..io import all_or_none, check_writable
+from ..predict import load_masks
 from .outputs import earlier_results, write_csv, write_json
-from .predictor import load_masks
 
 PathLike = Union[str, Path]
 PRED_MARK = "_pred"

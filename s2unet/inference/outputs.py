@@ -6,8 +6,7 @@ import csv
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
-from ..engine.records import write_json
-from ..io import atomic_path
+from ..io import atomic_path, write_json
 
 __all__ = ["atomic_path", "earlier_results", "write_csv", "write_json"]
 

@@ -50,16 +50,16 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from ..config import Config, DataConfig, check_range
 from ..config import validate as validate_config
 from ..data import CaseImage, DataError, count_nonfinite, read_case, volume_value_range, window_to_unit
-from ..engine.checkpoint import LoadedModel, load_model_checkpoint
-from ..engine.distributed import resolve_device
+from ..devices import resolve_device
 from ..io import all_or_none, check_writable
 from ..io.case import CaseFormat
 from ..io.formats import describe_inputs, find_format, input_format
 from ..metrics import DEFAULT_NSD_TOLERANCE, case_metrics, format_summary, summarize
+from ..models.checkpoint import LoadedModel, load_model_checkpoint
+from ..predict import Predictor, channel_names, foreground_names, load_masks
 from .evaluate import ReferenceIndex, check_reference_geometry, write_metric_tables
 from .outputs import earlier_results, write_csv, write_json
 from .overlay import image_overlay, volume_overlay
-from .predictor import Predictor, channel_names, foreground_names, load_masks
 from .report import case_report
 
 PathLike = Union[str, Path]

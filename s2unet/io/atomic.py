@@ -2,11 +2,12 @@
 from __future__ import annotations
 
 import errno
+import json
 import os
 import tempfile
 from contextlib import contextmanager, suppress
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Any, Iterable, Iterator
 
 # Errors that mean "this location cannot take the file": full disk or quota, read-only file
 # system, no permission, file too large.
@@ -44,6 +45,28 @@ def atomic_path(path: Path) -> Iterator[Path]:
         raise
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def write_text(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` atomically (see :func:`atomic_path`).
+
+    Args:
+        path: the final file.
+        text: its whole content.
+    """
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+
+
+def write_json(path: Path, data: Any, indent: int = 2) -> None:
+    """Write ``data`` as JSON atomically; values JSON does not know are written as ``str``.
+
+    Args:
+        path: the final file.
+        data: builtins (paths and other objects become their string form).
+        indent: JSON indentation.
+    """
+    write_text(path, json.dumps(data, indent=indent, default=str))
 
 
 @contextmanager

@@ -1,31 +1,88 @@
-"""Models: ``create_model(cfg)`` builds the architecture a config describes.
+"""Models: ``create_model(...)`` builds an architecture from explicit arguments;
+``create_model_from_config(cfg)`` takes them from a run config (:func:`model_args`).
 
 ``s2unet`` is the frozen encoder + adapters + attention-gated decoder; ``unet`` and
 ``deeplabv3plus`` are CNN baselines trained by the same engine with the same data and losses.
 """
 from __future__ import annotations
 
-from ..config import Config, ConfigError
+import dataclasses
+from typing import Any, Mapping, Sequence, TypeVar, Union
+
+from ..config import AdapterConfig, AttentionLoraConfig, Config, ConfigError
 from .base import SegmentationModel
 from .encoders import create_encoder, encoder_names
 from .s2unet import S2UNet
 
+_Section = TypeVar("_Section", AdapterConfig, AttentionLoraConfig)
 
-def create_model(cfg: Config) -> SegmentationModel:
-    """Build the model a config describes, loading pretrained weights where it names them.
+
+def _section(kind: type[_Section], value: Union[_Section, Mapping[str, Any], None]) -> _Section:
+    """A config section given as the dataclass, as the plain dict a checkpoint stores, or None (defaults)."""
+    if value is None:
+        return kind()
+    return value if isinstance(value, kind) else kind(**value)
+
+
+def create_model(
+    *,
+    out_channels: int,
+    arch: str = "s2unet",
+    encoder: str = "sam2.1_hiera_tiny",
+    weights: str = "default",
+    adapter: Union[AdapterConfig, Mapping[str, Any], None] = None,
+    attention_lora: Union[AttentionLoraConfig, Mapping[str, Any], None] = None,
+    decoder_channels: Sequence[int] = (128, 64, 32),
+    train_encoder: bool = False,
+    cnn_pretrained: bool = False,
+) -> SegmentationModel:
+    """Build a model, loading pretrained weights where they are named.
+
+    The keyword names are those of the ``model`` config section plus ``out_channels``, so
+    ``create_model(**model_args(cfg))`` builds what a config describes and a checkpoint's stored
+    arguments rebuild its model.
 
     Args:
-        cfg: the run config (``model.arch`` and its options, ``cfg.out_channels``).
+        out_channels: prediction channels (one per label, or one per class for multiclass).
+        arch: ``s2unet``, ``unet`` or ``deeplabv3plus``.
+        encoder: a registered encoder name (s2unet).
+        weights: ``default`` (the encoder's published checkpoint), ``random`` or a file (s2unet).
+        adapter: stage / block adapters (s2unet; defaults when None).
+        attention_lora: peft LoRA on the attention projections (s2unet; off when None).
+        decoder_channels: widths of the three decoder blocks, deepest first (s2unet).
+        train_encoder: train every encoder parameter too (s2unet).
+        cnn_pretrained: ImageNet encoder weights (DeepLabV3+).
 
     Returns:
         The model; for s2unet only adapters, attention LoRA, decoder and heads require
-        gradients unless ``model.train_encoder`` is set.
+        gradients unless ``train_encoder`` is set.
     """
-    if cfg.model.arch == "s2unet":
-        return S2UNet(create_encoder(cfg.model.encoder, cfg.model.weights), cfg)
+    if arch == "s2unet":
+        return S2UNet(
+            create_encoder(encoder, weights), out_channels, _section(AdapterConfig, adapter),
+            _section(AttentionLoraConfig, attention_lora), decoder_channels, train_encoder,
+            random_encoder=weights == "random",
+        )
     from .cnn import create_cnn
 
-    return create_cnn(cfg)
+    return create_cnn(arch, out_channels, cnn_pretrained)
+
+
+def model_args(cfg: Config) -> dict[str, Any]:
+    """The :func:`create_model` arguments a config describes, as builtins (checkpoints store them).
+
+    Args:
+        cfg: a run config.
+
+    Returns:
+        ``cfg.model`` as a dict plus ``out_channels``.
+    """
+    return {"out_channels": cfg.out_channels, **dataclasses.asdict(cfg.model)}
+
+
+def create_model_from_config(cfg: Config) -> SegmentationModel:
+    """:func:`create_model` with the arguments of a run config (:func:`model_args`)."""
+    return create_model(**model_args(cfg))
 
 
 def check_model_config(cfg: Config) -> None:
@@ -38,8 +95,9 @@ def check_model_config(cfg: Config) -> None:
     Raises:
         ConfigError: an unknown encoder or an image size the encoder cannot take, naming the key.
         CheckpointNotFoundError: with download instructions.
+        CheckpointError: ``model.weights: default`` for an encoder without a published checkpoint.
     """
-    from ..weights import resolve_checkpoint
+    from ..weights import CheckpointError, resolve_checkpoint
     from .encoders import get_encoder_spec
 
     if cfg.model.arch != "s2unet":
@@ -55,8 +113,15 @@ def check_model_config(cfg: Config) -> None:
             f"data.image_size {size} is not a multiple of {stride}, the input stride of encoder {spec.name}; "
             f"use {' or '.join(map(str, nearest))}"
         )
-    if cfg.model.weights != "random":
-        resolve_checkpoint(spec.weights if cfg.model.weights == "default" else cfg.model.weights)
+    if cfg.model.weights == "default":
+        if spec.checkpoint is None:
+            raise CheckpointError(f"encoder {spec.name!r} has no default checkpoint; set model.weights to a file or random")
+        resolve_checkpoint(spec.checkpoint.key)
+    elif cfg.model.weights != "random":
+        resolve_checkpoint(cfg.model.weights)
 
 
-__all__ = ["S2UNet", "SegmentationModel", "check_model_config", "create_encoder", "create_model", "encoder_names"]
+__all__ = [
+    "S2UNet", "SegmentationModel", "check_model_config", "create_encoder", "create_model", "create_model_from_config",
+    "encoder_names", "model_args",
+]

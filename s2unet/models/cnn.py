@@ -10,12 +10,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..config import Config
 from ..weights import CheckpointNotFoundError
 from .base import SegmentationModel
+from .encoders.base import IMAGENET_MEAN, IMAGENET_STD
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 UNET_CHANNELS = (16, 32, 64, 128, 256)
 DEEPLAB_ENCODER = "resnet34"
 # Both networks halve the resolution four times (DeepLabV3+'s output stride is 16), so sides
@@ -87,13 +85,13 @@ def _imagenet_weights_on_disk(encoder_name: str) -> None:
         )
 
 
-def create_cnn(cfg: Config) -> SegmentationModel:
-    """Build the CNN baseline a config names.
+def create_cnn(arch: str, out_channels: int, pretrained: bool = False) -> SegmentationModel:
+    """Build a CNN baseline.
 
     Args:
-        cfg: the run config; ``model.arch`` is ``unet`` or ``deeplabv3plus``,
-            ``model.cnn_pretrained`` asks for ImageNet encoder weights (DeepLabV3+ only),
-            ``cfg.out_channels`` sets the output channels.
+        arch: ``unet`` or ``deeplabv3plus`` (``model.arch``).
+        out_channels: prediction channels.
+        pretrained: ImageNet encoder weights (DeepLabV3+ only; ``model.cnn_pretrained``).
 
     Returns:
         The model, every parameter trainable.
@@ -103,16 +101,15 @@ def create_cnn(cfg: Config) -> SegmentationModel:
             no pretrained encoder).
         CheckpointNotFoundError: ImageNet weights requested but not on disk.
     """
-    arch = cfg.model.arch
     if arch == "unet":
-        if cfg.model.cnn_pretrained:
+        if pretrained:
             raise ValueError("model.cnn_pretrained: the monai U-Net has no pretrained weights; set it to false")
         from monai.networks.nets import UNet
 
         net: nn.Module = UNet(
             spatial_dims=2,
             in_channels=3,
-            out_channels=cfg.out_channels,
+            out_channels=out_channels,
             channels=UNET_CHANNELS,
             strides=(2,) * (len(UNET_CHANNELS) - 1),
             num_res_units=2,
@@ -121,11 +118,11 @@ def create_cnn(cfg: Config) -> SegmentationModel:
         import segmentation_models_pytorch as smp
 
         weights = None
-        if cfg.model.cnn_pretrained:
+        if pretrained:
             _imagenet_weights_on_disk(DEEPLAB_ENCODER)
             weights = "imagenet"
         net = smp.DeepLabV3Plus(
-            encoder_name=DEEPLAB_ENCODER, encoder_weights=weights, in_channels=3, classes=cfg.out_channels
+            encoder_name=DEEPLAB_ENCODER, encoder_weights=weights, in_channels=3, classes=out_channels
         )
     else:
         raise ValueError(f"create_cnn: unknown CNN architecture {arch!r}; expected 'unet' or 'deeplabv3plus'")

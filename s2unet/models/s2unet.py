@@ -2,11 +2,12 @@
 from __future__ import annotations
 
 from contextlib import nullcontext
+from typing import Sequence
 
 import torch
 from torch import nn
 
-from ..config import Config
+from ..config import AdapterConfig, AttentionLoraConfig
 from .base import SegmentationModel
 from .adapters import attach_attention_lora, attach_stage_adapters, merge_attention_lora
 from .decoder import UNetDecoder
@@ -18,29 +19,34 @@ class S2UNet(SegmentationModel):
 
     Args:
         encoder: a frozen multi-scale encoder (see ``s2unet.models.encoders``).
-        cfg: the run config; ``cfg.model`` sets adapters and decoder, ``cfg.out_channels``
-            the prediction channels.
+        out_channels: prediction channels.
+        adapter: the stage / block adapters (``model.adapter``).
+        attention_lora: optional peft LoRA on the attention projections (``model.attention_lora``).
+        decoder_channels: channels of the three decoder blocks, deepest first.
+        train_encoder: make every encoder parameter trainable (full fine-tuning).
+        random_encoder: the encoder was drawn at random rather than loaded from a file.
 
     Inputs are (B, 3, H, W) images scaled to 0..1; the model applies the encoder's own
     normalisation, so data code never needs to know which encoder it feeds.
     """
 
-    def __init__(self, encoder: Encoder, cfg: Config) -> None:
+    def __init__(self, encoder: Encoder, out_channels: int, adapter: AdapterConfig,
+                 attention_lora: AttentionLoraConfig, decoder_channels: Sequence[int],
+                 train_encoder: bool = False, random_encoder: bool = False) -> None:
         super().__init__()
-        m = cfg.model
         self.encoder = encoder
-        self.adapters = attach_stage_adapters(encoder, m.adapter)
-        attach_attention_lora(encoder, m.attention_lora)
-        if m.train_encoder:
+        self.adapters = attach_stage_adapters(encoder, adapter)
+        attach_attention_lora(encoder, attention_lora)
+        if train_encoder:
             for p in encoder.parameters():
                 p.requires_grad_(True)
-        self.decoder = UNetDecoder(encoder.out_channels, m.decoder_channels, cfg.out_channels)
+        self.decoder = UNetDecoder(encoder.out_channels, decoder_channels, out_channels)
         self.register_buffer("mean", torch.tensor(encoder.mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(encoder.std).view(1, 3, 1, 1), persistent=False)
-        self.train_encoder = m.train_encoder
+        self.train_encoder = train_encoder
         # A random encoder cannot be rebuilt from a file (a fresh draw differs), so checkpoints
         # carry its tensors, as they do when the encoder itself is trained.
-        self.saves_encoder = m.train_encoder or m.weights == "random"
+        self.saves_encoder = train_encoder or random_encoder
 
     @property
     def encoder_trains(self) -> bool:

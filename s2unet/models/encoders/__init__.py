@@ -1,11 +1,15 @@
 """Encoder registry: ``create_encoder(name, weights)`` returns a frozen 4-scale feature encoder.
 
-Adding an encoder family is one new module here that calls ``register_encoder`` plus its
-import below.
+Each registry entry (:class:`EncoderSpec`) is the one source of truth about an encoder: its
+architecture arguments, its published checkpoint (file name, sha256, URL), its input
+normalisation and its default image size. Adding an encoder family is one new module here that
+calls ``register_encoder`` plus its import below.
 """
 from __future__ import annotations
 
-from .base import AdapterSite, Encoder, EncoderSpec, encoder_names, get_encoder_spec, register_encoder
+from .base import (
+    IMAGENET_MEAN, IMAGENET_STD, AdapterSite, Encoder, EncoderSpec, encoder_names, get_encoder_spec, register_encoder,
+)
 from . import hiera, tinyvit  # noqa: F401  (registers the encoders)
 
 
@@ -23,7 +27,7 @@ def create_encoder(name: str, weights: str = "default") -> Encoder:
     from ...weights import load_encoder_weights
 
     spec = get_encoder_spec(name)
-    encoder = spec.build(**spec.kwargs)
+    encoder = spec.build(**spec.kwargs, mean=spec.mean, std=spec.std)
     if weights != "random":
         load_encoder_weights(encoder, spec, weights)
     for p in encoder.parameters():
@@ -32,6 +36,6 @@ def create_encoder(name: str, weights: str = "default") -> Encoder:
 
 
 __all__ = [
-    "AdapterSite", "Encoder", "EncoderSpec", "create_encoder", "encoder_names",
+    "IMAGENET_MEAN", "IMAGENET_STD", "AdapterSite", "Encoder", "EncoderSpec", "create_encoder", "encoder_names",
     "get_encoder_spec", "register_encoder",
 ]

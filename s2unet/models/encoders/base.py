@@ -7,7 +7,17 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
+from ...io import did_you_mean
+from ...weights import CheckpointInfo
+
 Placement = Literal["stage", "block"]
+Stats = tuple[float, float, float]
+
+# The ImageNet channel statistics of 0..1 RGB, which SAM, SAM2 and ImageNet-pretrained CNNs
+# normalise with (SAM's pixel_mean/pixel_std (123.675, 116.28, 103.53) / (58.395, 57.12,
+# 57.375) on 0..255 are the same numbers).
+IMAGENET_MEAN: Stats = (0.485, 0.456, 0.406)
+IMAGENET_STD: Stats = (0.229, 0.224, 0.225)
 
 
 @dataclass(frozen=True)
@@ -29,19 +39,26 @@ class AdapterSite:
 class Encoder(nn.Module):
     """A frozen multi-scale image encoder returning four feature maps.
 
-    Subclasses set ``out_channels`` and ``strides`` (one per feature map, shallow to deep),
-    ``stride`` (the size every input side must be a multiple of), ``mean``/``std`` (the
-    normalisation of 0..1 RGB inputs the pretrained weights expect) and implement
+    Subclasses set ``out_channels`` and ``strides`` (one per feature map, shallow to deep) and
+    ``stride`` (the size every input side must be a multiple of), and implement
     ``strides_for``, ``forward`` and ``adapter_sites``.
+
+    Args:
+        mean: per-channel mean of the normalisation of 0..1 RGB inputs that the pretrained
+            weights expect (the registry entry's, see :class:`EncoderSpec`).
+        std: the matching standard deviations.
     """
 
     out_channels: tuple[int, int, int, int]
     strides: tuple[int, int, int, int]
     stride: int
-    mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
-    std: tuple[float, float, float] = (0.229, 0.224, 0.225)
     # Regex of the attention projections that optional peft LoRA targets.
     attention_lora_targets: str = r".*attn\.(qkv|proj)$"
+
+    def __init__(self, mean: Stats = IMAGENET_MEAN, std: Stats = IMAGENET_STD) -> None:
+        super().__init__()
+        self.mean: Stats = tuple(mean)  # type: ignore[assignment]
+        self.std: Stats = tuple(std)  # type: ignore[assignment]
 
     @classmethod
     def strides_for(cls, **kwargs: Any) -> tuple[tuple[int, int, int, int], int]:  # pragma: no cover - interface
@@ -97,11 +114,25 @@ class Encoder(nn.Module):
 
 @dataclass(frozen=True)
 class EncoderSpec:
-    """A registered encoder: its builder and the checkpoint it loads by default."""
+    """A registered encoder: everything known about it, in one place.
+
+    Attributes:
+        name: the ``model.encoder`` name.
+        build: the encoder class, built as ``build(**kwargs, mean=mean, std=std)``.
+        checkpoint: the published checkpoint ``model.weights: default`` loads (file name,
+            sha256, URL), or None when there is none.
+        mean: the per-channel normalisation of 0..1 RGB inputs its pretrained weights expect.
+        std: the matching standard deviations.
+        description: one line for listings.
+        default_image_size: the square input side it was designed for.
+        kwargs: the architecture arguments of ``build``.
+    """
 
     name: str
     build: type[Encoder]
-    weights: str | None  # key into s2unet.weights.KNOWN_CHECKPOINTS
+    checkpoint: CheckpointInfo | None
+    mean: Stats = IMAGENET_MEAN
+    std: Stats = IMAGENET_STD
     description: str = ""
     default_image_size: int = 352
     kwargs: dict = field(default_factory=dict)
@@ -116,6 +147,14 @@ _REGISTRY: dict[str, EncoderSpec] = {}
 
 
 def register_encoder(spec: EncoderSpec) -> EncoderSpec:
+    """Add an encoder to the registry.
+
+    Args:
+        spec: its entry; the name must be new.
+
+    Returns:
+        The entry.
+    """
     if spec.name in _REGISTRY:
         raise KeyError(f"encoder {spec.name!r} registered twice")
     _REGISTRY[spec.name] = spec
@@ -123,15 +162,19 @@ def register_encoder(spec: EncoderSpec) -> EncoderSpec:
 
 
 def encoder_names() -> list[str]:
+    """The registered encoder names, sorted."""
     return sorted(_REGISTRY)
 
 
 def get_encoder_spec(name: str) -> EncoderSpec:
+    """The registry entry of an encoder.
+
+    Raises:
+        KeyError: an unknown name, with the closest known one and the full list.
+    """
     try:
         return _REGISTRY[name]
     except KeyError:
-        import difflib
-
-        close = difflib.get_close_matches(name, _REGISTRY, n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        close = did_you_mean(name, _REGISTRY)
+        hint = f" (did you mean {close!r}?)" if close else ""
         raise KeyError(f"unknown encoder {name!r}{hint}; known: {', '.join(encoder_names())}") from None

@@ -17,9 +17,10 @@ import torch.nn.functional as F
 import yaml
 from sam2.modeling.backbones.hieradet import Hiera, MultiScaleBlock, do_pool
 from sam2.modeling.backbones.utils import PatchEmbed
+from torch import nn
 
-from ...weights import CheckpointError
-from .base import AdapterSite, Encoder, EncoderSpec, Placement, register_encoder
+from ...weights import CheckpointError, CheckpointInfo
+from .base import IMAGENET_MEAN, IMAGENET_STD, AdapterSite, Encoder, EncoderSpec, Placement, Stats, register_encoder
 from .windows import grid_to_windows, windows_to_grid
 
 _OFFICIAL_PREFIX = "image_encoder.trunk."
@@ -58,6 +59,31 @@ class UnpaddedWindowBlock(MultiScaleBlock):
     no padding run the official code.
     """
 
+    @classmethod
+    def from_block(cls, block: MultiScaleBlock) -> "UnpaddedWindowBlock":
+        """The same block (its very tensors, shared), as this class; ``block`` is left as it is.
+
+        Args:
+            block: an official block as ``Hiera`` builds it (default norm and activation).
+
+        Returns:
+            A new module whose parameters are ``block``'s.
+        """
+        # Built on the meta device: no memory and no random draws (a model.weights: random
+        # encoder stays the same draw), then given the official block's tensors.
+        with torch.device("meta"):
+            new = cls(
+                dim=block.dim,
+                dim_out=block.dim_out,
+                num_heads=block.attn.num_heads,
+                mlp_ratio=block.mlp.layers[0].out_features / block.dim_out,
+                drop_path=getattr(block.drop_path, "drop_prob", 0.0),
+                q_stride=block.q_stride,
+                window_size=block.window_size,
+            )
+        new.load_state_dict(block.state_dict(), strict=True, assign=True)
+        return new.train(block.training)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         _, H, W, C = x.shape
         window = self.window_size
@@ -86,21 +112,20 @@ class HieraEncoder(Encoder):
 
     Args:
         config: the ``sam2`` config the trunk comes from (see ``hiera_trunk_kwargs``).
+        mean: input normalisation (SAM2's image transforms use the ImageNet statistics, the
+            default).
+        std: the matching standard deviations.
     """
 
-    # SAM2's image transforms normalise 0..1 RGB with the ImageNet statistics.
-    mean = (0.485, 0.456, 0.406)
-    std = (0.229, 0.224, 0.225)
     # Only the attention projections: each block also has an MLP (mlp.layers.N) and, where a
     # stage starts, a skip projection (blocks.N.proj) that LoRA must leave alone.
     attention_lora_targets = r"^(.*\.)?trunk\.blocks\.\d+\.attn\.(qkv|proj)$"
 
-    def __init__(self, config: str) -> None:
-        super().__init__()
+    def __init__(self, config: str, mean: Stats = IMAGENET_MEAN, std: Stats = IMAGENET_STD) -> None:
+        super().__init__(mean, std)
         self.config = config
         self.trunk = Hiera(**hiera_trunk_kwargs(config))
-        for block in self.trunk.blocks:
-            block.__class__ = UnpaddedWindowBlock
+        self.trunk.blocks = nn.ModuleList(UnpaddedWindowBlock.from_block(block) for block in self.trunk.blocks)
         self.out_channels = tuple(self.trunk.blocks[end].dim_out for end in self.trunk.stage_ends)
         self.strides, self.stride = self.strides_for(config)
 
@@ -188,23 +213,44 @@ class HieraEncoder(Encoder):
         return state
 
 
+# The official SAM2 (July 2024) and SAM2.1 (September 2024) releases: family -> (download
+# folder, label); size -> (the sam2 config's suffix, the label).
+_FAMILIES = {
+    "sam2": ("https://dl.fbaipublicfiles.com/segment_anything_2/072824/", "SAM2"),
+    "sam2.1": ("https://dl.fbaipublicfiles.com/segment_anything_2/092824/", "SAM2.1"),
+}
 _SIZES = {"tiny": ("t", "T"), "small": ("s", "S"), "base_plus": ("b+", "B+"), "large": ("l", "L")}
+_SHA256 = {"sam2.1_hiera_tiny": "7402e0d864fa82708a20fbd15bc84245c2f26dff0eb43a4b5b93452deb34be69"}
+# Every family x size as ``(name, sam2 config, checkpoint URL, label)``; the name is also the
+# checkpoint's manifest key and the prompted SAM2 predictor's name.
+OFFICIAL_SAM2 = tuple(
+    (f"{family}_hiera_{size}", f"configs/{family}/{family}_hiera_{short}.yaml",
+     f"{base_url}{family}_hiera_{size}.pt", f"{label} Hiera-{size_label}")
+    for family, (base_url, label) in _FAMILIES.items()
+    for size, (short, size_label) in _SIZES.items()
+)
 
 
 def _register_official() -> None:
-    """Register the eight official trunks; each name is also its checkpoint's manifest key."""
-    for family, label in (("sam2", "SAM2"), ("sam2.1", "SAM2.1")):
-        for size, (short, size_label) in _SIZES.items():
-            name = f"{family}_hiera_{size}"
-            register_encoder(
-                EncoderSpec(
-                    name=name,
-                    build=HieraEncoder,
-                    weights=name,
-                    description=f"{label} Hiera-{size_label} image-encoder trunk",
-                    kwargs={"config": f"configs/{family}/{family}_hiera_{short}.yaml"},
-                )
+    """Register the eight official trunks with their published checkpoints."""
+    for name, config, url, label in OFFICIAL_SAM2:
+        checkpoint = CheckpointInfo(
+            key=name,
+            filename=f"{name}.pt",
+            sha256=_SHA256.get(name),
+            url=url,
+            description=f"official {label} model; 'model' holds the full SAM2 state dict",
+            licence="Apache-2.0",
+        )
+        register_encoder(
+            EncoderSpec(
+                name=name,
+                build=HieraEncoder,
+                checkpoint=checkpoint,
+                description=f"{label} image-encoder trunk",
+                kwargs={"config": config},
             )
+        )
 
 
 _register_official()
@@ -212,7 +258,14 @@ register_encoder(
     EncoderSpec(
         name="medsam2",
         build=HieraEncoder,
-        weights="medsam2",
+        checkpoint=CheckpointInfo(
+            key="medsam2",
+            filename="MedSAM2_latest.pt",
+            sha256=None,
+            url="https://huggingface.co/wanglab/MedSAM2/resolve/main/MedSAM2_latest.pt",
+            description="MedSAM2: SAM2.1 Hiera-T fine-tuned on 3D medical images and videos (SAM2 format)",
+            licence="Apache-2.0",
+        ),
         description="MedSAM2 image-encoder trunk (SAM2.1 Hiera-T fine-tuned on medical images)",
         kwargs={"config": "configs/sam2.1/sam2.1_hiera_t.yaml"},
     )

@@ -199,7 +199,7 @@ class Predictor:
             region: keep only foreground inside (lungs).
 
         Returns:
-            The cleaned bool mask (:func:`~s2unet.inference.postprocess.postprocess`).
+            The cleaned bool mask (:func:`~s2unet.predict.postprocess.postprocess`).
         """
         post = self.cfg.postprocess
         if not self.apply_postprocess:

@@ -1,0 +1,197 @@
+"""s2unet model checkpoints: the model's arguments, the run config and only what training
+changed, written atomically and read back through a chain of format migrations.
+
+A model checkpoint (``best.pt``) holds the :func:`~s2unet.models.create_model` arguments
+(``model_args``), the resolved run config (preprocessing, labels), the trained tensors
+(adapters, attention LoRA, decoder, heads; plus the encoder's own tensors when it is trained or
+was built with ``model.weights: random``), the tuned threshold and the validation metrics. A
+training checkpoint (``last.pt``) adds optimiser, scheduler, progress and RNG state for
+``--resume``. Everything is plain tensors and builtins, so ``torch.load(..., weights_only=True)``
+reads it.
+
+Format versions:
+
+- 1: ``format``, ``format_version``, ``config``, ``state_dict``, ``threshold``, ``metrics``
+  (and the training state); the model was rebuilt from ``config["model"]``.
+- 2: adds ``model_args``; the model is rebuilt from them.
+
+:func:`read_checkpoint` migrates an older file step by step to :data:`FORMAT_VERSION` in memory
+(the file is not rewritten). A change to the format or to the config keys a checkpoint stores
+adds a version and one migration step to :data:`MIGRATIONS`.
+"""
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from ..config import Config, ConfigError, config_from_dict
+from ..io import atomic_path
+from ..weights import CheckpointError, load_checkpoint_file
+from . import create_model, model_args
+from .base import SegmentationModel
+
+FORMAT = "s2unet-checkpoint"
+FORMAT_VERSION = 2
+
+
+@dataclass
+class LoadedModel:
+    """A trained model ready for inference, with what it was trained with."""
+
+    model: SegmentationModel
+    config: Config
+    threshold: float
+    metrics: dict[str, Any] = field(default_factory=dict)
+    path: Path | None = None
+
+
+def atomic_save(obj: Any, path: Path) -> None:
+    """``torch.save`` to a temporary name beside ``path``, then rename over it.
+
+    Args:
+        obj: tensors and builtins.
+        path: the final file.
+    """
+    # Through a Python file object: a full disk then raises OSError(ENOSPC), where torch's own
+    # file writer raises an unspecific RuntimeError.
+    with atomic_path(path) as tmp, tmp.open("wb") as f:
+        torch.save(obj, f)
+
+
+def model_payload(model: SegmentationModel, cfg: Config, threshold: float, metrics: dict[str, Any], **extra: Any) -> dict:
+    """The content of a model checkpoint (current format).
+
+    Args:
+        model: the model, built with ``model_args(cfg)``.
+        cfg: the run config.
+        threshold: the tuned binarisation threshold.
+        metrics: validation metrics.
+        extra: further entries (epoch, training state).
+
+    Returns:
+        The dict to :func:`atomic_save`.
+    """
+    return {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "model_args": model_args(cfg),
+        "config": cfg.to_dict(),
+        "state_dict": model.trained_state_dict(),
+        "threshold": float(threshold),
+        "metrics": metrics,
+        **extra,
+    }
+
+
+def _v1_to_v2(payload: dict[str, Any]) -> dict[str, Any]:
+    """Format 1 -> 2: derive ``model_args`` from the stored config.
+
+    Reads the config as version 1 wrote it (its ``model`` section and the channel rule of that
+    time), not through today's ``Config``, so later config changes cannot break this step.
+    """
+    data, model = payload["config"]["data"], payload["config"]["model"]
+    if data["task"] == "multiclass":
+        out_channels = data["num_classes"]
+    else:
+        out_channels = max(1, len(data["label_names"]) or len(data["labels"]))
+    return {**payload, "format_version": 2, "model_args": {"out_channels": out_channels, **model}}
+
+
+# format_version -> the step that turns a payload of that version into the next one.
+MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {1: _v1_to_v2}
+
+
+def migrate_checkpoint(payload: dict[str, Any], source: str = "checkpoint") -> dict[str, Any]:
+    """Bring a checkpoint's content to :data:`FORMAT_VERSION`, one step per version.
+
+    Args:
+        payload: what an s2unet checkpoint file holds (a missing ``format_version`` is read
+            as 1, the first).
+        source: the file, named in errors.
+
+    Returns:
+        A new dict in the current format (the input is not changed).
+
+    Raises:
+        CheckpointError: a version newer than this s2unet reads, or one it has no migration for.
+    """
+    version = payload.get("format_version", 1)
+    if not isinstance(version, int) or version < 1:
+        raise CheckpointError(f"{source}: format_version {version!r} is not a version s2unet ever wrote")
+    if version > FORMAT_VERSION:
+        raise CheckpointError(
+            f"{source} has checkpoint format_version {version}, but this s2unet reads versions 1 to "
+            f"{FORMAT_VERSION}: it was written by a newer s2unet; update s2unet to load it"
+        )
+    while version < FORMAT_VERSION:
+        payload = MIGRATIONS[version](payload)
+        version = payload["format_version"]
+    return payload
+
+
+def read_checkpoint(path: str | Path) -> dict:
+    """Load an s2unet checkpoint file safely, check that it is one and migrate it.
+
+    Args:
+        path: a ``best.pt`` / ``last.pt``.
+
+    Returns:
+        Its content in the current format.
+
+    Raises:
+        CheckpointError: a missing or unreadable file, not an s2unet checkpoint, or a format
+            this s2unet cannot read.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist")
+    payload = load_checkpoint_file(path)
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise CheckpointError(
+            f"{path} is not an s2unet checkpoint (no '{FORMAT}' marker); encoder files such as "
+            "sam2.1_hiera_tiny.pt go into model.weights, not --checkpoint"
+        )
+    return migrate_checkpoint(payload, str(path))
+
+
+def load_model_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> LoadedModel:
+    """Rebuild a trained model: encoder from its weights file, then the stored tensors (which
+    replace a random encoder's fresh draw with the one it was trained with).
+
+    Args:
+        path: a ``best.pt``/``last.pt`` written by training.
+        device: where to put the model.
+
+    Returns:
+        The model in eval mode with its config, threshold and validation metrics.
+
+    Raises:
+        CheckpointError: see :func:`read_checkpoint`; a config this s2unet refuses; tensors
+            that do not fit the model.
+    """
+    payload = read_checkpoint(path)
+    try:
+        cfg = config_from_dict(payload["config"])
+    except ConfigError as exc:
+        raise CheckpointError(f"{path}: its config is not valid for this s2unet version: {exc}") from exc
+    args = payload["model_args"]
+    unknown = sorted(set(args) - set(inspect.signature(create_model).parameters))
+    if unknown:
+        raise CheckpointError(f"{path}: model_args {unknown} are not arguments of this s2unet's create_model")
+    # The config describes the model too (``--init-from`` and the reports read it): a file whose
+    # two descriptions differ was edited by hand and would run one model under the other's name.
+    described = model_args(cfg)
+    differing = sorted(k for k in args.keys() | described.keys() if args.get(k) != described.get(k))
+    if differing:
+        raise CheckpointError(f"{path}: its model_args and its config's model section differ in {differing}")
+    model = create_model(**args)
+    try:
+        model.load_trained_state_dict(payload["state_dict"], source=str(path))
+    except KeyError as exc:
+        raise CheckpointError(str(exc.args[0])) from None
+    model.to(device).eval()
+    return LoadedModel(model, cfg, float(payload.get("threshold", 0.5)), dict(payload.get("metrics", {})), Path(path))
