@@ -91,7 +91,7 @@ class DraftModel:
         loaded.model.merge_lora()
         self.path = path
         self.kind = loaded.config.data.kind
-        self.predictor = Predictor(loaded.model, loaded.config, "cpu", loaded.threshold)
+        self.predictor = Predictor(loaded.model, loaded.config, "cpu", loaded.threshold, text=loaded.structure_text)
 
     def draft(self, opened: OpenCase) -> np.ndarray:
         """(C, S, H, W) bool draft of a whole case in the display frame.
