@@ -50,7 +50,7 @@ def _dice_per_channel(predictor: Predictor, cases: Sequence, targets: Sequence[n
     out = []
     for case, target in zip(cases, targets):
         prob, _ = predictor.predict_case(case)
-        pred = predictor.binarize(prob)
+        pred = predictor.clean(predictor.binarize(prob), None)  # the config's post-processing, as validation does
         row = metric_row(pred, target[list(channel_target)], [str(i) for i in range(len(channel_target))])
         out.append([row["dice"]] if len(channel_target) == 1 else [row[f"dice/{i}"] for i in range(len(channel_target))])
     return np.asarray(out).T
@@ -77,7 +77,7 @@ def score_text(loaded: LoadedModel, cases: Sequence, targets: Sequence[np.ndarra
     # Refused held-out phrases would be refused at inference too: they are not scored.
     phrases = [bank.phrases[i] for i in accepted]
     resolved = bank.resolve(phrases)
-    cfg = query_config(loaded.config, [f"p{i}" for i in range(len(phrases))])
+    cfg = query_config(loaded.config, [f"p{i}" for i in range(len(phrases))], resolved.channels)
     predictor = Predictor(loaded.model, cfg, threshold=loaded.threshold, text=resolved.embeddings)
     dice = _dice_per_channel(predictor, cases, targets, [bank.structure_index[i] for i in accepted])
     per_phrase = {p: float(d.mean()) for p, d in zip(phrases, dice)}

@@ -5,6 +5,7 @@ import dataclasses
 import importlib.metadata
 import importlib.util
 import re
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -12,12 +13,14 @@ import pytest
 import torch
 from PIL import Image
 
+from s2unet import cli
 from s2unet.config import ConfigError, load_config
 from s2unet.data import DataError, ImageDataset, PhraseSampleDataset, find_cases
 from s2unet.engine import trainer
-from s2unet.models.checkpoint import load_model_checkpoint
 from s2unet.inference import run_inference
 from s2unet.models import check_model_config, create_encoder, create_model_from_config
+from s2unet.models.checkpoint import atomic_save, load_model_checkpoint, model_payload
+from s2unet.predict import Predictor
 from s2unet.text import (
     PhraseBank,
     UnknownPhraseError,
@@ -25,10 +28,12 @@ from s2unet.text import (
     get_text_model_spec,
     load_text_model,
     locate_text_model,
+    query_config,
 )
 from s2unet.text import bank as bank_module
 from s2unet.text import embedders
 from s2unet.weights import CheckpointError, CheckpointNotFoundError
+from test_app_browser import _act, _browser_or_skip, _free_port, _idle, browser  # noqa: F401 (browser: a fixture)
 
 REPO = Path(__file__).resolve().parents[1]
 SIZE = 64
@@ -251,3 +256,127 @@ def test_unrelated_phrase_is_refused_at_inference(trained, shapes, tmp_path):
     with pytest.raises(DataError, match="--gt is not available"):
         run_inference(trained / "best.pt", shapes / "images" / "c6.png", tmp_path / "o", gt=shapes / "masks",
                       text=["disc"], show_progress=False)
+
+
+def test_infer_cli_writes_the_mask_of_the_phrase_and_refuses_an_unrelated_one(trained, shapes, tmp_path, capsys):
+    image = str(shapes / "images" / "c6.png")
+    assert cli.main(["--checkpoint", str(trained / "best.pt"), "--input", image, "--text", "disc",
+                     "--output", str(tmp_path / "out")], command="infer") == 0
+    assert sorted(p.name for p in (tmp_path / "out").glob("*_pred_*.png")) == ["c6_pred_disc.png"]
+    assert dice(read_png(tmp_path / "out" / "c6_pred_disc.png"), read_png(shapes / "masks/disc/c6.png")) > 0.5
+    capsys.readouterr()
+    assert cli.main(["--checkpoint", str(trained / "best.pt"), "--input", image, "--text", "the weather",
+                     "--output", str(tmp_path / "refused")], command="infer") == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: refused 'the weather'")
+    assert "Known structures: disc ('disc', 'circle', 'round spot'); square ('square', 'box', 'square block')" in err[0]
+
+
+def test_text_on_a_checkpoint_without_phrases_is_refused(trained, shapes, tmp_path):
+    cfg = load_model_checkpoint(trained / "best.pt").config
+    plain = dataclasses.replace(cfg, text=dataclasses.replace(cfg.text, enabled=False))
+    atomic_save(model_payload(create_model_from_config(plain), plain, 0.5, {}), tmp_path / "plain.pt")
+    with pytest.raises(DataError, match="is not a text-prompted checkpoint; its labels are disc, square"):
+        run_inference(tmp_path / "plain.pt", shapes / "images" / "c6.png", tmp_path / "out", text=["disc"],
+                      show_progress=False)
+
+
+def test_a_text_checkpoint_without_its_phrase_bank_is_refused(trained, tmp_path):
+    payload = torch.load(trained / "best.pt", weights_only=True)
+    del payload["text"]
+    torch.save(payload, tmp_path / "no_bank.pt")
+    with pytest.raises(CheckpointError, match="phrase bank is missing or incomplete"):
+        load_model_checkpoint(tmp_path / "no_bank.pt")
+
+
+def test_each_phrase_keeps_its_structures_component_count(tmp_path):
+    cfg = text_cfg(tmp_path, tmp_path, "postprocess.keep_largest=[2, 1]")
+    asked = query_config(cfg, ["box", "disc", "circle"], [1, 0, 0])
+    assert asked.postprocess.keep_largest == [1, 2, 2]
+    assert asked.data.label_names == ["box", "disc", "circle"] and asked.out_channels == 3
+    one = text_cfg(tmp_path, tmp_path, "postprocess.keep_largest=[1]")
+    assert query_config(one, ["box", "disc", "circle"], [1, 0, 0]).postprocess.keep_largest == [1]
+
+
+def test_predictor_needs_one_phrase_per_output_channel(tmp_path):
+    cfg = text_cfg(tmp_path, tmp_path)
+    with pytest.raises(ValueError, match="3 phrase embeddings for a config of 2 channels"):
+        Predictor(create_model_from_config(cfg), cfg, text=torch.randn(3, 256))
+
+
+# ----------------------------------------------------------------------------------- labeling app
+def _app_state(trained: Path, shapes: Path, tmp_path: Path):
+    from s2unet.app import build_state
+
+    images = tmp_path / "images"
+    images.mkdir()
+    shutil.copy(shapes / "images" / "c6.png", images)
+    return build_state(images, tmp_path / "labels", ["disc", "square"], checkpoint=trained / "best.pt", prompted=None)
+
+
+def test_app_answers_a_phrase_in_the_current_layer_and_refuses_an_unrelated_one(trained, shapes, tmp_path):
+    from fastapi.testclient import TestClient
+
+    from s2unet.app import create_app
+
+    state = _app_state(trained, shapes, tmp_path)
+    client = TestClient(create_app(state))
+    assert client.get("/api/info").json()["text"] is True
+    client.post("/api/open", json={"case": "c6"})
+    answer = client.post("/api/text", json={"case": "c6", "layer": 1, "phrase": "round spot"}).json()
+    assert answer["note"] == "'round spot' taken as disc"
+    masks = state.editors["c6"].masks[:, 0]
+    assert not masks[0].any()  # only the current layer changes
+    assert dice(masks[1], read_png(shapes / "masks/disc/c6.png")) > 0.5
+    refused = client.post("/api/text", json={"case": "c6", "layer": 0, "phrase": "the weather"})
+    assert refused.status_code == 422 and "Known structures: disc" in refused.json()["detail"]
+
+
+@pytest.fixture
+def text_browser(request):
+    """The browser of the app's browser tests, skipped (failed in CI) like them when there is none."""
+    _browser_or_skip()
+    return request.getfixturevalue("browser")
+
+
+def test_ask_a_phrase_in_the_browser(trained, shapes, tmp_path, text_browser):
+    import threading
+    import time
+
+    import uvicorn
+    from selenium.webdriver.common.by import By
+
+    from s2unet.app import create_app
+
+    state = _app_state(trained, shapes, tmp_path)
+    port = _free_port()
+    server = uvicorn.Server(uvicorn.Config(create_app(state), host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 20
+        while not server.started:
+            assert time.monotonic() < deadline, "uvicorn did not start"
+            time.sleep(0.05)
+        driver = text_browser
+        driver.get(f"http://127.0.0.1:{port}/")
+        _idle(driver, 0)
+        assert driver.find_element(By.ID, "text-box").is_displayed()
+        phrase = driver.find_element(By.ID, "phrase")
+        _act(driver, lambda: phrase.send_keys("square\n"))  # Enter asks
+        assert driver.find_element(By.CSS_SELECTOR, "input[value=brush]").is_selected(), \
+            "a letter typed into the phrase switched the tool (e = eraser)"
+        assert "taken as square" in driver.find_element(By.ID, "message").text
+        _act(driver, lambda: driver.find_element(By.ID, "save").click())
+        saved = np.asarray(Image.open(tmp_path / "labels" / "masks" / "disc" / "c6.png")) > 0
+        assert dice(saved, read_png(shapes / "masks/square/c6.png")) > 0.2  # layer 0 (disc) got the square
+        phrase.clear()
+        version = _idle(driver)
+        phrase.send_keys("the weather\n")
+        _idle(driver, version)
+        message = driver.find_element(By.ID, "message")
+        assert "error" in message.get_attribute("class") and "Known structures" in message.text
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+        state.worker.shutdown(wait=True)
