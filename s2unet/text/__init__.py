@@ -2,8 +2,8 @@
 
 ``load_text_model(name)`` finds, verifies (version, sha256) and loads a pretrained phrase
 embedder from its installed package; :class:`PhraseBank` holds a model's configured phrases,
-their cached embeddings and the rule that refuses unknown phrases. Models never import this:
-they take the embedding tensor.
+their cached embeddings and the rule that refuses unknown phrases. Models take the embedding
+tensor; they read only a text model's embedding width from the registry.
 """
 from __future__ import annotations
 
