@@ -380,3 +380,26 @@ def test_ask_a_phrase_in_the_browser(trained, shapes, tmp_path, text_browser):
         server.should_exit = True
         thread.join(timeout=10)
         state.worker.shutdown(wait=True)
+
+
+def test_a_structure_missing_from_the_image_is_drawn_with_an_empty_mask():
+    class TwoChannels(torch.utils.data.Dataset):
+        """One image whose second structure is absent (an empty channel)."""
+
+        def __len__(self) -> int:
+            return 1
+
+        def __getitem__(self, i: int) -> dict:
+            return {"image": torch.zeros(3, 4, 4), "mask": torch.stack([torch.ones(4, 4), torch.zeros(4, 4)])}
+
+        def set_epoch(self, epoch: int) -> None:
+            pass
+
+    data = PhraseSampleDataset(TwoChannels(), [[0, 1], [2]], per_image=1, seed=0)
+    draws = []
+    for epoch in range(12):
+        data.set_epoch(epoch)
+        draws.append(data[0])
+    negatives = [d for d in draws if int(d["phrase"][0]) == 2]
+    assert negatives and all(not d["mask"].any() for d in negatives)  # "square" asked, nothing there
+    assert all(d["mask"].all() for d in draws if int(d["phrase"][0]) in (0, 1))
