@@ -15,11 +15,12 @@ from PIL import Image
 
 from s2unet import cli
 from s2unet.config import ConfigError, load_config
-from s2unet.data import DataError, ImageDataset, PhraseSampleDataset, find_cases
+from s2unet.data import DataError, ImageDataset, PhraseSampleDataset, find_cases, read_image
 from s2unet.engine import trainer
+from s2unet.engine.checkpoint import init_from_checkpoint
 from s2unet.inference import run_inference
 from s2unet.models import check_model_config, create_encoder, create_model_from_config
-from s2unet.models.checkpoint import atomic_save, load_model_checkpoint, model_payload
+from s2unet.models.checkpoint import atomic_save, load_model_checkpoint, model_payload, read_checkpoint
 from s2unet.predict import Predictor
 from s2unet.text import (
     PhraseBank,
@@ -287,6 +288,30 @@ def test_a_text_checkpoint_without_its_phrase_bank_is_refused(trained, tmp_path)
     torch.save(payload, tmp_path / "no_bank.pt")
     with pytest.raises(CheckpointError, match="phrase bank is missing or incomplete"):
         load_model_checkpoint(tmp_path / "no_bank.pt")
+
+
+def test_text_settings_are_model_arguments_and_a_format_1_text_checkpoint_migrates(trained, shapes, tmp_path):
+    payload = torch.load(trained / "best.pt", weights_only=True)
+    assert payload["model_args"]["out_channels"] == 1  # one mask per phrase asked
+    assert {k: v for k, v in payload["model_args"].items() if k.startswith("text_")} == {
+        "text_model": "wordllama_l2_supercat", "text_injection": "film", "text_hidden": 256, "text_tokens": 4}
+    # what a text checkpoint written before format 2 holds: no model_args, the text settings in its config
+    old = {k: v for k, v in payload.items() if k != "model_args"}
+    torch.save({**old, "format_version": 1}, tmp_path / "v1.pt")
+    assert read_checkpoint(tmp_path / "v1.pt")["model_args"] == payload["model_args"]
+    image = read_image(shapes / "images" / "c6.png")
+    probs = []
+    for path in (trained / "best.pt", tmp_path / "v1.pt"):
+        loaded = load_model_checkpoint(path)
+        assert loaded.text is not None and loaded.text.structures == ["disc", "square"]
+        probs.append(Predictor(loaded.model, loaded.config, text=loaded.structure_text).predict_image(image))
+    np.testing.assert_array_equal(probs[0], probs[1])
+
+
+def test_init_from_needs_the_same_text_model_arguments(trained, shapes, tmp_path):
+    cfg = text_cfg(shapes, tmp_path, "text.injection=xattn")
+    with pytest.raises(CheckpointError, match="model argument text_injection is 'film' there but 'xattn' in this run"):
+        init_from_checkpoint(create_model_from_config(cfg), cfg, trained / "best.pt")
 
 
 def test_each_phrase_keeps_its_structures_component_count(tmp_path):
