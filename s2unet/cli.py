@@ -41,6 +41,9 @@ def _infer_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--device", default="auto")
     p.add_argument("--overwrite", action="store_true", help="replace earlier results in --output")
+    p.add_argument("--text", action="append", metavar="PHRASE",
+                   help="text-prompted checkpoints: the structure to segment, e.g. --text \"left clavicle\" "
+                        "(repeatable: one output per phrase; default: every structure the model knows)")
 
 
 def _evaluate_parser(p: argparse.ArgumentParser) -> None:
@@ -109,7 +112,7 @@ def _run_infer(args: argparse.Namespace) -> None:
         lung_checkpoint=args.lung_checkpoint, overwrite=args.overwrite, probabilities=args.probabilities,
         tta=args.tta, min_size=args.min_size, batch_size=args.batch_size, device=args.device,
         threshold=args.threshold, no_postprocess=args.no_postprocess, keep_largest=args.keep_largest,
-        fill_holes=args.fill_holes,
+        fill_holes=args.fill_holes, text=args.text,
     )
 
 
@@ -163,6 +166,7 @@ def main(argv: Sequence[str] | None = None, command: str | None = None) -> int:
     from .config import ConfigError
     from .data import DataError
     from .io import WRITE_ERRNOS, OutputError
+    from .text import UnknownPhraseError
     from .weights import CheckpointError
 
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -180,7 +184,8 @@ def main(argv: Sequence[str] | None = None, command: str | None = None) -> int:
     keep_freed_memory()
     try:
         COMMANDS[args.command][2](args)
-    except (ConfigError, DataError, CheckpointError, OutputError, FileExistsError, FileNotFoundError) as exc:
+    except (ConfigError, DataError, CheckpointError, OutputError, UnknownPhraseError, FileExistsError,
+            FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except OSError as exc:

@@ -1,7 +1,7 @@
 """Package layering: every import inside s2unet points down the layer order (or stays in its
 own layer), and engine and inference never import each other.
 
-The order, bottom to top: io -> config -> data -> models -> losses/metrics -> predict ->
+The order, bottom to top: io -> config -> data -> models (with weights and text) -> losses/metrics -> predict ->
 engine | inference -> baselines -> app/cli. Lazy imports inside functions count too.
 """
 from __future__ import annotations
@@ -21,7 +21,7 @@ LAYERS: dict[str, tuple[int, str]] = {
     "io": (0, "io"), "runtime": (0, "io"),
     "config": (1, "config"), "devices": (1, "config"),
     "data": (2, "data"),
-    "models": (3, "models"), "weights": (3, "models"),
+    "models": (3, "models"), "weights": (3, "models"), "text": (3, "models"),
     "losses": (4, "losses/metrics"), "metrics": (4, "losses/metrics"),
     "predict": (5, "predict"),
     "engine": (6, "engine"), "inference": (6, "inference"),

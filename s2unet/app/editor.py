@@ -201,22 +201,25 @@ class CaseEditor:
         self.stats.strokes += 1
 
     # ------------------------------------------------------------------------------- drafts
-    def set_draft(self, draft: np.ndarray, planes: Sequence[int], source: str) -> None:
-        """Replace planes of every layer by a draft, and keep it for the log's Dice.
+    def set_draft(self, draft: np.ndarray, planes: Sequence[int], source: str,
+                  layers: Optional[Sequence[int]] = None) -> None:
+        """Replace planes of every layer (or of ``layers``) by a draft, and keep it for the log's Dice.
 
         Args:
-            draft: (C, len(planes), H, W) bool.
+            draft: (len(layers) or C, len(planes), H, W) bool.
             planes: the slices the draft covers.
             source: what made the draft.
+            layers: the layers the draft's channels go to (default: all, in order).
         """
         self._object = None
         store, drafted = self._new_draft_store()
         changes = []
+        targets = range(self.masks.shape[0]) if layers is None else layers
         for i, k in enumerate(planes):
-            for c in range(self.masks.shape[0]):
-                store[c, k] = draft[c, i]
+            for j, c in enumerate(targets):
+                store[c, k] = draft[j, i]
                 drafted[c, k] = True
-                changes.append(PlaneChange(c, k, self.masks[c, k].copy(), draft[c, i].astype(bool)))
+                changes.append(PlaneChange(c, k, self.masks[c, k].copy(), draft[j, i].astype(bool)))
         self.draft_source = source
         self._apply(changes)
 

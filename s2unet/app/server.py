@@ -17,7 +17,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 import numpy as np
 from fastapi import FastAPI, Request
@@ -47,6 +47,9 @@ from .workspace import (
     write_autosave,
 )
 
+if TYPE_CHECKING:
+    from ..predict import Predictor
+
 STATIC = Path(__file__).with_name("static")
 TOKEN_COOKIE = "s2unet_label_token"
 
@@ -65,7 +68,8 @@ def _mask_b64(mask: np.ndarray) -> str:
 
 # ------------------------------------------------------------------------------------ drafts
 class DraftModel:
-    """An s2unet checkpoint that drafts masks for the app's layers.
+    """An s2unet checkpoint that drafts masks for the app's layers (a text-prompted one also
+    answers a phrase with one mask).
 
     Args:
         path: the checkpoint (``best.pt``).
@@ -91,7 +95,13 @@ class DraftModel:
         loaded.model.merge_lora()
         self.path = path
         self.kind = loaded.config.data.kind
-        self.predictor = Predictor(loaded.model, loaded.config, "cpu", loaded.threshold)
+        self.loaded = loaded
+        self.predictor = Predictor(loaded.model, loaded.config, "cpu", loaded.threshold, text=loaded.structure_text)
+
+    @property
+    def takes_text(self) -> bool:
+        """True for a text-prompted checkpoint (:meth:`ask` answers phrases)."""
+        return self.loaded.text is not None
 
     def draft(self, opened: OpenCase) -> np.ndarray:
         """(C, S, H, W) bool draft of a whole case in the display frame.
@@ -99,18 +109,49 @@ class DraftModel:
         Raises:
             AppError: the checkpoint was trained on the other kind of data.
         """
+        return self._predict(self.predictor, opened)
+
+    def ask(self, opened: OpenCase, phrase: str) -> tuple[np.ndarray, str]:
+        """The mask a text-prompted checkpoint gives for a phrase.
+
+        Args:
+            opened: the case.
+            phrase: what to segment, e.g. "left clavicle".
+
+        Returns:
+            ``((S, H, W) bool mask in the display frame, the structure the phrase was taken as)``.
+
+        Raises:
+            AppError: not a text-prompted checkpoint, or the phrase is refused (the message
+                lists the structures the model knows).
+        """
+        from ..predict import Predictor
+        from ..text import UnknownPhraseError, query_config
+
+        if self.loaded.text is None:
+            raise AppError(f"checkpoint {self.path} is not text-prompted: it answers no phrases (use Draft)")
+        try:
+            asked = self.loaded.text.resolve([phrase])
+        except (UnknownPhraseError, CheckpointError) as exc:
+            raise AppError(str(exc)) from None
+        cfg = query_config(self.loaded.config, ["phrase"], asked.channels)
+        predictor = Predictor(self.loaded.model, cfg, "cpu", self.loaded.threshold, text=asked.embeddings)
+        return self._predict(predictor, opened)[0], asked.nearest[0]
+
+    def _predict(self, predictor: "Predictor", opened: OpenCase) -> np.ndarray:
+        """(C, S, H, W) bool masks of ``predictor`` (this checkpoint's) for a whole case in the display frame."""
         from ..data import read_case
 
         if opened.case.kind != self.kind:
             raise AppError(f"checkpoint {self.path} was trained on {self.kind}s, {opened.case.case_id} is a "
                            f"{opened.case.kind}: it cannot draft this case")
         if opened.image.planar:
-            prob = self.predictor.predict_image(opened.plane(0))
-            return self.predictor.binarize(prob)[:, None]
+            prob = predictor.predict_image(opened.plane(0))
+            return predictor.binarize(prob)[:, None]
         # The checkpoint slices its own way (orientation, axis); its prediction goes back to the
         # file's orientation and then into the app's frame.
-        vol = read_case(opened.case.path, self.kind, self.predictor.cfg.data.reorient)
-        masks = self.predictor.binarize(self.predictor.predict_volume(vol))
+        vol = read_case(opened.case.path, self.kind, predictor.cfg.data.reorient)
+        masks = predictor.binarize(predictor.predict_volume(vol))
         return np.stack([opened.to_display(opened.image.to_served(vol.to_original(m))) for m in masks])
 
 
@@ -229,6 +270,10 @@ class StrokeRequest(Where):
     erase: bool = False
 
 
+class TextRequest(Where):
+    phrase: str = Field(min_length=1, max_length=200)
+
+
 class SaveRequest(BaseModel):
     case: str
     overwrite: bool = False
@@ -291,6 +336,7 @@ def create_app(state: LabelApp, token: Optional[str] = None) -> FastAPI:
             "cases": cases, "layers": [layer.name for layer in state.layers], "windows": list(WINDOWS),
             "prompted": state.predictor.name if state.predictor is not None else None,
             "checkpoint": str(state.drafter.path) if state.drafter is not None else None,
+            "text": state.drafter is not None and state.drafter.takes_text,
             "problems": state.problems, "out": str(state.out),
         }
 
@@ -356,6 +402,20 @@ def create_app(state: LabelApp, token: Optional[str] = None) -> FastAPI:
             masks = state.drafter.draft(ed.opened)
             ed.set_draft(masks, list(range(masks.shape[1])), str(state.drafter.path))
             return plane_state(state, ed, req.plane)
+
+    @api.post("/api/text")
+    def text(req: TextRequest) -> dict[str, Any]:
+        with state.lock:
+            ed = state.editor(req.case)
+            if state.drafter is None:
+                raise AppError("no usable --checkpoint answers phrases: start the app with --checkpoint of a "
+                               "text-prompted model")
+            if not 0 <= req.layer < len(state.layers):
+                raise AppError(f"layer {req.layer} outside 0..{len(state.layers) - 1}")
+            mask, structure = state.drafter.ask(ed.opened, req.phrase)
+            ed.set_draft(mask[None], list(range(mask.shape[0])), f"{state.drafter.path} ({req.phrase!r})",
+                         layers=[req.layer])
+            return plane_state(state, ed, req.plane, f"{req.phrase!r} taken as {structure}")
 
     @api.post("/api/undo")
     def undo(req: Where) -> dict[str, Any]:

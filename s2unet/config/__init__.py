@@ -8,6 +8,7 @@ YAML file or the ``--set`` override.
 
 * :mod:`.ranges` — :class:`ConfigError`, :func:`ranged` and the range checks, :func:`extra_keys`;
 * :mod:`.schema` — the sections (:class:`Config`, :class:`DataConfig`, ...);
+* :mod:`.text` — the ``text`` section of text-prompted models;
 * :mod:`.validation` — cross-field rules (:func:`validate`);
 * :mod:`.loading` — files, overrides and layered loading (:func:`load_config`).
 """
@@ -37,6 +38,7 @@ from .schema import (
     TrainConfig,
     WindowConfig,
 )
+from .text import TextConfig, TextStructureConfig, phrase_key, text_structures
 from .validation import check_device_name, validate
 
 __all__ = [
@@ -44,5 +46,5 @@ __all__ = [
     "DataConfig", "Interval", "LossConfig", "ModelConfig", "PostprocessConfig", "SplitConfig", "TrainConfig",
     "WindowConfig", "as_values", "build_checked", "build_params", "check_registered", "check_device_name", "check_range", "check_ranges",
     "config_from_dict", "extra_field", "extra_keys", "load_config", "load_layered", "parse_override", "ranged",
-    "read_values", "save_config", "validate",
+    "read_values", "save_config", "validate", "TextConfig", "TextStructureConfig", "phrase_key", "text_structures",
 ]

@@ -5,6 +5,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Optional
 
 from .ranges import as_values, extra_keys, ranged
+from .text import TextConfig
 
 
 # ----------------------------------------------------------------------------------------- data
@@ -217,6 +218,7 @@ class Config:
     loss: LossConfig = field(default_factory=LossConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     postprocess: PostprocessConfig = field(default_factory=PostprocessConfig)
+    text: TextConfig = field(default_factory=TextConfig)
 
     @property
     def out_channels(self) -> int:

@@ -5,6 +5,7 @@ import re
 
 from .ranges import ConfigError, check_ranges
 from .schema import Config
+from .text import validate_text
 
 
 _DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?")
@@ -82,4 +83,6 @@ def validate(cfg: Config) -> Config:
     if not any(cfg.loss.deep_supervision_weights):
         raise ConfigError("loss.deep_supervision_weights are all 0: nothing would be trained")
     check_device_name(cfg.train.device, "train.device")
+    if cfg.text.enabled:
+        validate_text(cfg)
     return cfg

@@ -75,6 +75,7 @@ from .intensity import volume_value_range, window_bounds, window_to_unit
 from ..io.case import CaseImage, check_same_geometry
 from ..io.formats import case_stem, read_case, read_labels
 from ..io.nifti import load_nifti, save_like
+from .phrases import PhraseSampleDataset
 from ..io.pictures import IMAGE_SUFFIXES, read_dicom, read_image, read_label_map, read_mask, read_raw, read_slice_values
 from .sampling import EpochSampler, lesion_weights
 from .splits import kfold_partition, read_case_groups, split_cases
@@ -88,7 +89,7 @@ _DATASETS = {"image": ImageDataset, "volume": VolumeSliceDataset}
 
 __all__ = [
     "Case", "CaseImage", "DataBundle", "DataError", "DataIssue", "DataReport", "EpochSampler", "IMAGE_SUFFIXES",
-    "ImageDataset", "VolumeCache", "VolumeSliceDataset", "build_augment", "build_datasets", "case_stem",
+    "ImageDataset", "PhraseSampleDataset", "VolumeCache", "VolumeSliceDataset", "build_augment", "build_datasets", "case_stem",
     "check_data", "check_same_geometry", "choose_train_items", "context_indices", "count_nonfinite", "find_cases", "item_seed", "kfold_partition",
     "label_slice", "lesion_weights", "prepare_image", "load_nifti", "make_dataset", "make_train_sampler",
     "orphan_labels", "prepare_slice", "read_case", "read_case_groups", "read_dicom", "read_image", "read_label_map", "read_labels", "read_mask", "read_raw",

@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..config import Config
-from ..models import SegmentationModel
+from ..models import SegmentationModel, model_args
 from ..models.checkpoint import read_checkpoint
 from ..weights import CheckpointError
 
@@ -47,6 +47,12 @@ def init_from_checkpoint(model: SegmentationModel, cfg: Config, path: str | Path
                     f"--init-from {path}: {section}.{key} is {saved.get(section, {}).get(key)!r} there but "
                     f"{ours[section][key]!r} in this run; fine-tuning needs the same model"
                 )
+    # Model arguments beyond the model section (a text-prompted model's text_*) must agree too.
+    theirs, args = payload["model_args"], model_args(cfg)
+    for key in sorted((theirs.keys() | args.keys()) - ours["model"].keys() - {"out_channels"}):
+        if theirs.get(key) != args.get(key):
+            raise CheckpointError(f"--init-from {path}: model argument {key} is {theirs.get(key)!r} there but "
+                                  f"{args.get(key)!r} in this run; fine-tuning needs the same model")
     try:
         model.load_trained_state_dict(payload["state_dict"], source=f"--init-from {path}")
     except KeyError as exc:

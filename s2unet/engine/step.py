@@ -36,7 +36,8 @@ class TrainStep:
         self.device, self.amp_dtype, self.grad_clip, self.accumulate = device, amp_dtype, grad_clip, accumulate
         self.scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
 
-    def backward(self, image: torch.Tensor, target: torch.Tensor, features: Optional[Callable[[], Any]] = None) -> float:
+    def backward(self, image: torch.Tensor, target: torch.Tensor, features: Optional[Callable[[], Any]] = None,
+                 text: Optional[torch.Tensor] = None) -> float:
         """Forward, loss and backward of one micro-batch; gradients add up until :meth:`update`.
 
         Args:
@@ -44,12 +45,14 @@ class TrainStep:
             target: the loss's target on the device.
             features: returns precomputed encoder features for ``net(image, features=...)``
                 (the feature cache); called under autocast like the encoder would be.
+            text: text-prompted models: the phrase embeddings (B, P, D) of the target's P channels.
 
         Returns:
             The micro-batch's loss (not divided by ``accumulate``).
         """
         with autocast(self.device, self.amp_dtype):
-            outputs = self.net(image) if features is None else self.net(image, features=features())
+            inputs = {} if text is None else {"text": text}
+            outputs = self.net(image, **inputs) if features is None else self.net(image, features=features(), **inputs)
             loss = self.loss_fn(outputs, target) / self.accumulate
         self.scaler.scale(loss).backward()
         return loss.item() * self.accumulate

@@ -21,12 +21,13 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
 from ..config import Config, save_config
-from ..data import build_datasets, make_train_sampler
+from ..data import PhraseSampleDataset, build_datasets, make_train_sampler
 from ..devices import resolve_device
 from ..io import write_json
 from ..losses import build_loss
 from ..models import S2UNet, SegmentationModel, check_model_config, create_model_from_config
 from ..models.checkpoint import atomic_save, model_payload, read_checkpoint
+from ..text import PhraseBank
 from ..weights import CheckpointError
 from .checkpoint import init_from_checkpoint
 from .feature_cache import FeatureCache
@@ -147,6 +148,7 @@ def _train(cfg: Config, device: torch.device, info: DistInfo, saved: dict | None
     # file or bad data must stop the run before any heavy work starts.
     check_model_config(cfg)
     loss_fn = build_loss(cfg.loss, multiclass=cfg.data.task == "multiclass")  # checks the loss's keys
+    bank = _phrase_bank(cfg, saved)
     bundle = build_datasets(cfg.data, cfg.seed, val_max_cases=t_cfg.val_max_cases)
     run_dir = Path(resume) if resume is not None else _new_run_dir(cfg, info)
     if info.is_main:  # locked until train() returns; marked FAILED if anything below raises
@@ -181,8 +183,11 @@ def _train(cfg: Config, device: torch.device, info: DistInfo, saved: dict | None
 
     samples_per_epoch = steps_per_epoch * t_cfg.batch_size * t_cfg.accumulate * info.world_size
     sampler = make_train_sampler(bundle.train, cfg.data, samples_per_epoch, cfg.seed, info.rank, info.world_size)
+    # Text-prompted: each image with phrases of its structures; the sampler draws images as before.
+    train_data = bundle.train if bank is None else PhraseSampleDataset(
+        bundle.train, bank.train_ids(), cfg.text.phrases_per_image, cfg.seed)
     loader = DataLoader(
-        bundle.train,
+        train_data,
         batch_size=t_cfg.batch_size,
         sampler=sampler,
         num_workers=cfg.data.num_workers,
@@ -221,12 +226,13 @@ def _train(cfg: Config, device: torch.device, info: DistInfo, saved: dict | None
     if t_cfg.cache_features and isinstance(model, S2UNet) and not model.encoder_trains and not cfg.data.augment.enabled:
         cache = FeatureCache(t_cfg.feature_cache_mb * 2**20, run_dir / f"feature_cache_rank{info.rank}")
     step = TrainStep(net, loss_fn, optimizer, params, device, amp_dtype, t_cfg.grad_clip, t_cfg.accumulate)
+    phrase_table = None if bank is None else bank.embeddings.to(device)
 
     with _progress_bar(info) as bar:
         task = bar.add_task("train", total=total_steps, completed=progress.step, loss=float("nan"), ips=0.0)
         for epoch in range(progress.epoch, t_cfg.epochs):
             sampler.set_epoch(epoch)
-            bundle.train.set_epoch(epoch)  # per-item augmentation seeds depend on it
+            train_data.set_epoch(epoch)  # per-item augmentation (and phrase) seeds depend on it
             model.train()
             loss_sum, n_loss, t0, seen = 0.0, 0, time.perf_counter(), 0
             for i, batch in enumerate(loader):
@@ -236,7 +242,9 @@ def _train(cfg: Config, device: torch.device, info: DistInfo, saved: dict | None
                 if cache is not None:
                     keys = list(zip(batch["case"], batch["slice"].tolist()))
                     features = partial(cache.features, model, image, keys)
-                loss = step.backward(image, target, features)
+                # text-prompted: the embeddings of the phrases drawn for each image (B, P, D)
+                text = None if phrase_table is None else phrase_table[batch["phrase"].to(device)]
+                loss = step.backward(image, target, features, text)
                 loss_sum, n_loss, seen = loss_sum + loss, n_loss + 1, seen + len(image)
                 if (i + 1) % t_cfg.accumulate:
                     continue
@@ -256,12 +264,12 @@ def _train(cfg: Config, device: torch.device, info: DistInfo, saved: dict | None
                 # A plain line per epoch: the live bar is not drawn when output goes to a file.
                 bar.console.print(f"epoch {progress.epoch}: train loss {mean_loss:.4f}, "
                                   f"{record['images_per_s']:.2f} img/s, lr {record['lr']:.2e}")
-                _end_of_epoch(model, cfg, bundle, device, progress, optimizer, scheduler, run_dir, log, bar)
+                _end_of_epoch(model, cfg, bundle, device, progress, optimizer, scheduler, run_dir, log, bar, bank)
             barrier(info)
     if cache is not None:
         cache.clear()
     if info.is_main:
-        test = _test(model, cfg, bundle, device, run_dir, log) if bundle.test is not None else {}
+        test = _test(model, cfg, bundle, device, run_dir, log, bank) if bundle.test is not None else {}
         write_json(run_dir / "summary.json", {"best_" + t_cfg.metric: progress.best, "best_epoch": progress.best_epoch,
                                              "epochs": progress.epoch, "steps": progress.step, **test,
                                              "wall_seconds": round(time.perf_counter() - started, 1),
@@ -270,16 +278,29 @@ def _train(cfg: Config, device: torch.device, info: DistInfo, saved: dict | None
     return run_dir
 
 
+def _phrase_bank(cfg: Config, saved: dict | None) -> PhraseBank | None:
+    """A text-prompted run's phrase bank: the one in last.pt when resuming, else embedded now."""
+    if not cfg.text.enabled:
+        return None
+    if saved is not None:
+        return PhraseBank.from_payload(saved.get("text"), source="last.pt")
+    bank = PhraseBank.build(cfg)
+    console.print(f"text: {len(bank.phrases)} phrases of {len(bank.structures)} structures embedded by {bank.model}; "
+                  f"phrases below similarity {bank.cutoff:.3f} to every training phrase are refused")
+    return bank
+
+
 def _end_of_epoch(model: SegmentationModel, cfg: Config, bundle, device, progress: TrainState, optimizer, scheduler,
-                  run_dir: Path, log: MetricLog, bar: Progress) -> None:
+                  run_dir: Path, log: MetricLog, bar: Progress, bank: PhraseBank | None = None) -> None:
     """Validate (every ``val_every`` epochs and at the end), keep the best, write last.pt."""
     t_cfg = cfg.train
+    text = {} if bank is None else {"text": bank.to_payload()}  # the phrase bank travels with the model
     last_epoch = progress.epoch == t_cfg.epochs
     if bundle.val is None:
         # Without validation cases the latest model is the one to use.
-        _save_best(model_payload(model, cfg, 0.5, {}, epoch=progress.epoch), run_dir, cfg.name)
+        _save_best(model_payload(model, cfg, 0.5, {}, epoch=progress.epoch, **text), run_dir, cfg.name)
     elif progress.epoch % t_cfg.val_every == 0 or last_epoch:
-        result = validate(model, cfg, bundle.val, device, max_cases=t_cfg.val_max_cases)
+        result = validate(model, cfg, bundle.val, device, max_cases=t_cfg.val_max_cases, text=bank)
         score = result["summary"][t_cfg.metric]
         log.append({"kind": "val", "epoch": progress.epoch, "step": progress.step, **result["summary"]})
         empty = result["summary"]["n_cases_empty_gt"]
@@ -293,11 +314,11 @@ def _end_of_epoch(model: SegmentationModel, cfg: Config, bundle, device, progres
         if score > progress.best:
             progress.best, progress.best_epoch = score, progress.epoch
             _save_best(model_payload(model, cfg, result["threshold"], result["summary"], epoch=progress.epoch,
-                                     validation_cases=result["cases"]), run_dir, cfg.name)
+                                     validation_cases=result["cases"], **text), run_dir, cfg.name)
         log.plot(t_cfg.metric)
     atomic_save(
         model_payload(model, cfg, 0.5, {}, optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(),
-                      progress=vars(progress).copy(), rng=_rng_state()),
+                      progress=vars(progress).copy(), rng=_rng_state(), **text),
         run_dir / "last.pt",
     )
 
@@ -309,7 +330,8 @@ def _save_best(payload: dict, run_dir: Path, name: str) -> None:
     atomic_save(payload, run_dir / "best.pt")
     if first:
         point_latest_link(latest_link(run_dir, name), run_dir)
-def _test(model: SegmentationModel, cfg: Config, bundle, device, run_dir: Path, log: MetricLog) -> dict[str, Any]:
+def _test(model: SegmentationModel, cfg: Config, bundle, device, run_dir: Path, log: MetricLog,
+          bank: PhraseBank | None = None) -> dict[str, Any]:
     """Score ``best.pt`` on the test split at its own (validation-tuned) threshold.
 
     With ``data.split.mode: group`` the test cases come from sources never trained on, so this
@@ -317,7 +339,7 @@ def _test(model: SegmentationModel, cfg: Config, bundle, device, run_dir: Path, 
     """
     best = read_checkpoint(run_dir / "best.pt")
     model.load_trained_state_dict(best["state_dict"], source=str(run_dir / "best.pt"))
-    result = validate(model, cfg, bundle.test, device, threshold=best["threshold"])
+    result = validate(model, cfg, bundle.test, device, threshold=best["threshold"], text=bank)
     log.append({"kind": "test", "epoch": best.get("epoch"), **result["summary"]})
     score = result["summary"][cfg.train.metric]
     console.print(f"test {cfg.train.metric} {score:.4f} on {len(result['cases'])} cases (threshold {result['threshold']:.2f})")

@@ -13,12 +13,14 @@ from ..data import SliceDataset
 from ..predict import Predictor, foreground_names, load_case_target
 from ..metrics import case_metrics, dice_for_thresholds, summarize
 from ..models import SegmentationModel
+from ..text import PhraseBank
 
 THRESHOLDS = tuple(np.round(np.arange(0.05, 0.96, 0.05), 2))
 
 
 def validate(model: SegmentationModel, cfg: Config, dataset: SliceDataset, device: torch.device,
-             max_cases: int = 0, batch_size: int = 8, threshold: Optional[float] = None) -> dict[str, Any]:
+             max_cases: int = 0, batch_size: int = 8, threshold: Optional[float] = None,
+             text: Optional[PhraseBank] = None) -> dict[str, Any]:
     """Predict every validation case, tune the threshold, and score at that threshold.
 
     Args:
@@ -30,6 +32,8 @@ def validate(model: SegmentationModel, cfg: Config, dataset: SliceDataset, devic
         batch_size: slices per forward pass.
         threshold: score at this threshold instead of tuning one (test cases must not choose
             their own threshold).
+        text: a text-prompted model's phrase bank; every structure is asked with its first
+            training phrase, so the channels and scores are those of a multi-label model.
 
     Returns:
         ``{"threshold", "summary": flat metric means, "cases": case ids}``; ``summary`` holds
@@ -41,7 +45,8 @@ def validate(model: SegmentationModel, cfg: Config, dataset: SliceDataset, devic
     was_training = model.training
     model.eval()
     multiclass = cfg.data.task == "multiclass"
-    predictor = Predictor(model, cfg, device, batch_size=batch_size)
+    queries = None if text is None else text.structure_queries().embeddings
+    predictor = Predictor(model, cfg, device, batch_size=batch_size, text=queries)
     cases = dataset.cases[: max_cases or None]
     probs, targets, spacings = [], [], []
     for case in cases:

@@ -23,6 +23,10 @@ Outputs in ``output_dir`` (every file written under a temporary name, then renam
   with ``probabilities``.
 - ``<case>_overlay.png``, ``<case>_report.json`` and ``reports.csv`` (all cases).
 - with ``gt``: ``metrics_per_case.csv``, ``metrics_per_slice.csv`` (volumes).
+- text-prompted checkpoints: one output per phrase (``text``), named after the phrase
+  (``--text "left clavicle"`` -> ``<case>_pred_left_clavicle.png``); without ``text`` every
+  structure the model knows, named after its label. A phrase too far from every trained
+  structure is refused, listing the known ones (:meth:`s2unet.text.PhraseBank.resolve`).
 - ``summary.json``: settings, timing and, with ``gt``, the metric aggregates of
   :func:`s2unet.metrics.summarize`. ``slices_per_second`` is the main model's throughput
   (preprocessing + forward + resize back, per second of prediction time; the lung model,
@@ -61,6 +65,7 @@ from .evaluate import ReferenceIndex, check_reference_geometry, write_metric_tab
 from .outputs import earlier_results, write_csv, write_json
 from .overlay import image_overlay, volume_overlay
 from .report import case_report
+from ..text import ResolvedPhrases, query_config
 
 PathLike = Union[str, Path]
 SUMMARY_FILES = ("summary.json", "reports.csv")
@@ -319,6 +324,46 @@ class _Runner:
             self.slice_rows.extend(rows)
 
 
+def _phrase_name(phrase: str) -> str:
+    """A phrase as a file-name part: lower case, runs of other characters as one ``_``."""
+    return re.sub(r"[^a-z0-9]+", "_", phrase.lower()).strip("_")
+
+
+def _text_queries(loaded: LoadedModel, cfg: Config,
+                  text: Optional[Sequence[str]]) -> tuple[Config, Optional[ResolvedPhrases]]:
+    """The config of the outputs and the accepted phrases of a (possibly) text-prompted checkpoint.
+
+    Args:
+        loaded: the checkpoint.
+        cfg: its config with the caller's post-processing changes.
+        text: phrases asked for; None asks a text-prompted model for every structure it knows
+            (by its first training phrase, outputs named after the structure).
+
+    Returns:
+        ``(cfg, phrases)``: for a text-prompted model a config with one channel per phrase and
+        the phrases' embeddings; otherwise ``cfg`` and None.
+
+    Raises:
+        DataError: phrases for a model that takes none, or two phrases with the same file name.
+        UnknownPhraseError: a phrase is refused (the known structures are listed).
+    """
+    bank = loaded.text
+    if bank is None:
+        if text:
+            raise DataError(f"--text: {loaded.path} is not a text-prompted checkpoint; its labels are "
+                            f"{', '.join(foreground_names(cfg))}")
+        return cfg, None
+    if not text:
+        queries = bank.structure_queries()
+        return query_config(cfg, bank.structures, queries.channels), queries
+    names = [_phrase_name(t) for t in text]
+    clash = sorted({n for n in names if names.count(n) > 1})
+    if clash or not all(names):
+        raise DataError(f"--text: each phrase needs its own output name (letters or digits); {list(text)} give {names}")
+    resolved = bank.resolve(list(text))
+    return query_config(cfg, names, resolved.channels), resolved
+
+
 def _load(checkpoint: PathLike, device: Any) -> LoadedModel:
     loaded = load_model_checkpoint(checkpoint, device)
     loaded.model.merge_lora()  # fold attention LoRA into the weights: same output, faster
@@ -362,6 +407,7 @@ def run_inference(
     no_postprocess: bool = False,
     keep_largest: Optional[list[int]] = None,
     fill_holes: bool = False,
+    text: Optional[Sequence[str]] = None,
 ) -> dict[str, Any]:
     """Segment volumes or images and write predictions, overlays, reports and (with GT) metrics.
 
@@ -391,6 +437,9 @@ def run_inference(
             filling); ``min_size`` and the lung restriction still apply.
         keep_largest: replaces the checkpoint's ``postprocess.keep_largest``.
         fill_holes: fill holes even if the checkpoint does not.
+        text: phrases for a text-prompted checkpoint, one output per phrase (default: every
+            structure it knows). Not combinable with ``gt`` (the reference of a free phrase
+            is not defined; ``bench/text_prompted.py`` scores the configured phrases).
 
     Returns:
         The summary written to ``summary.json``.
@@ -399,6 +448,7 @@ def run_inference(
         ConfigError: an argument out of range or a device this machine does not have.
         CheckpointError: a checkpoint is missing or not an s2unet checkpoint.
         DataError: any input, reference, lung or output problem (all listed, before any work).
+        UnknownPhraseError: a phrase is too far from every structure the model knows.
     """
     if lung is not None and lung_checkpoint is not None:
         raise DataError("give either a lung mask or a lung checkpoint, not both")
@@ -418,12 +468,18 @@ def run_inference(
         post = dataclasses.replace(cfg.postprocess, fill_holes=cfg.postprocess.fill_holes or fill_holes,
                                    keep_largest=cfg.postprocess.keep_largest if keep_largest is None else list(keep_largest))
         cfg = validate_config(dataclasses.replace(cfg, postprocess=post))
+    # Phrases are checked before any input is read (a refusal lists the known structures).
+    cfg, phrases = _text_queries(loaded, cfg, text)
+    lung_cfg, lung_phrases = (None, None) if lung_loaded is None else _text_queries(lung_loaded, lung_loaded.config, None)
+    if phrases is not None and gt is not None:
+        raise DataError("--gt is not available with a text-prompted checkpoint: the reference of a free phrase is "
+                        "not defined (bench/text_prompted.py scores the configured phrases)")
     if tta:
         _check_flip_symmetric(cfg)
-        if lung_loaded is not None:
-            _check_flip_symmetric(lung_loaded.config)
+        if lung_cfg is not None:
+            _check_flip_symmetric(lung_cfg)
     out = Path(output_dir)
-    jobs = _validate(cfg, inputs, out, gt, lung, lung_loaded.config if lung_loaded else None, overwrite, probabilities)
+    jobs = _validate(cfg, inputs, out, gt, lung, lung_cfg, overwrite, probabilities)
     check_writable(out)
     planned = [out / n for n in _planned_names(jobs, cfg, probabilities, gt is not None)]
     if overwrite:  # the run-wide files of an earlier run describe its set of cases, not this one's
@@ -432,9 +488,11 @@ def run_inference(
     # A run that stops half-way (full disk, crash, Ctrl-C) leaves none of its files behind.
     with all_or_none(planned):
         thr = loaded.threshold if threshold is None else float(threshold)
-        predictor = Predictor(loaded.model, cfg, dev, thr, batch_size, tta, apply_postprocess=not no_postprocess)
+        predictor = Predictor(loaded.model, cfg, dev, thr, batch_size, tta, apply_postprocess=not no_postprocess,
+                              text=None if phrases is None else phrases.embeddings)
         lung_predictor = (
-            Predictor(lung_loaded.model, lung_loaded.config, dev, lung_loaded.threshold, batch_size, tta)
+            Predictor(lung_loaded.model, lung_cfg, dev, lung_loaded.threshold, batch_size, tta,
+                      text=None if lung_phrases is None else lung_phrases.embeddings)
             if lung_loaded is not None else None
         )
         console = Console(stderr=True, quiet=not show_progress)
@@ -465,6 +523,10 @@ def run_inference(
                          "lung": str(lung) if lung else None, "lung_checkpoint": str(lung_checkpoint) if lung_checkpoint else None,
                          "gt": str(gt) if gt else None},
             "cases": [job.case for job in jobs],
+            "text": None if phrases is None else [
+                {"phrase": p, "output": n, "nearest_structure": s, "similarity": sim}
+                for p, n, s, sim in zip(phrases.phrases, foreground_names(cfg), phrases.nearest, phrases.similarity)
+            ],
             "n_slices": runner.slices,
             "seconds_predict": runner.seconds_predict,
             "seconds_total": time.perf_counter() - started,

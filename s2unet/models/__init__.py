@@ -7,12 +7,13 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Mapping, Sequence, TypeVar, Union
+from typing import Any, Literal, Mapping, Optional, Sequence, TypeVar, Union
 
 from ..config import AdapterConfig, AttentionLoraConfig, Config, ConfigError
 from .base import SegmentationModel
 from .encoders import create_encoder, encoder_names
 from .s2unet import S2UNet
+from ..text.embedders import get_text_model_spec
 
 _Section = TypeVar("_Section", AdapterConfig, AttentionLoraConfig)
 
@@ -35,10 +36,15 @@ def create_model(
     decoder_channels: Sequence[int] = (128, 64, 32),
     train_encoder: bool = False,
     cnn_pretrained: bool = False,
+    text_model: Optional[str] = None,
+    text_injection: Literal["film", "xattn"] = "film",
+    text_hidden: int = 256,
+    text_tokens: int = 4,
 ) -> SegmentationModel:
     """Build a model, loading pretrained weights where they are named.
 
-    The keyword names are those of the ``model`` config section plus ``out_channels``, so
+    The keyword names are those of the ``model`` config section plus ``out_channels`` and, for a
+    text-prompted model, the ``text_*`` arguments taken from the ``text`` section, so
     ``create_model(**model_args(cfg))`` builds what a config describes and a checkpoint's stored
     arguments rebuild its model.
 
@@ -52,17 +58,29 @@ def create_model(
         decoder_channels: widths of the three decoder blocks, deepest first (s2unet).
         train_encoder: train every encoder parameter too (s2unet).
         cnn_pretrained: ImageNet encoder weights (DeepLabV3+).
+        text_model: a registered text model (:mod:`s2unet.text.embedders`) whose phrase
+            embeddings condition the decoder (s2unet); None: not text-prompted.
+        text_injection: how a phrase enters the decoder blocks, ``film`` or ``xattn``.
+        text_hidden: width of the projected phrase embedding.
+        text_tokens: cross-attention key/value tokens made from a phrase (``xattn``).
 
     Returns:
         The model; for s2unet only adapters, attention LoRA, decoder and heads require
         gradients unless ``train_encoder`` is set.
+
+    Raises:
+        ValueError: a text model for a CNN baseline.
     """
     if arch == "s2unet":
         return S2UNet(
             create_encoder(encoder, weights), out_channels, _section(AdapterConfig, adapter),
             _section(AttentionLoraConfig, attention_lora), decoder_channels, train_encoder,
             random_encoder=weights == "random",
+            text_dim=0 if text_model is None else get_text_model_spec(text_model).dim,
+            text_injection=text_injection, text_hidden=text_hidden, text_tokens=text_tokens,
         )
+    if text_model is not None:
+        raise ValueError(f"create_model: text_model needs arch s2unet, not {arch!r}")
     from .cnn import create_cnn
 
     return create_cnn(arch, out_channels, cnn_pretrained)
@@ -75,9 +93,17 @@ def model_args(cfg: Config) -> dict[str, Any]:
         cfg: a run config.
 
     Returns:
-        ``cfg.model`` as a dict plus ``out_channels``.
+        ``cfg.model`` as a dict plus ``out_channels``; a text-prompted model (``text.enabled``)
+        adds the ``text_*`` arguments and has one output channel (one mask per phrase asked).
+        Models without text carry no ``text_*`` key, so their arguments equal those stored before
+        text prompts existed.
     """
-    return {"out_channels": cfg.out_channels, **dataclasses.asdict(cfg.model)}
+    args = {"out_channels": cfg.out_channels, **dataclasses.asdict(cfg.model)}
+    t = cfg.text
+    if t.enabled:
+        args.update(out_channels=1, text_model=t.model, text_injection=t.injection, text_hidden=t.hidden,
+                    text_tokens=t.tokens)
+    return args
 
 
 def create_model_from_config(cfg: Config) -> SegmentationModel:
@@ -90,16 +116,22 @@ def check_model_config(cfg: Config) -> None:
 
     The encoder must be registered, ``data.image_size`` a multiple of its stride (from the
     registry's spec: nothing is built) and its checkpoint present unless random weights are
-    asked for. CNN baselines pad any size and have no encoder checkpoint.
+    asked for. CNN baselines pad any size and have no encoder checkpoint. A text-prompted
+    model's text model must be installed in its pinned version with unchanged files.
 
     Raises:
         ConfigError: an unknown encoder or an image size the encoder cannot take, naming the key.
-        CheckpointNotFoundError: with download instructions.
-        CheckpointError: ``model.weights: default`` for an encoder without a published checkpoint.
+        CheckpointNotFoundError: with download (text model: install) instructions.
+        CheckpointError: ``model.weights: default`` for an encoder without a published checkpoint;
+            the text model is another version or its files changed.
     """
     from ..weights import CheckpointError, resolve_checkpoint
     from .encoders import get_encoder_spec
 
+    if cfg.text.enabled:
+        from ..text.embedders import get_text_model_spec, locate_text_model
+
+        locate_text_model(get_text_model_spec(cfg.text.model))
     if cfg.model.arch != "s2unet":
         return
     try:

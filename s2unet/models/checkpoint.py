@@ -15,6 +15,11 @@ Format versions:
   (and the training state); the model was rebuilt from ``config["model"]``.
 - 2: adds ``model_args``; the model is rebuilt from them.
 
+A text-prompted model (either version, config section ``text`` enabled) also stores its phrase
+bank under ``text`` (phrases, their embeddings as a tensor, the refusal cut-off; see
+:meth:`s2unet.text.PhraseBank.to_payload`); in version 2 its ``model_args`` add the ``text_*``
+arguments and ``out_channels`` 1.
+
 :func:`read_checkpoint` migrates an older file step by step to :data:`FORMAT_VERSION` in memory
 (the file is not rewritten). A change to the format or to the config keys a checkpoint stores
 adds a version and one migration step to :data:`MIGRATIONS`.
@@ -28,8 +33,9 @@ from typing import Any, Callable
 
 import torch
 
-from ..config import Config, ConfigError, config_from_dict
+from ..config import Config, ConfigError, config_from_dict, text_structures
 from ..io import atomic_path
+from ..text import PhraseBank
 from ..weights import CheckpointError, load_checkpoint_file
 from . import create_model, model_args
 from .base import SegmentationModel
@@ -47,6 +53,13 @@ class LoadedModel:
     threshold: float
     metrics: dict[str, Any] = field(default_factory=dict)
     path: Path | None = None
+    text: PhraseBank | None = None  # text-prompted models: known phrases, their embeddings, the cut-off
+
+    @property
+    def structure_text(self) -> torch.Tensor | None:
+        """Phrase embeddings asking a text-prompted model for every structure in label order (by
+        its first training phrase), so it answers like a multi-label model; None for other models."""
+        return None if self.text is None else self.text.structure_queries().embeddings
 
 
 def atomic_save(obj: Any, path: Path) -> None:
@@ -91,14 +104,20 @@ def _v1_to_v2(payload: dict[str, Any]) -> dict[str, Any]:
     """Format 1 -> 2: derive ``model_args`` from the stored config.
 
     Reads the config as version 1 wrote it (its ``model`` section and the channel rule of that
-    time), not through today's ``Config``, so later config changes cannot break this step.
+    time), not through today's ``Config``, so later config changes cannot break this step. A
+    text-prompted model (its config's ``text`` section enabled) predicted one channel per phrase
+    from the ``text`` settings of that section.
     """
     data, model = payload["config"]["data"], payload["config"]["model"]
-    if data["task"] == "multiclass":
-        out_channels = data["num_classes"]
+    text = payload["config"].get("text") or {}
+    if text.get("enabled"):
+        extra = {"out_channels": 1, "text_model": text["model"], "text_injection": text["injection"],
+                 "text_hidden": text["hidden"], "text_tokens": text["tokens"]}
+    elif data["task"] == "multiclass":
+        extra = {"out_channels": data["num_classes"]}
     else:
-        out_channels = max(1, len(data["label_names"]) or len(data["labels"]))
-    return {**payload, "format_version": 2, "model_args": {"out_channels": out_channels, **model}}
+        extra = {"out_channels": max(1, len(data["label_names"]) or len(data["labels"]))}
+    return {**payload, "format_version": 2, "model_args": {**model, **extra}}
 
 
 # format_version -> the step that turns a payload of that version into the next one.
@@ -167,17 +186,22 @@ def load_model_checkpoint(path: str | Path, device: str | torch.device = "cpu") 
         device: where to put the model.
 
     Returns:
-        The model in eval mode with its config, threshold and validation metrics.
+        The model in eval mode with its config, threshold, validation metrics and (text-prompted
+        models) phrase bank.
 
     Raises:
         CheckpointError: see :func:`read_checkpoint`; a config this s2unet refuses; tensors
-            that do not fit the model.
+            that do not fit the model; a text-prompted model's phrase bank missing or naming
+            other structures than its config.
     """
     payload = read_checkpoint(path)
     try:
         cfg = config_from_dict(payload["config"])
     except ConfigError as exc:
         raise CheckpointError(f"{path}: its config is not valid for this s2unet version: {exc}") from exc
+    bank = PhraseBank.from_payload(payload.get("text"), source=str(path)) if cfg.text.enabled else None
+    if bank is not None and bank.structures != [s.label for s in text_structures(cfg)]:
+        raise CheckpointError(f"{path}: its phrase bank names {bank.structures}, its config another set of structures")
     args = payload["model_args"]
     unknown = sorted(set(args) - set(inspect.signature(create_model).parameters))
     if unknown:
@@ -194,4 +218,5 @@ def load_model_checkpoint(path: str | Path, device: str | torch.device = "cpu") 
     except KeyError as exc:
         raise CheckpointError(str(exc.args[0])) from None
     model.to(device).eval()
-    return LoadedModel(model, cfg, float(payload.get("threshold", 0.5)), dict(payload.get("metrics", {})), Path(path))
+    return LoadedModel(model, cfg, float(payload.get("threshold", 0.5)), dict(payload.get("metrics", {})), Path(path),
+                       bank)

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from contextlib import nullcontext
-from typing import Sequence
+from typing import Literal, Sequence
 
 import torch
 from torch import nn
@@ -25,6 +25,11 @@ class S2UNet(SegmentationModel):
         decoder_channels: channels of the three decoder blocks, deepest first.
         train_encoder: make every encoder parameter trainable (full fine-tuning).
         random_encoder: the encoder was drawn at random rather than loaded from a file.
+        text_dim: width of the phrase embeddings that condition the decoder (0: not
+            text-prompted; see :class:`~s2unet.models.decoder.UNetDecoder`).
+        text_injection: ``film`` or ``xattn``.
+        text_hidden: width of the projected phrase embedding.
+        text_tokens: cross-attention tokens.
 
     Inputs are (B, 3, H, W) images scaled to 0..1; the model applies the encoder's own
     normalisation, so data code never needs to know which encoder it feeds.
@@ -32,7 +37,9 @@ class S2UNet(SegmentationModel):
 
     def __init__(self, encoder: Encoder, out_channels: int, adapter: AdapterConfig,
                  attention_lora: AttentionLoraConfig, decoder_channels: Sequence[int],
-                 train_encoder: bool = False, random_encoder: bool = False) -> None:
+                 train_encoder: bool = False, random_encoder: bool = False, text_dim: int = 0,
+                 text_injection: Literal["film", "xattn"] = "film", text_hidden: int = 256,
+                 text_tokens: int = 4) -> None:
         super().__init__()
         self.encoder = encoder
         self.adapters = attach_stage_adapters(encoder, adapter)
@@ -40,7 +47,8 @@ class S2UNet(SegmentationModel):
         if train_encoder:
             for p in encoder.parameters():
                 p.requires_grad_(True)
-        self.decoder = UNetDecoder(encoder.out_channels, decoder_channels, out_channels)
+        self.decoder = UNetDecoder(encoder.out_channels, decoder_channels, out_channels, text_dim=text_dim,
+                                   injection=text_injection, text_hidden=text_hidden, text_tokens=text_tokens)
         self.register_buffer("mean", torch.tensor(encoder.mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(encoder.std).view(1, 3, 1, 1), persistent=False)
         self.train_encoder = train_encoder
@@ -69,21 +77,23 @@ class S2UNet(SegmentationModel):
         with nullcontext() if (self.encoder_trains and torch.is_grad_enabled()) else torch.no_grad():
             return self.encoder(x)
 
-    def forward(self, x: torch.Tensor, features: list[torch.Tensor] | None = None) -> list[torch.Tensor]:
+    def forward(self, x: torch.Tensor, features: list[torch.Tensor] | None = None,
+                text: torch.Tensor | None = None) -> list[torch.Tensor]:
         """Args:
             x: (B, 3, H, W) in 0..1, H and W multiples of the encoder stride.
             features: the encoder maps of ``x`` when already known (a feature cache in
                 decoder-only training); the encoder is then skipped.
+            text: text-prompted models only: phrase embeddings (B, P, D) or (P, D).
 
         Returns:
             Logits (B, C, H, W) of the three deep-supervision heads, deepest first; the last
-            is the prediction.
+            is the prediction. Text-prompted: (B, P, H, W), one channel per phrase.
         """
-        return self.decoder(self.features(x) if features is None else features, x.shape[-2:])
+        return self.decoder(self.features(x) if features is None else features, x.shape[-2:], text=text)
 
-    def predict_logits(self, x: torch.Tensor) -> torch.Tensor:
+    def predict_logits(self, x: torch.Tensor, text: torch.Tensor | None = None) -> torch.Tensor:
         """The final head's logits only (skips the other heads' convolutions)."""
-        return self.decoder(self.features(x), x.shape[-2:], all_heads=False)[-1]
+        return self.decoder(self.features(x), x.shape[-2:], all_heads=False, text=text)[-1]
 
     def trained_state_dict(self) -> dict[str, torch.Tensor]:
         """What rebuilds the trained model: trainable parameters plus the decoder's BatchNorm

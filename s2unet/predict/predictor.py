@@ -127,6 +127,9 @@ class Predictor:
         tta_flip: also predict the horizontally flipped input and average the probabilities.
         apply_postprocess: :meth:`clean` applies the config's ``postprocess`` section (off:
             only what the caller asks for).
+        text: text-prompted models: phrase embeddings (P, D); the output has one channel per
+            phrase, in order (``cfg`` then describes those P channels, see
+            :func:`s2unet.text.query_config`).
     """
 
     def __init__(
@@ -138,6 +141,7 @@ class Predictor:
         batch_size: int = 8,
         tta_flip: bool = False,
         apply_postprocess: bool = True,
+        text: Optional[torch.Tensor] = None,
     ) -> None:
         if batch_size <= 0:
             raise ValueError(f"batch_size must be > 0, got {batch_size}")
@@ -148,6 +152,9 @@ class Predictor:
         self.batch_size = int(batch_size)
         self.tta_flip = bool(tta_flip)
         self.apply_postprocess = bool(apply_postprocess)
+        self.text = None if text is None else text.to(self.device)
+        if self.text is not None and self.text.shape[0] != cfg.out_channels:
+            raise ValueError(f"{self.text.shape[0]} phrase embeddings for a config of {cfg.out_channels} channels")
 
     @property
     def out_channels(self) -> int:
@@ -177,7 +184,8 @@ class Predictor:
         views = [(x, False), (x.flip(-1), True)] if self.tta_flip else [(x, False)]
         prob = None
         for view, flipped in views:
-            logits = self.model.predict_logits(view).float()
+            logits = (self.model.predict_logits(view) if self.text is None
+                      else self.model.predict_logits(view, text=self.text)).float()
             logits = F.interpolate(logits, size=native, mode="bilinear", align_corners=False)
             p = self._activate(logits)
             p = p.flip(-1) if flipped else p

@@ -275,6 +275,7 @@ async function start() {
     info.layers.forEach((name, i) => $("layer").add(new Option(name, String(i))));
     for (const w of info.windows) $("window").add(new Option(w, w));
     $("draft").disabled = !info.checkpoint;
+    $("text-box").hidden = !info.text;
     if (!info.prompted) for (const v of ["click", "box"]) document.querySelector(`input[value=${v}]`).disabled = true;
     if (!info.prompted) document.querySelector("input[value=brush]").checked = true;
     if (info.problems.length) message(info.problems.join(" | "), "error");
@@ -304,6 +305,13 @@ function bind() {
   $("redo").onclick = () => run(call("/api/redo", where()));
   $("save").onclick = () => save(false);
   $("draft").onclick = () => { message("drafting...", "info"); run(call("/api/draft", where())).then((st) => { if (st) message(""); }); };
+  $("ask").onclick = () => {
+    const phrase = $("phrase").value.trim();
+    if (!phrase) { message("type what to segment, e.g. heart", "error"); return; }
+    message("asking the model...", "info");
+    run(call("/api/text", { ...where(), phrase }));  // the answer's note says which structure it was taken as
+  };
+  $("phrase").addEventListener("keydown", (e) => { if (e.key === "Enter") $("ask").click(); });
   window.addEventListener("resize", () => { if (S.caseId) { fit(); render(); } });
   document.addEventListener("keydown", (e) => {
     if (e.target.tagName === "SELECT" || e.target.tagName === "INPUT" && e.target.type !== "radio" && e.target.type !== "range") return;

@@ -1,0 +1,114 @@
+"""The ``text`` section: text-prompted models, their structures' phrasings and the refusal set.
+
+The phrase bank built from it (embeddings, cut-off) lives in :mod:`s2unet.text`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal, Optional
+
+from .ranges import ConfigError, ranged
+
+if TYPE_CHECKING:
+    from .schema import Config
+
+
+@dataclass
+class TextStructureConfig:
+    """One structure a text-prompted model segments, and the phrases that name it.
+
+    ``label`` is one of the model's label channels (``data.label_names``, or the last part of
+    a ``data.labels`` folder). ``phrases`` are trained on; ``heldout`` phrases are never shown
+    in training and measure how the model takes paraphrases it has not seen.
+    """
+
+    label: str = ""
+    phrases: list[str] = field(default_factory=list)
+    heldout: list[str] = field(default_factory=list)
+
+
+# Phrases known to name nothing a chest or CT model segments; they calibrate the refusal
+# cut-off (see s2unet.text.bank). Keep evaluation phrases out of this list.
+DEFAULT_CALIBRATION_UNRELATED = [
+    "liver", "spleen", "stomach", "spine", "pelvis", "ribs", "trachea", "aorta", "breast",
+    "the sky", "a red car", "hello world", "a cup of coffee", "mountain landscape",
+]
+
+
+@dataclass
+class TextConfig:
+    """Text-prompted segmentation: one model for every structure, asked for by a phrase.
+
+    With ``enabled`` the decoder is conditioned on a frozen pretrained phrase embedding
+    (``model``) injected into every decoder block (``injection``: FiLM or cross-attention)
+    and predicts one mask per phrase. ``structures`` lists the phrasings per label channel;
+    labels it leaves out are named by their label with ``_`` read as a space.
+    ``phrases_per_image`` structures are drawn per training image (0 = all of them).
+    ``refuse_below`` is the cosine similarity to the nearest training phrase under which a
+    phrase is refused; null chooses it from ``calibration_unrelated`` (s2unet.text.bank).
+    """
+
+    enabled: bool = False
+    model: Literal["wordllama_l2_supercat"] = "wordllama_l2_supercat"
+    injection: Literal["film", "xattn"] = "film"
+    hidden: int = ranged("[1, inf)", 256)  # width of the projected phrase embedding
+    tokens: int = ranged("[1, inf)", 4)  # xattn: key/value tokens made from the phrase embedding
+    structures: list[TextStructureConfig] = field(default_factory=list)
+    phrases_per_image: int = ranged("[0, inf)", 0)
+    calibration_unrelated: list[str] = field(default_factory=lambda: list(DEFAULT_CALIBRATION_UNRELATED))
+    refuse_below: Optional[float] = ranged("[-1, 1]", None)  # a cosine similarity
+
+
+def phrase_key(phrase: str) -> str:
+    """How phrases are matched: case and runs of white space do not matter."""
+    return " ".join(str(phrase).lower().split())
+
+
+def text_structures(cfg: Config) -> list[TextStructureConfig]:
+    """Every label channel of a text-prompted model with its phrasings, in channel order.
+
+    Args:
+        cfg: a binary / multilabel config.
+
+    Returns:
+        One entry per channel: the one in ``text.structures`` for that label, else the label
+        itself as the only phrase (``left_clavicle`` -> ``left clavicle``).
+    """
+    d = cfg.data
+    labels = list(d.label_names) if d.label_names else [Path(p).name for p in d.labels]
+    given = {s.label: s for s in cfg.text.structures}
+    return [given.get(name) or TextStructureConfig(name, [name.replace("_", " ")]) for name in labels]
+
+
+def validate_text(cfg: Config) -> None:
+    """Cross-field checks of the ``text`` section of a text-prompted model."""
+    t = cfg.text
+    if cfg.model.arch != "s2unet":
+        raise ConfigError(f"text.enabled needs model.arch s2unet, not {cfg.model.arch!r}")
+    if cfg.data.task == "multiclass":
+        raise ConfigError("text.enabled needs data.task binary or multilabel (one mask per structure), not multiclass")
+    structures = text_structures(cfg)
+    labels = [s.label for s in structures]
+    if t.phrases_per_image > len(labels):
+        raise ConfigError(f"text.phrases_per_image {t.phrases_per_image} is outside 0..{len(labels)} (the label count)")
+    for i, s in enumerate(t.structures):
+        key = f"text.structures[{i}]"
+        if s.label not in labels:
+            raise ConfigError(f"{key}.label {s.label!r} is not a label of this model; labels: {labels}")
+        if [x.label for x in t.structures].count(s.label) > 1:
+            raise ConfigError(f"{key}.label {s.label!r} is listed twice")
+        if not s.phrases:
+            raise ConfigError(f"{key}.phrases: give at least one training phrase for {s.label!r}")
+    owner: dict[str, str] = {}
+    for s in structures:
+        for phrase in [*s.phrases, *s.heldout]:
+            key = phrase_key(phrase)
+            if not key:
+                raise ConfigError(f"text.structures: an empty phrase for {s.label!r}")
+            if key in owner:
+                raise ConfigError(f"text.structures: phrase {phrase!r} is given twice ({owner[key]!r} and {s.label!r})")
+            owner[key] = s.label
+    for phrase in t.calibration_unrelated:
+        if phrase_key(phrase) in owner:
+            raise ConfigError(f"text.calibration_unrelated: {phrase!r} is also a phrase of {owner[phrase_key(phrase)]!r}")
