@@ -12,9 +12,9 @@ import torch
 from s2unet.config import ConfigError, load_config
 from s2unet.data.prompts import Prompts, box_around_mask
 from s2unet.engine import trainer
-from s2unet.engine.checkpoint import atomic_save, load_model_checkpoint, model_payload
+from s2unet.models.checkpoint import atomic_save, load_model_checkpoint, model_payload
 from s2unet.losses import build_loss
-from s2unet.models import check_model_config, create_model
+from s2unet.models import check_model_config, create_model_from_config
 from s2unet.models.encoders import get_encoder_spec
 from s2unet.models.prompted_sam import EMPTY_LOGIT, PromptedSam
 from s2unet.models.sam_head import SamHead
@@ -64,7 +64,7 @@ def disc_batch(n: int = 2) -> tuple[torch.Tensor, torch.Tensor]:
 
 # ------------------------------------------------------------------------------------- prompts
 def test_training_boxes_are_jittered_within_the_configured_share_of_the_box(sam_file) -> None:
-    model = create_model(prompted_cfg(sam_file, "model.prompted.box_jitter=0.2"))
+    model = create_model_from_config(prompted_cfg(sam_file, "model.prompted.box_jitter=0.2"))
     _, masks = disc_batch(1)
     ref = masks[0, 0].numpy() > 0.5
     exact = box_around_mask(ref).boxes[0]
@@ -77,7 +77,7 @@ def test_training_boxes_are_jittered_within_the_configured_share_of_the_box(sam_
 
 
 def test_fixed_points_lie_inside_the_mean_training_mask(sam_file) -> None:
-    model = create_model(prompted_cfg(sam_file, "model.prompted.prompt=mean_points", "model.prompted.n_points=3"))
+    model = create_model_from_config(prompted_cfg(sam_file, "model.prompted.prompt=mean_points", "model.prompted.n_points=3"))
     _, masks = disc_batch(4)
 
     class Masks(torch.utils.data.Dataset):
@@ -101,19 +101,19 @@ def test_fixed_points_lie_inside_the_mean_training_mask(sam_file) -> None:
 
 
 def test_prediction_with_fixed_points_before_they_are_derived_is_refused(sam_file) -> None:
-    model = create_model(prompted_cfg(sam_file, "model.prompted.prompt=mean_points"))
+    model = create_model_from_config(prompted_cfg(sam_file, "model.prompted.prompt=mean_points"))
     with pytest.raises(ValueError, match="never derived"):
         model.prompts_for(0, None, None)
 
 
 def test_box_model_without_a_reference_is_refused(sam_file) -> None:
-    model = create_model(prompted_cfg(sam_file)).eval()
+    model = create_model_from_config(prompted_cfg(sam_file)).eval()
     with pytest.raises(ValueError, match="box prompts"):
         model.predict_logits(disc_batch(1)[0])
 
 
 def test_a_correction_click_lands_in_the_error_of_the_previous_round(sam_file, monkeypatch) -> None:
-    model = create_model(prompted_cfg(sam_file, "model.prompted.clicks=1"))
+    model = create_model_from_config(prompted_cfg(sam_file, "model.prompted.clicks=1"))
     _, masks = disc_batch(1)
     ref = masks[0, 0].numpy() > 0.5
     seen: list[Prompts] = []
@@ -136,7 +136,7 @@ def test_a_correction_click_lands_in_the_error_of_the_previous_round(sam_file, m
 
 
 def test_an_empty_reference_gives_no_prompt_and_an_empty_prediction(sam_file) -> None:
-    model = create_model(prompted_cfg(sam_file)).eval()
+    model = create_model_from_config(prompted_cfg(sam_file)).eval()
     images, _ = disc_batch(1)
     logits = model.predict_logits(images, reference=torch.zeros(1, 1, SIZE, SIZE))
     assert torch.all(logits == EMPTY_LOGIT)
@@ -156,7 +156,7 @@ def _intended(name: str, setting: str) -> bool:
 def test_a_fine_tuning_step_changes_only_the_parts_of_the_setting(sam_file, setting) -> None:
     cfg = prompted_cfg(sam_file, *SETTINGS[setting], "model.prompted.clicks=2")
     torch.manual_seed(0)
-    model = create_model(cfg).train()
+    model = create_model_from_config(cfg).train()
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
     assert trainable and all(_intended(n, setting) for n in trainable)
     assert model.parameter_counts()["trainable"] == sum(p.numel() for p in model.parameters() if p.requires_grad)
@@ -179,7 +179,7 @@ def test_a_fine_tuning_step_changes_only_the_parts_of_the_setting(sam_file, sett
 def test_checkpoint_holds_only_what_trained_and_round_trips(sam_file, tmp_path) -> None:
     cfg = prompted_cfg(sam_file, *SETTINGS["both"], "model.prompted.decoder=lora", "model.prompted.prompt=mean_points")
     torch.manual_seed(0)
-    model = create_model(cfg)
+    model = create_model_from_config(cfg)
     with torch.no_grad():  # a trained state: every LoRA up-projection away from zero
         for name, p in model.named_parameters():
             if p.requires_grad:
@@ -200,7 +200,7 @@ def test_a_missing_base_weights_file_is_refused_naming_it(sam_file, tmp_path, mo
     gone = tmp_path / "moved_away.pth"
     with pytest.raises(CheckpointNotFoundError, match="moved_away.pth"):
         check_model_config(prompted_cfg(gone))
-    monkeypatch.setattr("s2unet.weights.weights_dirs", lambda: [])
+    monkeypatch.setattr("s2unet.weights.weights_search_path", lambda: [])
     with pytest.raises(CheckpointNotFoundError, match="mobile_sam.pt"):
         check_model_config(load_config(None, ["model.arch=prompted_sam", "model.encoder=mobilesam_tinyvit",
                                               "model.adapter.placement=none"]))
@@ -254,7 +254,7 @@ def test_sam2_fine_tuning_step_and_checkpoint_round_trip(random_sam21_file, tmp_
     cfg = prompted_cfg(random_sam21_file, "model.encoder=sam2.1_hiera_tiny", "data.image_size=64",
                        *SETTINGS[setting], "model.prompted.clicks=1")
     torch.manual_seed(0)
-    model = create_model(cfg).train()
+    model = create_model_from_config(cfg).train()
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
     assert all(_intended(n, setting) for n in trainable) and "mask_decoder.conv_s0.weight" in trainable
     assert any(".trunk.blocks." in n for n in trainable) == (setting == "both")
@@ -280,7 +280,7 @@ def test_a_fine_tuned_checkpoint_answers_prompts_as_the_model_does(sam_file, tmp
     from s2unet.baselines.finetuned_predictor import FineTunedPredictor
 
     cfg = prompted_cfg(sam_file, *SETTINGS["decoder_lora"])
-    model = create_model(cfg).eval()
+    model = create_model_from_config(cfg).eval()
     atomic_save(model_payload(model, cfg, 0.3, {}), tmp_path / "best.pt")
     predictor = FineTunedPredictor(str(tmp_path / "best.pt"))
     images, masks = disc_batch(1)
@@ -311,7 +311,7 @@ def test_compare_runs_a_fine_tuned_checkpoint_with_each_prompt_source(sam_file, 
     data = {"kind": "image", "root": str(root), "labels": ["masks"], "image_size": SIZE,
             "split": {"mode": "list", "val": ["img2", "img3"]}}
     cfg = prompted_cfg(sam_file, *SETTINGS["decoder_lora"], f"data.root={root}", "data.labels=[masks]")
-    atomic_save(model_payload(create_model(cfg), cfg, 0.5, {}), tmp_path / "best.pt")
+    atomic_save(model_payload(create_model_from_config(cfg), cfg, 0.5, {}), tmp_path / "best.pt")
     methods = "".join(f"  - {{name: {name}, predictor: finetuned, weights: {weights}, prompt: {prompt}}}\n"
                       for name, weights, prompt in [
                           ("ft-box", tmp_path / "best.pt", "box_whole"),

@@ -40,7 +40,7 @@ class FineTunedPredictor(PromptedPredictor):
 
     def __init__(self, checkpoint: Optional[str] = None, device: str = "cpu") -> None:
         super().__init__()
-        from ..engine.checkpoint import load_model_checkpoint
+        from ..models.checkpoint import load_model_checkpoint
 
         if checkpoint is None or not Path(checkpoint).is_file():
             raise CheckpointNotFoundError(f"the finetuned predictor needs the best.pt of a prompted_sam run "
