@@ -18,6 +18,7 @@ from s2unet.baselines.compare_data import middle_block
 from s2unet.baselines.report import (
     ORACLE_MARK,
     MethodResult,
+    click_table,
     comparison_rows,
     iterative_summary,
     markdown_table,
@@ -95,6 +96,16 @@ def test_iterative_summary_counts_clicks_to_target() -> None:
     assert curve["share_reaching_target"] == [0.0, 0.5, 0.5]
     assert curve["mean_clicks_to_target"] == 2.5  # 2 clicks, and the cap of 3 for the other
     assert curve["never_reached"] == 0.5
+    assert curve["budget_clicks"] == 3 and curve["share_within_budget"] == 0.5  # fewer clicks than 11 ran
+
+
+def test_click_table_counts_only_the_first_eleven_clicks() -> None:
+    late = [0.5] * 11 + [0.95]  # reaches 0.90 at click 12: outside the budget
+    curves = {"sam-iter": iterative_summary([late, [0.95] * 12])}
+    assert curves["sam-iter"]["budget_clicks"] == 11 and curves["sam-iter"]["share_within_budget"] == 0.5
+    table = click_table(curves)
+    assert "| sam-iter † | 2 | 12 | 6.5 | 50% |" in table  # (12 + 1) / 2 clicks to 0.90
+    assert click_table({"one-shot": iterative_summary([])}) == ""
 
 
 # ------------------------------------------------------------------------------------ config

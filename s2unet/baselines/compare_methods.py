@@ -17,6 +17,7 @@ from ..predict import Predictor, channel_names
 from ..weights import CheckpointError
 from .compare_config import CompareConfig, MethodConfig
 from .compare_data import EvalCase, display, training_masks
+from .finetuned_predictor import FineTunedPredictor
 from .prompted import run_prompted
 from .prompts import Prompts, fixed_points_from_mean_mask
 from .report import MethodResult
@@ -225,10 +226,18 @@ class PromptedMethod(CaseMethod):
         return pred
 
 
+def _kind(m: MethodConfig) -> str:
+    """``trained`` (a checkpoint), ``fine-tuned`` (a prompted model trained here) or ``zero-shot``."""
+    if m.predictor is None:
+        return "trained"
+    return "fine-tuned" if m.predictor == FineTunedPredictor.name else "zero-shot"
+
+
 def _describe(m: MethodConfig, strategy: Optional[PromptStrategy]) -> str:
     if strategy is None:
         return f"trained checkpoint {m.checkpoint}"
-    return f"{m.predictor} zero-shot, {m.prompt}{strategy.describe()}"
+    model = f"fine-tuned {m.weights}" if _kind(m) == "fine-tuned" else f"{m.predictor} zero-shot"
+    return f"{model}, {m.prompt}{strategy.describe()}"
 
 
 class MethodBuilder:
@@ -266,8 +275,7 @@ class MethodBuilder:
     def build(self, index: int, m: MethodConfig) -> MethodRun:
         strategy = m.strategy(f"methods[{index}]") if m.predictor is not None else None
         oracle = strategy is not None and strategy.uses_ground_truth
-        kind = "trained" if strategy is None else "zero-shot"
-        run = MethodRun(m, MethodResult(m.name, kind, oracle, description=_describe(m, strategy)), strategy)
+        run = MethodRun(m, MethodResult(m.name, _kind(m), oracle, description=_describe(m, strategy)), strategy)
         try:
             if strategy is None:
                 path = self.models.load(m.checkpoint)
@@ -277,8 +285,9 @@ class MethodBuilder:
                 draft = (self.models, self.models.load(strategy.params.draft)) if strategy.needs_draft else None
                 fixed = self.fixed_points(strategy.params.n_points) if strategy.needs_training_masks else None
                 rng = np.random.default_rng([self.cfg.seed, index])
-                run.method = PromptedMethod(run, self.predictor(m.predictor, m.weights), self.cfg.data, strategy, rng,
-                                            fixed, draft)
+                predictor = self.predictor(m.predictor, m.weights)
+                run.result.trainable_parameters = predictor.trainable_parameters
+                run.method = PromptedMethod(run, predictor, self.cfg.data, strategy, rng, fixed, draft)
         except MethodSkipped as exc:
             run.result.status, run.result.reason = "skipped", str(exc)
             console.print(f"[yellow]skipped[/] {m.name}: {exc}")

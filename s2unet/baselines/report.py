@@ -25,6 +25,9 @@ ORACLE_LEGEND = (
 )
 TABLE_METRICS = ("dice", "iou", "sensitivity", "specificity", "hd95")
 DICE_TARGET = 0.9
+# Clicks within which an interactive method should reach the target (the published studies'
+# budget: a first click and up to ten corrections).
+CLICK_BUDGET = 11
 
 
 @dataclass
@@ -33,7 +36,8 @@ class MethodResult:
 
     Attributes:
         name: the method's name in the comparison config.
-        kind: ``trained`` (s2unet / CNN checkpoint) or ``zero-shot`` (prompted SAM-family model).
+        kind: ``trained`` (s2unet / CNN checkpoint), ``fine-tuned`` (a prompted SAM-family model
+            trained by this project) or ``zero-shot`` (prompted SAM-family model).
         uses_ground_truth: prompts derived from the test ground truth (oracle).
         status: ``ok``, ``skipped`` (could not start, e.g. a missing checkpoint) or ``failed``
             (raised while running).
@@ -203,23 +207,58 @@ def iterative_summary(round_dice: Sequence[Sequence[float]], target: float = DIC
     Returns:
         ``clicks`` (1..R), ``mean_dice`` per click, ``share_reaching_target`` per click,
         ``mean_clicks_to_target`` (NoC: images that never reach it count as R clicks, the
-        usual cap), ``never_reached`` (their share) and ``n_images``.
+        usual cap), ``never_reached`` (their share), ``budget_clicks`` (:data:`CLICK_BUDGET`,
+        or R when fewer clicks ran) with ``share_within_budget`` (the share reaching the target
+        within that many clicks) and ``n_images``.
     """
     arr = np.asarray(round_dice, dtype=np.float64)
     if arr.size == 0:
         return {"clicks": [], "mean_dice": [], "share_reaching_target": [], "mean_clicks_to_target": None,
-                "never_reached": None, "n_images": 0, "target": target}
+                "never_reached": None, "budget_clicks": 0, "share_within_budget": None, "n_images": 0,
+                "target": target}
     reached = arr >= target
     clicks_needed = np.where(reached.any(axis=1), reached.argmax(axis=1) + 1, arr.shape[1])
+    budget = min(CLICK_BUDGET, arr.shape[1])
     return {
         "clicks": list(range(1, arr.shape[1] + 1)),
         "mean_dice": arr.mean(axis=0).tolist(),
         "share_reaching_target": np.maximum.accumulate(reached, axis=1).mean(axis=0).tolist(),
         "mean_clicks_to_target": float(clicks_needed.mean()),
         "never_reached": float((~reached.any(axis=1)).mean()),
+        "budget_clicks": budget,
+        "share_within_budget": float(reached[:, :budget].any(axis=1).mean()),
         "n_images": int(arr.shape[0]),
         "target": target,
     }
+
+
+def click_table(curves: dict[str, dict[str, Any]]) -> str:
+    """The click curves as Markdown: clicks to reach the target Dice, the share reaching it
+    within :data:`CLICK_BUDGET` clicks, and the mean Dice after each click.
+
+    Args:
+        curves: method -> :func:`iterative_summary`.
+
+    Returns:
+        A heading and a table (one row per method with clicks).
+    """
+    rows = [(name, c) for name, c in curves.items() if c["clicks"]]
+    if not rows:
+        return ""
+    target = rows[0][1]["target"]
+    lines = ["## Click curves", "",
+             f"Mean clicks to reach Dice {target:.2f} (an image that never reaches it counts as all its clicks), "
+             f"the share of images reaching it within {CLICK_BUDGET} clicks (within all clicks when fewer ran), "
+             "and the mean Dice after each click.", "",
+             f"| method | images | clicks | mean clicks to {target:.2f} | reaching {target:.2f} | Dice per click |",
+             "|---|---|---|---|---|---|"]
+    for name, c in rows:
+        budget = c["budget_clicks"]
+        within = f"{c['share_within_budget']:.0%}" + ("" if budget == CLICK_BUDGET else f" (within {budget})")
+        per_click = " / ".join(f"{d:.3f}" for d in c["mean_dice"])
+        lines.append(f"| {name} {ORACLE_MARK} | {c['n_images']} | {len(c['clicks'])} | "
+                     f"{c['mean_clicks_to_target']:.1f} | {within} | {per_click} |")
+    return "\n".join(lines) + "\n"
 
 
 def iterative_plot(path: Path, curves: dict[str, dict[str, Any]], title: str = "") -> None:
@@ -276,6 +315,8 @@ def write_comparison(
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     md = [f"# {title or 'Comparison'}", "", *notes, "" if notes else "", markdown_table(results, volumes)]
+    if curves:
+        md += ["", click_table(curves)]
     files = [output_dir / "comparison.md", output_dir / "comparison.csv", output_dir / "per_case.csv",
              output_dir / "dice_boxplot.png"]
     if curves:

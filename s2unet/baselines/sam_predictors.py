@@ -12,6 +12,7 @@ Adding a predictor: a :class:`PromptedPredictor` subclass in its own file plus o
 * ``sam2*`` / ``sam2.1*``: the ``sam2`` package's ``SAM2ImagePredictor`` on an official
   checkpoint (not downloadable on these machines: building raises
   :class:`~s2unet.weights.CheckpointNotFoundError`).
+* ``finetuned``: a ``best.pt`` of a ``prompted_sam`` run (:mod:`.finetuned_predictor`).
 
 Every predictor embeds an image once (``set_image``) and then answers any number of prompts
 (``predict``), which iterative correction needs.
@@ -34,12 +35,15 @@ from .sam1_predictor import (
     sam1_postprocess,
     sam1_preprocess,
 )
+from .finetuned_predictor import FineTunedPredictor
 from .sam2_predictor import SAM2_CONFIGS, SAM2Predictor, sam2_config_name
 
 PREDICTORS: dict[str, Callable[..., PromptedPredictor]] = {
     "litemedsam": partial(SamTinyViTPredictor, LITEMEDSAM),
     "mobilesam": partial(SamTinyViTPredictor, MOBILESAM),
     **{name: partial(SAM2Predictor, name) for name in SAM2_CONFIGS},
+    # A model fine-tuned by this project (model.arch: prompted_sam); its best.pt is the checkpoint.
+    FineTunedPredictor.name: FineTunedPredictor,
 }
 
 

@@ -34,6 +34,7 @@ from .schema import (
     LossConfig,
     ModelConfig,
     PostprocessConfig,
+    PromptedConfig,
     SplitConfig,
     TrainConfig,
     WindowConfig,
@@ -43,7 +44,7 @@ from .validation import check_device_name, validate
 
 __all__ = [
     "WINDOW_PRESETS", "AdapterConfig", "AttentionLoraConfig", "AugmentConfig", "Config", "ConfigError",
-    "DataConfig", "Interval", "LossConfig", "ModelConfig", "PostprocessConfig", "SplitConfig", "TrainConfig",
+    "DataConfig", "Interval", "LossConfig", "ModelConfig", "PostprocessConfig", "PromptedConfig", "SplitConfig", "TrainConfig",
     "WindowConfig", "as_values", "build_checked", "build_params", "check_registered", "check_device_name", "check_range", "check_ranges",
     "config_from_dict", "extra_field", "extra_keys", "load_config", "load_layered", "parse_override", "ranged",
     "read_values", "save_config", "validate", "TextConfig", "TextStructureConfig", "phrase_key", "text_structures",

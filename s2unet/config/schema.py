@@ -139,10 +139,32 @@ class AttentionLoraConfig:
 
 
 @dataclass
-class ModelConfig:
-    """Architecture: s2unet (encoder, adapters, decoder) or a CNN baseline trained the same way."""
+class PromptedConfig:
+    """Fine-tuning of a prompted SAM-family model (``model.arch: prompted_sam``).
 
-    arch: Literal["s2unet", "unet", "deeplabv3plus"] = "s2unet"
+    The encoder is ``model.encoder`` with its SAM checkpoint (``model.weights``); what trains is
+    peft LoRA on the encoder's attention (``model.attention_lora.enabled``) and/or the mask
+    decoder (``decoder``: ``full``, ``lora`` or ``none``). Training prompts: a ground-truth
+    ``box`` whose sides move by up to ``box_jitter`` of the box side, or the ``mean_points``
+    (``n_points`` fixed points of the mean training mask, no ground truth at test time); then up
+    to ``clicks`` correction clicks drawn from the current error, run without gradients, the
+    loss on the last round. Validation uses the same prompt source, without clicks.
+    """
+
+    decoder: Literal["full", "lora", "none"] = "full"
+    decoder_lora_rank: int = ranged("[1, inf)", 8)
+    prompt: Literal["box", "mean_points"] = "box"
+    box_jitter: float = ranged("[0, 1)", 0.1)
+    n_points: int = ranged("[1, inf)", 2)
+    clicks: int = ranged("[0, inf)", 0)
+
+
+@dataclass
+class ModelConfig:
+    """Architecture: s2unet (encoder, adapters, decoder), a CNN baseline trained the same way,
+    or a fine-tuned prompted SAM-family model (``prompted_sam``)."""
+
+    arch: Literal["s2unet", "unet", "deeplabv3plus", "prompted_sam"] = "s2unet"
     cnn_pretrained: bool = False  # CNN baselines: ImageNet encoder weights (needs them on disk)
     encoder: str = "sam2.1_hiera_tiny"
     weights: str = "default"  # "default" (official checkpoint), "random" or a file path
@@ -150,6 +172,7 @@ class ModelConfig:
     attention_lora: AttentionLoraConfig = field(default_factory=AttentionLoraConfig)
     decoder_channels: list[int] = ranged("[1, inf)", default_factory=lambda: [128, 64, 32])
     train_encoder: bool = False  # full fine-tuning of the trunk; off by design
+    prompted: PromptedConfig = field(default_factory=PromptedConfig)
 
 
 # ----------------------------------------------------------------------------------------- loss

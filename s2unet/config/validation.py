@@ -1,6 +1,7 @@
 """Cross-field checks of a built config: what types and ranges alone cannot express."""
 from __future__ import annotations
 
+import fnmatch
 import re
 
 from .ranges import ConfigError, check_ranges
@@ -46,6 +47,32 @@ def _validate_robustness(cfg: Config) -> None:
                           f"({n_fg}); got {keep}")
 
 
+# Encoders whose checkpoint holds a whole prompted model: SAM1-layout TinyViT files and the
+# official SAM2 / SAM2.1 / MedSAM2 files.
+PROMPTED_ENCODERS = ("mobilesam_tinyvit", "litemedsam_tinyvit", "medsam2", "sam2_hiera_*", "sam2.1_hiera_*")
+
+
+def _validate_prompted(cfg: Config) -> None:
+    """Cross-field checks of ``model.arch: prompted_sam``: what it trains and what it predicts."""
+    m = cfg.model
+    if m.arch != "prompted_sam":
+        return
+    if not any(fnmatch.fnmatchcase(m.encoder, pattern) for pattern in PROMPTED_ENCODERS):
+        raise ConfigError(f"model.encoder {m.encoder!r}: prompted_sam fine-tunes {', '.join(PROMPTED_ENCODERS)}")
+    if m.weights == "random":
+        raise ConfigError("model.weights: prompted_sam fine-tunes a pretrained SAM checkpoint; 'random' has none")
+    if m.adapter.placement != "none":
+        raise ConfigError("model.adapter.placement: prompted_sam trains model.attention_lora and/or "
+                          "model.prompted.decoder, not stage adapters; set it to none")
+    if m.train_encoder:
+        raise ConfigError("model.train_encoder: prompted_sam trains the encoder through model.attention_lora only")
+    if not m.attention_lora.enabled and m.prompted.decoder == "none":
+        raise ConfigError("model.prompted.decoder is none and model.attention_lora.enabled is false: nothing would be trained")
+    if cfg.data.task == "multiclass":
+        raise ConfigError("data.task: prompted_sam predicts one mask per prompted structure (binary or multilabel), "
+                          "not multiclass")
+
+
 def validate(cfg: Config) -> Config:
     """Check every value's range (see :func:`ranged`) and the cross-field rules types cannot express.
 
@@ -74,6 +101,7 @@ def validate(cfg: Config) -> Config:
             f"got {d.split.val_ratio} + {d.split.test_ratio}"
         )
     _validate_robustness(cfg)
+    _validate_prompted(cfg)
     if d.split.mode == "kfold" and not d.split.fold < d.split.folds:
         raise ConfigError(f"data.split.fold {d.split.fold} is outside 0..{d.split.folds - 1}")
     if len(m.decoder_channels) != 3:

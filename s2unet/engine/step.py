@@ -25,15 +25,19 @@ class TrainStep:
         amp_dtype: autocast dtype, or None for fp32; fp16 turns the gradient scaler on.
         grad_clip: clip the gradients' global norm to this; 0 = no clipping.
         accumulate: micro-batches per optimiser update; each loss is divided by it.
+        with_target: call ``net(image, target)``: the model draws training inputs from the
+            target (a prompted model's prompts).
     """
 
     def __init__(self, net: Callable[..., Sequence[torch.Tensor]], loss_fn: Callable[[Sequence[torch.Tensor], torch.Tensor], torch.Tensor],
                  optimizer: torch.optim.Optimizer, params: Sequence[torch.nn.Parameter], device: torch.device,
-                 amp_dtype: Optional[torch.dtype], grad_clip: float, accumulate: int = 1) -> None:
+                 amp_dtype: Optional[torch.dtype], grad_clip: float, accumulate: int = 1,
+                 with_target: bool = False) -> None:
         if accumulate < 1:
             raise ValueError(f"accumulate must be >= 1, got {accumulate}")
         self.net, self.loss_fn, self.optimizer, self.params = net, loss_fn, optimizer, list(params)
         self.device, self.amp_dtype, self.grad_clip, self.accumulate = device, amp_dtype, grad_clip, accumulate
+        self.with_target = with_target
         self.scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
 
     def backward(self, image: torch.Tensor, target: torch.Tensor, features: Optional[Callable[[], Any]] = None,
@@ -52,7 +56,12 @@ class TrainStep:
         """
         with autocast(self.device, self.amp_dtype):
             inputs = {} if text is None else {"text": text}
-            outputs = self.net(image, **inputs) if features is None else self.net(image, features=features(), **inputs)
+            if features is not None:
+                outputs = self.net(image, features=features(), **inputs)
+            elif self.with_target:
+                outputs = self.net(image, target, **inputs)
+            else:
+                outputs = self.net(image, **inputs)
             loss = self.loss_fn(outputs, target) / self.accumulate
         self.scaler.scale(loss).backward()
         return loss.item() * self.accumulate

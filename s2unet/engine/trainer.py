@@ -162,6 +162,8 @@ def _train(cfg: Config, device: torch.device, info: DistInfo, saved: dict | None
     if init_from is not None:
         for warning in init_from_checkpoint(model, cfg, init_from):
             console.print(f"[yellow]warning:[/] {warning}")
+    if saved is None:  # a resumed run has it in last.pt
+        model.prepare(bundle.train)
     if info.is_main:
         counts = model.parameter_counts()
         console.print(
@@ -169,6 +171,8 @@ def _train(cfg: Config, device: torch.device, info: DistInfo, saved: dict | None
             f"{len(bundle.val or [])} validation items, trainable {counts['trainable']:,} of {counts['total']:,} "
             f"parameters ({counts['trainable_percent']}%), run dir {run_dir}"
         )
+        for note in model.score_notes():  # e.g. oracle prompts behind the validation score
+            console.print(f"[yellow]note:[/] {note}")
     amp = [resolve_amp(t_cfg.amp, device) if info.is_main else None]
     if info.enabled:  # one measurement, and every rank computes in the same precision
         dist.broadcast_object_list(amp, src=0)
@@ -225,7 +229,8 @@ def _train(cfg: Config, device: torch.device, info: DistInfo, saved: dict | None
     cache = None
     if t_cfg.cache_features and isinstance(model, S2UNet) and not model.encoder_trains and not cfg.data.augment.enabled:
         cache = FeatureCache(t_cfg.feature_cache_mb * 2**20, run_dir / f"feature_cache_rank{info.rank}")
-    step = TrainStep(net, loss_fn, optimizer, params, device, amp_dtype, t_cfg.grad_clip, t_cfg.accumulate)
+    step = TrainStep(net, loss_fn, optimizer, params, device, amp_dtype, t_cfg.grad_clip, t_cfg.accumulate,
+                     with_target=model.trains_with_target)
     phrase_table = None if bank is None else bank.embeddings.to(device)
 
     with _progress_bar(info) as bar:
@@ -272,6 +277,7 @@ def _train(cfg: Config, device: torch.device, info: DistInfo, saved: dict | None
         test = _test(model, cfg, bundle, device, run_dir, log, bank) if bundle.test is not None else {}
         write_json(run_dir / "summary.json", {"best_" + t_cfg.metric: progress.best, "best_epoch": progress.best_epoch,
                                              "epochs": progress.epoch, "steps": progress.step, **test,
+                                             "trainable_parameters": model.parameter_counts()["trainable"],
                                              "wall_seconds": round(time.perf_counter() - started, 1),
                                              "threads": torch.get_num_threads(), "precision": amp[0].name})
         console.print(f"done: best validation {t_cfg.metric} {progress.best:.4f} at epoch {progress.best_epoch}; {run_dir}")

@@ -49,10 +49,13 @@ def validate(model: SegmentationModel, cfg: Config, dataset: SliceDataset, devic
     predictor = Predictor(model, cfg, device, batch_size=batch_size, text=queries)
     cases = dataset.cases[: max_cases or None]
     probs, targets, spacings = [], [], []
+    # A model fine-tuned with box prompts validates with boxes from the reference (oracle).
+    boxed = cfg.model.arch == "prompted_sam" and cfg.model.prompted.prompt == "box"
     for case in cases:
-        prob, spacing = predictor.predict_case(case)
+        target = load_case_target(case, cfg)
+        prob, spacing = predictor.predict_case(case, target if boxed else None)
         probs.append(prob)
-        targets.append(load_case_target(case, cfg))
+        targets.append(target)
         spacings.append(spacing)
     model.train(was_training)
 

@@ -2,20 +2,21 @@
 ``create_model_from_config(cfg)`` takes them from a run config (:func:`model_args`).
 
 ``s2unet`` is the frozen encoder + adapters + attention-gated decoder; ``unet`` and
-``deeplabv3plus`` are CNN baselines trained by the same engine with the same data and losses.
+``deeplabv3plus`` are CNN baselines trained by the same engine with the same data and losses;
+``prompted_sam`` fine-tunes a prompted SAM-family model (:mod:`.prompted_sam`).
 """
 from __future__ import annotations
 
 import dataclasses
 from typing import Any, Literal, Mapping, Optional, Sequence, TypeVar, Union
 
-from ..config import AdapterConfig, AttentionLoraConfig, Config, ConfigError
+from ..config import AdapterConfig, AttentionLoraConfig, Config, ConfigError, PromptedConfig
 from .base import SegmentationModel
 from .encoders import create_encoder, encoder_names
 from .s2unet import S2UNet
 from ..text.embedders import get_text_model_spec
 
-_Section = TypeVar("_Section", AdapterConfig, AttentionLoraConfig)
+_Section = TypeVar("_Section", AdapterConfig, AttentionLoraConfig, PromptedConfig)
 
 
 def _section(kind: type[_Section], value: Union[_Section, Mapping[str, Any], None]) -> _Section:
@@ -40,6 +41,8 @@ def create_model(
     text_injection: Literal["film", "xattn"] = "film",
     text_hidden: int = 256,
     text_tokens: int = 4,
+    prompted: Union[PromptedConfig, Mapping[str, Any], None] = None,
+    image_size: Optional[int] = None,
 ) -> SegmentationModel:
     """Build a model, loading pretrained weights where they are named.
 
@@ -50,7 +53,7 @@ def create_model(
 
     Args:
         out_channels: prediction channels (one per label, or one per class for multiclass).
-        arch: ``s2unet``, ``unet`` or ``deeplabv3plus``.
+        arch: ``s2unet``, ``unet``, ``deeplabv3plus`` or ``prompted_sam``.
         encoder: a registered encoder name (s2unet).
         weights: ``default`` (the encoder's published checkpoint), ``random`` or a file (s2unet).
         adapter: stage / block adapters (s2unet; defaults when None).
@@ -63,6 +66,8 @@ def create_model(
         text_injection: how a phrase enters the decoder blocks, ``film`` or ``xattn``.
         text_hidden: width of the projected phrase embedding.
         text_tokens: cross-attention key/value tokens made from a phrase (``xattn``).
+        prompted: what trains and how it is prompted (prompted_sam; defaults when None).
+        image_size: the square input side (prompted_sam: its prompt frame and embedding).
 
     Returns:
         The model; for s2unet only adapters, attention LoRA, decoder and heads require
@@ -81,6 +86,13 @@ def create_model(
         )
     if text_model is not None:
         raise ValueError(f"create_model: text_model needs arch s2unet, not {arch!r}")
+    if arch == "prompted_sam":
+        from .prompted_sam import create_prompted_sam
+
+        if image_size is None:
+            raise ValueError("create_model: prompted_sam needs image_size (the square input side)")
+        return create_prompted_sam(encoder, weights, _section(PromptedConfig, prompted),
+                                   _section(AttentionLoraConfig, attention_lora), out_channels, image_size)
     from .cnn import create_cnn
 
     return create_cnn(arch, out_channels, cnn_pretrained)
@@ -96,13 +108,15 @@ def model_args(cfg: Config) -> dict[str, Any]:
         ``cfg.model`` as a dict plus ``out_channels``; a text-prompted model (``text.enabled``)
         adds the ``text_*`` arguments and has one output channel (one mask per phrase asked).
         Models without text carry no ``text_*`` key, so their arguments equal those stored before
-        text prompts existed.
+        text prompts existed. prompted_sam adds ``image_size``: its prompt encoder is built for it.
     """
     args = {"out_channels": cfg.out_channels, **dataclasses.asdict(cfg.model)}
     t = cfg.text
     if t.enabled:
         args.update(out_channels=1, text_model=t.model, text_injection=t.injection, text_hidden=t.hidden,
                     text_tokens=t.tokens)
+    if cfg.model.arch == "prompted_sam":
+        args["image_size"] = cfg.data.image_size
     return args
 
 
@@ -132,7 +146,7 @@ def check_model_config(cfg: Config) -> None:
         from ..text.embedders import get_text_model_spec, locate_text_model
 
         locate_text_model(get_text_model_spec(cfg.text.model))
-    if cfg.model.arch != "s2unet":
+    if cfg.model.arch not in ("s2unet", "prompted_sam"):
         return
     try:
         spec = get_encoder_spec(cfg.model.encoder)

@@ -72,8 +72,14 @@ def attach_stage_adapters(encoder: Encoder, cfg: AdapterConfig) -> nn.ModuleList
     return adapters
 
 
-def attach_attention_lora(encoder: Encoder, cfg: AttentionLoraConfig) -> None:
-    """Inject peft LoRA layers into the encoder's attention projections (in place)."""
+def attach_attention_lora(encoder: nn.Module, cfg: AttentionLoraConfig, targets: str | list[str] | None = None) -> None:
+    """Inject peft LoRA layers into the attention projections of a module (in place).
+
+    Args:
+        encoder: an :class:`Encoder`, or any module when ``targets`` are given.
+        cfg: rank, alpha, dropout (nothing happens unless ``enabled``).
+        targets: peft ``target_modules``; the encoder's ``attention_lora_targets`` when None.
+    """
     if not cfg.enabled:
         return
     # peft pulls in transformers (seconds of import time): only when attention LoRA is asked for.
@@ -83,7 +89,7 @@ def attach_attention_lora(encoder: Encoder, cfg: AttentionLoraConfig) -> None:
         r=cfg.rank,
         lora_alpha=cfg.alpha,
         lora_dropout=cfg.dropout,
-        target_modules=encoder.attention_lora_targets,
+        target_modules=targets if targets is not None else encoder.attention_lora_targets,
         bias="none",
     )
     inject_adapter_in_model(lora, encoder)

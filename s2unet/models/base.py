@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+from torch.utils.data import Dataset
 
 
 class SegmentationModel(nn.Module):
@@ -10,6 +11,22 @@ class SegmentationModel(nn.Module):
 
     Subclasses implement ``forward``; the defaults below suit models trained end to end.
     """
+
+    # True when the training forward takes the reference masks too (``model(x, target)``:
+    # prompted models draw their prompts from them).
+    trains_with_target = False
+
+    def prepare(self, train_set: Dataset) -> None:
+        """Fit what the model derives from the training data before the first step of a new
+        run (nothing by default).
+
+        Args:
+            train_set: the engine's training dataset.
+        """
+
+    def score_notes(self) -> list[str]:
+        """What a reader of this model's validation scores must know (none by default)."""
+        return []
 
     def predict_logits(self, x: torch.Tensor) -> torch.Tensor:
         """The final prediction's logits (B, C, H, W)."""

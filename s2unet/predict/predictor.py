@@ -167,12 +167,14 @@ class Predictor:
         return torch.sigmoid(logits)
 
     @torch.inference_mode()
-    def predict_batch(self, inputs: np.ndarray) -> np.ndarray:
+    def predict_batch(self, inputs: np.ndarray, reference: Optional[np.ndarray] = None) -> np.ndarray:
         """Probabilities of a batch of prepared inputs, at the inputs' own size.
 
         Args:
             inputs: (B, 3, H, W) float32 in 0..1 at native resolution (as from
                 ``prepare_slice``).
+            reference: (B, C, H, W) masks a prompted model draws its prompts from (its box
+                prompts); None for every other model.
 
         Returns:
             float32 (B, C, H, W) probabilities.
@@ -181,11 +183,18 @@ class Predictor:
         native = tuple(inputs.shape[-2:])
         # resize_to is the dataset's own resize (antialiased when shrinking); clamp as training does
         x = torch.stack([resize_to(item, size, "bilinear").clamp_(0.0, 1.0) for item in inputs]).to(self.device)
-        views = [(x, False), (x.flip(-1), True)] if self.tta_flip else [(x, False)]
+        ref = None
+        if reference is not None:  # resized as the training masks are
+            ref = torch.stack([resize_to(item.astype(np.float32), size, "nearest") for item in reference]).to(self.device)
+        views = [(x, ref, False)]
+        if self.tta_flip:
+            views.append((x.flip(-1), None if ref is None else ref.flip(-1), True))
         prob = None
-        for view, flipped in views:
-            logits = (self.model.predict_logits(view) if self.text is None
-                      else self.model.predict_logits(view, text=self.text)).float()
+        for view, view_ref, flipped in views:
+            extra = {} if view_ref is None else {"reference": view_ref}
+            if self.text is not None:
+                extra["text"] = self.text
+            logits = self.model.predict_logits(view, **extra).float()
             logits = F.interpolate(logits, size=native, mode="bilinear", align_corners=False)
             p = self._activate(logits)
             p = p.flip(-1) if flipped else p
@@ -214,21 +223,23 @@ class Predictor:
             return postprocess(mask, min_size, region)
         return postprocess(mask, min_size, region, post.keep_largest, post.fill_holes, slice_axis)
 
-    def predict_case(self, case: Case) -> tuple[np.ndarray, Optional[tuple[float, ...]]]:
+    def predict_case(self, case: Case, reference: Optional[np.ndarray] = None
+                     ) -> tuple[np.ndarray, Optional[tuple[float, ...]]]:
         """Probabilities of a dataset case at its native size.
 
         Args:
             case: a volume or 2D picture case (its file's format decides which).
+            reference: its (C, *spatial) reference masks, for a prompted model's box prompts.
 
         Returns:
             ``(prob (C, *spatial), spacing)``: the volume's served zooms, or None for pictures.
         """
         image = read_case(case.image, self.cfg.data.kind, self.cfg.data.reorient)
         if image.planar:
-            return self.predict_picture(image), None
-        return self.predict_volume(image), image.zooms
+            return self.predict_picture(image, reference), None
+        return self.predict_volume(image, reference=reference), image.zooms
 
-    def predict_picture(self, picture: CaseImage) -> np.ndarray:
+    def predict_picture(self, picture: CaseImage, reference: Optional[np.ndarray] = None) -> np.ndarray:
         """Probabilities of a 2D picture case, (C, H, W) as displayed.
 
         Read for a model trained on volumes (stored values) it is a CT slice
@@ -236,20 +247,23 @@ class Predictor:
 
         Args:
             picture: a planar CaseImage (``read_case`` with this model's ``data.kind``).
+            reference: (C, H, W) masks for a prompted model's box prompts.
 
         Returns:
             float32 (C, H, W).
         """
         predict = self.predict_slice if picture.values == "stored" else self.predict_image
-        return predict(picture.picture())
+        return predict(picture.picture(), reference)
 
-    def predict_volume(self, vol: Union[CaseImage, np.ndarray], progress: Optional[Progress] = None) -> np.ndarray:
+    def predict_volume(self, vol: Union[CaseImage, np.ndarray], progress: Optional[Progress] = None,
+                       reference: Optional[np.ndarray] = None) -> np.ndarray:
         """Probabilities of every slice of a volume along ``cfg.data.axis``.
 
         Args:
             vol: a CaseImage (decoded once here, in its stored dtype) or its already decoded
                 served array.
             progress: called with the number of slices finished after each batch.
+            reference: (C, *vol.shape) masks for a prompted model's box prompts.
 
         Returns:
             float32 (C, *vol.shape) in the served orientation.
@@ -264,13 +278,14 @@ class Predictor:
         n = array.shape[axis]
         for start in range(0, n, self.batch_size):
             ks = range(start, min(start + self.batch_size, n))
-            out_slices[:, ks.start : ks.stop] = self.predict_planes(array, ks, value_range)
+            out_slices[:, ks.start : ks.stop] = self.predict_planes(array, ks, value_range, reference)
             if progress is not None:
                 progress(len(ks))
         return out
 
     def predict_planes(self, array: np.ndarray, planes: Sequence[int],
-                       value_range: Optional[tuple[float, float]] = None) -> np.ndarray:
+                       value_range: Optional[tuple[float, float]] = None,
+                       reference: Optional[np.ndarray] = None) -> np.ndarray:
         """Probabilities of some slices of a decoded volume along ``cfg.data.axis``, prepared
         from the whole volume as :meth:`predict_volume` prepares them (window, 2.5D context).
 
@@ -278,6 +293,7 @@ class Predictor:
             array: the served, decoded (3D) volume.
             planes: slice indices, predicted ``batch_size`` at a time.
             value_range: ``volume_value_range(array)`` when already computed.
+            reference: (C, *array.shape) masks for a prompted model's box prompts.
 
         Returns:
             float32 (C, len(planes), h, w).
@@ -287,12 +303,15 @@ class Predictor:
         planes = list(planes)
         if not planes:
             raise ValueError("predict_planes needs at least one slice index")
+        # (n, C, h, w): the reference's planes in the order the slices are taken
+        ref = None if reference is None else np.moveaxis(reference, self.cfg.data.axis + 1, 0)
         parts = [self.predict_batch(np.stack([prepare_slice(array, k, self.cfg.data, value_range)
-                                              for k in planes[i : i + self.batch_size]]))
+                                              for k in planes[i : i + self.batch_size]]),
+                                    None if ref is None else ref[planes[i : i + self.batch_size]])
                  for i in range(0, len(planes), self.batch_size)]
         return np.concatenate(parts).transpose(1, 0, 2, 3)
 
-    def predict_slice(self, picture: np.ndarray) -> np.ndarray:
+    def predict_slice(self, picture: np.ndarray, reference: Optional[np.ndarray] = None) -> np.ndarray:
         """Probabilities of one 2D CT slice for a model trained on volumes.
 
         The slice goes through :func:`~s2unet.data.slice_as_volume` and
@@ -301,22 +320,26 @@ class Predictor:
 
         Args:
             picture: (H, W) intensities as displayed (``read_slice_values``).
+            reference: (C, H, W) masks as displayed, for a prompted model's box prompts.
 
         Returns:
             float32 (C, H, W), in the picture's layout.
         """
         axis = self.cfg.data.axis
-        prob = self.predict_volume(slice_as_volume(picture, axis))
+        ref = None if reference is None else np.stack([slice_as_volume(r, axis) for r in reference])
+        prob = self.predict_volume(slice_as_volume(picture, axis), reference=ref)
         return np.ascontiguousarray(np.take(prob, 0, axis=axis + 1).transpose(0, 2, 1))
 
-    def predict_image(self, image: np.ndarray) -> np.ndarray:
+    def predict_image(self, image: np.ndarray, reference: Optional[np.ndarray] = None) -> np.ndarray:
         """Probabilities of one 2D image.
 
         Args:
             image: (H, W) gray values in 0..1 (as ``s2unet.data.read_image`` returns; NaN is
                 treated as 0 like the training dataset does).
+            reference: (C, H, W) masks for a prompted model's box prompts.
 
         Returns:
             float32 (C, H, W).
         """
-        return self.predict_batch(prepare_image(image, self.cfg.data.normalize)[None])[0]
+        ref = None if reference is None else reference[None]
+        return self.predict_batch(prepare_image(image, self.cfg.data.normalize)[None], ref)[0]
