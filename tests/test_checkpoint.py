@@ -62,6 +62,23 @@ def test_a_format_1_checkpoint_loads_through_the_migration(tmp_path: Path, overr
     assert (loaded.threshold, loaded.metrics, loaded.config) == (pytest.approx(0.4), {"dice": 0.7}, cfg)
 
 
+@pytest.mark.parametrize("version", [1, 2])
+def test_a_file_written_before_a_model_key_existed_still_loads(tmp_path: Path, version: int) -> None:
+    # Files written before model.prompted existed store neither the config key nor the argument:
+    # the argument's default is what they were built with, and the config fills the same default.
+    cfg = _cfg()
+    model = create_model_from_config(cfg).eval()
+    payload = _format_1(model, cfg) if version == 1 else model_payload(model, cfg, 0.4, {})
+    del payload["config"]["model"]["prompted"]
+    if version == 2:
+        del payload["model_args"]["prompted"]
+    torch.save(payload, tmp_path / "old.pt")
+    loaded = load_model_checkpoint(tmp_path / "old.pt")
+    x = torch.rand(1, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.equal(loaded.model.predict_logits(x), model.predict_logits(x))
+
+
 def test_migration_leaves_its_input_alone() -> None:
     cfg = _cfg()
     old = {"format": "s2unet-checkpoint", "format_version": 1, "config": cfg.to_dict()}

@@ -208,8 +208,10 @@ def load_model_checkpoint(path: str | Path, device: str | torch.device = "cpu") 
         raise CheckpointError(f"{path}: model_args {unknown} are not arguments of this s2unet's create_model")
     # The config describes the model too (``--init-from`` and the reports read it): a file whose
     # two descriptions differ was edited by hand and would run one model under the other's name.
+    # An argument the file does not store was added to create_model after it was written: its
+    # default is the behaviour of that time, and the config fills in the same default.
     described = model_args(cfg)
-    differing = sorted(k for k in args.keys() | described.keys() if args.get(k) != described.get(k))
+    differing = sorted(k for k in args if args[k] != described.get(k))
     if differing:
         raise CheckpointError(f"{path}: its model_args and its config's model section differ in {differing}")
     model = create_model(**args)
