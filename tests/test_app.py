@@ -26,7 +26,7 @@ from s2unet.app.workspace import (
     save_masks,
     write_autosave,
 )
-from s2unet.baselines.prompts import Click, Prompts
+from s2unet.data.prompts import Click, Prompts
 from s2unet.baselines.sam_predictors import MASK_PROMPT_LOGIT, PromptedPredictor, SamFrame, SamTinyViTPredictor
 from s2unet.baselines.session import ClickSession
 from s2unet.config import config_from_dict

@@ -9,7 +9,7 @@ import pytest
 
 from s2unet.baselines.strategies import STRATEGIES, PromptInputs, create_strategy
 from s2unet.config import ConfigError
-from s2unet.baselines.prompts import (
+from s2unet.data.prompts import (
     Prompts,
     box_around_mask,
     boxes_per_component,

@@ -29,7 +29,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 from scipy import ndimage
 
-from ..baselines.prompts import Click, Prompts
+from ..data.prompts import Click, Prompts
 from ..baselines.session import ClickSession
 from ..baselines.sam_predictors import PromptedPredictor
 from .workspace import AppError, CaseStats, Layer, OpenCase

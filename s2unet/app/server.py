@@ -247,6 +247,13 @@ def plane_state(app: LabelApp, ed: CaseEditor, plane: int, note: str = "", **ext
 
 
 # ----------------------------------------------------------------------------------- requests
+def _drafter(app: LabelApp, why: str) -> DraftModel:
+    """The app's checkpoint model, or an AppError saying ``no usable --checkpoint <why>``."""
+    if app.drafter is None:
+        raise AppError("no usable --checkpoint " + why)
+    return app.drafter
+
+
 class Where(BaseModel):
     case: str
     plane: int = 0
@@ -396,24 +403,21 @@ def create_app(state: LabelApp, token: Optional[str] = None) -> FastAPI:
     def draft(req: Where) -> dict[str, Any]:
         with state.lock:
             ed = state.editor(req.case)
-            if state.drafter is None:
-                raise AppError("no usable --checkpoint for drafts: " + "; ".join(state.problems or [
-                    "start the app with --checkpoint RUN/best.pt (or draw a box)"]))
-            masks = state.drafter.draft(ed.opened)
-            ed.set_draft(masks, list(range(masks.shape[1])), str(state.drafter.path))
+            drafter = _drafter(state, "for drafts: " + "; ".join(state.problems or [
+                "start the app with --checkpoint RUN/best.pt (or draw a box)"]))
+            masks = drafter.draft(ed.opened)
+            ed.set_draft(masks, list(range(masks.shape[1])), str(drafter.path))
             return plane_state(state, ed, req.plane)
 
     @api.post("/api/text")
     def text(req: TextRequest) -> dict[str, Any]:
         with state.lock:
             ed = state.editor(req.case)
-            if state.drafter is None:
-                raise AppError("no usable --checkpoint answers phrases: start the app with --checkpoint of a "
-                               "text-prompted model")
+            drafter = _drafter(state, "answers phrases: start the app with --checkpoint of a text-prompted model")
             if not 0 <= req.layer < len(state.layers):
                 raise AppError(f"layer {req.layer} outside 0..{len(state.layers) - 1}")
-            mask, structure = state.drafter.ask(ed.opened, req.phrase)
-            ed.set_draft(mask[None], list(range(mask.shape[0])), f"{state.drafter.path} ({req.phrase!r})",
+            mask, structure = drafter.ask(ed.opened, req.phrase)
+            ed.set_draft(mask[None], list(range(mask.shape[0])), f"{drafter.path} ({req.phrase!r})",
                          layers=[req.layer])
             return plane_state(state, ed, req.plane, f"{req.phrase!r} taken as {structure}")
 

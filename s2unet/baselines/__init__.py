@@ -15,7 +15,7 @@ The CNN baselines (U-Net, DeepLabV3+) are trainable models: :mod:`s2unet.models.
 """
 from .compare import run_compare
 from .prompted import PromptedResult, run_prompted
-from .prompts import (
+from ..data.prompts import (
     Click,
     Prompts,
     box_around_mask,

@@ -19,7 +19,7 @@ from .compare_config import CompareConfig, MethodConfig
 from .compare_data import EvalCase, display, training_masks
 from .finetuned_predictor import FineTunedPredictor
 from .prompted import run_prompted
-from .prompts import Prompts, fixed_points_from_mean_mask
+from ..data.prompts import Prompts, fixed_points_from_mean_mask
 from .report import MethodResult
 from .sam_predictors import PromptedPredictor, create_predictor
 from .strategies import PromptStrategy

@@ -12,7 +12,7 @@ from typing import Hashable, Optional
 import numpy as np
 
 from ..metrics import metric_row
-from .prompts import Prompts, next_correction_click
+from ..data.prompts import Prompts, next_correction_click
 from .sam_predictors import PromptedPredictor
 from .session import ClickSession
 from .strategies import PromptInputs, PromptStrategy

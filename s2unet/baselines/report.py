@@ -15,7 +15,7 @@ from typing import Any, Optional, Sequence
 import numpy as np
 
 from ..inference.outputs import write_csv
-from ..io import all_or_none, atomic_path, write_json
+from ..io import all_or_none, atomic_path, write_json, write_text
 
 ORACLE_MARK = "†"
 ORACLE_LEGEND = (
@@ -153,12 +153,6 @@ def markdown_table(results: Sequence[MethodResult], volumes: bool) -> str:
         lines += [f"- **{r.name}** ({r.status}): {r.reason}" for r in not_run]
     lines += ["", ORACLE_LEGEND]
     return "\n".join(lines) + "\n"
-
-
-def write_text(path: Path, text: str) -> None:
-    """Atomic text write."""
-    with atomic_path(path) as tmp:
-        tmp.write_text(text)
 
 
 def dice_boxplot(

@@ -27,7 +27,7 @@ from typing import Any, ClassVar, Optional
 import numpy as np
 
 from ..config import ConfigError, build_params, check_registered, ranged
-from .prompts import Prompts, box_around_mask, boxes_per_component, farthest_interior_points, prompts_from_draft
+from ..data.prompts import Prompts, box_around_mask, boxes_per_component, farthest_interior_points, prompts_from_draft
 
 
 @dataclass
