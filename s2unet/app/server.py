@@ -17,7 +17,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Optional
+from typing import Any, Optional
 
 import numpy as np
 from fastapi import FastAPI, Request
@@ -27,6 +27,7 @@ from pydantic import BaseModel, Field
 
 from ..baselines.sam_predictors import PromptedPredictor, create_predictor
 from ..weights import CheckpointError
+from .drafts import DraftModel
 from .editor import CaseEditor
 from .workspace import (
     WINDOWS,
@@ -47,9 +48,6 @@ from .workspace import (
     write_autosave,
 )
 
-if TYPE_CHECKING:
-    from ..predict import Predictor
-
 STATIC = Path(__file__).with_name("static")
 TOKEN_COOKIE = "s2unet_label_token"
 
@@ -64,95 +62,6 @@ def _png(array: np.ndarray) -> bytes:
 
 def _mask_b64(mask: np.ndarray) -> str:
     return base64.b64encode(_png(mask.astype(np.uint8) * 255)).decode("ascii")
-
-
-# ------------------------------------------------------------------------------------ drafts
-class DraftModel:
-    """An s2unet checkpoint that drafts masks for the app's layers (a text-prompted one also
-    answers a phrase with one mask).
-
-    Args:
-        path: the checkpoint (``best.pt``).
-        layers: the app's layers; the checkpoint must predict exactly these labels.
-
-    Raises:
-        AppError: unreadable checkpoint, or one of another task (other labels).
-    """
-
-    def __init__(self, path: Path, layers: list[Layer]) -> None:
-        from ..models.checkpoint import load_model_checkpoint
-        from ..predict import Predictor, foreground_names
-
-        try:
-            loaded = load_model_checkpoint(path)
-        except CheckpointError as exc:
-            raise AppError(f"checkpoint {path} cannot be used: {exc}") from None
-        theirs = foreground_names(loaded.config)
-        ours = [layer.name for layer in layers]
-        if theirs != ours:
-            raise AppError(f"checkpoint {path} predicts {theirs}, but the app labels {ours}: it was trained for "
-                           "another task (start the app with --labels matching it, or another --checkpoint)")
-        loaded.model.merge_lora()
-        self.path = path
-        self.kind = loaded.config.data.kind
-        self.loaded = loaded
-        self.predictor = Predictor(loaded.model, loaded.config, "cpu", loaded.threshold, text=loaded.structure_text)
-
-    @property
-    def takes_text(self) -> bool:
-        """True for a text-prompted checkpoint (:meth:`ask` answers phrases)."""
-        return self.loaded.text is not None
-
-    def draft(self, opened: OpenCase) -> np.ndarray:
-        """(C, S, H, W) bool draft of a whole case in the display frame.
-
-        Raises:
-            AppError: the checkpoint was trained on the other kind of data.
-        """
-        return self._predict(self.predictor, opened)
-
-    def ask(self, opened: OpenCase, phrase: str) -> tuple[np.ndarray, str]:
-        """The mask a text-prompted checkpoint gives for a phrase.
-
-        Args:
-            opened: the case.
-            phrase: what to segment, e.g. "left clavicle".
-
-        Returns:
-            ``((S, H, W) bool mask in the display frame, the structure the phrase was taken as)``.
-
-        Raises:
-            AppError: not a text-prompted checkpoint, or the phrase is refused (the message
-                lists the structures the model knows).
-        """
-        from ..predict import Predictor
-        from ..text import UnknownPhraseError, query_config
-
-        if self.loaded.text is None:
-            raise AppError(f"checkpoint {self.path} is not text-prompted: it answers no phrases (use Draft)")
-        try:
-            asked = self.loaded.text.resolve([phrase])
-        except (UnknownPhraseError, CheckpointError) as exc:
-            raise AppError(str(exc)) from None
-        cfg = query_config(self.loaded.config, ["phrase"], asked.channels)
-        predictor = Predictor(self.loaded.model, cfg, "cpu", self.loaded.threshold, text=asked.embeddings)
-        return self._predict(predictor, opened)[0], asked.nearest[0]
-
-    def _predict(self, predictor: "Predictor", opened: OpenCase) -> np.ndarray:
-        """(C, S, H, W) bool masks of ``predictor`` (this checkpoint's) for a whole case in the display frame."""
-        from ..data import read_case
-
-        if opened.case.kind != self.kind:
-            raise AppError(f"checkpoint {self.path} was trained on {self.kind}s, {opened.case.case_id} is a "
-                           f"{opened.case.kind}: it cannot draft this case")
-        if opened.image.planar:
-            prob = predictor.predict_image(opened.plane(0))
-            return predictor.binarize(prob)[:, None]
-        # The checkpoint slices its own way (orientation, axis); its prediction goes back to the
-        # file's orientation and then into the app's frame.
-        vol = read_case(opened.case.path, self.kind, predictor.cfg.data.reorient)
-        masks = predictor.binarize(predictor.predict_volume(vol))
-        return np.stack([opened.to_display(opened.image.to_served(vol.to_original(m))) for m in masks])
 
 
 # ------------------------------------------------------------------------------------- state

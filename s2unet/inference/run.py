@@ -65,7 +65,7 @@ from .evaluate import ReferenceIndex, check_reference_geometry, write_metric_tab
 from .outputs import earlier_results, write_csv, write_json
 from .overlay import image_overlay, volume_overlay
 from .report import case_report
-from ..text import ResolvedPhrases, query_config
+from .text_queries import text_queries
 
 PathLike = Union[str, Path]
 SUMMARY_FILES = ("summary.json", "reports.csv")
@@ -324,46 +324,6 @@ class _Runner:
             self.slice_rows.extend(rows)
 
 
-def _phrase_name(phrase: str) -> str:
-    """A phrase as a file-name part: lower case, runs of other characters as one ``_``."""
-    return re.sub(r"[^a-z0-9]+", "_", phrase.lower()).strip("_")
-
-
-def _text_queries(loaded: LoadedModel, cfg: Config,
-                  text: Optional[Sequence[str]]) -> tuple[Config, Optional[ResolvedPhrases]]:
-    """The config of the outputs and the accepted phrases of a (possibly) text-prompted checkpoint.
-
-    Args:
-        loaded: the checkpoint.
-        cfg: its config with the caller's post-processing changes.
-        text: phrases asked for; None asks a text-prompted model for every structure it knows
-            (by its first training phrase, outputs named after the structure).
-
-    Returns:
-        ``(cfg, phrases)``: for a text-prompted model a config with one channel per phrase and
-        the phrases' embeddings; otherwise ``cfg`` and None.
-
-    Raises:
-        DataError: phrases for a model that takes none, or two phrases with the same file name.
-        UnknownPhraseError: a phrase is refused (the known structures are listed).
-    """
-    bank = loaded.text
-    if bank is None:
-        if text:
-            raise DataError(f"--text: {loaded.path} is not a text-prompted checkpoint; its labels are "
-                            f"{', '.join(foreground_names(cfg))}")
-        return cfg, None
-    if not text:
-        queries = bank.structure_queries()
-        return query_config(cfg, bank.structures, queries.channels), queries
-    names = [_phrase_name(t) for t in text]
-    clash = sorted({n for n in names if names.count(n) > 1})
-    if clash or not all(names):
-        raise DataError(f"--text: each phrase needs its own output name (letters or digits); {list(text)} give {names}")
-    resolved = bank.resolve(list(text))
-    return query_config(cfg, names, resolved.channels), resolved
-
-
 def _load(checkpoint: PathLike, device: Any) -> LoadedModel:
     loaded = load_model_checkpoint(checkpoint, device)
     loaded.model.merge_lora()  # fold attention LoRA into the weights: same output, faster
@@ -469,8 +429,8 @@ def run_inference(
                                    keep_largest=cfg.postprocess.keep_largest if keep_largest is None else list(keep_largest))
         cfg = validate_config(dataclasses.replace(cfg, postprocess=post))
     # Phrases are checked before any input is read (a refusal lists the known structures).
-    cfg, phrases = _text_queries(loaded, cfg, text)
-    lung_cfg, lung_phrases = (None, None) if lung_loaded is None else _text_queries(lung_loaded, lung_loaded.config, None)
+    cfg, phrases = text_queries(loaded, cfg, text)
+    lung_cfg, lung_phrases = (None, None) if lung_loaded is None else text_queries(lung_loaded, lung_loaded.config, None)
     if phrases is not None and gt is not None:
         raise DataError("--gt is not available with a text-prompted checkpoint: the reference of a free phrase is "
                         "not defined (bench/text_prompted.py scores the configured phrases)")
