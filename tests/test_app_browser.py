@@ -191,11 +191,23 @@ def test_label_a_real_xray_in_the_browser(serve, shared_dir: Path, browser) -> N
     restored = _overlay_pixel(driver, ERASE[0])
     _act(driver, lambda: driver.find_element(By.ID, "redo").click())
 
-    before = _overlay_pixel(driver, ADD_RIGHT)
+    before, erased = _overlay_pixel(driver, ADD_RIGHT), _overlay_pixel(driver, ERASE[0])
     driver.execute_script("const o = document.getElementById('opacity'); o.value = 90; o.oninput();")
     after = _overlay_pixel(driver, ADD_RIGHT)
     assert before != after, "the opacity slider did not change the drawn mask"
-    assert restored != _overlay_pixel(driver, ERASE[0]), "undo / redo did not change the erased strip"
+    assert restored != erased, "undo / redo did not change the erased strip"
+
+    # Closing the tab loses nothing: a new tab on the app shows the unsaved edits as they were.
+    first = driver.current_window_handle
+    driver.switch_to.new_window("tab")
+    second = driver.current_window_handle
+    driver.switch_to.window(first)
+    driver.close()
+    driver.switch_to.window(second)
+    driver.get(url)
+    _idle(driver, 0)
+    assert (_overlay_pixel(driver, ADD_RIGHT), _overlay_pixel(driver, ERASE[0])) == (before, erased), \
+        "a new tab does not show the edits made before the old one was closed"
 
     _act(driver, lambda: driver.find_element(By.ID, "save").click())
     assert "saved" in driver.find_element(By.ID, "message").text
