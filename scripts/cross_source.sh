@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Cross-source runs of issue #15 on the shared COVID CT volumes (MobileSAM encoder, CPU budget).
-#   bash scripts/cross_source.sh ARM TRAIN_GROUP [extra --set ...]
+#   [SEED=N] bash scripts/cross_source.sh ARM TRAIN_GROUP [extra --set ...]
 # ARM: baseline (configs/covid_ct.yaml as shipped), intensity, geometric, robust (both),
-#      pct (data.normalize percentile alone), robust_pct / robust_clahe (robust + data.normalize percentile / clahe).
+#      pct / eq (data.normalize percentile / equalize alone), robust_pct / robust_clahe (robust + data.normalize percentile / clahe).
+# SEED (default 0) seeds the run, including which training-group cases validate; runs with
+# SEED > 0 are named xs_ARM_GROUP_sN.
 # TRAIN_GROUP: coronacases or radiopaedia; the other group is the test split.
 # Every arm has the same budget: 2 epochs x 20 steps of batch 8, validation on 20 % of the
 # training group's cases at the end, then the test score of best.pt (summary.json test_dice).
@@ -10,6 +12,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ARM=$1; GROUP=$2; shift 2
 PY=${PY:-.venv/bin/python}
+SEED=${SEED:-0}
+NAME="xs_${ARM}_${GROUP}"
+if [ "$SEED" != 0 ]; then NAME="${NAME}_s${SEED}"; fi
 INTENSITY=(--set data.augment.brightness=0.15 --set data.augment.contrast=0.15 --set data.augment.gamma=0.3
            --set data.augment.blur_sigma=1.0 --set data.augment.noise_std=0.03 --set data.augment.clahe=0.25
            --set data.augment.window_jitter=0.1)
@@ -20,6 +25,7 @@ case $ARM in
   geometric) EXTRA=("${GEOMETRIC[@]}") ;;
   robust) EXTRA=("${INTENSITY[@]}" "${GEOMETRIC[@]}") ;;
   pct) EXTRA=(--set data.normalize=percentile) ;;
+  eq) EXTRA=(--set data.normalize=equalize) ;;
   robust_pct) EXTRA=("${INTENSITY[@]}" "${GEOMETRIC[@]}" --set data.normalize=percentile) ;;
   robust_clahe) EXTRA=("${INTENSITY[@]}" "${GEOMETRIC[@]}" --set data.normalize=clahe) ;;
   *) echo "unknown arm $ARM" >&2; exit 2 ;;
@@ -27,4 +33,4 @@ esac
 exec "$PY" train.py --config configs/covid_ct.yaml --set model.encoder=mobilesam_tinyvit \
   --set data.split.mode=group --set data.split.groups=cases.json --set "data.split.train_groups=[$GROUP]" \
   --set data.split.val_ratio=0.2 --set train.epochs=2 --set train.steps_per_epoch=20 --set train.warmup_steps=5 \
-  --set train.val_every=2 --set train.threads=1 --set name="xs_${ARM}_${GROUP}" "${EXTRA[@]}" "$@"
+  --set train.val_every=2 --set train.threads=1 --set seed="$SEED" --set name="$NAME" "${EXTRA[@]}" "$@"

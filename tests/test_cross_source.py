@@ -166,6 +166,18 @@ def test_percentile_normalisation_equalises_rescaled_slices() -> None:
         normalize_unit(x, "zscore")
 
 
+def test_equalize_normalisation_undoes_a_monotone_change_of_scale() -> None:
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0.0, 1.0, (3, 64, 64)).astype(np.float32)
+    other = (0.3 + 0.6 * x**2.2).astype(np.float32)  # another window, contrast and gamma
+    a, b = normalize_unit(x, "equalize"), normalize_unit(other, "equalize")
+    assert np.abs(x - other).mean() > 0.1
+    assert np.abs(a - b).mean() < 0.02  # binning is all that is left
+    assert a.dtype == np.float32 and a.shape == x.shape and a.min() == 0.0 and a.max() == 1.0
+    flat = np.full((3, 8, 8), 0.3, np.float32)
+    np.testing.assert_array_equal(normalize_unit(flat, "equalize"), flat)
+
+
 def test_clahe_normalisation_raises_local_contrast() -> None:
     yy, xx = np.mgrid[:64, :64]
     flat = (0.45 + 0.05 * np.sin(xx / 3.0) * np.sin(yy / 5.0)).astype(np.float32)[None]

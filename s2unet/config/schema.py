@@ -104,9 +104,10 @@ class DataConfig:
     window: WindowConfig = field(default_factory=WindowConfig)
     context_slices: bool = False  # 2.5D: neighbouring slices as the three channels
     # After windowing, every slice/image (training and inference): "percentile" stretches its
-    # 1st-99th percentiles to 0..1, "clahe" equalises local contrast (kornia CLAHE), so 8-bit,
-    # CLAHE-processed and HU inputs reach the model on a comparable scale.
-    normalize: Literal["none", "percentile", "clahe"] = "none"
+    # 1st-99th percentiles to 0..1, "clahe" equalises local contrast (kornia CLAHE), "equalize"
+    # equalises the histogram (values become ranks), so 8-bit, CLAHE-processed and HU inputs
+    # reach the model on a comparable scale.
+    normalize: Literal["none", "percentile", "clahe", "equalize"] = "none"
     max_train_slices: int = ranged("[0, inf)", 0)  # few-label training: keep N training slices (seeded), 0 = all
     lesion_oversample: float = ranged("[0, 1)", 0.0)  # share of training draws taken from slices with a lesion
     cache_mb: int = ranged("[0, inf)", 2048)

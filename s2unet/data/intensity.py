@@ -34,6 +34,8 @@ HU_FLOOR = -500.0
 # The common CLAHE setting (OpenCV's default clip limit, an 8 x 8 tile grid).
 CLAHE_CLIP = 2.0
 CLAHE_GRID = (8, 8)
+# Fine enough that float (HU, 16-bit) inputs keep their order after equalisation, not only 8-bit ones.
+EQUALIZE_BINS = 4096
 
 
 def window_bounds(window: WindowConfig) -> Optional[tuple[float, float]]:
@@ -135,7 +137,9 @@ def normalize_unit(stack: np.ndarray, mode: str) -> np.ndarray:
         mode: ``none`` (returned as is), ``percentile`` (the stack's 1st..99th percentiles,
             taken over all channels so neighbours keep one scale, stretched to 0..1) or
             ``clahe`` (each channel contrast-limited adaptive histogram equalised by kornia,
-            clip limit 2, an 8 x 8 grid).
+            clip limit 2, an 8 x 8 grid) or ``equalize`` (global histogram equalisation of the
+            stack by monai, 4096 bins: each value becomes its rank, so any monotone change of
+            window, contrast or gamma between sources gives the same input up to binning).
 
     Returns:
         float32 (C, H, W) in 0..1.
@@ -154,7 +158,13 @@ def normalize_unit(stack: np.ndarray, mode: str) -> np.ndarray:
         import torch
 
         return clahe(torch.from_numpy(np.ascontiguousarray(stack, dtype=np.float32))).numpy()
-    raise ValueError(f"unknown normalisation {mode!r}; use none, percentile or clahe")
+    if mode == "equalize":
+        from monai.transforms.utils import equalize_hist
+
+        if float(stack.max()) <= float(stack.min()):  # a constant slice has no histogram to spread
+            return stack
+        return equalize_hist(stack, num_bins=EQUALIZE_BINS, min=0, max=1).astype(np.float32)
+    raise ValueError(f"unknown normalisation {mode!r}; use none, percentile, clahe or equalize")
 
 
 def clahe(stack: "torch.Tensor") -> "torch.Tensor":
