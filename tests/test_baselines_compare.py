@@ -273,7 +273,7 @@ def test_compare_on_volumes_end_to_end(tmp_path: Path, box_filler: None) -> None
 
 # ------------------------------------------------------------------- trained methods = Predictor
 def test_trained_methods_predict_exactly_as_the_inference_predictor(tmp_path: Path) -> None:
-    from s2unet.baselines.compare_data import load_eval_case
+    from s2unet.baselines.compare_data import load_eval_case, slice_stacks
     from s2unet.baselines.compare_methods import TrainedModels
     from s2unet.data import find_cases
     from s2unet.models.checkpoint import load_model_checkpoint
@@ -292,7 +292,7 @@ def test_trained_methods_predict_exactly_as_the_inference_predictor(tmp_path: Pa
     ckpt = _unet_checkpoint(tmp_path / "unet.pt", data)
     cfg = config_from_dict({"data": data, "seed": 0})
     case = find_cases(cfg.data)[1]
-    models = TrainedModels(cfg.data, ["im1"], ["im0", "im1"], "cpu")
+    models = TrainedModels(cfg.data, ["im1"], ["im0", "im1"], "cpu", slice_stacks([case]))
     pred, _ = models.predict(models.load(str(ckpt)), load_eval_case(case, cfg.data, 0))
     loaded = load_model_checkpoint(ckpt, "cpu")
     reference = Predictor(loaded.model, loaded.config, "cpu", loaded.threshold)

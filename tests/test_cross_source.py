@@ -15,7 +15,7 @@ from PIL import Image
 from s2unet.config import AugmentConfig, ConfigError, DataConfig, SplitConfig, WindowConfig, config_from_dict
 from s2unet.data import (
     DataError,
-    VolumeSliceDataset,
+    SliceDataset,
     build_datasets,
     find_cases,
     read_case_groups,
@@ -203,11 +203,11 @@ def test_window_jitter_moves_hu_windows_only(tmp_path: Path) -> None:
         cfg = DataConfig(kind="volume", root=str(root), labels=["labels"], image_size=32, num_workers=0,
                          augment=AugmentConfig(**{**no_aug.__dict__, "window_jitter": 0.2}))
         cases = [c for c in find_cases(cfg) if c.case_id == case]
-        plain = VolumeSliceDataset(cases, DataConfig(**{**cfg.__dict__, "augment": no_aug}), train=True, seed=0)[0]
-        ds = VolumeSliceDataset(cases, cfg, train=True, seed=0)
+        plain = SliceDataset(cases, DataConfig(**{**cfg.__dict__, "augment": no_aug}), train=True, seed=0)[0]
+        ds = SliceDataset(cases, cfg, train=True, seed=0)
         first = ds[0]["image"]
         ds.set_epoch(1)
-        assert torch.equal(first, VolumeSliceDataset(cases, cfg, train=True, seed=0)[0]["image"])  # seeded
+        assert torch.equal(first, SliceDataset(cases, cfg, train=True, seed=0)[0]["image"])  # seeded
         assert (not torch.allclose(first, ds[0]["image"])) == jittered
         assert (not torch.allclose(first, plain["image"])) == jittered
 

@@ -9,10 +9,11 @@ import nibabel as nib
 import numpy as np
 import pytest
 import tifffile
+import torch
 from PIL import Image
 
 from s2unet.config import DataConfig, SplitConfig
-from s2unet.data import DataError, ImageDataset, build_datasets, check_data, find_cases
+from s2unet.data import DataError, SliceDataset, build_datasets, check_data, find_cases
 
 
 def _png(path: Path, arr: np.ndarray) -> None:
@@ -177,10 +178,51 @@ def test_real_jsrt_subset(shared_dir: Path, tmp_path: Path) -> None:
     assert [c.case_id + ".png" for c in cases] == names
     report = check_data(cfg, cases)
     assert report.ok and not report.issues, str(report)
-    s = ImageDataset(cases, cfg, train=False)[0]
+    s = SliceDataset(cases, cfg, train=False)[0]
     assert s["image"].shape == (3, 64, 64) and s["mask"].shape == (2, 64, 64)
     lungs, heart = s["mask"][0].mean().item(), s["mask"][1].mean().item()
     assert 0.1 < lungs < 0.6 and 0.02 < heart < 0.3
+
+
+def test_a_registered_2d_format_is_checked_and_served_as_a_picture(monkeypatch, tmp_path: Path) -> None:
+    """A picture format added to the registry works for the data check and the training dataset
+    by what it declares (``kind: image``), with nothing keyed by ``data.kind`` to extend."""
+    from s2unet.io import formats
+    from s2unet.io.case import CaseFormat, CaseImage
+    from s2unet.io.pictures import read_image
+
+    class NpyPictures(CaseFormat):
+        """(H, W) float arrays in 0..1, served as one-slice volumes like the built-in pictures."""
+
+        name = "npy"
+        suffixes = (".npy",)
+        kind = "image"
+        output_suffix = ".npy"
+
+        def read(self, path: Path, reorient: bool, values: str) -> CaseImage:
+            volume = np.ascontiguousarray(np.load(path).T[..., None])
+            return CaseImage(path, nib.Nifti1Image(volume, np.eye(4)), reorient, self, values)
+
+    monkeypatch.setattr(formats, "FORMATS", (*formats.FORMATS, NpyPictures()))
+    gray = (np.random.default_rng(0).random((12, 20)) * 255).astype(np.uint8)
+    _png(tmp_path / "png/images/a.png", gray)
+    mask = np.zeros((12, 20), np.uint8)
+    mask[3:8, 5:15] = 255
+    for root in ("png", "npy"):
+        _png(tmp_path / root / "masks/a.png", mask)
+    (tmp_path / "npy/images").mkdir()
+    np.save(tmp_path / "npy/images/a.npy", read_image(tmp_path / "png/images/a.png"))
+    nan = np.full((12, 20), 0.5, np.float32)
+    nan[0, 0] = np.nan
+    np.save(tmp_path / "npy/images/b.npy", nan)
+    _png(tmp_path / "npy/masks/b.png", mask)
+
+    cfgs = {root: DataConfig(root=str(tmp_path / root), labels=["masks"], image_size=16) for root in ("png", "npy")}
+    report = check_data(cfgs["npy"], find_cases(cfgs["npy"]))
+    assert [(Path(i.path).name, i.message, i.fatal) for i in report.issues] == [("b.npy", "1 NaN/inf pixels", True)]
+    samples = {root: SliceDataset(find_cases(cfg)[:1], cfg, train=True, seed=1)[0] for root, cfg in cfgs.items()}
+    for key in ("image", "mask"):
+        torch.testing.assert_close(samples["npy"][key], samples["png"][key], rtol=0, atol=0)
 
 
 def test_label_map_masks_are_checked_as_foreground_and_dim_masks_refused(tmp_path: Path) -> None:

@@ -11,7 +11,7 @@ from s2unet.config import DataConfig, SplitConfig
 from s2unet.data import (
     DataError,
     EpochSampler,
-    VolumeSliceDataset,
+    SliceDataset,
     build_datasets,
     kfold_partition,
     lesion_weights,
@@ -161,7 +161,7 @@ def test_make_train_sampler_uses_lesion_flags(tmp_path: Path) -> None:
     cfg = DataConfig(kind="volume", root=str(tmp_path), labels=["labels"], image_size=8, lesion_oversample=0.5)
     from s2unet.data import find_cases
 
-    ds = VolumeSliceDataset(find_cases(cfg), cfg, train=True, seed=0)
+    ds = SliceDataset(find_cases(cfg), cfg, train=True, seed=0)
     sampler = make_train_sampler(ds, cfg, num_samples=4000, seed=0)
     draws = np.array(list(sampler))
     assert abs((draws == 4).mean() - 0.5) < 0.03

@@ -13,9 +13,8 @@ from PIL import Image
 from s2unet.config import AugmentConfig, DataConfig, WindowConfig
 from s2unet.data import (
     DataError,
-    ImageDataset,
+    SliceDataset,
     VolumeCache,
-    VolumeSliceDataset,
     check_same_geometry,
     find_cases,
     load_nifti,
@@ -217,7 +216,7 @@ def _volume_set(root: Path, affine: np.ndarray = np.eye(4), n_cases: int = 2) ->
 
 def test_volume_slice_dataset_items_masks_and_flags(tmp_path: Path) -> None:
     cfg = _volume_set(tmp_path)
-    ds = VolumeSliceDataset(find_cases(cfg), cfg, train=False)
+    ds = SliceDataset(find_cases(cfg), cfg, train=False)
     assert len(ds) == 12 and ds.items[:2] == [("c0", 0), ("c0", 1)]
     flags = ds.lesion_flags()
     np.testing.assert_array_equal(np.flatnonzero(flags), [2, 8])
@@ -233,11 +232,11 @@ def test_volume_slice_dataset_items_masks_and_flags(tmp_path: Path) -> None:
 def test_volume_dataset_reorients_images_and_labels_together(tmp_path: Path) -> None:
     cfg = _volume_set(tmp_path, OBLIQUE_AFFINE, n_cases=1)
     cfg.reorient = True
-    ds = VolumeSliceDataset(find_cases(cfg), cfg, train=False)
+    ds = SliceDataset(find_cases(cfg), cfg, train=False)
     # On disk the lesion is at axis-2 index 2; that axis points Left, so in RAS it becomes
     # axis 0 (Right) flipped: index 6 - 1 - 2 = 3.
     cfg.axis = 0
-    ds0 = VolumeSliceDataset(find_cases(cfg), cfg, train=False)
+    ds0 = SliceDataset(find_cases(cfg), cfg, train=False)
     assert len(ds) == 12 and len(ds0) == 6
     np.testing.assert_array_equal(np.flatnonzero(ds0.lesion_flags()), [3])
     vol = load_nifti(find_cases(cfg)[0].image, reorient=True)
@@ -252,7 +251,7 @@ def test_multiclass_volume_mask_is_int64(tmp_path: Path) -> None:
     lab[4:, :, 1] = 1
     _save(tmp_path / "labels" / "c0.nii.gz", lab)
     cfg.task, cfg.num_classes = "multiclass", 3
-    s = VolumeSliceDataset(find_cases(cfg), cfg, train=False)[1]
+    s = SliceDataset(find_cases(cfg), cfg, train=False)[1]
     assert s["mask"].dtype == torch.int64 and s["mask"].shape == (16, 16)
     assert set(s["mask"].unique().tolist()) == {1, 2}
 
@@ -290,14 +289,14 @@ def _image_set(root: Path, n: int = 4) -> DataConfig:
 def test_image_dataset_multilabel_and_seeded_augmentation(tmp_path: Path) -> None:
     cfg = _image_set(tmp_path)
     cases = find_cases(cfg)
-    ev = ImageDataset(cases, cfg, train=False)
+    ev = SliceDataset(cases, cfg, train=False)
     s = ev[0]
     assert s["image"].shape == (3, 32, 32) and s["mask"].shape == (2, 32, 32) and s["slice"] == 0
     torch.testing.assert_close(s["image"][0], s["image"][2])  # gray replicated
     torch.testing.assert_close(s["mask"][0] + s["mask"][1], torch.ones(32, 32))
 
     cfg.augment = AugmentConfig(affine_prob=1.0, intensity_prob=1.0, hflip=0.5, noise_std=0.01)
-    tr1, tr2 = ImageDataset(cases, cfg, train=True, seed=7), ImageDataset(cases, cfg, train=True, seed=7)
+    tr1, tr2 = SliceDataset(cases, cfg, train=True, seed=7), SliceDataset(cases, cfg, train=True, seed=7)
     a, b = tr1[1], tr2[1]
     torch.testing.assert_close(a["image"], b["image"])
     torch.testing.assert_close(a["mask"], b["mask"])
@@ -317,7 +316,7 @@ def test_image_dataset_multiclass(tmp_path: Path) -> None:
     lab[:5] = 2
     Image.fromarray(lab).save(tmp_path / "labels" / "a.png")
     cfg = DataConfig(root=str(tmp_path), labels=["labels"], task="multiclass", num_classes=3, image_size=20)
-    s = ImageDataset(find_cases(cfg), cfg, train=True, seed=0)[0]
+    s = SliceDataset(find_cases(cfg), cfg, train=True, seed=0)[0]
     assert s["mask"].dtype == torch.int64 and s["mask"].shape == (20, 20)
     assert set(s["mask"].unique().tolist()) <= {0, 2}
 
@@ -331,7 +330,7 @@ def test_real_ct_volume_through_the_dataset(shared_dir: Path, tmp_path: Path) ->
         (tmp_path / sub).mkdir()
         os.symlink(src / sub / f"{case}.nii.gz", tmp_path / sub / f"{case}.nii.gz")
     cfg = DataConfig(kind="volume", root=str(tmp_path), labels=["masks_infection"], image_size=128, context_slices=True)
-    ds = VolumeSliceDataset(find_cases(cfg), cfg, train=False)
+    ds = SliceDataset(find_cases(cfg), cfg, train=False)
     vol = load_nifti(tmp_path / "images" / f"{case}.nii.gz")
     assert vol.shape[:2] == (256, 256) and len(ds) == vol.shape[2]
     assert vol.axcodes == ("R", "A", "S") and vol.original_axcodes == ("R", "A", "S")

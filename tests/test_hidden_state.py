@@ -13,7 +13,7 @@ from sam2.modeling.backbones.hieradet import Hiera, MultiScaleBlock
 
 from s2unet import weights as weights_module
 from s2unet.config import DataConfig
-from s2unet.data import VolumeSliceDataset, find_cases
+from s2unet.data import SliceDataset, find_cases
 from s2unet.models.encoders import create_encoder, get_encoder_spec
 from s2unet.models.encoders.hiera import UnpaddedWindowBlock, hiera_trunk_kwargs
 from s2unet.weights import CheckpointNotFoundError, resolve_checkpoint
@@ -65,12 +65,12 @@ def _volume_config(root: Path, cache_mb: int) -> DataConfig:
 
 def test_a_dataset_keeps_its_own_cache_budget(tmp_path: Path) -> None:
     cfg = _volume_config(tmp_path, cache_mb=7)
-    first = VolumeSliceDataset(find_cases(cfg), cfg, train=False)
+    first = SliceDataset(find_cases(cfg), cfg, train=False)
     other = dataclasses.replace(cfg, cache_mb=1)
-    second = VolumeSliceDataset(find_cases(other), other, train=False)
+    second = SliceDataset(find_cases(other), other, train=False)
     first[0], second[0]  # reading does not reset anything either
     assert (first.cache.max_bytes, second.cache.max_bytes) == (7 * 2**20, 1 * 2**20)
-    shared = VolumeSliceDataset(find_cases(other), other, train=False, cache=first.cache)
+    shared = SliceDataset(find_cases(other), other, train=False, cache=first.cache)
     assert shared.cache is first.cache and first.cache.max_bytes == 7 * 2**20
 
 

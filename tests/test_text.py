@@ -15,7 +15,7 @@ from PIL import Image
 
 from s2unet import cli
 from s2unet.config import ConfigError, load_config
-from s2unet.data import DataError, ImageDataset, PhraseSampleDataset, find_cases, read_image
+from s2unet.data import DataError, PhraseSampleDataset, SliceDataset, find_cases, read_image
 from s2unet.engine import trainer
 from s2unet.engine.checkpoint import init_from_checkpoint
 from s2unet.inference import run_inference
@@ -200,7 +200,7 @@ def test_a_bank_from_another_text_model_version_is_refused(tmp_path):
 def test_phrase_samples_draw_training_phrases_reproducibly(shapes, tmp_path):
     cfg = text_cfg(shapes, tmp_path, "text.phrases_per_image=1")
     bank = PhraseBank.build(cfg)
-    base = ImageDataset(find_cases(cfg.data), cfg.data, train=False)
+    base = SliceDataset(find_cases(cfg.data), cfg.data, train=False)
     data = PhraseSampleDataset(base, bank.train_ids(), 1, seed=0)
     draws = [data[i % len(data)] for i in range(16)]
     heldout = {i for i, h in enumerate(bank.heldout) if h}

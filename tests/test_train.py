@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from s2unet.config import load_config, save_config
-from s2unet.data import ImageDataset, build_datasets, find_cases
+from s2unet.data import SliceDataset, build_datasets, find_cases
 from s2unet.engine import rundir, trainer
 from s2unet.engine.resume import load_resume
 from s2unet.engine.validation import validate
@@ -217,7 +217,7 @@ def test_validation_reports_cases_with_an_empty_reference(tmp_path):
     Image.fromarray(np.zeros((64, 64), np.uint8)).save(tmp_path / "images" / "b.png")
     Image.fromarray(np.zeros((64, 64), np.uint8)).save(tmp_path / "masks" / "b.png")  # empty, nothing predicted
     cfg = load_config(None, [f"data.root={tmp_path}", "data.image_size=64"])
-    dataset = ImageDataset(find_cases(cfg.data), cfg.data, train=False)
+    dataset = SliceDataset(find_cases(cfg.data), cfg.data, train=False)
     summary = validate(_BrightIsForeground(), cfg, dataset, torch.device("cpu"))["summary"]
     assert summary["dice"] == pytest.approx((0.8 + 1.0) / 2)  # the empty case is in the mean as 1 ...
     assert summary["n_cases_empty_gt"] == 1  # ... and said so, with the mean without it

@@ -19,11 +19,10 @@ import numpy as np
 
 from ..config import Config, ConfigError
 from ..data import Case, find_cases, split_cases
-from ..io.formats import is_slice_stack
 from ..metrics import case_metrics, summarize
 from ..predict import channel_names
 from .compare_config import CompareConfig, load_compare_config
-from .compare_data import EvalCase, load_eval_case
+from .compare_data import EvalCase, load_eval_case, slice_stacks
 from .compare_methods import MethodBuilder, MethodRun, TrainedModels, console
 from .report import iterative_summary, write_comparison
 
@@ -92,13 +91,13 @@ def run_compare(config_path: str | Path, output_dir: Optional[str | Path] = None
     if not cases:
         raise ConfigError(f"{config_path}: the split has no test or validation cases to compare on")
     labels = channel_names(Config(data=cfg.data))
-    models = TrainedModels(cfg.data, [c.case_id for c in cases], all_ids, cfg.device)
+    volumes = slice_stacks(cases)
+    models = TrainedModels(cfg.data, [c.case_id for c in cases], all_ids, cfg.device, volumes)
     setup = MethodBuilder(cfg, train_cases, models)
     runs = [setup.build(i, m) for i, m in enumerate(cfg.methods)]
     console.print(f"[bold]{cfg.name}[/]: {len(cases)} test cases, {sum(r.method is not None for r in runs)} "
                   f"of {len(runs)} methods runnable -> {out}")
 
-    volumes = is_slice_stack(cfg.data.kind)
     for ci, case in enumerate(cases, start=1):
         ev = load_eval_case(case, cfg.data, cfg.max_slices_per_case)
         for run in runs:

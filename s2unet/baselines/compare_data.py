@@ -86,6 +86,12 @@ def load_eval_case(case: Case, data: DataConfig, max_planes: int) -> EvalCase:
     return EvalCase(case, stack, planes, spacing=spacing, volume=vol.get_array())
 
 
+def slice_stacks(cases: list[Case]) -> bool:
+    """Whether the cases are volumes cut into slices rather than 2D pictures, as their files'
+    formats say (:func:`~s2unet.io.formats.is_slice_stack`; one data set holds one kind)."""
+    return any(is_slice_stack(c.image) for c in cases)
+
+
 def display(array: np.ndarray, is_volume: bool) -> np.ndarray:
     """A served CT slice the usual way up (transposed, see the data README); images as read.
     Works on (H, W) masks and (H, W, 3) images; applying it twice restores the input."""
@@ -110,7 +116,7 @@ def training_masks(cases: list[Case], data: DataConfig, limit: int) -> np.ndarra
     Returns:
         (M, C, H, W) bool, every mask resized (nearest) to the first one's size.
     """
-    is_volume = is_slice_stack(data.kind)
+    is_volume = slice_stacks(cases)
     planes: list[np.ndarray] = []  # (C, H, W) each
     for case in cases if is_volume else _spread(cases, limit):
         gt = load_masks(case.labels, data)

@@ -12,7 +12,6 @@ from rich.console import Console
 
 from ..config import Config, DataConfig
 from ..data import Case, DataError, split_cases
-from ..io.formats import is_slice_stack
 from ..predict import Predictor, channel_names
 from ..weights import CheckpointError
 from .compare_config import CompareConfig, MethodConfig
@@ -31,19 +30,28 @@ class MethodSkipped(Exception):
     """A method cannot run; the message is the reason shown in the table."""
 
 
-def _slicing(data: DataConfig) -> tuple:
-    """What must agree between a model's data and the comparison's for its inputs to match."""
-    return (data.kind, data.axis, data.reorient) if is_slice_stack(data.kind) else (data.kind,)
+def _slicing(data: DataConfig, stacks: bool) -> tuple:
+    """What must agree between a model's data and the comparison's for its inputs to match;
+    the slice axis and orientation only when the comparison's cases are cut into slices."""
+    return (data.kind, data.axis, data.reorient) if stacks else (data.kind,)
 
 
 class TrainedModels:
     """Trained checkpoints loaded once, and their prediction of the current case.
 
     Draft-prompted methods reuse the prediction of the same checkpoint as a listed method.
+
+    Args:
+        data: the comparison's data config.
+        test_ids: the test cases (a model trained on one of them gets a warning).
+        all_ids: every case (to recompute a model's training split).
+        device: where the models run.
+        stacks: the test cases are volumes cut into slices (:func:`slice_stacks`), so a model
+            must have been trained on the same slice axis and orientation.
     """
 
-    def __init__(self, data: DataConfig, test_ids: list[str], all_ids: list[str], device: str) -> None:
-        self.data, self.test_ids, self.all_ids, self.device = data, test_ids, all_ids, device
+    def __init__(self, data: DataConfig, test_ids: list[str], all_ids: list[str], device: str, stacks: bool) -> None:
+        self.data, self.test_ids, self.all_ids, self.device, self.stacks = data, test_ids, all_ids, device, stacks
         self.models: dict[Path, tuple[Predictor, int]] = {}
         self.notes: list[str] = []
         self._cache: dict[tuple[Path, str], tuple[np.ndarray, float]] = {}
@@ -76,9 +84,10 @@ class TrainedModels:
             raise MethodSkipped(
                 f"{checkpoint} predicts {theirs} ({mcfg.data.task}) but the comparison evaluates {ours}"
             )
-        if _slicing(mcfg.data) != _slicing(self.data):
-            raise MethodSkipped(f"{checkpoint} was trained on data sliced as {_slicing(mcfg.data)} (kind, axis, "
-                                f"reorient), the comparison uses {_slicing(self.data)}")
+        theirs_sliced, ours_sliced = _slicing(mcfg.data, self.stacks), _slicing(self.data, self.stacks)
+        if theirs_sliced != ours_sliced:
+            raise MethodSkipped(f"{checkpoint} was trained on data sliced as {theirs_sliced} (kind, axis, "
+                                f"reorient), the comparison uses {ours_sliced}")
         try:
             trained_on = split_cases(self.all_ids, mcfg.data.split, mcfg.seed)["train"]
         except DataError as exc:  # its split names cases this data set does not have

@@ -52,7 +52,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import Optional, Union
+from typing import Optional
 
 import numpy as np
 
@@ -60,9 +60,8 @@ from ..config import DataConfig
 from .cases import Case, find_cases, orphan_labels, resolve_dir
 from .check import DataIssue, DataReport, check_data, count_nonfinite
 from .datasets import (
-    ImageDataset,
+    SliceDataset,
     VolumeCache,
-    VolumeSliceDataset,
     context_indices,
     label_slice,
     prepare_image,
@@ -83,15 +82,11 @@ from .transforms import build_augment, item_seed, seed_augment, seed_worker
 
 log = logging.getLogger(__name__)
 
-SliceDataset = Union[ImageDataset, VolumeSliceDataset]
-#: The dataset class of each ``data.kind``: 2D pictures are read whole, volumes slice by slice.
-_DATASETS = {"image": ImageDataset, "volume": VolumeSliceDataset}
-
 __all__ = [
     "Case", "CaseImage", "DataBundle", "DataError", "DataIssue", "DataReport", "EpochSampler", "IMAGE_SUFFIXES",
-    "ImageDataset", "PhraseSampleDataset", "VolumeCache", "VolumeSliceDataset", "build_augment", "build_datasets", "case_stem",
+    "PhraseSampleDataset", "SliceDataset", "VolumeCache", "build_augment", "build_datasets", "case_stem",
     "check_data", "check_same_geometry", "choose_train_items", "context_indices", "count_nonfinite", "find_cases", "item_seed", "kfold_partition",
-    "label_slice", "lesion_weights", "prepare_image", "load_nifti", "make_dataset", "make_train_sampler",
+    "label_slice", "lesion_weights", "prepare_image", "load_nifti", "make_train_sampler",
     "orphan_labels", "prepare_slice", "read_case", "read_case_groups", "read_dicom", "read_image", "read_label_map", "read_labels", "read_mask", "read_raw",
     "read_slice_values", "resize_to", "save_like", "slice_as_volume", "seed_augment", "seed_worker", "split_cases",
     "volume_value_range", "window_bounds", "window_to_unit",
@@ -117,21 +112,6 @@ class DataBundle:
     split: dict[str, list[str]]
     cases: list[Case] = field(default_factory=list)
     report: Optional[DataReport] = None
-
-
-def make_dataset(cases: list[Case], cfg: DataConfig, train: bool, seed: Optional[int] = None) -> SliceDataset:
-    """The dataset class matching ``cfg.kind``.
-
-    Args:
-        cases: the cases to include.
-        cfg: the data config.
-        train: apply augmentation.
-        seed: per-item augmentation seed (training); None for evaluation.
-
-    Returns:
-        An ImageDataset or VolumeSliceDataset.
-    """
-    return _DATASETS[cfg.kind](cases, cfg, train=train, seed=seed)
 
 
 def build_datasets(cfg: DataConfig, seed: int, check: bool = True, val_max_cases: int = 0) -> DataBundle:
@@ -168,11 +148,11 @@ def build_datasets(cfg: DataConfig, seed: int, check: bool = True, val_max_cases
     def pick(name: str) -> list[Case]:
         return [by_id[i] for i in split[name]]
 
-    train = make_dataset(pick("train"), cfg, train=True, seed=seed)
+    train = SliceDataset(pick("train"), cfg, train=True, seed=seed)
     if cfg.max_train_slices:
         train.restrict(choose_train_items(len(train), cfg.max_train_slices, seed))
-    val = make_dataset(pick("val"), cfg, train=False) if split["val"] else None
-    test = make_dataset(pick("test"), cfg, train=False) if split["test"] else None
+    val = SliceDataset(pick("val"), cfg, train=False) if split["val"] else None
+    test = SliceDataset(pick("test"), cfg, train=False) if split["test"] else None
     return DataBundle(train=train, val=val, test=test, split=split, cases=cases, report=report)
 
 
@@ -221,7 +201,8 @@ def make_train_sampler(
     Returns:
         The EpochSampler.
     """
+    flags = dataset.lesion_flags()
     weights = None
-    if cfg.lesion_oversample > 0 and isinstance(dataset, VolumeSliceDataset):
-        weights = lesion_weights(dataset.lesion_flags(), cfg.lesion_oversample)
+    if cfg.lesion_oversample > 0 and flags is not None:
+        weights = lesion_weights(flags, cfg.lesion_oversample)
     return EpochSampler(len(dataset), num_samples, seed, weights=weights, rank=rank, world_size=world_size)

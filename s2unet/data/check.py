@@ -29,8 +29,8 @@ from ..config import DataConfig
 from .cases import Case, orphan_labels, resolve_dir
 from .errors import DataError
 from ..io.case import CaseImage, check_same_geometry
-from ..io.formats import read_case
-from ..io.pictures import is_label_map, mask_foreground, read_image, read_raw
+from ..io.formats import is_slice_stack, read_case
+from ..io.pictures import is_label_map, mask_foreground, read_raw
 
 
 def count_nonfinite(array: np.ndarray) -> int:
@@ -216,7 +216,7 @@ def _check_image_case(case: Case, cfg: DataConfig) -> CaseResult:
     present: list[bool] = []
     shape: Optional[tuple[int, ...]] = None
     try:
-        image = read_image(case.image)
+        image = read_case(case.image, cfg.kind, reorient=False).picture()
         shape = image.shape
         bad = count_nonfinite(image)
         if bad:
@@ -297,8 +297,10 @@ def _check_volume_case(case: Case, cfg: DataConfig) -> CaseResult:
     return issues, present
 
 
-#: The check of one case for each ``data.kind``.
-_CASE_CHECKS = {"image": _check_image_case, "volume": _check_volume_case}
+def _check_case(case: Case, cfg: DataConfig) -> CaseResult:
+    """A case's checks as its image's format says: a volume's (headers, geometry, voxels) or a
+    2D picture's (pixels, mask values and shapes)."""
+    return (_check_volume_case if is_slice_stack(case.image) else _check_image_case)(case, cfg)
 
 
 def check_data(cfg: DataConfig, cases: Sequence[Case], workers: Optional[int] = None) -> DataReport:
@@ -321,13 +323,12 @@ def check_data(cfg: DataConfig, cases: Sequence[Case], workers: Optional[int] = 
             report.issues.append(DataIssue(str(path), "label file matches no image (unused; check the file names)", False))
     except DataError as exc:
         report.issues.append(DataIssue(str(resolve_dir(cfg, cfg.images)), str(exc), True))
-    check = _CASE_CHECKS[cfg.kind]
     n_workers = workers or min(4, os.cpu_count() or 1)
     if n_workers > 1 and len(cases) > 1:
         with ThreadPoolExecutor(max_workers=n_workers) as pool:
-            results = list(pool.map(lambda c: check(c, cfg), cases))
+            results = list(pool.map(lambda c: _check_case(c, cfg), cases))
     else:
-        results = [check(c, cfg) for c in cases]
+        results = [_check_case(c, cfg) for c in cases]
     n_channels = cfg.num_classes - 1 if cfg.task == "multiclass" else len(cfg.labels)
     for case, (found, present) in zip(cases, results):
         report.issues.extend(found)

@@ -1,4 +1,4 @@
-"""Torch datasets for 2D images and for slices of NIfTI volumes, plus the shared slice preparation.
+"""The torch dataset of 2D images and volume slices, plus the shared slice preparation.
 
 Every sample is a dict::
 
@@ -35,8 +35,8 @@ from .cases import Case
 from .errors import DataError
 from .intensity import hu_bounds, jitter_window, normalize_unit, volume_value_range, window_bounds, window_to_unit
 from ..io.case import CaseImage, check_same_geometry
-from ..io.formats import read_case
-from ..io.pictures import read_image, read_label_map, read_mask
+from ..io.formats import is_slice_stack, read_case
+from ..io.pictures import read_label_map, read_mask
 from .transforms import build_augment, item_seed, seed_augment
 
 ArrayLike = Union[np.ndarray, torch.Tensor]
@@ -102,7 +102,7 @@ def prepare_slice(
 ) -> np.ndarray:
     """The model input channels for slice ``k``: windowed to 0..1, at the slice's own size.
 
-    Used by :class:`VolumeSliceDataset` and by inference, so both see identical inputs.
+    Used by :class:`SliceDataset` and by inference, so both see identical inputs.
 
     Args:
         volume: the decoded served array (fast; what inference should pass, decoding once with
@@ -156,7 +156,7 @@ def slice_as_volume(picture: np.ndarray, axis: int) -> np.ndarray:
 def prepare_image(gray: np.ndarray, normalize: str = "none") -> np.ndarray:
     """The model input channels of a 2D image: gray (NaN as 0) repeated to three channels.
 
-    Used by :class:`ImageDataset` and by inference, so both see identical inputs.
+    Used by :class:`SliceDataset` and by inference, so both see identical inputs.
 
     Args:
         gray: (H, W) values in 0..1, as :func:`~s2unet.io.pictures.read_image` returns.
@@ -285,17 +285,70 @@ def _decode_label(path: Path, reorient: bool, task: str) -> _Decoded:
     return _Decoded((arr > 0).astype(np.uint8), None)
 
 
-# --------------------------------------------------------------------------------------- datasets
-class _BaseDataset(torch.utils.data.Dataset):
-    """Shared sample assembly, augmentation and per-item seeding."""
+# ---------------------------------------------------------------------------------------- dataset
+class SliceDataset(torch.utils.data.Dataset):
+    """The 2D training and evaluation items of some cases: every slice of a volume along
+    ``cfg.axis``, the one plane of a 2D picture.
 
-    def __init__(self, cases: Sequence[Case], cfg: DataConfig, train: bool, seed: Optional[int]) -> None:
+    Each case's file format decides which (:func:`~s2unet.io.formats.is_slice_stack`), not
+    ``data.kind``: a format added to the registry is sliced or read whole by what it declares.
+
+    Volumes: construction reads headers, checks every label volume's geometry against its image
+    and decodes the label volumes once (uint8) to find the lesion slices; image volumes are
+    decoded on first use. Decoded volumes live in the dataset's :class:`VolumeCache`, limited to
+    ``cfg.cache_mb`` megabytes (no other dataset changes that budget) — per process: each
+    DataLoader worker has its own copy, so a dataset larger than RAM works, at the price of
+    re-decoding evicted volumes (about 0.1 s for a 256 x 256 x 160 uint8 .nii.gz on one core).
+    Slices are windowed by ``cfg.window`` (:func:`prepare_slice`).
+
+    2D pictures (X-rays): read whole, with their masks, each time they are served (nothing at
+    construction), in 0..1 as :func:`~s2unet.io.formats.read_case` reads them for ``kind:
+    image`` (:func:`prepare_image`).
+
+    Args:
+        cases: from :func:`~s2unet.data.cases.find_cases`.
+        cfg: the data config.
+        train: apply augmentation.
+        seed: per-item augmentation seeding (see :mod:`.transforms`); None leaves the
+            transform's own random state running.
+        cache: a cache to share with other datasets; by default a new one of ``cfg.cache_mb``.
+
+    Raises:
+        DataError: a bad ``cfg.axis``, an unreadable volume header or a label volume whose
+            geometry differs from its image's.
+    """
+
+    def __init__(self, cases: Sequence[Case], cfg: DataConfig, train: bool, seed: Optional[int] = None,
+                 cache: Optional[VolumeCache] = None) -> None:
         self.cases = list(cases)
         self.cfg = cfg
         self.train = bool(train)
         self.augment = build_augment(cfg.augment, cfg.task, cfg.image_size) if train else None
         self.seed = seed
         self.epoch = 0
+        self.cache = cache if cache is not None else VolumeCache(cfg.cache_mb * 2**20)
+        if cfg.axis not in (0, 1, 2):
+            raise DataError(f"data.axis must be 0, 1 or 2, got {cfg.axis}")
+        self.items: list[tuple[str, int]] = []
+        self._case_of_item: list[int] = []
+        self._stacks = [is_slice_stack(case.image) for case in self.cases]
+        flags: list[np.ndarray] = []
+        other = tuple(a for a in range(3) if a != cfg.axis)
+        for ci, case in enumerate(self.cases):
+            n = 1
+            if self._stacks[ci]:
+                image = read_case(case.image, "volume", cfg.reorient)
+                for path in case.labels:
+                    check_same_geometry(image, read_case(path, "volume", cfg.reorient))
+                n = image.shape[cfg.axis]
+                fg = np.zeros(n, dtype=bool)
+                for lab in self._labels(ci):
+                    fg |= lab.any(axis=other) if cfg.task != "multiclass" else (lab > 0).any(axis=other)
+                flags.append(fg)
+            self.items.extend((case.case_id, k) for k in range(n))
+            self._case_of_item.extend([ci] * n)
+        # Pictures' masks are read only when served, so their items have no flags.
+        self._flags = np.concatenate(flags) if flags and all(self._stacks) else None
 
     def set_epoch(self, epoch: int) -> None:
         """Select the epoch used in per-item augmentation seeds (see :mod:`.transforms`).
@@ -310,122 +363,6 @@ class _BaseDataset(torch.utils.data.Dataset):
         if self.seed is None:
             return np.random.default_rng()
         return np.random.default_rng(item_seed(self.seed + 1, self.epoch, index))
-
-    def _sample(self, image: np.ndarray, mask: np.ndarray, case_id: str, k: int, index: int) -> dict[str, Any]:
-        size = self.cfg.image_size
-        sample: dict[str, Any] = {
-            "image": resize_to(image, size, "bilinear").clamp_(0.0, 1.0).contiguous(),
-            "mask": resize_to(mask, size, "nearest").contiguous(),
-            "case": case_id,
-            "slice": int(k),
-        }
-        if self.augment is not None:
-            if self.seed is not None:
-                seed_augment(self.augment, item_seed(self.seed, self.epoch, index))
-            sample = self.augment(sample)
-        return sample
-
-
-class ImageDataset(_BaseDataset):
-    """2D images (X-rays) with one mask per label folder, or one label map for multiclass.
-
-    Args:
-        cases: from :func:`~s2unet.data.cases.find_cases` with ``kind: image``.
-        cfg: the data config.
-        train: apply augmentation.
-        seed: per-item augmentation seeding (see :mod:`.transforms`); None leaves the
-            transform's own random state running.
-    """
-
-    def __init__(self, cases: Sequence[Case], cfg: DataConfig, train: bool, seed: Optional[int] = None) -> None:
-        super().__init__(cases, cfg, train, seed)
-        self.items = [(c.case_id, 0) for c in self.cases]
-
-    def __len__(self) -> int:
-        return len(self.cases)
-
-    def load_case(self, i: int) -> tuple[np.ndarray, np.ndarray]:
-        """Read case ``i`` at its own resolution.
-
-        Args:
-            i: case index.
-
-        Returns:
-            ``(image (3, H, W) float32, mask)`` with the mask as in :func:`label_slice`.
-
-        Raises:
-            DataError: unreadable files or image/mask shape mismatch.
-        """
-        case = self.cases[i]
-        gray = read_image(case.image)
-        if self.cfg.task == "multiclass":
-            mask: np.ndarray = read_label_map(case.labels[0])
-            shapes = [mask.shape]
-        else:
-            planes = [read_mask(p, self.cfg.mask_threshold) for p in case.labels]
-            shapes = [p.shape for p in planes]
-            mask = np.stack(planes).astype(np.float32) if planes else np.zeros((0, *gray.shape), np.float32)
-        for path, shape in zip(case.labels, shapes):
-            if shape != gray.shape:
-                raise DataError(f"{path} has shape {shape} but its image {case.image} has shape {gray.shape}")
-        return prepare_image(gray, self.cfg.normalize), mask
-
-    def restrict(self, indices: Sequence[int]) -> None:
-        """Keep only the items ``indices`` (few-label training, ``data.max_train_slices``).
-
-        Args:
-            indices: item indices to keep, each once.
-        """
-        self.cases = [self.cases[i] for i in indices]
-        self.items = [(c.case_id, 0) for c in self.cases]
-
-    def __getitem__(self, i: int) -> dict[str, Any]:
-        image, mask = self.load_case(i)
-        return self._sample(image, mask, self.cases[i].case_id, 0, i)
-
-
-class VolumeSliceDataset(_BaseDataset):
-    """All slices of NIfTI volumes along ``cfg.axis``, read lazily through a bounded LRU cache.
-
-    Construction reads headers, checks every label volume's geometry against its image and
-    decodes the label volumes once (uint8) to find the lesion slices; image volumes are decoded
-    on first use. Decoded volumes live in the dataset's :class:`VolumeCache`, limited to
-    ``cfg.cache_mb`` megabytes (no other dataset changes that budget) — per process: each
-    DataLoader worker has its own copy, so a dataset larger than RAM works, at the price of re-decoding evicted volumes (about 0.1 s for
-    a 256 x 256 x 160 uint8 .nii.gz on one core).
-
-    Args:
-        cases: from :func:`~s2unet.data.cases.find_cases` with ``kind: volume``.
-        cfg: the data config.
-        train: apply augmentation.
-        seed: per-item augmentation seeding (see :mod:`.transforms`).
-        cache: a cache to share with other datasets; by default a new one of ``cfg.cache_mb``.
-    """
-
-    def __init__(self, cases: Sequence[Case], cfg: DataConfig, train: bool, seed: Optional[int] = None,
-                 cache: Optional[VolumeCache] = None) -> None:
-        super().__init__(cases, cfg, train, seed)
-        self.cache = cache if cache is not None else VolumeCache(cfg.cache_mb * 2**20)
-        if cfg.axis not in (0, 1, 2):
-            raise DataError(f"data.axis must be 0, 1 or 2, got {cfg.axis}")
-        self.items: list[tuple[str, int]] = []
-        self._case_of_item: list[int] = []
-        self.shapes: list[tuple[int, int, int]] = []
-        flags: list[np.ndarray] = []
-        other = tuple(a for a in range(3) if a != cfg.axis)
-        for ci, case in enumerate(self.cases):
-            image = read_case(case.image, "volume", cfg.reorient)
-            for path in case.labels:
-                check_same_geometry(image, read_case(path, "volume", cfg.reorient))
-            n = image.shape[cfg.axis]
-            self.shapes.append(image.shape)
-            self.items.extend((case.case_id, k) for k in range(n))
-            self._case_of_item.extend([ci] * n)
-            fg = np.zeros(n, dtype=bool)
-            for lab in self._labels(ci):
-                fg |= lab.any(axis=other) if cfg.task != "multiclass" else (lab > 0).any(axis=other)
-            flags.append(fg)
-        self._flags = np.concatenate(flags) if flags else np.zeros(0, dtype=bool)
 
     def _image(self, ci: int) -> _Decoded:
         path = self.cases[ci].image
@@ -443,14 +380,15 @@ class VolumeSliceDataset(_BaseDataset):
     def __len__(self) -> int:
         return len(self.items)
 
-    def lesion_flags(self) -> np.ndarray:
-        """bool per item: the slice has any foreground in any label (computed at construction)."""
-        return self._flags.copy()
+    def lesion_flags(self) -> Optional[np.ndarray]:
+        """bool per item: the slice has any foreground in any label (computed at construction);
+        None when the items are 2D pictures, whose masks are read only when served."""
+        return None if self._flags is None else self._flags.copy()
 
     def restrict(self, indices: Sequence[int]) -> None:
-        """Keep only the slices ``indices`` (few-label training, ``data.max_train_slices``).
+        """Keep only the items ``indices`` (few-label training, ``data.max_train_slices``).
 
-        Cases keep their place in ``cases`` (a case's other slices are simply not served).
+        Cases keep their place in ``cases`` (a case's other items are simply not served).
 
         Args:
             indices: item indices to keep, each once.
@@ -458,21 +396,54 @@ class VolumeSliceDataset(_BaseDataset):
         keep = np.asarray(indices, dtype=np.int64)
         self.items = [self.items[i] for i in keep]
         self._case_of_item = [self._case_of_item[i] for i in keep]
-        self._flags = self._flags[keep]
+        if self._flags is not None:
+            self._flags = self._flags[keep]
 
     def case_items(self, case_id: str) -> list[int]:
-        """Dataset indices of one case's slices, in slice order (for per-volume evaluation)."""
+        """Dataset indices of one case's items, in slice order (for per-volume evaluation)."""
         return [i for i, (cid, _) in enumerate(self.items) if cid == case_id]
 
-    def __getitem__(self, i: int) -> dict[str, Any]:
-        ci = self._case_of_item[i]
-        case_id, k = self.items[i]
+    def _picture(self, ci: int) -> tuple[np.ndarray, np.ndarray]:
+        """The 2D picture case ``ci`` at its own resolution: input channels (3, H, W) and its
+        target as :func:`label_slice` shapes it; DataError on unreadable files or a mask whose
+        shape differs from the image's."""
+        case = self.cases[ci]
+        gray = read_case(case.image, self.cfg.kind, self.cfg.reorient).picture()
+        if self.cfg.task == "multiclass":
+            mask: np.ndarray = read_label_map(case.labels[0])
+            shapes = [mask.shape]
+        else:
+            planes = [read_mask(p, self.cfg.mask_threshold) for p in case.labels]
+            shapes = [p.shape for p in planes]
+            mask = np.stack(planes).astype(np.float32) if planes else np.zeros((0, *gray.shape), np.float32)
+        for path, shape in zip(case.labels, shapes):
+            if shape != gray.shape:
+                raise DataError(f"{path} has shape {shape} but its image {case.image} has shape {gray.shape}")
+        return prepare_image(gray, self.cfg.normalize), mask
+
+    def _slice(self, ci: int, k: int, index: int) -> tuple[np.ndarray, np.ndarray]:
+        """Slice ``k`` of the volume case ``ci``: windowed input channels and its target."""
         entry = self._image(ci)
         cfg = self.cfg
         jitter = cfg.augment.window_jitter if self.train and cfg.augment.enabled else 0.0
         bounds = hu_bounds(entry.array.dtype, cfg.window, entry.value_range) if jitter > 0 else None
         if bounds is not None:  # window jitter: only HU data has a window to move
-            cfg = dataclasses.replace(cfg, window=jitter_window(bounds, jitter, self._item_rng(i)))
-        image = prepare_slice(entry.array, k, cfg, entry.value_range)
-        mask = label_slice(self._labels(ci), k, self.cfg)
-        return self._sample(image, mask, case_id, k, i)
+            cfg = dataclasses.replace(cfg, window=jitter_window(bounds, jitter, self._item_rng(index)))
+        return prepare_slice(entry.array, k, cfg, entry.value_range), label_slice(self._labels(ci), k, self.cfg)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        ci = self._case_of_item[i]
+        case_id, k = self.items[i]
+        image, mask = self._slice(ci, k, i) if self._stacks[ci] else self._picture(ci)
+        size = self.cfg.image_size
+        sample: dict[str, Any] = {
+            "image": resize_to(image, size, "bilinear").clamp_(0.0, 1.0).contiguous(),
+            "mask": resize_to(mask, size, "nearest").contiguous(),
+            "case": case_id,
+            "slice": int(k),
+        }
+        if self.augment is not None:
+            if self.seed is not None:
+                seed_augment(self.augment, item_seed(self.seed, self.epoch, i))
+            sample = self.augment(sample)
+        return sample

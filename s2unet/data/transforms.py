@@ -9,7 +9,7 @@ Seeding. Every random monai transform owns a numpy RandomState. Three ways to ma
 reproducible, from most to least exact:
 
 * Datasets built with a ``seed`` re-seed their transform for every item from
-  ``(seed, epoch, index)`` (see ``ImageDataset.set_epoch``). The engine only has to call
+  ``(seed, epoch, index)`` (see ``SliceDataset.set_epoch``). The engine only has to call
   ``dataset.set_epoch(epoch)`` before each epoch, in the main process, before creating the
   DataLoader iterator (workers receive a copy of the dataset when they start). Results then do
   not depend on the number of workers or on resuming mid-epoch. (An index drawn twice in one

@@ -53,6 +53,11 @@ class CaseFormat:
     kind: ClassVar[str] = "volume"
     output_suffix: ClassVar[str] = ".nii.gz"
 
+    @property
+    def planar(self) -> bool:
+        """True for a format of single 2D pictures (one plane, no slice axis)."""
+        return self.kind == "image"
+
     def stem(self, path: Path) -> Optional[str]:
         """The case id of ``path`` if this format claims it, else None.
 
@@ -160,7 +165,7 @@ class CaseImage:
     @property
     def planar(self) -> bool:
         """True for a 2D picture (a one-slice volume without through-plane geometry)."""
-        return self.format.kind == "image"
+        return self.format.planar
 
     @property
     def dataobj(self):

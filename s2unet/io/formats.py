@@ -61,6 +61,24 @@ def find_format(path: PathLike, kind: Optional[str] = None) -> Optional[CaseForm
     return next((f for f in FORMATS if (kind is None or f.kind == kind) and f.stem(path) is not None), None)
 
 
+def _claiming_format(path: PathLike) -> CaseFormat:
+    """The format that claims ``path``, or an error naming the supported ones.
+
+    Args:
+        path: an existing file or folder.
+
+    Returns:
+        The CaseFormat.
+
+    Raises:
+        DataError: no format claims the path.
+    """
+    fmt = find_format(path)
+    if fmt is None:
+        raise DataError(f"{path}: unknown format; supported: {describe_formats()}")
+    return fmt
+
+
 def case_stem(path: PathLike, kind: str) -> Optional[str]:
     """The case id of a file (or series folder) of ``kind``, or None for paths to ignore.
 
@@ -95,9 +113,7 @@ def read_case(path: PathLike, kind: str = "volume", reorient: bool = True) -> Ca
     path = Path(path)
     if not path.exists():
         raise DataError(f"{path}: file not found")
-    fmt = find_format(path)
-    if fmt is None:
-        raise DataError(f"{path}: unknown format; supported: {describe_formats()}")
+    fmt = _claiming_format(path)
     if fmt.kind != "image" and kind == "image":
         raise DataError(f"{path} is a {fmt.name} volume, but this model was trained on 2D images "
                         f"({describe_formats('image')})")
@@ -125,7 +141,7 @@ def read_labels(path: PathLike, reorient: bool, mask_threshold: float, label_map
     """
     path = Path(path)
     fmt = find_format(path)
-    if fmt is not None and fmt.kind == "image":
+    if fmt is not None and fmt.planar:
         return read_label_map(path) if label_map else read_mask(path, mask_threshold)
     return read_case(path, "volume", reorient).get_array()
 
@@ -163,15 +179,19 @@ def describe_inputs(model_kind: str) -> str:
     return f"volumes ({describe_formats('volume')}) or 2D CT slices ({pictures})"
 
 
-def is_slice_stack(kind: str) -> bool:
-    """True when a dataset of this ``data.kind`` holds volumes cut into slices along an axis.
+def is_slice_stack(path: PathLike) -> bool:
+    """True when the case at ``path`` is a volume cut into slices, False for a single 2D picture.
 
-    The formats of ``kind: image`` are single 2D pictures: one plane each, no slice axis.
+    The format that claims the file answers (:attr:`~s2unet.io.case.CaseFormat.planar`), so a
+    new format is sliced or not by what it declares, whatever ``data.kind`` the config names.
 
     Args:
-        kind: ``"volume"`` or ``"image"``.
+        path: a case's image file (or DICOM series folder).
 
     Returns:
-        Whether its cases are slice stacks.
+        Whether its planes are slices along the data axis.
+
+    Raises:
+        DataError: no format claims the path (naming the supported ones).
     """
-    return kind == "volume"
+    return not _claiming_format(path).planar
