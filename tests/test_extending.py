@@ -5,6 +5,7 @@ Copy one of these tests as the template for a new encoder, loss, prompt strategy
 from __future__ import annotations
 
 import re
+import subprocess
 import sys
 import types
 from pathlib import Path
@@ -77,17 +78,46 @@ def test_loss_example_takes_its_keys(monkeypatch):
 def test_strategy_example_boxes_the_largest_component(monkeypatch):
     from s2unet.baselines import strategies
 
-    namespace = dict(vars(strategies))
-    exec(compile(_blocks()["A prompt strategy"], "docs/extending.md", "exec"), namespace)
-    monkeypatch.setitem(strategies.STRATEGIES, "box_largest", namespace["BoxLargest"])
+    module = _load("A prompt strategy", "s2unet.baselines", "box_largest")
+    monkeypatch.setitem(strategies.STRATEGIES, "box_largest", module.BoxLargest)
     mask = np.zeros((32, 32), bool)
     mask[2:5, 2:5] = True
     mask[10:30, 12:20] = True
     strategy = strategies.create_strategy("box_largest", {"jitter": 0.0})
-    prompts = strategy.prompts(strategies.PromptInputs(reference=mask))
+    prompts = strategy.prompts(module.PromptInputs(reference=mask))
     np.testing.assert_array_equal(prompts.boxes, [[12, 10, 19, 29]])
     assert strategy.uses_ground_truth
-    assert strategy.prompts(strategies.PromptInputs(reference=np.zeros_like(mask))).n_objects == 0
+    assert strategy.prompts(module.PromptInputs(reference=np.zeros_like(mask))).n_objects == 0
+
+
+# The doc's strategy as a real file and the registry importing it at its top, served from
+# tmp_path in place of the package's own strategies.py (nothing in the package is written).
+_OVERLAY = """
+import importlib.abc, importlib.util, sys
+FILES = {files!r}
+class Overlay(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        return importlib.util.spec_from_file_location(name, FILES[name]) if name in FILES else None
+sys.meta_path.insert(0, Overlay())
+from s2unet.baselines import STRATEGIES, create_strategy
+print(type(create_strategy("box_largest")).__name__, create_strategy("box_largest").uses_ground_truth)
+"""
+
+
+def test_strategy_example_registers_from_its_own_file_without_an_import_cycle(tmp_path):
+    """One new file plus the registry's import and entry: the registry imports the new file
+    while it is itself being imported, which works only if the base class lives apart."""
+    registry = (DOC.parents[1] / "s2unet" / "baselines" / "strategies.py").read_text()
+    first_import = registry.index("\nfrom .")
+    registry = (registry[:first_import] + "\nfrom .box_largest import BoxLargest" + registry[first_import:]
+                + '\nSTRATEGIES["box_largest"] = BoxLargest\n')
+    (tmp_path / "strategies.py").write_text(registry)
+    (tmp_path / "box_largest.py").write_text(_blocks()["A prompt strategy"])
+    files = {f"s2unet.baselines.{n}": str(tmp_path / f"{n}.py") for n in ("strategies", "box_largest")}
+    out = subprocess.run([sys.executable, "-c", _OVERLAY.format(files=files)], capture_output=True, text=True,
+                         cwd=DOC.parents[1])
+    assert out.returncode == 0, out.stderr.strip().splitlines()[-1:]
+    assert out.stdout.split() == ["BoxLargest", "True"]
 
 
 def test_format_example_round_trips_geometry(monkeypatch, tmp_path):

@@ -6,6 +6,7 @@
 * :mod:`.session` — ``ClickSession``: one object's prompts and correction clicks on one embedded
   image (compare's ``iterative`` method and the labeling app);
 * :mod:`.strategies` — the prompt-strategy registry (``STRATEGIES``, ``create_strategy``);
+  :mod:`.strategy_base` — what a strategy subclasses (``PromptStrategy``, ``PromptInputs``);
 * :mod:`.prompted` — ``run_prompted``: one image with one prompt strategy;
 * :mod:`.compare` — ``run_compare``: every method on the same test cases, tables and plots
   (:mod:`.compare_config`, :mod:`.compare_data`, :mod:`.compare_methods`);
@@ -27,7 +28,8 @@ from ..data.prompts import (
 )
 from .sam_predictors import PREDICTORS, PromptedPredictor, create_predictor, predictor_names
 from .session import ClickSession
-from .strategies import STRATEGIES, PromptInputs, PromptStrategy, create_strategy
+from .strategies import STRATEGIES, create_strategy
+from .strategy_base import PromptInputs, PromptStrategy
 
 __all__ = [
     "PREDICTORS", "STRATEGIES", "Click", "ClickSession", "PromptInputs", "PromptStrategy", "PromptedPredictor",

@@ -15,7 +15,7 @@ from ..metrics import metric_row
 from ..data.prompts import Prompts, next_correction_click
 from .sam_predictors import PromptedPredictor
 from .session import ClickSession
-from .strategies import PromptInputs, PromptStrategy
+from .strategy_base import PromptInputs, PromptStrategy
 
 THRESHOLD = 0.5
 
