@@ -211,6 +211,8 @@ def test_override_with_broken_yaml_value_is_named():
         (["model.encoder=litemedsam_tinyvit", "data.image_size=2"], "multiple of 4, the input stride of encoder "
                                                                     "litemedsam_tinyvit; use 4"),
         (["loss.name=dice_focal", "loss.gama=2"], "unknown config key loss.gama; did you mean loss.gamma?"),
+        (["text.model=wordlama_l2_supercat"], "text.model: 'wordlama_l2_supercat' is not a registered text model "
+                                              "(did you mean 'wordllama_l2_supercat'?); known: wordllama_l2_supercat"),
     ],
 )
 def test_check_only_refuses_unknown_encoder_and_image_size_off_the_stride(overrides, message, capsys):

@@ -140,6 +140,18 @@ def test_changed_or_missing_text_model_file_is_refused():
 
 
 # ------------------------------------------------------------------------------------------ config
+def test_text_model_names_come_from_the_registry(tmp_path, monkeypatch):
+    """An embedder registered in s2unet.text is a valid ``text.model`` with no config change."""
+    spec = dataclasses.replace(get_text_model_spec("wordllama_l2_supercat"), name="toy_embedder", dim=8)
+    monkeypatch.setitem(embedders.TEXT_MODELS, "toy_embedder", spec)
+    cfg = text_cfg(tmp_path, tmp_path, "text.model=toy_embedder")
+    check_model_config(cfg)
+    assert create_model_from_config(cfg).decoder.text_dim == 8
+    monkeypatch.delitem(embedders.TEXT_MODELS, "toy_embedder")
+    with pytest.raises(ConfigError, match="text.model: 'toy_embedder' is not a registered text model; known: wordllama"):
+        check_model_config(cfg)
+
+
 @pytest.mark.parametrize("override, message", [
     ("text.structures=[{label: circle, phrases: [disc]}]", r"text.structures\[0\].label 'circle' is not a label"),
     ("text.structures=[{label: disc, phrases: [square]}]", "phrase 'square' is given twice"),

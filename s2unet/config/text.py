@@ -47,10 +47,15 @@ class TextConfig:
     ``phrases_per_image`` structures are drawn per training image (0 = all of them).
     ``refuse_below`` is the cosine similarity to the nearest training phrase under which a
     phrase is refused; null chooses it from ``calibration_unrelated`` (s2unet.text.bank).
+
+    ``model`` is a key of the text-model registry (``s2unet.text.TEXT_MODELS``), the one list of
+    text models. That registry sits above the config layer (its entries load packages), so the
+    name is checked where the registry is in reach, by ``check_model_config``: training's
+    pre-flight and ``train.py --check-only``, before data is read.
     """
 
     enabled: bool = False
-    model: Literal["wordllama_l2_supercat"] = "wordllama_l2_supercat"
+    model: str = "wordllama_l2_supercat"
     injection: Literal["film", "xattn"] = "film"
     hidden: int = ranged("[1, inf)", 256)  # width of the projected phrase embedding
     tokens: int = ranged("[1, inf)", 4)  # xattn: key/value tokens made from the phrase embedding

@@ -10,11 +10,11 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Literal, Mapping, Optional, Sequence, TypeVar, Union
 
-from ..config import AdapterConfig, AttentionLoraConfig, Config, ConfigError, PromptedConfig
+from ..config import AdapterConfig, AttentionLoraConfig, Config, ConfigError, PromptedConfig, check_registered
 from .base import SegmentationModel
 from .encoders import create_encoder, encoder_names
 from .s2unet import S2UNet
-from ..text.embedders import get_text_model_spec
+from ..text.embedders import TEXT_MODELS, get_text_model_spec, locate_text_model
 
 _Section = TypeVar("_Section", AdapterConfig, AttentionLoraConfig, PromptedConfig)
 
@@ -130,11 +130,13 @@ def check_model_config(cfg: Config) -> None:
 
     The encoder must be registered, ``data.image_size`` a multiple of its stride (from the
     registry's spec: nothing is built) and its checkpoint present unless random weights are
-    asked for. CNN baselines pad any size and have no encoder checkpoint. A text-prompted
-    model's text model must be installed in its pinned version with unchanged files.
+    asked for. CNN baselines pad any size and have no encoder checkpoint. ``text.model`` must
+    be registered (the config layer cannot see the registry), and a text-prompted model's text
+    model installed in its pinned version with unchanged files.
 
     Raises:
-        ConfigError: an unknown encoder or an image size the encoder cannot take, naming the key.
+        ConfigError: an unknown encoder or text model, or an image size the encoder cannot
+            take, naming the key.
         CheckpointNotFoundError: with download (text model: install) instructions.
         CheckpointError: ``model.weights: default`` for an encoder without a published checkpoint;
             the text model is another version or its files changed.
@@ -142,10 +144,9 @@ def check_model_config(cfg: Config) -> None:
     from ..weights import CheckpointError, resolve_checkpoint
     from .encoders import get_encoder_spec
 
+    check_registered(cfg.text.model, TEXT_MODELS, "text.model", "text model")
     if cfg.text.enabled:
-        from ..text.embedders import get_text_model_spec, locate_text_model
-
-        locate_text_model(get_text_model_spec(cfg.text.model))
+        locate_text_model(TEXT_MODELS[cfg.text.model])
     if cfg.model.arch not in ("s2unet", "prompted_sam"):
         return
     try:
