@@ -60,7 +60,8 @@ def _compare_parser(p: argparse.ArgumentParser) -> None:
 
 
 def _label_parser(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--images", required=True, help="an image or volume file, or a folder of them (PNG/JPEG/TIFF/DICOM/NIfTI/MHA/NRRD)")
+    p.add_argument("--images", required=True, help="an image or volume file or a DICOM series folder, or a folder of them "
+                   "(PNG/JPEG/TIFF/DICOM/NIfTI/MHA/NRRD)")
     p.add_argument("--out", default="labels", help="where masks, log and autosave go (default: ./labels)")
     p.add_argument("--labels", help="comma-separated label names, one layer each, saved to OUT/masks/<name>")
     p.add_argument("--config", help="take the labels (names and folders) from this training config instead")

@@ -4,6 +4,7 @@ NIfTI geometry), overwrite refusal, autosave and restore, the per-case log, bad 
 one message, and the access token. A stand-in predictor keeps everything fast and exact."""
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 from typing import Optional
@@ -30,8 +31,10 @@ from s2unet.data.prompts import Click, Prompts
 from s2unet.baselines.sam_predictors import MASK_PROMPT_LOGIT, PromptedPredictor, SamFrame, SamTinyViTPredictor
 from s2unet.baselines.session import ClickSession
 from s2unet.config import config_from_dict
+from s2unet.data import read_case
 from s2unet.models import create_model_from_config
 from s2unet.models.checkpoint import atomic_save, model_payload
+from test_case_io import _series
 
 H = W = 64
 
@@ -234,6 +237,43 @@ def test_volume_masks_keep_the_source_geometry_and_the_slice_orientation(tmp_pat
     arr = np.asarray(saved.dataobj)
     assert arr.dtype == np.uint8 and arr.shape == data.shape
     assert arr.sum() == 1 and arr[5, 1, 2] == 1
+
+
+def test_a_dicom_series_folder_is_a_case_opened_and_saved_with_the_series_geometry(images: Path,
+                                                                                   tmp_path: Path) -> None:
+    series = _series(images / "ct01", n=3)  # 6 rows x 8 columns; pixel (row 0, column 0) marked in each slice
+    (images / "notes").mkdir()
+    (images / "notes" / "readme.txt").write_text("a folder that holds no series is no case")
+    assert [c.case_id for c in list_cases(series)] == ["ct01"]  # --images may name the series itself
+    out = tmp_path / "out"
+    client = TestClient(create_app(_state(images, out, labels=["lesion"])))
+    cases = {c["id"]: c for c in client.get("/api/info").json()["cases"]}
+    assert set(cases) == {"a", "b", "ct01"} and cases["ct01"]["kind"] == "volume"
+    opened = client.post("/api/open", json={"case": "ct01"}).json()
+    assert (opened["n_slices"], opened["height"], opened["width"]) == (3, 6, 8)
+
+    shown = [np.asarray(Image.open(io.BytesIO(client.get("/api/image", params={"case": "ct01", "plane": p,
+                                                                               "window": "none"}).content)))
+             for p in range(3)]
+    y, x = np.unravel_index(np.argmin(shown[2]), shown[2].shape)  # the marked pixel as displayed
+    slice_shown = sorted(range(3), key=lambda p: shown[p][3, 3]).index(2)  # slice k holds 100 k - 1024 HU
+    client.post("/api/stroke", json={"case": "ct01", "plane": 2, "points": [[float(x), float(y)]], "radius": 0.5})
+    saved = client.post("/api/save", json={"case": "ct01"}).json()["saved"]
+    assert saved == [str(out / "masks" / "lesion" / "ct01.nii.gz")]
+
+    written = nib.load(saved[0])
+    source = read_case(series, reorient=False)  # the series as stored: column, row, slice by position
+    np.testing.assert_allclose(written.affine, source.original_affine)
+    mask = np.asarray(written.dataobj)
+    assert mask.shape == (8, 6, 3) and mask.dtype == np.uint8
+    # the dab on the marked pixel lands on the marked voxel of the slice shown, its neighbours beside it
+    assert mask[0, 0, slice_shown] and mask[:2, :2, slice_shown].sum() == mask.sum()
+    assert read_case(out / "images" / "ct01").shape == read_case(series).shape  # the series copied for training
+
+    reopened = TestClient(create_app(_state(images, out, labels=["lesion"])))
+    again = reopened.post("/api/open", json={"case": "ct01", "plane": 2}).json()
+    edited = client.post("/api/plane", json={"case": "ct01", "plane": 2}).json()["masks"]
+    assert again["note"] == "restored from the saved masks" and again["masks"] == edited
 
 
 def test_autosave_restores_masks_draft_and_counters(images: Path, tmp_path: Path) -> None:

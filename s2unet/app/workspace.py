@@ -8,8 +8,10 @@ Output layout (what ``train.py`` reads with ``data.root: OUT``, see :mod:`s2unet
 
     OUT/images/<case>.<suffix>          copy of the source image or volume (skipped when the
                                         source already lives there)
+    OUT/images/<case>/                  copy of a DICOM series folder (its slice files)
     OUT/<layer folder>/<case>.png       X-rays: 0/255, one folder per layer (e.g. masks/lungs)
-    OUT/<layer folder>/<case>.nii.gz    volumes: 0/1 uint8 with the source's geometry
+    OUT/<layer folder>/<case>.nii.gz    volumes and DICOM series: 0/1 uint8 with the source's
+                                        geometry
     OUT/label_log.jsonl                 one line per save (time, clicks, strokes, draft Dice)
     OUT/.autosave/<case>.npz            work in progress, written after every edit
 """
@@ -82,7 +84,8 @@ def layers_from(names: Sequence[str], folders: Optional[Sequence[str]] = None) -
 # ------------------------------------------------------------------------------------ cases
 @dataclass(frozen=True)
 class CaseFile:
-    """One file to label: a 2D picture (an X-ray) or a volume, and the format that reads it."""
+    """One case to label: a 2D picture (an X-ray), a volume file or a folder holding one DICOM
+    series, and the format that reads it."""
 
     case_id: str
     path: Path
@@ -100,40 +103,48 @@ class CaseFile:
 
 
 def _case_file(path: Path) -> Optional[CaseFile]:
-    fmt = find_format(path) if path.is_file() else None  # a case's image is copied: one file
+    """The case at ``path`` (a file, or a folder of one DICOM series), or None for other paths.
+
+    Raises:
+        AppError: a folder of DICOM files whose slice header cannot be read.
+    """
+    try:
+        fmt = find_format(path)
+    except DataError as exc:
+        raise AppError(str(exc)) from None
     return None if fmt is None else CaseFile(fmt.stem(path), path, fmt)  # type: ignore[arg-type]
 
 
 def list_cases(source: Path) -> list[CaseFile]:
-    """The images and volumes to label: one file, or the files of a folder (not recursive).
+    """The cases to label: one file or DICOM series folder, or those in a folder (not recursive).
 
     Args:
-        source: an image / NIfTI file, or a folder of them.
+        source: an image / NIfTI file or a DICOM series folder, or a folder of them.
 
     Returns:
         The cases, sorted by name.
 
     Raises:
-        AppError: nothing to label there, or two files with one case name.
+        AppError: nothing to label there, or two cases with one name.
     """
     source = Path(source).expanduser()
-    if source.is_file():
-        found = _case_file(source)
-        if found is None:
-            raise AppError(f"{source} is not an image or volume file ({describe_formats(folders=False)})")
+    if not source.exists():
+        raise AppError(f"--images {source} does not exist")
+    found = _case_file(source)
+    if found is not None:
         return [found]
     if not source.is_dir():
-        raise AppError(f"--images {source} does not exist")
+        raise AppError(f"{source} is not an image or volume file ({describe_formats(folders=False)})")
     cases: dict[str, CaseFile] = {}
     for path in sorted(source.iterdir()):
-        found = _case_file(path) if path.is_file() else None
+        found = _case_file(path)
         if found is None:
             continue
         if found.case_id in cases:
             raise AppError(f"{cases[found.case_id].path} and {path} have the same case name {found.case_id!r}")
         cases[found.case_id] = found
     if not cases:
-        raise AppError(f"--images {source} holds no image or volume file ({describe_formats(folders=False)})")
+        raise AppError(f"--images {source} holds no image or volume file ({describe_formats()})")
     return list(cases.values())
 
 
@@ -243,8 +254,16 @@ def check_writable(out: Path) -> Optional[str]:
 
 
 def _copy_atomic(src: Path, dst: Path) -> None:
+    """Copy a case's file, or its series folder, so that ``dst`` appears only complete."""
     with atomic_path(dst) as tmp:
-        shutil.copyfile(src, tmp)
+        if src.is_dir():
+            try:
+                shutil.copytree(src, tmp)
+            except BaseException:
+                shutil.rmtree(tmp, ignore_errors=True)  # atomic_path removes a left-over file, not a folder
+                raise
+        else:
+            shutil.copyfile(src, tmp)
 
 
 def save_masks(out: Path, layers: Sequence[Layer], opened: OpenCase, masks: np.ndarray,
