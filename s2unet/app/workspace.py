@@ -96,11 +96,6 @@ class CaseFile:
         """``"image"`` (a 2D picture) or ``"volume"``."""
         return self.format.kind
 
-    @property
-    def suffix(self) -> str:
-        """The file's suffix as it is paired (``.png``, ``.nii.gz``...)."""
-        return self.path.name[len(self.case_id):]
-
 
 def _case_file(path: Path) -> Optional[CaseFile]:
     """The case at ``path`` (a file, or a folder of one DICOM series), or None for other paths.

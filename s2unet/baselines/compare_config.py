@@ -38,7 +38,8 @@ from ..config import (
     validate,
 )
 from .sam_predictors import predictor_names
-from .strategies import PromptStrategy, create_strategy
+from .strategies import create_strategy
+from .strategy_base import PromptStrategy
 
 
 @dataclass

@@ -21,7 +21,7 @@ from .prompted import run_prompted
 from ..data.prompts import Prompts, fixed_points_from_mean_mask
 from .report import MethodResult
 from .sam_predictors import PromptedPredictor, create_predictor
-from .strategies import PromptStrategy
+from .strategy_base import PromptStrategy
 
 console = Console(stderr=True)
 
