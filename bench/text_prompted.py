@@ -25,7 +25,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from s2unet.data import find_cases  # noqa: E402
+from s2unet.engine.records import run_split_cases  # noqa: E402
 from s2unet.models.checkpoint import LoadedModel, load_model_checkpoint  # noqa: E402
 from s2unet.predict import Predictor, foreground_names, load_case_target  # noqa: E402
 from s2unet.metrics import metric_row  # noqa: E402
@@ -39,9 +39,7 @@ UNRELATED = [
 
 def _cases(loaded: LoadedModel, split: str) -> list:
     """The ``split`` cases of the run a checkpoint belongs to."""
-    ids = json.loads((loaded.path.parent / "split.json").read_text())[split]
-    by_id = {c.case_id: c for c in find_cases(loaded.config.data)}
-    return [by_id[i] for i in ids]
+    return run_split_cases(loaded.path.parent, loaded.config.data, split)
 
 
 def _dice_per_channel(predictor: Predictor, cases: Sequence, targets: Sequence[np.ndarray],

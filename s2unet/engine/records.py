@@ -10,7 +10,8 @@ from typing import Any
 
 import torch
 
-from ..config import Config, save_config
+from ..config import Config, DataConfig, save_config
+from ..data import Case, DataError, find_cases
 from ..io import atomic_path, write_json, write_text
 
 _PACKAGES = ("s2unet", "torch", "torchvision", "sam2", "timm", "peft", "monai", "nibabel", "numpy", "scipy")
@@ -38,6 +39,36 @@ def write_run_records(run_dir: Path, cfg: Config, split: dict[str, list[str]], a
     write_json(run_dir / "split.json", split)
     write_json(run_dir / "environment.json", {"seed": cfg.seed, "argv": argv, "world_size": world_size,
                                               "versions": environment_versions()})
+
+
+def run_split_cases(run_dir: Path, data: DataConfig, split: str) -> list[Case]:
+    """The cases of one split of a run, in the order its ``split.json`` lists them.
+
+    Args:
+        run_dir: the run directory (the folder of its ``best.pt``).
+        data: the run's data config (where the cases are found).
+        split: ``train``, ``val`` or ``test``.
+
+    Returns:
+        The cases (empty when the run has none in that split).
+
+    Raises:
+        DataError: no readable ``split.json``, a split it does not have, or listed cases no
+            longer under the data folders (named, with where they were looked for).
+    """
+    path = Path(run_dir) / "split.json"
+    try:
+        splits = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise DataError(f"{path}: cannot read the run's split ({type(exc).__name__}: {exc})") from exc
+    if split not in splits:
+        raise DataError(f"{path} has no split {split!r}; it has {', '.join(sorted(splits))}")
+    by_id = {c.case_id: c for c in find_cases(data)}
+    missing = [i for i in splits[split] if i not in by_id]
+    if missing:
+        raise DataError(f"{len(missing)} {split} case(s) of {path} are not in the data folders of its config "
+                        f"(root {data.root}): {', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}")
+    return [by_id[i] for i in splits[split]]
 
 
 class MetricLog:
