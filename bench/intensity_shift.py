@@ -20,6 +20,7 @@ references) and ``<out>.md``, atomically.
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 import time
 from dataclasses import dataclass
@@ -248,7 +249,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             "cases": [item.case.case_id for item in cases], "empty_references": scores[shifts[0]]["empty_references"],
             "shifts": scores,
         })
-    command = " ".join(["python bench/intensity_shift.py", *(argv if argv is not None else sys.argv[1:])])
+    command = shlex.join(["python", "bench/intensity_shift.py", *(argv if argv is not None else sys.argv[1:])])
     result = {"command": command, "split": args.split, "max_cases": args.max_cases, "threads": args.threads,
               "shifts": {s: SHIFT_DESCRIPTIONS[s] for s in shifts}, "checkpoints": checkpoints,
               "seconds": round(time.perf_counter() - start, 1), "load_average_at_end": load_average(),
