@@ -3,7 +3,6 @@ Markdown result files (written atomically)."""
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import sys
@@ -15,7 +14,7 @@ import torch
 
 from bench.speed_probes import matmul_rate_child
 from bench.speed_runner import run_isolated
-from s2unet.io.atomic import atomic_path
+from s2unet.io import write_json, write_text
 
 GIB = 1024.0**3
 
@@ -159,10 +158,8 @@ class Report:
         self.data["wall_s"] = round(time.perf_counter() - self.started, 1)
         header = self.header()
         text = header + "\n\n" + markdown.strip() + "\n"
-        for path, content in ((out_dir / f"{name}.json", json.dumps(self.data, indent=1, default=str) + "\n"),
-                              (out_dir / f"{name}.md", text)):
-            with atomic_path(path) as tmp:
-                tmp.write_text(content, encoding="utf-8")
+        write_json(out_dir / f"{name}.json", self.data, indent=1)
+        write_text(out_dir / f"{name}.md", text)
         print(text)
         print(f"wrote {out_dir / name}.json and .md ({self.data['wall_s']} s)")
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import json
 import os
 import sys
 import time
@@ -27,6 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from s2unet.config import load_config  # noqa: E402
+from s2unet.io import write_json, write_text  # noqa: E402
 from s2unet.text import PhraseBank, TextEmbedder, TextModelSpec, UnknownPhraseError, load_text_model  # noqa: E402
 from text_prompted import UNRELATED  # noqa: E402
 
@@ -96,8 +96,8 @@ def main(argv: Sequence[str] | None = None) -> None:
                        *("| " + " | ".join(str(r[c]) for c in cols) + " |" for r in rows)]) + "\n"
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps(rows, indent=2))
-    out.with_suffix(".md").write_text(table)
+    write_json(out.with_suffix(".json"), rows)
+    write_text(out.with_suffix(".md"), table)
     print(table)
 
 

@@ -14,7 +14,6 @@ must be the same for every checkpoint. Writes ``<out>.json`` and ``<out>.md``.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -26,6 +25,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from s2unet.engine.records import run_split_cases  # noqa: E402
+from s2unet.io import write_json, write_text  # noqa: E402
 from s2unet.models.checkpoint import LoadedModel, load_model_checkpoint  # noqa: E402
 from s2unet.predict import Predictor, foreground_names, load_case_target  # noqa: E402
 from s2unet.metrics import metric_row  # noqa: E402
@@ -154,8 +154,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     result["seconds"] = round(time.perf_counter() - started, 1)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps(result, indent=2))
-    out.with_suffix(".md").write_text(_table(result))
+    write_json(out.with_suffix(".json"), result)
+    write_text(out.with_suffix(".md"), _table(result))
     print(_table(result))
 
 
