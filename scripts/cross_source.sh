@@ -1,19 +1,22 @@
 #!/usr/bin/env bash
 # Cross-source runs of issue #15 on the shared COVID CT volumes (MobileSAM encoder, CPU budget).
-#   [SEED=N] bash scripts/cross_source.sh ARM TRAIN_GROUP [extra --set ...]
+#   [SEED=N] [STEPS=S] bash scripts/cross_source.sh ARM TRAIN_GROUP [extra --set ...]
 # ARM: baseline (configs/covid_ct.yaml as shipped), intensity, geometric, robust (both),
 #      pct / eq (data.normalize percentile / equalize alone), robust_pct / robust_clahe (robust + data.normalize percentile / clahe).
 # SEED (default 0) seeds the run, including which training-group cases validate; runs with
-# SEED > 0 are named xs_ARM_GROUP_sN.
+# SEED > 0 are named xs_ARM_GROUP_sN. STEPS (default 20) is the steps per epoch of the 2 epochs;
+# another budget adds _<2 x STEPS>st to the name.
 # TRAIN_GROUP: coronacases or radiopaedia; the other group is the test split.
-# Every arm has the same budget: 2 epochs x 20 steps of batch 8, validation on 20 % of the
+# Every arm has the same budget: 2 epochs x STEPS (20) steps of batch 8, validation on 20 % of the
 # training group's cases at the end, then the test score of best.pt (summary.json test_dice).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ARM=$1; GROUP=$2; shift 2
 PY=${PY:-.venv/bin/python}
 SEED=${SEED:-0}
+STEPS=${STEPS:-20}
 NAME="xs_${ARM}_${GROUP}"
+if [ "$STEPS" != 20 ]; then NAME="${NAME}_$((2 * STEPS))st"; fi
 if [ "$SEED" != 0 ]; then NAME="${NAME}_s${SEED}"; fi
 INTENSITY=(--set data.augment.brightness=0.15 --set data.augment.contrast=0.15 --set data.augment.gamma=0.3
            --set data.augment.blur_sigma=1.0 --set data.augment.noise_std=0.03 --set data.augment.clahe=0.25
@@ -32,5 +35,5 @@ case $ARM in
 esac
 exec "$PY" train.py --config configs/covid_ct.yaml --set model.encoder=mobilesam_tinyvit \
   --set data.split.mode=group --set data.split.groups=cases.json --set "data.split.train_groups=[$GROUP]" \
-  --set data.split.val_ratio=0.2 --set train.epochs=2 --set train.steps_per_epoch=20 --set train.warmup_steps=5 \
+  --set data.split.val_ratio=0.2 --set train.epochs=2 --set train.steps_per_epoch="$STEPS" --set train.warmup_steps=5 \
   --set train.val_every=2 --set train.threads=1 --set seed="$SEED" --set name="$NAME" "${EXTRA[@]}" "$@"
