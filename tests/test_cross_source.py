@@ -236,6 +236,20 @@ def test_test_split_is_scored_and_init_from_fine_tunes(tmp_path: Path) -> None:
         trainer.train(cfg, resume=run, init_from=run / "best.pt")
 
 
+def test_init_from_a_checkpoint_written_before_a_model_key_existed(tmp_path: Path) -> None:
+    root = make_volumes(tmp_path / "v", n_cases=3, size=64, depth=4)
+    cfg = tiny_train_cfg(root, tmp_path / "runs", "train.epochs=1")
+    run = trainer.train(cfg)
+    old = torch.load(run / "best.pt", weights_only=True)
+    del old["config"]["model"]["prompted"], old["model_args"]["prompted"]  # as written before model.prompted
+    torch.save(old, tmp_path / "old.pt")
+    assert init_from_checkpoint(create_model_from_config(cfg), cfg, tmp_path / "old.pt") == []
+    # a setting the file predates is its default there: asking for another is still refused
+    other = config_from_dict({**cfg.to_dict(), "model": {**cfg.to_dict()["model"], "prompted": {"decoder": "lora"}}})
+    with pytest.raises(CheckpointError, match=r"model.prompted is \{'decoder': 'full'"):
+        init_from_checkpoint(create_model_from_config(other), other, tmp_path / "old.pt")
+
+
 # ------------------------------------------------------------------------- CT slice files
 class TopRowsModel(ThresholdModel):
     """Foreground in the top half of the rows of whatever the model is given (its own layout)."""

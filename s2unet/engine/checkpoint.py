@@ -4,9 +4,10 @@ Writing, reading, migrating and loading checkpoints is :mod:`s2unet.models.check
 """
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
-from ..config import Config
+from ..config import Config, ConfigError, config_from_dict
 from ..models import SegmentationModel, model_args
 from ..models.checkpoint import read_checkpoint
 from ..weights import CheckpointError
@@ -37,25 +38,27 @@ def init_from_checkpoint(model: SegmentationModel, cfg: Config, path: str | Path
             naming the first differing key.
     """
     payload = read_checkpoint(path)
-    saved = payload["config"]
-    ours = cfg.to_dict()
-    for section, keys in (("model", [k for k in ours["model"] if k != "weights"]),
-                          ("data", ["task", "num_classes"])):
-        for key in keys:
-            if saved.get(section, {}).get(key) != ours[section][key]:
-                raise CheckpointError(
-                    f"--init-from {path}: {section}.{key} is {saved.get(section, {}).get(key)!r} there but "
-                    f"{ours[section][key]!r} in this run; fine-tuning needs the same model"
-                )
-    # Model arguments beyond the model section (a text-prompted model's text_*) must agree too.
-    theirs, args = payload["model_args"], model_args(cfg)
-    for key in sorted((theirs.keys() | args.keys()) - ours["model"].keys() - {"out_channels"}):
-        if theirs.get(key) != args.get(key):
-            raise CheckpointError(f"--init-from {path}: model argument {key} is {theirs.get(key)!r} there but "
-                                  f"{args.get(key)!r} in this run; fine-tuning needs the same model")
+    try:
+        saved = config_from_dict(payload["config"])
+    except ConfigError as exc:
+        raise CheckpointError(f"--init-from {path}: its config is not valid for this s2unet version: {exc}") from exc
+    # The file's model: its stored arguments, and for arguments added to create_model since it was
+    # written, the default its config is read with today (the behaviour of that time).
+    theirs, ours = {**model_args(saved), **payload["model_args"]}, model_args(cfg)
+    model_keys = {f.name for f in dataclasses.fields(cfg.model)}
+    for key in sorted((theirs.keys() | ours.keys()) - {"weights", "out_channels"}):
+        if theirs.get(key) != ours.get(key):
+            name = f"model.{key}" if key in model_keys else f"model argument {key}"
+            raise CheckpointError(f"--init-from {path}: {name} is {theirs.get(key)!r} there but {ours.get(key)!r} "
+                                  "in this run; fine-tuning needs the same model")
+    for key in ("task", "num_classes"):
+        if getattr(saved.data, key) != getattr(cfg.data, key):
+            raise CheckpointError(f"--init-from {path}: data.{key} is {getattr(saved.data, key)!r} there but "
+                                  f"{getattr(cfg.data, key)!r} in this run; fine-tuning needs the same model")
     try:
         model.load_trained_state_dict(payload["state_dict"], source=f"--init-from {path}")
     except KeyError as exc:
         raise CheckpointError(str(exc.args[0])) from None
-    return [f"--init-from {path}: data.{key} is {saved['data'].get(key)!r} there but {ours['data'][key]!r} here"
-            for key in _INPUT_KEYS if saved.get("data", {}).get(key) != ours["data"][key]]
+    there, here = saved.to_dict()["data"], cfg.to_dict()["data"]
+    return [f"--init-from {path}: data.{key} is {there[key]!r} there but {here[key]!r} here"
+            for key in _INPUT_KEYS if there[key] != here[key]]
