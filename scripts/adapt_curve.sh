@@ -1,15 +1,23 @@
 #!/usr/bin/env bash
 # Few-label adaptation of issue #15: a coronacases-trained model fine-tuned on N labelled slices
 # of radiopaedia cases, against the same N slices from scratch (same budget).
-#   bash scripts/adapt_curve.sh N finetune SOURCE/best.pt   |   bash scripts/adapt_curve.sh N scratch
+#   [SEED=K] [LR=X] bash scripts/adapt_curve.sh N finetune SOURCE/best.pt   |   ... N scratch
 # Labelled pool: case11, case13, case16 (172 slices); N of them are drawn (seeded, nested:
 # the 5 slices are among the 10...). Scored on the other radiopaedia cases (case10, 12, 14, 15,
 # 17; 195 slices). No validation case exists with a few labels, so best.pt is the last epoch
 # and the test threshold is 0.5. Budget: 20 steps of batch 8. Augmentation as the robust arm.
+# SEED (default 0) draws the N slices (the same for finetune and scratch) and seeds the run;
+# LR (default 0.001, the training rate of configs/covid_ct.yaml) is the peak learning rate.
+# Non-default values add _sK / _lrX to the run name.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 N=$1; MODE=$2
 PY=${PY:-.venv/bin/python}
+SEED=${SEED:-0}
+LR=${LR:-0.001}
+NAME="xs_adapt_${MODE}_${N}"
+if [ "$LR" != 0.001 ]; then NAME="${NAME}_lr${LR}"; fi
+if [ "$SEED" != 0 ]; then NAME="${NAME}_s${SEED}"; fi
 INIT=()
 if [ "$MODE" = finetune ]; then INIT=(--init-from "$3"); fi
 exec "$PY" train.py --config configs/covid_ct.yaml --set model.encoder=mobilesam_tinyvit "${INIT[@]}" \
@@ -19,4 +27,4 @@ exec "$PY" train.py --config configs/covid_ct.yaml --set model.encoder=mobilesam
   --set data.augment.brightness=0.15 --set data.augment.contrast=0.15 --set data.augment.gamma=0.3 \
   --set data.augment.blur_sigma=1.0 --set data.augment.noise_std=0.03 --set data.augment.clahe=0.25 \
   --set data.augment.window_jitter=0.1 --set data.augment.crop_min=0.7 --set data.augment.zoom_out=0.25 \
-  --set name="xs_adapt_${MODE}_${N}"
+  --set seed="$SEED" --set train.lr="$LR" --set name="$NAME"
