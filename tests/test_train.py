@@ -63,6 +63,13 @@ def train_log(run_dir: Path) -> list[dict]:
     return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
 
 
+def test_a_run_without_validation_reports_no_best_score(volumes, tmp_path):
+    run = trainer.train(tiny_train_cfg(volumes, tmp_path, "train.epochs=1", "data.split.val=[]", "data.split.test=[case2]"))
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["best_dice"] is None and summary["best_epoch"] is None
+    assert "no validation cases" in summary["note"] and summary["test_threshold"] == 0.5
+
+
 def test_short_run_lowers_loss_and_writes_records(volumes, tmp_path):
     run = trainer.train(tiny_train_cfg(volumes, tmp_path, "train.epochs=4"))
     losses = [r["loss"] for r in train_log(run) if r["kind"] == "train"]

@@ -275,12 +275,19 @@ def _train(cfg: Config, device: torch.device, info: DistInfo, saved: dict | None
         cache.clear()
     if info.is_main:
         test = _test(model, cfg, bundle, device, run_dir, log, bank) if bundle.test is not None else {}
-        write_json(run_dir / "summary.json", {"best_" + t_cfg.metric: progress.best, "best_epoch": progress.best_epoch,
-                                             "epochs": progress.epoch, "steps": progress.step, **test,
+        validated = bundle.val is not None
+        # Without validation cases there is no best score: null, not the -1 the search starts from.
+        best = {"best_" + t_cfg.metric: progress.best if validated else None,
+                "best_epoch": progress.best_epoch if validated else None}
+        if not validated:
+            best["note"] = "no validation cases: best.pt is the last epoch, at threshold 0.5"
+        write_json(run_dir / "summary.json", {**best, "epochs": progress.epoch, "steps": progress.step, **test,
                                              "trainable_parameters": model.parameter_counts()["trainable"],
                                              "wall_seconds": round(time.perf_counter() - started, 1),
                                              "threads": torch.get_num_threads(), "precision": amp[0].name})
-        console.print(f"done: best validation {t_cfg.metric} {progress.best:.4f} at epoch {progress.best_epoch}; {run_dir}")
+        done = (f"best validation {t_cfg.metric} {progress.best:.4f} at epoch {progress.best_epoch}" if validated
+                else best["note"])
+        console.print(f"done: {done}; {run_dir}")
     return run_dir
 
 
