@@ -39,6 +39,14 @@ was predicted. Such rows stay in the means, but :func:`summarize` counts the oth
 ``slice_mean_with_gt``), and :func:`format_summary` prints both whenever they differ, so an empty
 reference never passes silently as a perfect score.
 
+With several labels the reference is judged per label, because one label can be empty where the
+others are not (no lesion on a slice through the lungs): every row carries ``gt_voxels/<label>``
+next to the summed ``gt_voxels``; the "with GT" mean of ``dice/<label>`` leaves out exactly the
+rows where that label's reference is empty; the "with GT" mean of the plain ``dice`` is the mean
+over labels of those per-label means (the relation the plain key has to the label keys in every
+row), over the labels with a reference somewhere; ``n_cases_with_gt`` counts the cases where every
+label has a reference, and ``n_cases_empty_by_label`` says which label is empty how often.
+
 Binarisation convention everywhere: a pixel is foreground when ``prob >= threshold``.
 
 Rows are flat dicts. With one channel the keys are the metric names (``dice``, ``hd95``...);
@@ -230,6 +238,14 @@ def _row(scores: dict[str, Sequence[float]], labels: Sequence[str]) -> dict[str,
     return row
 
 
+def _reference_sizes(per_channel: Sequence[int], labels: Sequence[str]) -> dict[str, int]:
+    """``gt_voxels`` (summed) and, with several labels, ``gt_voxels/<label>`` (module docstring)."""
+    sizes = {"gt_voxels": int(np.sum(per_channel))}
+    if len(labels) > 1:
+        sizes.update({f"gt_voxels/{name}": int(n) for name, n in zip(labels, per_channel)})
+    return sizes
+
+
 def metric_row(
     pred: Any,
     gt: Any,
@@ -249,7 +265,8 @@ def metric_row(
         nsd_tolerance: NSD tolerance in spacing units.
 
     Returns:
-        A flat row: metric keys plus ``gt_voxels`` (foreground count summed over channels).
+        A flat row: metric keys plus ``gt_voxels`` (foreground count summed over channels) and,
+        with several labels, ``gt_voxels/<label>`` per channel.
     """
     p, g, names = _check_pair(pred, gt, labels)
     spatial = tuple(range(1, p.ndim))
@@ -257,7 +274,7 @@ def metric_row(
     if surface:
         per_channel = [surface_scores(p[c], g[c], spacing, nsd_tolerance) for c in range(p.shape[0])]
         scores.update({k: [s[k] for s in per_channel] for k in SURFACE_METRICS})
-    return {**_row(scores, names), "gt_voxels": int(np.count_nonzero(g))}
+    return {**_row(scores, names), **_reference_sizes(np.count_nonzero(g, axis=spatial), names)}
 
 
 def case_metrics(
@@ -306,13 +323,13 @@ def case_metrics(
             for c in range(p_s.shape[0])
         ]
         scores.update({m: np.array([[s[m] for s in ch] for ch in per]) for m in SURFACE_METRICS})
-    gt_voxels = np.count_nonzero(g_s, axis=(0, *in_plane))
+    gt_voxels = np.count_nonzero(g_s, axis=in_plane)  # (C, S)
     slice_rows = [
         {
             "case": case,
             "slice": k,
             **_row({m: v[:, k] for m, v in scores.items()}, names),
-            "gt_voxels": int(gt_voxels[k]),
+            **_reference_sizes(gt_voxels[:, k], names),
         }
         for k in range(p_s.shape[1])
     ]
@@ -332,6 +349,45 @@ def _means(rows: list[dict[str, Any]], keys: list[str]) -> dict[str, float]:
     return {k: float(np.mean([r[k] for r in rows if k in r])) for k in keys}
 
 
+def _reference_labels(rows: Iterable[dict[str, Any]]) -> list[str]:
+    """The labels of multilabel rows (their ``gt_voxels/<label>`` keys); empty for binary rows."""
+    names: dict[str, None] = {}
+    for row in rows:
+        names.update({k.split("/", 1)[1]: None for k in row if k.startswith("gt_voxels/")})
+    return list(names)
+
+
+def _has_reference(row: dict[str, Any], label: str | None) -> bool:
+    return row.get("gt_voxels" if label is None else f"gt_voxels/{label}", 0) > 0
+
+
+def _with_gt(rows: list[dict[str, Any]], keys: list[str]) -> tuple[int, dict[str, float], dict[str, int]]:
+    """The "with GT" view of rows, by the per-label rule of the module docstring.
+
+    Returns:
+        ``(rows where every label has a reference, means with GT, {label: rows where it is
+        empty})``; the last is empty for binary rows.
+    """
+    labels = _reference_labels(rows)
+    if not labels:
+        kept = [r for r in rows if _has_reference(r, None)]
+        return len(kept), _means(kept, keys) if kept else {}, {}
+    label_means: dict[str, float] = {}
+    for key in (k for k in keys if "/" in k):
+        values = [r[key] for r in rows if key in r and _has_reference(r, key.split("/", 1)[1])]
+        if values:
+            label_means[key] = float(np.mean(values))
+    means: dict[str, float] = {}
+    for key in keys:
+        # A label key keeps its own mean; a plain key is the mean over labels, in each row and here.
+        values = [v for k, v in label_means.items() if k == key or k.split("/", 1)[0] == key]
+        if values:
+            means[key] = float(np.mean(values))
+    n_complete = sum(all(_has_reference(r, name) for name in labels) for r in rows)
+    empty = {name: sum(not _has_reference(r, name) for r in rows) for name in labels}
+    return n_complete, means, empty
+
+
 def summarize(per_case_rows: Sequence[dict[str, Any]], per_slice_rows: Sequence[dict[str, Any]] = ()) -> dict[str, Any]:
     """Aggregate rows: mean and standard deviation over cases, mean over slices.
 
@@ -349,36 +405,56 @@ def summarize(per_case_rows: Sequence[dict[str, Any]], per_slice_rows: Sequence[
         when slice rows are given, ``{"n_slices", "slice_mean", "n_slices_with_gt",
         "slice_mean_with_gt"}``; each ``*_mean`` and ``*_std`` maps metric key to float. The
         ``*_with_gt`` means leave out rows whose reference is empty (``gt_voxels`` 0), which
-        score by the empty rules of this module; they are empty dicts when no row has any.
+        score by the empty rules of this module, per label when there are several (module
+        docstring); they are empty dicts when no row has any. Multilabel rows add
+        ``n_cases_empty_by_label`` (and ``n_slices_empty_by_label``): label to the number of
+        rows where its reference is empty.
     """
     cases = list(per_case_rows)
     keys = metric_keys(cases)
-    cases_with_gt = [r for r in cases if r.get("gt_voxels", 0) > 0]
+    n_with_gt, means_with_gt, empty = _with_gt(cases, keys)
     out: dict[str, Any] = {
         "n_cases": len(cases),
         "case_mean": _means(cases, keys) if cases else {},
         "case_std": {k: float(np.std([r[k] for r in cases if k in r])) for k in keys} if cases else {},
-        "n_cases_with_gt": len(cases_with_gt),
-        "case_mean_with_gt": _means(cases_with_gt, keys) if cases_with_gt else {},
+        "n_cases_with_gt": n_with_gt,
+        "case_mean_with_gt": means_with_gt,
     }
+    if empty:
+        out["n_cases_empty_by_label"] = empty
     slices = list(per_slice_rows)
     if slices:
-        with_gt = [r for r in slices if r.get("gt_voxels", 0) > 0]
         skeys = metric_keys(slices)
-        out.update(
-            n_slices=len(slices),
-            slice_mean=_means(slices, skeys),
-            n_slices_with_gt=len(with_gt),
-            slice_mean_with_gt=_means(with_gt, skeys) if with_gt else {},
-        )
+        n_with_gt, means_with_gt, empty = _with_gt(slices, skeys)
+        out.update(n_slices=len(slices), slice_mean=_means(slices, skeys), n_slices_with_gt=n_with_gt,
+                   slice_mean_with_gt=means_with_gt)
+        if empty:
+            out["n_slices_empty_by_label"] = empty
     return out
+
+
+def describe_empty_references(empty_by_label: dict[str, int], n_cases: int) -> str:
+    """Which labels have an empty reference in how many cases, for one warning line.
+
+    Args:
+        empty_by_label: label to the number of cases where its reference is empty.
+        n_cases: the number of cases.
+
+    Returns:
+        E.g. ``"heart in 2 of 10 cases, left_clavicle in 1 of 10"`` (labels never empty omitted).
+    """
+    parts = [f"{name} in {n} of {n_cases}" for name, n in empty_by_label.items() if n]
+    if parts:
+        parts[0] += " cases"
+    return ", ".join(parts)
 
 
 def format_summary(summary: dict[str, Any]) -> str:
     """One line per metric: case mean ± std, then the slice means when present.
 
-    When some cases have an empty reference, a first line says how many and how they score,
-    and each metric line adds the mean over the cases with foreground.
+    When some cases have an empty reference, a first line says how many (per label when there
+    are several) and how they score, and each metric line adds the mean over the cases with
+    foreground.
 
     Args:
         summary: from :func:`summarize`.
@@ -389,8 +465,12 @@ def format_summary(summary: dict[str, Any]) -> str:
     lines = []
     n_cases, n_with_gt = summary.get("n_cases", 0), summary.get("n_cases_with_gt", summary.get("n_cases", 0))
     if n_with_gt < n_cases:
-        lines.append(f"{n_cases - n_with_gt} of {n_cases} cases have an empty reference (Dice 1 if nothing "
-                     "is predicted there, else 0); 'cases with GT' leaves them out")
+        scoring = "(Dice 1 if nothing is predicted there, else 0); 'cases with GT' leaves them out"
+        if "n_cases_empty_by_label" in summary:
+            lines.append(f"empty references: {describe_empty_references(summary['n_cases_empty_by_label'], n_cases)} "
+                         f"{scoring} per label")
+        else:
+            lines.append(f"{n_cases - n_with_gt} of {n_cases} cases have an empty reference {scoring}")
     for key, mean in summary.get("case_mean", {}).items():
         line = f"{key:<20} {mean:9.4f} ± {summary['case_std'][key]:.4f}"
         if n_with_gt < n_cases:

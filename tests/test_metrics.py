@@ -190,3 +190,41 @@ def test_empty_reference_cases_are_counted_and_left_out_of_the_with_gt_mean() ->
     assert "1 of 2 cases have an empty reference" in text and "cases with GT 0.5000" in text
     full = summarize(rows[:1], [])
     assert "empty reference" not in format_summary(full)
+
+
+def test_an_empty_reference_of_one_label_is_left_out_of_that_labels_with_gt_mean() -> None:
+    def case(lungs_pred: int, heart_gt: int, heart_pred: int) -> tuple[np.ndarray, np.ndarray]:
+        gt, pred = np.zeros((2, 6, 6), bool), np.zeros((2, 6, 6), bool)
+        gt[0, :3], pred[0, :lungs_pred] = True, True
+        gt[1, 5, :heart_gt], pred[1, 5, :heart_pred] = True, True
+        return pred, gt
+
+    # a: lungs perfect, heart 2 of 4 px; b: lungs 6 of 18 px, no heart anywhere; c: both perfect
+    pairs = {"a": case(3, 4, 2), "b": case(1, 0, 0), "c": case(3, 4, 4)}
+    rows = [case_metrics(p, g, name, labels=["lungs", "heart"])[0] for name, (p, g) in pairs.items()]
+    assert rows[1]["gt_voxels/heart"] == 0 and rows[1]["gt_voxels/lungs"] == 18 and rows[1]["gt_voxels"] == 18
+    assert rows[1]["dice/heart"] == 1.0  # nothing predicted where nothing is: the empty rule
+    lungs = (1.0 + 2 * 6 / (6 + 18) + 1.0) / 3
+    heart = (2 * 2 / (2 + 4) + 1.0) / 2  # case b left out for the heart only
+    s = summarize(rows, [])
+    assert s["n_cases_with_gt"] == 2 and s["n_cases_empty_by_label"] == {"lungs": 0, "heart": 1}
+    assert s["case_mean_with_gt"]["dice/lungs"] == pytest.approx(lungs)
+    assert s["case_mean_with_gt"]["dice/heart"] == pytest.approx(heart)
+    assert s["case_mean_with_gt"]["dice"] == pytest.approx((lungs + heart) / 2)
+    text = format_summary(s)
+    assert ("empty references: heart in 1 of 3 cases (Dice 1 if nothing is predicted there, else 0); "
+            "'cases with GT' leaves them out per label") in text
+    heart_line = next(line for line in text.splitlines() if line.startswith("dice/heart "))
+    assert f"cases with GT {heart:.4f}" in heart_line
+
+    # Slices: the heart is on slice 1 only, so its slice 0 is left out of the heart's slice mean.
+    gt = np.zeros((2, 4, 4, 2), bool)
+    gt[0] = True
+    gt[1, 0, :, 1] = True
+    pred = gt.copy()
+    pred[1, 0, :, 0] = True  # heart predicted where its reference is empty: Dice 0 there
+    _, slices = case_metrics(pred, gt, "v", labels=["lungs", "heart"], slice_axis=2)
+    assert [r["gt_voxels/heart"] for r in slices] == [0, 4]
+    s = summarize([], slices)
+    assert s["slice_mean"]["dice/heart"] == 0.5 and s["slice_mean_with_gt"]["dice/heart"] == 1.0
+    assert s["n_slices_with_gt"] == 1 and s["n_slices_empty_by_label"] == {"lungs": 0, "heart": 1}

@@ -231,6 +231,54 @@ def test_validation_reports_cases_with_an_empty_reference(tmp_path):
     assert summary["with_gt_dice"] == pytest.approx(0.8)
 
 
+class _BrightIsBoth(SegmentationModel):
+    """Two labels, both predicted where the input is bright."""
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        logits = 20.0 * (x[:, :1] - 0.5).repeat(1, 2, 1, 1)
+        return [logits, logits, logits]
+
+
+def test_validation_leaves_an_empty_label_out_of_that_labels_mean(tmp_path):
+    from PIL import Image
+
+    square = np.zeros((64, 64), np.uint8)
+    square[8:24, 8:24] = 255
+    wider = np.zeros((64, 64), np.uint8)
+    wider[8:24, 8:32] = 255
+    masks = {"lungs": {"a": wider, "b": square}, "heart": {"a": square, "b": np.zeros_like(square)}}
+    for sub in ("images", "masks/lungs", "masks/heart"):
+        (tmp_path / sub).mkdir(parents=True)
+    for case in ("a", "b"):
+        Image.fromarray(square).save(tmp_path / "images" / f"{case}.png")
+        for label, by_case in masks.items():
+            Image.fromarray(by_case[case]).save(tmp_path / "masks" / label / f"{case}.png")
+    cfg = load_config(None, [f"data.root={tmp_path}", "data.image_size=64", "data.task=multilabel",
+                             "data.labels=[masks/lungs, masks/heart]"])
+    dataset = SliceDataset(find_cases(cfg.data), cfg.data, train=False)
+    summary = validate(_BrightIsBoth(), cfg, dataset, torch.device("cpu"), threshold=0.5)["summary"]
+    # a: lungs 0.8, heart 1; b: lungs 1, heart predicted on an empty reference: 0
+    assert summary["dice"] == pytest.approx((0.8 + 1.0 + 1.0 + 0.0) / 4)
+    assert summary["n_cases_empty_gt"] == 1
+    assert summary["n_cases_empty_gt/heart"] == 1 and summary["n_cases_empty_gt/lungs"] == 0
+    assert summary["with_gt_dice/heart"] == pytest.approx(1.0)
+    assert summary["with_gt_dice"] == pytest.approx(((0.8 + 1.0) / 2 + 1.0) / 2)
+
+
+def test_the_validation_note_names_the_empty_reference_per_label():
+    from s2unet.engine.trainer import _empty_reference_note
+
+    binary = {"n_cases_empty_gt": 1, "with_gt_dice": 0.8}
+    assert _empty_reference_note(binary, 2, "dice") == (
+        "; 1 with an empty reference, scored 1 if nothing is predicted else 0; without them 0.8000")
+    assert _empty_reference_note({"n_cases_empty_gt": 0}, 2, "dice") == ""
+    multilabel = {"n_cases_empty_gt": 2, "n_cases_empty_gt/lungs": 0, "n_cases_empty_gt/heart": 2,
+                  "n_cases_empty_gt/clavicle": 1, "with_gt_dice": 0.7}
+    assert _empty_reference_note(multilabel, 10, "dice") == (
+        "; empty references: heart in 2 of 10 cases, clavicle in 1 of 10, scored 1 if nothing is predicted else 0; "
+        "without them per label 0.7000")
+
+
 def _fake_run(run_dir: Path, last_cfg, yaml_cfg, epochs_done: int = 1) -> Path:
     """A run directory with a last.pt (config and progress only) and a config.yaml."""
     run_dir.mkdir(parents=True)

@@ -25,6 +25,7 @@ from ..data import PhraseSampleDataset, build_datasets, make_train_sampler
 from ..devices import resolve_device
 from ..io import write_json
 from ..losses import build_loss
+from ..metrics import describe_empty_references
 from ..models import S2UNet, SegmentationModel, check_model_config, create_model_from_config
 from ..models.checkpoint import atomic_save, model_payload, read_checkpoint
 from ..text import PhraseBank
@@ -316,13 +317,9 @@ def _end_of_epoch(model: SegmentationModel, cfg: Config, bundle, device, progres
         result = validate(model, cfg, bundle.val, device, max_cases=t_cfg.val_max_cases, text=bank)
         score = result["summary"][t_cfg.metric]
         log.append({"kind": "val", "epoch": progress.epoch, "step": progress.step, **result["summary"]})
-        empty = result["summary"]["n_cases_empty_gt"]
-        # Empty references score 1 or 0 by the metrics' rules: say so next to the mean they are in.
-        note = (f"; {empty} with an empty reference, scored 1 if nothing is predicted else 0; without them "
-                f"{result['summary'].get('with_gt_' + t_cfg.metric, float('nan')):.4f}") if empty else ""
         bar.console.print(
             f"epoch {progress.epoch}: validation {t_cfg.metric} {score:.4f} (threshold {result['threshold']:.2f}, "
-            f"{len(result['cases'])} cases{note})"
+            f"{len(result['cases'])} cases{_empty_reference_note(result['summary'], len(result['cases']), t_cfg.metric)})"
         )
         if score > progress.best:
             progress.best, progress.best_epoch = score, progress.epoch
@@ -334,6 +331,30 @@ def _end_of_epoch(model: SegmentationModel, cfg: Config, bundle, device, progres
                       progress=vars(progress).copy(), rng=_rng_state(), **text),
         run_dir / "last.pt",
     )
+
+
+def _empty_reference_note(summary: dict[str, Any], n_cases: int, metric: str) -> str:
+    """The validation line's note on empty references ("" when there are none).
+
+    Empty references score 1 or 0 by the metrics' rules, so the note sits next to the mean they
+    are in, with the mean that leaves them out (per label when there are several).
+
+    Args:
+        summary: the ``summary`` of :func:`validate`.
+        n_cases: the number of validation cases.
+        metric: the model-selection metric.
+
+    Returns:
+        ``"; <which cases>, scored 1 if nothing is predicted else 0; without them <mean>"`` or "".
+    """
+    empty = summary["n_cases_empty_gt"]
+    if not empty:
+        return ""
+    by_label = {k.split("/", 1)[1]: v for k, v in summary.items() if k.startswith("n_cases_empty_gt/")}
+    which = (f"empty references: {describe_empty_references(by_label, n_cases)}" if by_label
+             else f"{empty} with an empty reference")
+    return (f"; {which}, scored 1 if nothing is predicted else 0; without them{' per label' if by_label else ''} "
+            f"{summary.get('with_gt_' + metric, float('nan')):.4f}")
 
 
 def _save_best(payload: dict, run_dir: Path, name: str) -> None:

@@ -38,9 +38,11 @@ def validate(model: SegmentationModel, cfg: Config, dataset: SliceDataset, devic
     Returns:
         ``{"threshold", "summary": flat metric means, "cases": case ids}``; ``summary`` holds
         the per-case means under the metric names (``dice``...), the per-slice means as
-        ``slice_dice``... for volumes, ``n_cases_empty_gt`` (cases whose reference is empty:
-        they score Dice 1 when nothing is predicted, else 0, and are in ``dice``) and the means
-        over the other cases as ``with_gt_dice``...
+        ``slice_dice``... for volumes, ``n_cases_empty_gt`` (cases whose reference is empty,
+        for some label when there are several: they score Dice 1 when nothing is predicted,
+        else 0, and are in ``dice``), with several labels ``n_cases_empty_gt/<label>`` per
+        label, and the means leaving them out as ``with_gt_dice``... (per label, as
+        :func:`s2unet.metrics.summarize` does).
     """
     was_training = model.training
     model.eval()
@@ -77,6 +79,7 @@ def validate(model: SegmentationModel, cfg: Config, dataset: SliceDataset, devic
     stats = summarize(case_rows, slice_rows)
     summary = dict(stats["case_mean"])
     summary["n_cases_empty_gt"] = stats["n_cases"] - stats["n_cases_with_gt"]
+    summary.update({f"n_cases_empty_gt/{k}": v for k, v in stats.get("n_cases_empty_by_label", {}).items()})
     summary.update({f"with_gt_{k}": v for k, v in stats["case_mean_with_gt"].items()})
     summary.update({f"slice_{k}": v for k, v in stats.get("slice_mean", {}).items()})
     summary["threshold"] = threshold
