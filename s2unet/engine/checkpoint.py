@@ -7,9 +7,9 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from ..config import Config, ConfigError, config_from_dict
+from ..config import Config
 from ..models import SegmentationModel, model_args
-from ..models.checkpoint import read_checkpoint
+from ..models.checkpoint import checkpoint_config, read_checkpoint
 from ..weights import CheckpointError
 
 # Data keys that change what the model's inputs mean: a fine-tuning run that differs in them
@@ -38,10 +38,7 @@ def init_from_checkpoint(model: SegmentationModel, cfg: Config, path: str | Path
             naming the first differing key.
     """
     payload = read_checkpoint(path)
-    try:
-        saved = config_from_dict(payload["config"])
-    except ConfigError as exc:
-        raise CheckpointError(f"--init-from {path}: its config is not valid for this s2unet version: {exc}") from exc
+    saved = checkpoint_config(payload, f"--init-from {path}")
     # The file's model: its stored arguments, and for arguments added to create_model since it was
     # written, the default its config is read with today (the behaviour of that time).
     theirs, ours = {**model_args(saved), **payload["model_args"]}, model_args(cfg)

@@ -177,6 +177,25 @@ def read_checkpoint(path: str | Path) -> dict:
     return migrate_checkpoint(payload, str(path))
 
 
+def checkpoint_config(payload: dict[str, Any], source: str | Path) -> Config:
+    """The run config a checkpoint stores, read with this version's defaults.
+
+    Args:
+        payload: from :func:`read_checkpoint`.
+        source: how errors name the file (a path, or ``--init-from PATH``).
+
+    Returns:
+        The Config.
+
+    Raises:
+        CheckpointError: the stored config is not valid for this s2unet version.
+    """
+    try:
+        return config_from_dict(payload["config"])
+    except ConfigError as exc:
+        raise CheckpointError(f"{source}: its config is not valid for this s2unet version: {exc}") from exc
+
+
 def load_model_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> LoadedModel:
     """Rebuild a trained model: encoder from its weights file, then the stored tensors (which
     replace a random encoder's fresh draw with the one it was trained with).
@@ -195,10 +214,7 @@ def load_model_checkpoint(path: str | Path, device: str | torch.device = "cpu") 
             other structures than its config.
     """
     payload = read_checkpoint(path)
-    try:
-        cfg = config_from_dict(payload["config"])
-    except ConfigError as exc:
-        raise CheckpointError(f"{path}: its config is not valid for this s2unet version: {exc}") from exc
+    cfg = checkpoint_config(payload, path)
     bank = PhraseBank.from_payload(payload.get("text"), source=str(path)) if cfg.text.enabled else None
     if bank is not None and bank.structures != [s.label for s in text_structures(cfg)]:
         raise CheckpointError(f"{path}: its phrase bank names {bank.structures}, its config another set of structures")
