@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Few-label adaptation of issue #15: a coronacases-trained model fine-tuned on N labelled slices
 # of radiopaedia cases, against the same N slices from scratch (same budget).
-#   [SEED=K] [LR=X] bash scripts/adapt_curve.sh N finetune SOURCE/best.pt   |   ... N scratch
+#   [SEED=K] [LR=X] bash scripts/adapt_curve.sh N finetune|rehearse SOURCE/best.pt   |   ... N scratch
+# rehearse: fine-tunes on the N slices and every coronacases case together, half of the draws
+# from each (data.few_label_cases / few_label_share), so the source is not forgotten.
 # Labelled pool: case11, case13, case16 (172 slices); N of them are drawn (seeded, nested:
 # the 5 slices are among the 10...). Scored on the other radiopaedia cases (case10, 12, 14, 15,
 # 17; 195 slices). No validation case exists with a few labels, so best.pt is the last epoch
@@ -19,9 +21,16 @@ NAME="xs_adapt_${MODE}_${N}"
 if [ "$LR" != 0.001 ]; then NAME="${NAME}_lr${LR}"; fi
 if [ "$SEED" != 0 ]; then NAME="${NAME}_s${SEED}"; fi
 INIT=()
-if [ "$MODE" = finetune ]; then INIT=(--init-from "$3"); fi
+TRAIN="case11, case13, case16"
+case $MODE in
+  finetune) INIT=(--init-from "$3") ;;
+  rehearse) INIT=(--init-from "$3" --set "data.few_label_cases=[$TRAIN]" --set data.few_label_share=0.5)
+            TRAIN="case00, case01, case02, case03, case04, case05, case06, case07, case08, case09, $TRAIN" ;;
+  scratch) ;;
+  *) echo "unknown mode $MODE" >&2; exit 2 ;;
+esac
 exec "$PY" train.py --config configs/covid_ct.yaml --set model.encoder=mobilesam_tinyvit "${INIT[@]}" \
-  --set data.split.mode=list --set "data.split.train=[case11, case13, case16]" --set "data.split.val=[]" \
+  --set data.split.mode=list --set "data.split.train=[$TRAIN]" --set "data.split.val=[]" \
   --set "data.split.test=[case10, case12, case14, case15, case17]" --set data.max_train_slices="$N" \
   --set train.epochs=1 --set train.steps_per_epoch=20 --set train.warmup_steps=5 --set train.threads=1 \
   --set data.augment.brightness=0.15 --set data.augment.contrast=0.15 --set data.augment.gamma=0.3 \

@@ -2,7 +2,8 @@
 # Cross-source runs of issue #15 on the shared COVID CT volumes (MobileSAM encoder, CPU budget).
 #   [SEED=N] [STEPS=S] bash scripts/cross_source.sh ARM TRAIN_GROUP [extra --set ...]
 # ARM: baseline (configs/covid_ct.yaml as shipped), intensity, geometric, robust (both),
-#      pct / eq (data.normalize percentile / equalize alone), robust_pct / robust_clahe (robust + data.normalize percentile / clahe).
+#      pct / eq (data.normalize percentile / equalize alone), robust_pct / robust_clahe (robust + data.normalize percentile / clahe),
+#      ema (train.ema 0.9: the weights averaged over about the last 10 steps are validated and tested).
 # SEED (default 0) seeds the run, including which training-group cases validate; runs with
 # SEED > 0 are named xs_ARM_GROUP_sN. STEPS (default 20) is the steps per epoch of the 2 epochs;
 # another budget adds _<2 x STEPS>st to the name.
@@ -31,6 +32,7 @@ case $ARM in
   eq) EXTRA=(--set data.normalize=equalize) ;;
   robust_pct) EXTRA=("${INTENSITY[@]}" "${GEOMETRIC[@]}" --set data.normalize=percentile) ;;
   robust_clahe) EXTRA=("${INTENSITY[@]}" "${GEOMETRIC[@]}" --set data.normalize=clahe) ;;
+  ema) EXTRA=(--set train.ema=0.9) ;;
   *) echo "unknown arm $ARM" >&2; exit 2 ;;
 esac
 exec "$PY" train.py --config configs/covid_ct.yaml --set model.encoder=mobilesam_tinyvit \

@@ -2,6 +2,7 @@
 input normalisation, --init-from, the test split's score, CT slice files, post-processing."""
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -22,7 +23,7 @@ from s2unet.data import (
     slice_as_volume,
     split_cases,
 )
-from s2unet.data import choose_train_items
+from s2unet.data import choose_train_items, make_train_sampler
 from s2unet.data.intensity import hu_bounds, normalize_unit
 from s2unet.data.transforms import build_augment, seed_augment
 from s2unet.engine import trainer
@@ -114,6 +115,36 @@ def test_max_train_slices_restricts_the_training_set(tmp_path: Path) -> None:
     assert len(bundle.train.lesion_flags()) == 4
     served = {(s["case"], s["slice"]) for s in (bundle.train[i] for i in range(4))}
     assert served == set(bundle.train.items)
+
+
+def test_few_label_cases_are_limited_and_drawn_at_their_share(tmp_path: Path) -> None:
+    root = make_volumes(tmp_path / "v", n_cases=4, size=40, depth=6)
+    cfg = DataConfig(kind="volume", root=str(root), labels=["labels"], image_size=32, num_workers=0,
+                     max_train_slices=2, few_label_cases=["case2"], few_label_share=0.5,
+                     split=SplitConfig(mode="list", train=["case0", "case1", "case2"], val=["case3"]))
+    bundle = build_datasets(cfg, seed=0)
+    cases = [case_id for case_id, _ in bundle.train.items]
+    assert cases.count("case0") == 6 and cases.count("case1") == 6 and cases.count("case2") == 2
+    draws = [cases[i] for i in make_train_sampler(bundle.train, cfg, 4000, seed=0)]
+    assert draws.count("case2") / len(draws) == pytest.approx(0.5, abs=0.03)  # 2 of 14 slices, half the draws
+    plain = make_train_sampler(bundle.train, dataclasses.replace(cfg, few_label_share=0.0), 4000, seed=0)
+    assert [cases[i] for i in plain].count("case2") / 4000 == pytest.approx(2 / 14, abs=0.03)
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"few_label_cases": ["case3"]}, r"few_label_cases names case3, not in the training split \(case0, case1, case2\)"),
+    ({"few_label_cases": []}, r"few_label_share splits the training draws"),
+    ({"few_label_cases": ["case0", "case1", "case2"]}, r"keep at least one other training case"),
+    ({"max_train_slices": 0, "few_label_share": 0.0}, r"few_label_cases does nothing without"),
+    ({"max_train_slices": 7}, r"max_train_slices is 7 but data.few_label_cases holds only 6"),
+])
+def test_few_label_settings_that_cannot_work_are_refused(tmp_path: Path, change: dict, message: str) -> None:
+    root = make_volumes(tmp_path / "v", n_cases=4, size=40, depth=6)
+    cfg = DataConfig(kind="volume", root=str(root), labels=["labels"], image_size=32, num_workers=0,
+                     max_train_slices=2, few_label_cases=["case2"], few_label_share=0.5,
+                     split=SplitConfig(mode="list", train=["case0", "case1", "case2"], val=["case3"]))
+    with pytest.raises(DataError, match=message):
+        build_datasets(dataclasses.replace(cfg, **change), seed=0)
 
 
 # ----------------------------------------------------------------------------- augmentation

@@ -15,6 +15,7 @@ import torch
 from s2unet.config import load_config, save_config
 from s2unet.data import SliceDataset, build_datasets, find_cases
 from s2unet.engine import rundir, trainer
+from s2unet.engine.averaging import WeightAverage, warmed_decay
 from s2unet.engine.resume import load_resume
 from s2unet.engine.validation import validate
 from s2unet.io import OutputError
@@ -88,8 +89,9 @@ def test_short_run_lowers_loss_and_writes_records(volumes, tmp_path):
     assert 0.0 < again["summary"]["dice"] == pytest.approx(loaded.metrics["dice"], abs=1e-6)
 
 
-def test_resume_ends_where_an_uninterrupted_run_ends(volumes, tmp_path, monkeypatch):
-    cfg = tiny_train_cfg(volumes, tmp_path / "a", "train.epochs=2", "data.lesion_oversample=0.5")
+@pytest.mark.parametrize("extra", [[], ["train.ema=0.9"]], ids=["plain", "weight_average"])
+def test_resume_ends_where_an_uninterrupted_run_ends(volumes, tmp_path, monkeypatch, extra):
+    cfg = tiny_train_cfg(volumes, tmp_path / "a", "train.epochs=2", "data.lesion_oversample=0.5", *extra)
     full = trainer.train(cfg)
 
     real_end = trainer._end_of_epoch
@@ -99,7 +101,7 @@ def test_resume_ends_where_an_uninterrupted_run_ends(volumes, tmp_path, monkeypa
         raise KeyboardInterrupt
 
     monkeypatch.setattr(trainer, "_end_of_epoch", interrupt_after_first_epoch)
-    cfg_b = tiny_train_cfg(volumes, tmp_path / "b", "train.epochs=2", "data.lesion_oversample=0.5")
+    cfg_b = tiny_train_cfg(volumes, tmp_path / "b", "train.epochs=2", "data.lesion_oversample=0.5", *extra)
     with pytest.raises(KeyboardInterrupt):
         trainer.train(cfg_b)
     monkeypatch.setattr(trainer, "_end_of_epoch", real_end)
@@ -111,8 +113,35 @@ def test_resume_ends_where_an_uninterrupted_run_ends(volumes, tmp_path, monkeypa
     assert a["progress"] == b["progress"]
     for key, value in a["state_dict"].items():
         assert torch.equal(value, b["state_dict"][key]), key
+    assert ("ema" in a) == bool(extra)
+    for key, value in a.get("ema", {}).get("state_dict", {}).items():
+        assert torch.equal(value, b["ema"]["state_dict"][key]), key
     assert train_log(full) == [{**r, "images_per_s": a_r["images_per_s"]} if "images_per_s" in r else r
                                for r, a_r in zip(train_log(resumed), train_log(full))]
+
+
+def test_weight_average_is_what_is_validated_and_saved(volumes, tmp_path):
+    run = trainer.train(tiny_train_cfg(volumes, tmp_path, "train.epochs=1", "train.ema=0.5"))
+    best = torch.load(run / "best.pt", weights_only=True)
+    last = torch.load(run / "last.pt", weights_only=True)
+    assert last["ema"]["n_averaged"] == 3  # one update per optimiser step
+    trained = [k for k in last["state_dict"] if "decoder" in k and k.endswith("weight")]
+    assert trained and all(torch.equal(best["state_dict"][k], last["ema"]["state_dict"][k]) for k in trained)
+    assert any(not torch.equal(best["state_dict"][k], last["state_dict"][k]) for k in trained)
+
+
+def test_weight_average_warms_up_its_decay():
+    layer = torch.nn.Linear(1, 1, bias=False)
+    average = WeightAverage(layer, decay=0.9)
+    for value in (1.0, 3.0, 5.0):
+        layer.weight.data.fill_(value)
+        average.update(layer)
+    # the first update copies; then decays (1 + n) / (10 + n) = 2/11 and 3/12, below 0.9
+    after_two = 2 / 11 * 1.0 + 9 / 11 * 3.0
+    assert average.model.weight.item() == pytest.approx(0.25 * after_two + 0.75 * 5.0)
+    assert warmed_decay(0.9, 1000) == 0.9
+    with pytest.raises(ValueError, match="train.ema must be in"):
+        WeightAverage(layer, decay=1.0)
 
 
 def test_resume_without_last_checkpoint_is_refused(tmp_path):

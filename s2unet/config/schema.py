@@ -108,7 +108,13 @@ class DataConfig:
     # equalises the histogram (values become ranks), so 8-bit, CLAHE-processed and HU inputs
     # reach the model on a comparable scale.
     normalize: Literal["none", "percentile", "clahe", "equalize"] = "none"
-    max_train_slices: int = ranged("[0, inf)", 0)  # few-label training: keep N training slices (seeded), 0 = all
+    # Few-label training: keep N training slices (seeded), 0 = all; of the ``few_label_cases``
+    # only when those are given (a new source's few labels beside the fully labelled cases).
+    max_train_slices: int = ranged("[0, inf)", 0)
+    few_label_cases: list[str] = field(default_factory=list)  # training cases the limit applies to; [] = all
+    # Share of training draws taken from the few-label cases' slices (0 = by their count), so
+    # a fine-tuning run keeps rehearsing the source it started from while it adapts.
+    few_label_share: float = ranged("[0, 1)", 0.0)
     lesion_oversample: float = ranged("[0, 1)", 0.0)  # share of training draws taken from slices with a lesion
     cache_mb: int = ranged("[0, inf)", 2048)
     reorient: bool = True  # slice in the closest canonical (RAS) orientation
@@ -218,6 +224,9 @@ class TrainConfig:
     accumulate: int = ranged("[1, inf)", 1)
     amp: Literal["auto", "off", "bf16", "fp16"] = "auto"
     grad_clip: float = ranged("[0, inf)", 1.0)  # 0 = no clipping
+    # Exponential moving average of the trained weights, validated and saved instead of the
+    # last ones (s2unet.engine.averaging); about 1 / (1 - ema) steps long, 0 = off.
+    ema: float = ranged("[0, 1)", 0.0)
     val_every: int = ranged("[1, inf)", 1)  # epochs
     val_max_cases: int = ranged("[0, inf)", 0)  # 0 = all validation cases
     metric: Literal["dice", "iou"] = "dice"

@@ -52,7 +52,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Optional, Sequence
 
 import numpy as np
 
@@ -76,7 +76,7 @@ from ..io.formats import case_stem, read_case, read_labels
 from ..io.nifti import load_nifti, save_like
 from .phrases import PhraseSampleDataset
 from ..io.pictures import IMAGE_SUFFIXES, read_dicom, read_image, read_label_map, read_mask, read_raw, read_slice_values
-from .sampling import EpochSampler, lesion_weights
+from .sampling import EpochSampler, lesion_weights, share_weights
 from .splits import kfold_partition, read_case_groups, split_cases
 from .transforms import build_augment, item_seed, seed_augment, seed_worker
 
@@ -149,14 +149,49 @@ def build_datasets(cfg: DataConfig, seed: int, check: bool = True, val_max_cases
         return [by_id[i] for i in split[name]]
 
     train = SliceDataset(pick("train"), cfg, train=True, seed=seed)
+    few = few_label_items(train, cfg, split["train"])
     if cfg.max_train_slices:
-        train.restrict(choose_train_items(len(train), cfg.max_train_slices, seed))
+        pool = "data.few_label_cases" if cfg.few_label_cases else "the training split"
+        kept = [few[i] for i in choose_train_items(len(few), cfg.max_train_slices, seed, pool)]
+        train.restrict(sorted(set(range(len(train))) - set(few) | set(kept)))
     val = SliceDataset(pick("val"), cfg, train=False) if split["val"] else None
     test = SliceDataset(pick("test"), cfg, train=False) if split["test"] else None
     return DataBundle(train=train, val=val, test=test, split=split, cases=cases, report=report)
 
 
-def choose_train_items(n_items: int, n_keep: int, seed: int) -> list[int]:
+def few_label_items(train: SliceDataset, cfg: DataConfig, train_cases: Sequence[str]) -> list[int]:
+    """The training items ``data.max_train_slices`` chooses from: those of ``data.few_label_cases``,
+    or every item when none are named.
+
+    Args:
+        train: the training dataset.
+        cfg: the data config.
+        train_cases: the training split's case ids.
+
+    Returns:
+        Item indices, in order.
+
+    Raises:
+        DataError: a few-label case outside the training split; ``few_label_share`` without
+            few-label cases, or with nothing else to train on; few-label cases that neither
+            limit nor share sets.
+    """
+    named = set(cfg.few_label_cases)
+    outside = sorted(named - set(train_cases))
+    if outside:
+        raise DataError(f"data.few_label_cases names {', '.join(outside)}, not in the training split "
+                        f"({', '.join(train_cases)})")
+    if cfg.few_label_share and (not named or named >= set(train_cases)):
+        raise DataError("data.few_label_share splits the training draws between data.few_label_cases and the other "
+                        "training cases; name the few-label cases and keep at least one other training case")
+    if not named:
+        return list(range(len(train)))
+    if not (cfg.max_train_slices or cfg.few_label_share):
+        raise DataError("data.few_label_cases does nothing without data.max_train_slices or data.few_label_share")
+    return [i for i, (case_id, _) in enumerate(train.items) if case_id in named]
+
+
+def choose_train_items(n_items: int, n_keep: int, seed: int, pool: str = "the training split") -> list[int]:
     """The training items kept by ``data.max_train_slices``: a seeded choice of ``n_keep``.
 
     The first ``n_keep`` of one seeded permutation, so with one seed the 5 slices of a 5-slice
@@ -166,6 +201,7 @@ def choose_train_items(n_items: int, n_keep: int, seed: int) -> list[int]:
         n_items: training items (slices or images) available.
         n_keep: how many to keep.
         seed: run seed.
+        pool: what the items are, for the error message.
 
     Returns:
         Sorted item indices.
@@ -174,7 +210,7 @@ def choose_train_items(n_items: int, n_keep: int, seed: int) -> list[int]:
         DataError: more items asked for than the training split holds.
     """
     if n_keep > n_items:
-        raise DataError(f"data.max_train_slices is {n_keep} but the training split holds only {n_items} slices/images")
+        raise DataError(f"data.max_train_slices is {n_keep} but {pool} holds only {n_items} slices/images")
     order = np.random.default_rng([int(seed), n_items]).permutation(n_items)
     return sorted(int(i) for i in order[:n_keep])
 
@@ -205,4 +241,8 @@ def make_train_sampler(
     weights = None
     if cfg.lesion_oversample > 0 and flags is not None:
         weights = lesion_weights(flags, cfg.lesion_oversample)
+    if cfg.few_label_share > 0:
+        named = set(cfg.few_label_cases)
+        few = np.array([case_id in named for case_id, _ in dataset.items])
+        weights = share_weights(weights if weights is not None else np.ones(len(dataset)), few, cfg.few_label_share)
     return EpochSampler(len(dataset), num_samples, seed, weights=weights, rank=rank, world_size=world_size)

@@ -148,3 +148,25 @@ def lesion_weights(flags: Sequence[bool], share: float) -> np.ndarray:
     if share == 0.0 or n_les == 0 or n_les == n:
         return np.full(n, 1.0 / n)
     return np.where(f, share / n_les, (1.0 - share) / (n - n_les))
+
+
+def share_weights(weights: np.ndarray, part: np.ndarray, share: float) -> np.ndarray:
+    """Rescale per-item weights so that a fraction ``share`` of weighted draws hits ``part``.
+
+    Within each side the items keep their relative weights (e.g. the lesion oversampling).
+
+    Args:
+        weights: non-negative per-item weights, positive on both sides.
+        part: bool per item, the side that gets ``share``.
+        share: fraction of draws from ``part``, in (0, 1).
+
+    Returns:
+        float64 weights summing to 1.
+    """
+    w = np.asarray(weights, dtype=np.float64)
+    part = np.asarray(part, dtype=bool)
+    if not 0.0 < share < 1.0:
+        raise ValueError(f"share {share} outside (0, 1)")
+    if not (w[part].sum() > 0 and w[~part].sum() > 0):
+        raise ValueError("share_weights needs weighted items on both sides")
+    return np.where(part, w * share / w[part].sum(), w * (1.0 - share) / w[~part].sum())

@@ -30,6 +30,7 @@ from ..models import S2UNet, SegmentationModel, check_model_config, create_model
 from ..models.checkpoint import atomic_save, model_payload, read_checkpoint
 from ..text import PhraseBank
 from ..weights import CheckpointError
+from .averaging import WeightAverage
 from .checkpoint import init_from_checkpoint
 from .feature_cache import FeatureCache
 from .distributed import DistInfo, all_reduce_mean, barrier, init_distributed, shutdown
@@ -203,6 +204,7 @@ def _train(cfg: Config, device: torch.device, info: DistInfo, saved: dict | None
 
     progress = TrainState()
     log = MetricLog(run_dir)
+    average = WeightAverage(model, t_cfg.ema) if t_cfg.ema else None
     if saved is not None:
         try:
             model.load_trained_state_dict(saved["state_dict"], source=str(run_dir / "last.pt"))
@@ -215,6 +217,13 @@ def _train(cfg: Config, device: torch.device, info: DistInfo, saved: dict | None
         for group, base, fn in zip(optimizer.param_groups, scheduler.base_lrs, scheduler.lr_lambdas):
             group["lr"] = base * fn(scheduler.last_epoch)
         progress = TrainState(**saved["progress"])
+        if average is not None:
+            if "ema" not in saved:
+                raise CheckpointError(f"{run_dir / 'last.pt'} holds no weight average (train.ema); resume it without one")
+            try:
+                average.load_state(saved["ema"], source=f"{run_dir / 'last.pt'} (weight average)")
+            except KeyError as exc:
+                raise CheckpointError(str(exc.args[0])) from None
         _set_rng_state(saved["rng"])
         if info.is_main:
             log.truncate_after(progress.step)
@@ -256,6 +265,8 @@ def _train(cfg: Config, device: torch.device, info: DistInfo, saved: dict | None
                     continue
                 step.update()
                 scheduler.step()
+                if average is not None:
+                    average.update(model)
                 progress.step += 1
                 ips = seen * info.world_size / (time.perf_counter() - t0)
                 bar.update(task, advance=1, loss=loss_sum / n_loss, ips=ips)
@@ -270,7 +281,8 @@ def _train(cfg: Config, device: torch.device, info: DistInfo, saved: dict | None
                 # A plain line per epoch: the live bar is not drawn when output goes to a file.
                 bar.console.print(f"epoch {progress.epoch}: train loss {mean_loss:.4f}, "
                                   f"{record['images_per_s']:.2f} img/s, lr {record['lr']:.2e}")
-                _end_of_epoch(model, cfg, bundle, device, progress, optimizer, scheduler, run_dir, log, bar, bank)
+                _end_of_epoch(model, cfg, bundle, device, progress, optimizer, scheduler, run_dir, log, bar, bank,
+                              average)
             barrier(info)
     if cache is not None:
         cache.clear()
@@ -305,16 +317,23 @@ def _phrase_bank(cfg: Config, saved: dict | None) -> PhraseBank | None:
 
 
 def _end_of_epoch(model: SegmentationModel, cfg: Config, bundle, device, progress: TrainState, optimizer, scheduler,
-                  run_dir: Path, log: MetricLog, bar: Progress, bank: PhraseBank | None = None) -> None:
-    """Validate (every ``val_every`` epochs and at the end), keep the best, write last.pt."""
+                  run_dir: Path, log: MetricLog, bar: Progress, bank: PhraseBank | None = None,
+                  average: WeightAverage | None = None) -> None:
+    """Validate (every ``val_every`` epochs and at the end), keep the best, write last.pt.
+
+    With a weight average (``train.ema``) the average is validated and saved as ``best.pt``;
+    ``last.pt`` keeps both, so a resumed run continues each.
+    """
     t_cfg = cfg.train
     text = {} if bank is None else {"text": bank.to_payload()}  # the phrase bank travels with the model
+    kept = {} if average is None else {"ema": average.state()}
+    scored = model if average is None else average.model
     last_epoch = progress.epoch == t_cfg.epochs
     if bundle.val is None:
         # Without validation cases the latest model is the one to use.
-        _save_best(model_payload(model, cfg, 0.5, {}, epoch=progress.epoch, **text), run_dir, cfg.name)
+        _save_best(model_payload(scored, cfg, 0.5, {}, epoch=progress.epoch, **text), run_dir, cfg.name)
     elif progress.epoch % t_cfg.val_every == 0 or last_epoch:
-        result = validate(model, cfg, bundle.val, device, max_cases=t_cfg.val_max_cases, text=bank)
+        result = validate(scored, cfg, bundle.val, device, max_cases=t_cfg.val_max_cases, text=bank)
         score = result["summary"][t_cfg.metric]
         log.append({"kind": "val", "epoch": progress.epoch, "step": progress.step, **result["summary"]})
         bar.console.print(
@@ -323,12 +342,12 @@ def _end_of_epoch(model: SegmentationModel, cfg: Config, bundle, device, progres
         )
         if score > progress.best:
             progress.best, progress.best_epoch = score, progress.epoch
-            _save_best(model_payload(model, cfg, result["threshold"], result["summary"], epoch=progress.epoch,
+            _save_best(model_payload(scored, cfg, result["threshold"], result["summary"], epoch=progress.epoch,
                                      validation_cases=result["cases"], **text), run_dir, cfg.name)
         log.plot(t_cfg.metric)
     atomic_save(
         model_payload(model, cfg, 0.5, {}, optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(),
-                      progress=vars(progress).copy(), rng=_rng_state(), **text),
+                      progress=vars(progress).copy(), rng=_rng_state(), **text, **kept),
         run_dir / "last.pt",
     )
 
