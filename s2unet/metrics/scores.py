@@ -20,15 +20,16 @@ HD_PERCENTILE = 95.0
 Spacing = Sequence[float] | None
 
 
-def _to_numpy(x: Any) -> np.ndarray:
+def to_numpy(x: Any) -> np.ndarray:
     """Accept numpy arrays and (possibly CUDA, possibly grad-tracking) torch tensors."""
     if isinstance(x, torch.Tensor):
         return x.detach().cpu().numpy()
     return np.asarray(x)
 
 
-def _as_mask(x: Any) -> np.ndarray:
-    arr = _to_numpy(x)
+def as_mask(x: Any) -> np.ndarray:
+    """Any array or tensor as a bool mask (non-zero is foreground)."""
+    arr = to_numpy(x)
     return arr if arr.dtype == bool else arr > 0
 
 
@@ -70,7 +71,7 @@ def confusion_counts(
     Returns:
         ``(tp, fp, tn, fn)`` int64 arrays of the kept shape.
     """
-    p, g = _as_mask(pred), _as_mask(gt)
+    p, g = as_mask(pred), as_mask(gt)
     if p.shape != g.shape:
         raise ValueError(f"prediction shape {p.shape} differs from ground truth shape {g.shape}")
     reduced = range(p.ndim) if axes is None else np.atleast_1d(axes)
@@ -82,7 +83,7 @@ def confusion_counts(
     return tp, fp, total - tp - fp - fn, fn
 
 
-def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
+def empty_safe_ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
     """num / den, and 1 where den is 0: every 0/0 in the empty rules means 'nothing to get wrong'."""
     num, den = np.asarray(num, dtype=np.float64), np.asarray(den, dtype=np.float64)
     return np.divide(num, den, out=np.ones(np.broadcast(num, den).shape), where=den > 0)
@@ -99,10 +100,10 @@ def overlap_scores(tp: Any, fp: Any, tn: Any, fn: Any) -> dict[str, np.ndarray]:
     """
     tp, fp, tn, fn = (np.asarray(v) for v in (tp, fp, tn, fn))
     return {
-        "dice": _ratio(2 * tp, 2 * tp + fp + fn),
-        "iou": _ratio(tp, tp + fp + fn),
-        "sensitivity": _ratio(tp, tp + fn),
-        "specificity": _ratio(tn, tn + fp),
+        "dice": empty_safe_ratio(2 * tp, 2 * tp + fp + fn),
+        "iou": empty_safe_ratio(tp, tp + fp + fn),
+        "sensitivity": empty_safe_ratio(tp, tp + fn),
+        "specificity": empty_safe_ratio(tn, tn + fp),
     }
 
 
@@ -140,7 +141,7 @@ def surface_scores(
     Returns:
         ``{"hd95": float, "nsd": float}``.
     """
-    p, g = _as_mask(pred), _as_mask(gt)
+    p, g = as_mask(pred), as_mask(gt)
     if p.shape != g.shape:
         raise ValueError(f"prediction shape {p.shape} differs from ground truth shape {g.shape}")
     sp = _spacing(spacing, p.ndim)
@@ -164,7 +165,7 @@ def surface_scores(
 
 # --------------------------------------------------------------------------------------- rows
 def _check_pair(pred: Any, gt: Any, labels: Sequence[str] | None) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    p, g = _as_mask(pred), _as_mask(gt)
+    p, g = as_mask(pred), as_mask(gt)
     if p.shape != g.shape:
         raise ValueError(f"prediction shape {p.shape} differs from ground truth shape {g.shape}")
     if p.ndim < 3:

@@ -5,7 +5,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .scores import _as_mask, _ratio, _to_numpy
+from .scores import as_mask, empty_safe_ratio, to_numpy
 
 
 def dice_for_thresholds(prob: Any, gt: Any, thresholds: Sequence[float], per_item: bool = False) -> np.ndarray:
@@ -26,8 +26,8 @@ def dice_for_thresholds(prob: Any, gt: Any, thresholds: Sequence[float], per_ite
         both-empty rule gives 1. The mean over items of the per-item Dice matches the case
         mean that ``summarize`` reports.
     """
-    p = _to_numpy(prob).astype(np.float32, copy=False)
-    g = _as_mask(gt)
+    p = to_numpy(prob).astype(np.float32, copy=False)
+    g = as_mask(gt)
     if p.shape != g.shape:
         raise ValueError(f"probability shape {p.shape} differs from ground truth shape {g.shape}")
     thr = np.asarray(thresholds, dtype=np.float32).ravel()
@@ -42,7 +42,7 @@ def dice_for_thresholds(prob: Any, gt: Any, thresholds: Sequence[float], per_ite
     pred_pos = np.cumsum(hist_all[:, ::-1], axis=1)[:, ::-1][:, 1:]
     tp = np.cumsum(hist_tp[:, ::-1], axis=1)[:, ::-1][:, 1:]
     gt_pos = g.sum(axis=1, keepdims=True)
-    dice_sorted = _ratio(2 * tp, pred_pos + gt_pos)
+    dice_sorted = empty_safe_ratio(2 * tp, pred_pos + gt_pos)
     dice = np.empty_like(dice_sorted)
     dice[:, order] = dice_sorted
     return dice if per_item else dice[0]
