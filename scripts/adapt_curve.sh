@@ -20,6 +20,7 @@ LR=${LR:-0.001}
 NAME="xs_adapt_${MODE}_${N}"
 if [ "$LR" != 0.001 ]; then NAME="${NAME}_lr${LR}"; fi
 if [ "$SEED" != 0 ]; then NAME="${NAME}_s${SEED}"; fi
+source scripts/robust_augment.sh
 INIT=()
 TRAIN="case11, case13, case16"
 case $MODE in
@@ -33,7 +34,5 @@ exec "$PY" train.py --config configs/covid_ct.yaml --set model.encoder=mobilesam
   --set data.split.mode=list --set "data.split.train=[$TRAIN]" --set "data.split.val=[]" \
   --set "data.split.test=[case10, case12, case14, case15, case17]" --set data.max_train_slices="$N" \
   --set train.epochs=1 --set train.steps_per_epoch=20 --set train.warmup_steps=5 --set train.threads=1 \
-  --set data.augment.brightness=0.15 --set data.augment.contrast=0.15 --set data.augment.gamma=0.3 \
-  --set data.augment.blur_sigma=1.0 --set data.augment.noise_std=0.03 --set data.augment.clahe=0.25 \
-  --set data.augment.window_jitter=0.1 --set data.augment.crop_min=0.7 --set data.augment.zoom_out=0.25 \
+  "${INTENSITY[@]}" "${GEOMETRIC[@]}" \
   --set seed="$SEED" --set train.lr="$LR" --set name="$NAME"

@@ -19,10 +19,7 @@ STEPS=${STEPS:-20}
 NAME="xs_${ARM}_${GROUP}"
 if [ "$STEPS" != 20 ]; then NAME="${NAME}_$((2 * STEPS))st"; fi
 if [ "$SEED" != 0 ]; then NAME="${NAME}_s${SEED}"; fi
-INTENSITY=(--set data.augment.brightness=0.15 --set data.augment.contrast=0.15 --set data.augment.gamma=0.3
-           --set data.augment.blur_sigma=1.0 --set data.augment.noise_std=0.03 --set data.augment.clahe=0.25
-           --set data.augment.window_jitter=0.1)
-GEOMETRIC=(--set data.augment.crop_min=0.7 --set data.augment.zoom_out=0.25)
+source scripts/robust_augment.sh
 case $ARM in
   baseline) EXTRA=() ;;
   intensity) EXTRA=("${INTENSITY[@]}") ;;
