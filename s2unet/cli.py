@@ -79,6 +79,7 @@ def _run_train(args: argparse.Namespace) -> None:
     from .config import ConfigError, load_config
     from .data import build_datasets
     from .devices import resolve_device
+    from .engine.rehearsal import with_rehearsal
     from .engine.resume import RESUME_KEYS, load_resume
     from .engine.trainer import train
     from .losses import loss_params
@@ -95,7 +96,7 @@ def _run_train(args: argparse.Namespace) -> None:
         resolve_device(cfg.train.device, "train.device")
         check_model_config(cfg)
         loss_params(cfg.loss)
-        bundle = build_datasets(cfg.data, cfg.seed, val_max_cases=cfg.train.val_max_cases)
+        bundle = with_rehearsal(build_datasets(cfg.data, cfg.seed, val_max_cases=cfg.train.val_max_cases), cfg)
         print(f"config and data OK: {len(bundle.cases)} cases, split "
               + ", ".join(f"{k} {len(v)}" for k, v in bundle.split.items()))
         return

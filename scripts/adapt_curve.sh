@@ -2,8 +2,8 @@
 # Few-label adaptation of issue #15: a coronacases-trained model fine-tuned on N labelled slices
 # of radiopaedia cases, against the same N slices from scratch (same budget).
 #   [SEED=K] [LR=X] bash scripts/adapt_curve.sh N finetune|rehearse SOURCE/best.pt   |   ... N scratch
-# rehearse: fine-tunes on the N slices and every coronacases case together, half of the draws
-# from each (data.few_label_cases / few_label_share), so the source is not forgotten.
+# rehearse: fine-tunes on the N slices and the source model's own training cases together,
+# half of the draws from each (data.rehearse_from), so the source is not forgotten.
 # Labelled pool: case11, case13, case16 (172 slices); N of them are drawn (seeded, nested:
 # the 5 slices are among the 10...). Scored on the other radiopaedia cases (case10, 12, 14, 15,
 # 17; 195 slices). No validation case exists with a few labels, so best.pt is the last epoch
@@ -25,8 +25,7 @@ INIT=()
 TRAIN="case11, case13, case16"
 case $MODE in
   finetune) INIT=(--init-from "$3") ;;
-  rehearse) INIT=(--init-from "$3" --set "data.few_label_cases=[$TRAIN]" --set data.few_label_share=0.5)
-            TRAIN="case00, case01, case02, case03, case04, case05, case06, case07, case08, case09, $TRAIN" ;;
+  rehearse) INIT=(--init-from "$3" --set "data.rehearse_from=$3") ;;
   scratch) ;;
   *) echo "unknown mode $MODE" >&2; exit 2 ;;
 esac

@@ -2,7 +2,6 @@
 input normalisation, --init-from, the test split's score, CT slice files, post-processing."""
 from __future__ import annotations
 
-import dataclasses
 import json
 from pathlib import Path
 
@@ -28,6 +27,7 @@ from s2unet.data.intensity import hu_bounds, normalize_unit
 from s2unet.data.transforms import build_augment, seed_augment
 from s2unet.engine import trainer
 from s2unet.engine.checkpoint import init_from_checkpoint
+from s2unet.engine.rehearsal import with_rehearsal
 from s2unet.inference import run_inference
 from s2unet.models import create_model_from_config
 from s2unet.predict.postprocess import fill_holes, keep_largest_components
@@ -117,34 +117,36 @@ def test_max_train_slices_restricts_the_training_set(tmp_path: Path) -> None:
     assert served == set(bundle.train.items)
 
 
-def test_few_label_cases_are_limited_and_drawn_at_their_share(tmp_path: Path) -> None:
-    root = make_volumes(tmp_path / "v", n_cases=4, size=40, depth=6)
-    cfg = DataConfig(kind="volume", root=str(root), labels=["labels"], image_size=32, num_workers=0,
-                     max_train_slices=2, few_label_cases=["case2"], few_label_share=0.5,
-                     split=SplitConfig(mode="list", train=["case0", "case1", "case2"], val=["case3"]))
-    bundle = build_datasets(cfg, seed=0)
-    cases = [case_id for case_id, _ in bundle.train.items]
-    assert cases.count("case0") == 6 and cases.count("case1") == 6 and cases.count("case2") == 2
-    draws = [cases[i] for i in make_train_sampler(bundle.train, cfg, 4000, seed=0)]
-    assert draws.count("case2") / len(draws) == pytest.approx(0.5, abs=0.03)  # 2 of 14 slices, half the draws
-    plain = make_train_sampler(bundle.train, dataclasses.replace(cfg, few_label_share=0.0), 4000, seed=0)
-    assert [cases[i] for i in plain].count("case2") / 4000 == pytest.approx(2 / 14, abs=0.03)
+def test_fine_tuning_rehearses_the_cases_its_checkpoint_learnt_from(tmp_path: Path) -> None:
+    root = make_volumes(tmp_path / "v", n_cases=4, size=64, depth=6)
+    source = trainer.train(tiny_train_cfg(root, tmp_path / "runs", "train.epochs=1", "name=src"))
+    cfg = tiny_train_cfg(root, tmp_path / "runs", "train.epochs=1", "name=adapt", "data.split.train=[case3]",
+                         "data.max_train_slices=2", f"data.rehearse_from={source / 'best.pt'}",
+                         "data.rehearse_share=0.75")
+    bundle = with_rehearsal(build_datasets(cfg.data, cfg.seed), cfg)
+    assert bundle.split["rehearsed"] == ["case0", "case1"]  # the source run's training cases
+    assert [c for c, _ in bundle.train.items].count("case3") == 2 and len(bundle.train) == 2 + 12
+    draws = bundle.train.rehearsed()[make_train_sampler(bundle.train, cfg.data, 4000, seed=0).epoch_indices()]
+    assert draws.mean() == pytest.approx(0.75, abs=0.03)
+    assert bundle.train[5]["case"] == "rehearsed:case0" and bundle.train[0]["case"] == "case3"
+
+    run = trainer.train(cfg, init_from=source / "best.pt")
+    assert json.loads((run / "split.json").read_text())["rehearsed"] == ["case0", "case1"]
+
+    other = config_from_dict({**cfg.to_dict(), "data": {**cfg.to_dict()["data"], "task": "multilabel"}})
+    with pytest.raises(CheckpointError, match="its task is binary with 1 output channels, this run's multilabel"):
+        with_rehearsal(bundle, other)
+    moved = tmp_path / "moved"
+    root.rename(moved)
+    with pytest.raises(DataError, match=r"data.rehearse_from .*best.pt: its training cases under .*v"):
+        with_rehearsal(bundle, cfg)
 
 
-@pytest.mark.parametrize("change, message", [
-    ({"few_label_cases": ["case3"]}, r"few_label_cases names case3, not in the training split \(case0, case1, case2\)"),
-    ({"few_label_cases": []}, r"few_label_share splits the training draws"),
-    ({"few_label_cases": ["case0", "case1", "case2"]}, r"keep at least one other training case"),
-    ({"max_train_slices": 0, "few_label_share": 0.0}, r"few_label_cases does nothing without"),
-    ({"max_train_slices": 7}, r"max_train_slices is 7 but data.few_label_cases holds only 6"),
-])
-def test_few_label_settings_that_cannot_work_are_refused(tmp_path: Path, change: dict, message: str) -> None:
-    root = make_volumes(tmp_path / "v", n_cases=4, size=40, depth=6)
-    cfg = DataConfig(kind="volume", root=str(root), labels=["labels"], image_size=32, num_workers=0,
-                     max_train_slices=2, few_label_cases=["case2"], few_label_share=0.5,
-                     split=SplitConfig(mode="list", train=["case0", "case1", "case2"], val=["case3"]))
-    with pytest.raises(DataError, match=message):
-        build_datasets(dataclasses.replace(cfg, **change), seed=0)
+def test_rehearsal_settings_without_a_checkpoint_are_refused() -> None:
+    with pytest.raises(ConfigError, match="rehearse_share is set but data.rehearse_from names no checkpoint"):
+        config_from_dict({"data": {"rehearse_share": 0.3}})
+    with pytest.raises(ConfigError, match=r"rehearse_share must be in \(0, 1\)"):
+        config_from_dict({"data": {"rehearse_from": "x.pt", "rehearse_share": 1.0}})
 
 
 # ----------------------------------------------------------------------------- augmentation

@@ -108,13 +108,12 @@ class DataConfig:
     # equalises the histogram (values become ranks), so 8-bit, CLAHE-processed and HU inputs
     # reach the model on a comparable scale.
     normalize: Literal["none", "percentile", "clahe", "equalize"] = "none"
-    # Few-label training: keep N training slices (seeded), 0 = all; of the ``few_label_cases``
-    # only when those are given (a new source's few labels beside the fully labelled cases).
-    max_train_slices: int = ranged("[0, inf)", 0)
-    few_label_cases: list[str] = field(default_factory=list)  # training cases the limit applies to; [] = all
-    # Share of training draws taken from the few-label cases' slices (0 = by their count), so
-    # a fine-tuning run keeps rehearsing the source it started from while it adapts.
-    few_label_share: float = ranged("[0, 1)", 0.0)
+    max_train_slices: int = ranged("[0, inf)", 0)  # few-label training: keep N training slices (seeded), 0 = all
+    # Rehearsal while fine-tuning on a few new labels: the training cases of this checkpoint's
+    # run (read with its data settings) are mixed in at rehearse_share of the draws, so a short
+    # fine-tune cannot forget the source it learnt from ("" = off).
+    rehearse_from: str = ""
+    rehearse_share: float = ranged("(0, 1)", 0.5)
     lesion_oversample: float = ranged("[0, 1)", 0.0)  # share of training draws taken from slices with a lesion
     cache_mb: int = ranged("[0, inf)", 2048)
     reorient: bool = True  # slice in the closest canonical (RAS) orientation

@@ -40,6 +40,10 @@ def _validate_robustness(cfg: Config) -> None:
         both = sorted(set(sp.train_groups) & set(sp.test_groups))
         if both:
             raise ConfigError(f"data.split: groups {both} are in both train_groups and test_groups")
+    if d.rehearse_share != 0.5 and not d.rehearse_from:
+        raise ConfigError("data.rehearse_share is set but data.rehearse_from names no checkpoint to rehearse")
+    if d.rehearse_from and cfg.text.enabled:
+        raise ConfigError("data.rehearse_from: rehearsal is not available for text-prompted runs")
     keep = cfg.postprocess.keep_largest
     n_fg = cfg.out_channels - (1 if d.task == "multiclass" else 0)
     if len(keep) not in (0, 1, n_fg):

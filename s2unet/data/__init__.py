@@ -52,7 +52,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import Optional, Sequence
+from typing import Optional
 
 import numpy as np
 
@@ -76,6 +76,7 @@ from ..io.formats import case_stem, read_case, read_labels
 from ..io.nifti import load_nifti, save_like
 from .phrases import PhraseSampleDataset
 from ..io.pictures import IMAGE_SUFFIXES, read_dicom, read_image, read_label_map, read_mask, read_raw, read_slice_values
+from .mixing import RehearsalMix
 from .sampling import EpochSampler, lesion_weights, share_weights
 from .splits import kfold_partition, read_case_groups, split_cases
 from .transforms import build_augment, item_seed, seed_augment, seed_worker
@@ -84,7 +85,7 @@ log = logging.getLogger(__name__)
 
 __all__ = [
     "Case", "CaseImage", "DataBundle", "DataError", "DataIssue", "DataReport", "EpochSampler", "IMAGE_SUFFIXES",
-    "PhraseSampleDataset", "SliceDataset", "VolumeCache", "build_augment", "build_datasets", "case_stem",
+    "PhraseSampleDataset", "RehearsalMix", "SliceDataset", "VolumeCache", "build_augment", "build_datasets", "case_stem",
     "check_data", "check_same_geometry", "choose_train_items", "context_indices", "count_nonfinite", "find_cases", "item_seed", "kfold_partition",
     "label_slice", "lesion_weights", "prepare_image", "load_nifti", "make_train_sampler",
     "orphan_labels", "prepare_slice", "read_case", "read_case_groups", "read_dicom", "read_image", "read_label_map", "read_labels", "read_mask", "read_raw",
@@ -98,15 +99,16 @@ class DataBundle:
     """Everything the engine needs from the data side.
 
     Attributes:
-        train: training dataset (augmented).
+        train: training dataset (augmented); with rehearsal (``data.rehearse_from``) a
+            :class:`RehearsalMix` of it and the rehearsed cases.
         val: validation dataset, or None when the split has no validation cases.
         test: test dataset, or None.
-        split: case ids per split (``train`` / ``val`` / ``test``).
+        split: case ids per split (``train`` / ``val`` / ``test``, and ``rehearsed``).
         cases: every case found.
         report: the data check's report (warnings included).
     """
 
-    train: SliceDataset
+    train: SliceDataset | RehearsalMix
     val: Optional[SliceDataset]
     test: Optional[SliceDataset]
     split: dict[str, list[str]]
@@ -149,49 +151,14 @@ def build_datasets(cfg: DataConfig, seed: int, check: bool = True, val_max_cases
         return [by_id[i] for i in split[name]]
 
     train = SliceDataset(pick("train"), cfg, train=True, seed=seed)
-    few = few_label_items(train, cfg, split["train"])
     if cfg.max_train_slices:
-        pool = "data.few_label_cases" if cfg.few_label_cases else "the training split"
-        kept = [few[i] for i in choose_train_items(len(few), cfg.max_train_slices, seed, pool)]
-        train.restrict(sorted(set(range(len(train))) - set(few) | set(kept)))
+        train.restrict(choose_train_items(len(train), cfg.max_train_slices, seed))
     val = SliceDataset(pick("val"), cfg, train=False) if split["val"] else None
     test = SliceDataset(pick("test"), cfg, train=False) if split["test"] else None
     return DataBundle(train=train, val=val, test=test, split=split, cases=cases, report=report)
 
 
-def few_label_items(train: SliceDataset, cfg: DataConfig, train_cases: Sequence[str]) -> list[int]:
-    """The training items ``data.max_train_slices`` chooses from: those of ``data.few_label_cases``,
-    or every item when none are named.
-
-    Args:
-        train: the training dataset.
-        cfg: the data config.
-        train_cases: the training split's case ids.
-
-    Returns:
-        Item indices, in order.
-
-    Raises:
-        DataError: a few-label case outside the training split; ``few_label_share`` without
-            few-label cases, or with nothing else to train on; few-label cases that neither
-            limit nor share sets.
-    """
-    named = set(cfg.few_label_cases)
-    outside = sorted(named - set(train_cases))
-    if outside:
-        raise DataError(f"data.few_label_cases names {', '.join(outside)}, not in the training split "
-                        f"({', '.join(train_cases)})")
-    if cfg.few_label_share and (not named or named >= set(train_cases)):
-        raise DataError("data.few_label_share splits the training draws between data.few_label_cases and the other "
-                        "training cases; name the few-label cases and keep at least one other training case")
-    if not named:
-        return list(range(len(train)))
-    if not (cfg.max_train_slices or cfg.few_label_share):
-        raise DataError("data.few_label_cases does nothing without data.max_train_slices or data.few_label_share")
-    return [i for i, (case_id, _) in enumerate(train.items) if case_id in named]
-
-
-def choose_train_items(n_items: int, n_keep: int, seed: int, pool: str = "the training split") -> list[int]:
+def choose_train_items(n_items: int, n_keep: int, seed: int) -> list[int]:
     """The training items kept by ``data.max_train_slices``: a seeded choice of ``n_keep``.
 
     The first ``n_keep`` of one seeded permutation, so with one seed the 5 slices of a 5-slice
@@ -201,7 +168,6 @@ def choose_train_items(n_items: int, n_keep: int, seed: int, pool: str = "the tr
         n_items: training items (slices or images) available.
         n_keep: how many to keep.
         seed: run seed.
-        pool: what the items are, for the error message.
 
     Returns:
         Sorted item indices.
@@ -210,13 +176,13 @@ def choose_train_items(n_items: int, n_keep: int, seed: int, pool: str = "the tr
         DataError: more items asked for than the training split holds.
     """
     if n_keep > n_items:
-        raise DataError(f"data.max_train_slices is {n_keep} but {pool} holds only {n_items} slices/images")
+        raise DataError(f"data.max_train_slices is {n_keep} but the training split holds only {n_items} slices/images")
     order = np.random.default_rng([int(seed), n_items]).permutation(n_items)
     return sorted(int(i) for i in order[:n_keep])
 
 
 def make_train_sampler(
-    dataset: SliceDataset,
+    dataset: SliceDataset | RehearsalMix,
     cfg: DataConfig,
     num_samples: Optional[int],
     seed: int,
@@ -226,7 +192,8 @@ def make_train_sampler(
     """The training sampler, lesion-weighted when ``cfg.lesion_oversample > 0`` on volumes.
 
     Args:
-        dataset: the training dataset.
+        dataset: the training dataset; a :class:`RehearsalMix` gets its source share of the
+            draws (each side keeping its lesion weighting).
         cfg: the data config.
         num_samples: samples per epoch over all ranks (e.g. steps_per_epoch * batch_size *
             world_size); 0 or None for one pass over the dataset.
@@ -241,8 +208,6 @@ def make_train_sampler(
     weights = None
     if cfg.lesion_oversample > 0 and flags is not None:
         weights = lesion_weights(flags, cfg.lesion_oversample)
-    if cfg.few_label_share > 0:
-        named = set(cfg.few_label_cases)
-        few = np.array([case_id in named for case_id, _ in dataset.items])
-        weights = share_weights(weights if weights is not None else np.ones(len(dataset)), few, cfg.few_label_share)
+    if isinstance(dataset, RehearsalMix):
+        weights = share_weights(np.ones(len(dataset)) if weights is None else weights, dataset.rehearsed(), dataset.share)
     return EpochSampler(len(dataset), num_samples, seed, weights=weights, rank=rank, world_size=world_size)

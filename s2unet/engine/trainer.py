@@ -21,7 +21,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
 from ..config import Config, save_config
-from ..data import PhraseSampleDataset, build_datasets, make_train_sampler
+from ..data import PhraseSampleDataset, RehearsalMix, build_datasets, make_train_sampler
 from ..devices import resolve_device
 from ..io import write_json
 from ..losses import build_loss
@@ -36,6 +36,7 @@ from .feature_cache import FeatureCache
 from .distributed import DistInfo, all_reduce_mean, barrier, init_distributed, shutdown
 from .precision import resolve_amp
 from .records import MetricLog, write_run_records
+from .rehearsal import with_rehearsal
 from .resume import config_differences, load_resume
 from .rundir import check_latest_link, hold_run_dir, latest_link, point_latest_link
 from .step import TrainStep
@@ -151,7 +152,7 @@ def _train(cfg: Config, device: torch.device, info: DistInfo, saved: dict | None
     check_model_config(cfg)
     loss_fn = build_loss(cfg.loss, multiclass=cfg.data.task == "multiclass")  # checks the loss's keys
     bank = _phrase_bank(cfg, saved)
-    bundle = build_datasets(cfg.data, cfg.seed, val_max_cases=t_cfg.val_max_cases)
+    bundle = with_rehearsal(build_datasets(cfg.data, cfg.seed, val_max_cases=t_cfg.val_max_cases), cfg)
     run_dir = Path(resume) if resume is not None else _new_run_dir(cfg, info)
     if info.is_main:  # locked until train() returns; marked FAILED if anything below raises
         run_dir_hold.enter_context(hold_run_dir(run_dir))
@@ -173,6 +174,9 @@ def _train(cfg: Config, device: torch.device, info: DistInfo, saved: dict | None
             f"{len(bundle.val or [])} validation items, trainable {counts['trainable']:,} of {counts['total']:,} "
             f"parameters ({counts['trainable_percent']}%), run dir {run_dir}"
         )
+        if isinstance(bundle.train, RehearsalMix):
+            console.print(f"rehearsing {len(bundle.train.source)} items of {len(bundle.split['rehearsed'])} cases "
+                          f"(the training cases of {cfg.data.rehearse_from}) at {cfg.data.rehearse_share:.0%} of the draws")
         for note in model.score_notes():  # e.g. oracle prompts behind the validation score
             console.print(f"[yellow]note:[/] {note}")
     amp = [resolve_amp(t_cfg.amp, device) if info.is_main else None]
