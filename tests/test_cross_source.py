@@ -136,6 +136,9 @@ def test_fine_tuning_rehearses_the_cases_its_checkpoint_learnt_from(tmp_path: Pa
     other = config_from_dict({**cfg.to_dict(), "data": {**cfg.to_dict()["data"], "task": "multilabel"}})
     with pytest.raises(CheckpointError, match="its task is binary with 1 output channels, this run's multilabel"):
         with_rehearsal(bundle, other)
+    nowhere = config_from_dict({**cfg.to_dict(), "data": {**cfg.to_dict()["data"], "rehearse_from": str(tmp_path / "no.pt")}})
+    with pytest.raises(CheckpointError, match=r"data.rehearse_from .*no.pt: no such checkpoint file"):
+        with_rehearsal(bundle, nowhere)
     moved = tmp_path / "moved"
     root.rename(moved)
     with pytest.raises(DataError, match=r"data.rehearse_from .*best.pt: its training cases under .*v"):

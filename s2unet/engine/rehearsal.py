@@ -6,6 +6,7 @@ drawing part of every batch from its original training cases keeps it there whil
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 from ..config import Config
 from ..data import DataBundle, DataError, RehearsalMix, SliceDataset, build_datasets
@@ -28,10 +29,13 @@ def rehearsal_source(cfg: Config) -> SliceDataset:
         The source's training dataset.
 
     Raises:
-        CheckpointError: not an s2unet checkpoint, or a different task or label count.
+        CheckpointError: no such file, not an s2unet checkpoint, or a different task or label
+            count.
         DataError: the source's cases cannot be found or read (naming the checkpoint).
     """
     path = cfg.data.rehearse_from
+    if not Path(path).is_file():
+        raise CheckpointError(f"data.rehearse_from {path}: no such checkpoint file")
     saved = checkpoint_config(read_checkpoint(path), f"data.rehearse_from {path}")
     if (saved.data.task, saved.out_channels) != (cfg.data.task, cfg.out_channels):
         raise CheckpointError(f"data.rehearse_from {path}: its task is {saved.data.task} with {saved.out_channels} "
