@@ -5,7 +5,7 @@ import fnmatch
 import re
 
 from .ranges import ConfigError, check_ranges
-from .schema import Config
+from .schema import Config, DataConfig
 from .text import validate_text
 
 
@@ -40,7 +40,7 @@ def _validate_robustness(cfg: Config) -> None:
         both = sorted(set(sp.train_groups) & set(sp.test_groups))
         if both:
             raise ConfigError(f"data.split: groups {both} are in both train_groups and test_groups")
-    if d.rehearse_share != 0.5 and not d.rehearse_from:
+    if d.rehearse_share != DataConfig.rehearse_share and not d.rehearse_from:
         raise ConfigError("data.rehearse_share is set but data.rehearse_from names no checkpoint to rehearse")
     if d.rehearse_from and cfg.text.enabled:
         raise ConfigError("data.rehearse_from: rehearsal is not available for text-prompted runs")

@@ -32,7 +32,6 @@ class WeightAverage:
     def __init__(self, model: SegmentationModel, decay: float) -> None:
         if not 0.0 < decay < 1.0:
             raise ValueError(f"train.ema must be in (0, 1), got {decay}")
-        self.decay = decay
 
         def avg_fn(average: torch.Tensor, current: torch.Tensor, n_averaged: torch.Tensor) -> torch.Tensor:
             if not average.is_floating_point():  # counters such as BatchNorm's num_batches_tracked
