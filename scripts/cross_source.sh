@@ -3,7 +3,9 @@
 #   [SEED=N] [STEPS=S] bash scripts/cross_source.sh ARM TRAIN_GROUP [extra --set ...]
 # ARM: baseline (configs/covid_ct.yaml as shipped), intensity, geometric, robust (both),
 #      pct / eq (data.normalize percentile / equalize alone), robust_pct / robust_clahe (robust + data.normalize percentile / clahe),
-#      ema (train.ema 0.9: the weights averaged over about the last 10 steps are validated and tested).
+#      ema (train.ema 0.9: the weights averaged over about the last 10 steps are validated and tested),
+#      ctx (data.context_slices: slices k-1, k, k+1 as the three channels), lr3 (train.lr 0.003),
+#      attn (model.attention_lora on), dice_focal (loss.name dice_focal).
 # SEED (default 0) seeds the run, including which training-group cases validate; runs with
 # SEED > 0 are named xs_ARM_GROUP_sN. STEPS (default 20) is the steps per epoch of the 2 epochs;
 # another budget adds _<2 x STEPS>st to the name.
@@ -30,6 +32,10 @@ case $ARM in
   robust_pct) EXTRA=("${INTENSITY[@]}" "${GEOMETRIC[@]}" --set data.normalize=percentile) ;;
   robust_clahe) EXTRA=("${INTENSITY[@]}" "${GEOMETRIC[@]}" --set data.normalize=clahe) ;;
   ema) EXTRA=(--set train.ema=0.9) ;;
+  ctx) EXTRA=(--set data.context_slices=true) ;;
+  lr3) EXTRA=(--set train.lr=0.003) ;;
+  attn) EXTRA=(--set model.attention_lora.enabled=true) ;;
+  dice_focal) EXTRA=(--set loss.name=dice_focal) ;;
   *) echo "unknown arm $ARM" >&2; exit 2 ;;
 esac
 exec "$PY" train.py --config configs/covid_ct.yaml --set model.encoder=mobilesam_tinyvit \
