@@ -25,6 +25,7 @@ from s2unet.app.workspace import (
     list_cases,
     read_autosave,
     save_masks,
+    saved_labelled,
     write_autosave,
 )
 from s2unet.data.prompts import Click, Prompts
@@ -206,16 +207,17 @@ def test_saved_pngs_follow_the_training_layout_and_are_never_overwritten_silentl
     layers = layers_from(["lungs", "heart"])
     masks = np.zeros((2, 1, H, W), dtype=bool)
     masks[0, 0, 5:10, 5:10] = True
-    files = save_masks(out, layers, opened, masks, overwrite=False)
+    files = save_masks(out, layers, opened, masks, np.ones(1, bool), overwrite=False)
     assert files == [out / "masks/lungs/a.png", out / "masks/heart/a.png"]
     saved = np.asarray(Image.open(files[0]))
     assert saved.dtype == np.uint8 and saved.sum() == 25 * 255 and saved[7, 7] == 255
     assert (out / "images" / "a.png").read_bytes() == (images / "a.png").read_bytes()
     with pytest.raises(FileExistsError, match="masks/lungs/a.png"):
-        save_masks(out, layers, opened, np.zeros_like(masks), overwrite=False)
+        save_masks(out, layers, opened, np.zeros_like(masks), np.ones(1, bool), overwrite=False)
     assert np.asarray(Image.open(files[0])).sum() == 25 * 255  # untouched
-    save_masks(out, layers, opened, np.zeros_like(masks), overwrite=True)
+    save_masks(out, layers, opened, np.zeros_like(masks), np.ones(1, bool), overwrite=True)
     assert np.asarray(Image.open(files[0])).sum() == 0
+    assert not (out / "labelled_slices.json").exists()  # an image is labelled whole
 
 
 def test_volume_masks_keep_the_source_geometry_and_the_slice_orientation(tmp_path: Path) -> None:
@@ -231,12 +233,50 @@ def test_volume_masks_keep_the_source_geometry_and_the_slice_orientation(tmp_pat
     assert opened.plane(2, "lung").max() <= 1.0
     masks = np.zeros((1, 4, 6, 8), dtype=bool)
     masks[0, 2, 1, 5] = True  # display row 1, column 5 of slice 2
-    path = save_masks(tmp_path / "out", layers_from(["lesion"]), opened, masks, overwrite=False)[0]
+    labelled = np.array([False, True, True, False])
+    path = save_masks(tmp_path / "out", layers_from(["lesion"]), opened, masks, labelled, overwrite=False)[0]
     saved = nib.load(path)
     np.testing.assert_allclose(saved.affine, affine)
     arr = np.asarray(saved.dataobj)
     assert arr.dtype == np.uint8 and arr.shape == data.shape
     assert arr.sum() == 1 and arr[5, 1, 2] == 1
+    manifest = json.loads((tmp_path / "out" / "labelled_slices.json").read_text())
+    assert manifest == {"axis": 2, "reorient": True, "cases": {"ct1": [1, 2]}}
+    np.testing.assert_array_equal(saved_labelled(tmp_path / "out", opened), labelled)  # reopened as saved
+
+
+def test_a_volume_with_no_slice_marked_labelled_is_not_saved(tmp_path: Path) -> None:
+    src = tmp_path / "vols" / "ct1.nii.gz"
+    src.parent.mkdir()
+    nib.save(nib.Nifti1Image(np.zeros((8, 6, 4), np.int16), np.eye(4)), src)
+    opened = OpenCase(list_cases(src.parent)[0])
+    with pytest.raises(AppError, match="no slice is marked labelled"):
+        save_masks(tmp_path / "out", layers_from(["lesion"]), opened, np.ones((1, 4, 6, 8), bool),
+                   np.zeros(4, bool), overwrite=False)
+    assert not (tmp_path / "out" / "masks").exists()
+
+
+def test_strokes_and_marks_set_the_labelled_slices_and_drafts_do_not(tmp_path: Path) -> None:
+    src = tmp_path / "vols" / "ct1.nii.gz"
+    src.parent.mkdir()
+    nib.save(nib.Nifti1Image(np.zeros((8, 6, 5), np.int16), np.eye(4)), src)
+    out = tmp_path / "out"
+    client = TestClient(create_app(_state(src.parent, out, labels=["lesion"])))
+    client.post("/api/open", json={"case": "ct1"})
+    st = client.post("/api/stroke", json={"case": "ct1", "plane": 3, "points": [[2.0, 2.0]], "radius": 1}).json()
+    assert st["labelled"] and st["n_labelled"] == 1
+    st = client.post("/api/mark", json={"case": "ct1", "plane": 0, "labelled": True}).json()
+    assert st["labelled"] and st["n_labelled"] == 2
+    client.post("/api/mark", json={"case": "ct1", "plane": 0, "labelled": False})
+    client.post("/api/mark", json={"case": "ct1", "plane": 1, "labelled": True})
+    assert client.post("/api/plane", json={"case": "ct1", "plane": 4}).json()["labelled"] is False
+    restarted = TestClient(create_app(_state(src.parent, out, labels=["lesion"])))  # from the autosave
+    st = restarted.post("/api/open", json={"case": "ct1", "plane": 1}).json()
+    assert st["labelled"] and st["n_labelled"] == 2
+    record = restarted.post("/api/save", json={"case": "ct1"}).json()["record"]
+    assert record["labelled_slices"] == [1, 3]
+    st = restarted.post("/api/mark", json={"case": "ct1", "plane": 0, "labelled": True, "all_slices": True}).json()
+    assert st["n_labelled"] == 5
 
 
 def test_a_dicom_series_folder_is_a_case_opened_and_saved_with_the_series_geometry(images: Path,
@@ -280,9 +320,11 @@ def test_autosave_restores_masks_draft_and_counters(images: Path, tmp_path: Path
     case = list_cases(images)[0]
     masks = np.zeros((1, 1, H, W), dtype=bool)
     masks[0, 0, 3, 4] = True
-    write_autosave(tmp_path, case, masks, masks, np.ones((1, 1), bool), "ckpt.pt", CaseStats(12.5, 3, 2, 1))
+    write_autosave(tmp_path, case, masks, np.ones(1, bool), masks, np.ones((1, 1), bool), "ckpt.pt",
+                   CaseStats(12.5, 3, 2, 1))
     got = read_autosave(tmp_path, case, masks.shape)
     np.testing.assert_array_equal(got.masks, masks)
+    np.testing.assert_array_equal(got.labelled, [True])
     np.testing.assert_array_equal(got.draft, masks)
     assert (got.draft_source, got.stats.clicks, got.stats.strokes, got.stats.seconds) == ("ckpt.pt", 3, 2, 12.5)
     assert read_autosave(tmp_path, case, (2, 1, H, W)) is None  # another layer set: not restored

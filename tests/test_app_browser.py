@@ -257,10 +257,19 @@ def test_label_a_ct_volume_in_the_browser(serve, shared_dir: Path, browser) -> N
     _act(driver, lambda: _drag(driver, canvas, [CT_BOX[:2], CT_BOX[2:]]))
     driver.find_element(By.CSS_SELECTOR, "input[value=brush]").click()
     _act(driver, lambda: _drag(driver, canvas, CT_PAINT))
+    assert driver.find_element(By.ID, "labelled").is_selected()  # the edits marked their slice
     if os.environ.get("S2UNET_SCREENSHOT"):
         driver.save_screenshot(str(REPO / "docs" / "label_app.png"))
+    # The slice below is reviewed and left empty: marked with the key, it is saved as labelled.
+    _act(driver, lambda: ActionChains(driver).send_keys(Keys.ARROW_DOWN).perform())
+    assert not driver.find_element(By.ID, "labelled").is_selected()
+    _act(driver, lambda: ActionChains(driver).send_keys("l").perform())
+    assert driver.find_element(By.ID, "labelled").is_selected()
+    assert driver.find_element(By.ID, "labelled-count").text.startswith("2 of ")
     _act(driver, lambda: driver.find_element(By.ID, "save").click())
 
+    manifest = json.loads((out / "labelled_slices.json").read_text())
+    assert manifest == {"axis": 2, "reorient": True, "cases": {CT_CASE: [CT_SLICE - 1, CT_SLICE]}}
     saved = nib.load(out / "masks" / "infection" / f"{CT_CASE}.nii.gz")
     reference = nib.load(source)
     assert saved.shape == reference.shape

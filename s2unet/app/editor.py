@@ -19,6 +19,11 @@ parts of a mask (the other lung) stay as they are:
 
 A stroke, a draft, undo and redo end the current object: the next click starts again from the
 mask as it is.
+
+Which slices of a volume are *labelled* (saved as ground truth that trains, see
+:mod:`s2unet.data.labelled`) is kept per slice: a click, box or stroke marks its slice, the
+user marks the others (a slice reviewed and left empty, a draft accepted as it is). A draft
+alone marks nothing: unreviewed model output is not ground truth. Marks are not undone.
 """
 from __future__ import annotations
 
@@ -101,9 +106,11 @@ class CaseEditor:
         layers: the layers (mask channels).
         masks: (C, S, H, W) bool starting masks (saved or autosaved work), or None for empty.
         stats: the bookkeeping so far (autosaved), or None for new.
+        labelled: (S,) bool slices labelled so far, or None for none.
 
     Attributes:
         masks: (C, S, H, W) bool current masks.
+        labelled: (S,) bool slices labelled (edited or marked).
         draft: (C, S, H, W) bool draft masks for the log's Dice, None before any draft.
         drafted: (C, S) planes that received a draft.
         draft_source: what made the draft (checkpoint path, ``<model> box``...).
@@ -111,13 +118,16 @@ class CaseEditor:
     """
 
     def __init__(self, opened: OpenCase, layers: Sequence[Layer], masks: Optional[np.ndarray] = None,
-                 stats: Optional[CaseStats] = None) -> None:
+                 stats: Optional[CaseStats] = None, labelled: Optional[np.ndarray] = None) -> None:
         self.opened = opened
         self.layers = list(layers)
         shape = (len(self.layers), opened.n_slices, *opened.plane_shape)
         self.masks = np.zeros(shape, dtype=bool) if masks is None else masks.astype(bool, copy=True)
         if self.masks.shape != shape:
             raise AppError(f"{opened.case.case_id}: masks of shape {self.masks.shape}, expected {shape}")
+        self.labelled = np.zeros(shape[1], dtype=bool) if labelled is None else labelled.astype(bool, copy=True)
+        if self.labelled.shape != shape[1:2]:
+            raise AppError(f"{opened.case.case_id}: {self.labelled.shape[0]} labelled flags for {shape[1]} slices")
         self.stats = stats or CaseStats()
         self.draft: Optional[np.ndarray] = None
         self.drafted: Optional[np.ndarray] = None
@@ -177,6 +187,14 @@ class CaseEditor:
     def can_redo(self) -> bool:
         return bool(self._redo)
 
+    def mark(self, plane: Optional[int], labelled: bool) -> None:
+        """Mark one slice (or, with ``plane`` None, every slice) as labelled or not."""
+        if plane is None:
+            self.labelled[:] = labelled
+        else:
+            self._check(0, plane)
+            self.labelled[plane] = labelled
+
     # ------------------------------------------------------------------------------ strokes
     def stroke(self, layer: int, plane: int, points: Sequence[tuple[float, float]], radius: float,
                erase: bool) -> None:
@@ -198,6 +216,7 @@ class CaseEditor:
         covered = stroke_mask(self.masks.shape[2:], points, radius)
         current = self.masks[layer, plane]
         self._set_plane(layer, plane, current & ~covered if erase else current | covered)
+        self.labelled[plane] = True
         self.stats.strokes += 1
 
     # ------------------------------------------------------------------------------- drafts
@@ -254,6 +273,7 @@ class CaseEditor:
         answer = session.start(Prompts(rect, None, None, uses_ground_truth=False)) >= 0.5
         self._set_plane(layer, plane, base | answer)
         self._object = _Object(layer, plane, window, session, base, answer)
+        self.labelled[plane] = True
         self.stats.boxes += 1
         self._keep_draft(layer, plane, f"{predictor.name} box")
 
@@ -317,6 +337,7 @@ class CaseEditor:
         obj.current = answer
         self._object = obj
         self._set_plane(layer, plane, base | answer)
+        self.labelled[plane] = True
         self.stats.clicks += 1
         self.stats.tick()
         return ""

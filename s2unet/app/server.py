@@ -45,6 +45,7 @@ from .workspace import (
     read_saved_masks,
     remove_autosave,
     save_masks,
+    saved_labelled,
     write_autosave,
 )
 
@@ -105,20 +106,22 @@ class LabelApp:
             shape = (len(self.layers), opened.n_slices, *opened.plane_shape)
             restored = read_autosave(self.out, opened.case, shape)
             if restored is not None:
-                ed = CaseEditor(opened, self.layers, restored.masks, restored.stats)
+                ed = CaseEditor(opened, self.layers, restored.masks, restored.stats, restored.labelled)
                 ed.draft, ed.drafted, ed.draft_source = restored.draft, restored.drafted, restored.draft_source
                 ed.restored_from = "autosave"
             else:
-                ed = CaseEditor(opened, self.layers, read_saved_masks(self.out, self.layers, opened))
-                ed.restored_from = "saved masks" if any(
-                    mask_path(self.out, layer, opened.case).exists() for layer in self.layers) else ""
+                saved = read_saved_masks(self.out, self.layers, opened)
+                labelled = saved_labelled(self.out, opened) if saved is not None else None
+                ed = CaseEditor(opened, self.layers, saved, labelled=labelled)
+                ed.restored_from = "saved masks" if saved is not None else ""
             self.editors[case_id] = ed
         return self.editors[case_id]
 
     def autosave(self, ed: CaseEditor) -> str:
         """Write the case's work in progress; returns the problem as a note, "" when written."""
         try:
-            write_autosave(self.out, ed.opened.case, ed.masks, ed.draft, ed.drafted, ed.draft_source, ed.stats)
+            write_autosave(self.out, ed.opened.case, ed.masks, ed.labelled, ed.draft, ed.drafted, ed.draft_source,
+                           ed.stats)
         except AppError as exc:
             return str(exc)
         return ""
@@ -151,6 +154,7 @@ def plane_state(app: LabelApp, ed: CaseEditor, plane: int, note: str = "", **ext
         "case": ed.opened.case.case_id, "plane": plane,
         "masks": [_mask_b64(ed.masks[c, plane]) for c in range(ed.masks.shape[0])],
         "can_undo": ed.can_undo, "can_redo": ed.can_redo, "stats": ed.stats.as_dict(),
+        "labelled": bool(ed.labelled[plane]), "n_labelled": int(ed.labelled.sum()),
         "note": "; ".join(n for n in (note, autosave_note) if n), **extra,
     }
 
@@ -188,6 +192,11 @@ class StrokeRequest(Where):
 
 class TextRequest(Where):
     phrase: str = Field(min_length=1, max_length=200)
+
+
+class MarkRequest(Where):
+    labelled: bool
+    all_slices: bool = False
 
 
 class SaveRequest(BaseModel):
@@ -330,6 +339,13 @@ def create_app(state: LabelApp, token: Optional[str] = None) -> FastAPI:
                          layers=[req.layer])
             return plane_state(state, ed, req.plane, f"{req.phrase!r} taken as {structure}")
 
+    @api.post("/api/mark")
+    def mark(req: MarkRequest) -> dict[str, Any]:
+        with state.lock:
+            ed = state.editor(req.case)
+            ed.mark(None if req.all_slices else req.plane, req.labelled)
+            return plane_state(state, ed, req.plane)
+
     @api.post("/api/undo")
     def undo(req: Where) -> dict[str, Any]:
         with state.lock:
@@ -346,13 +362,14 @@ def create_app(state: LabelApp, token: Optional[str] = None) -> FastAPI:
     def save(req: SaveRequest) -> dict[str, Any]:
         with state.lock:
             ed = state.editor(req.case)
-            files = save_masks(state.out, state.layers, ed.opened, ed.masks, req.overwrite)
+            files = save_masks(state.out, state.layers, ed.opened, ed.masks, ed.labelled, req.overwrite)
             record = {
                 "case": ed.opened.case.case_id, "image": str(ed.opened.case.path),
                 "saved_at": time.strftime("%Y-%m-%dT%H:%M:%S"), **ed.stats.as_dict(),
                 "draft": ed.draft_source or None,
                 "dice_draft_vs_saved": draft_dice(state.layers, ed.masks, ed.draft, ed.drafted),
                 "files": [str(p) for p in files],
+                "labelled_slices": None if ed.opened.image.planar else np.flatnonzero(ed.labelled).tolist(),
             }
             note = ""
             try:

@@ -12,6 +12,8 @@ Output layout (what ``train.py`` reads with ``data.root: OUT``, see :mod:`s2unet
     OUT/<layer folder>/<case>.png       X-rays: 0/255, one folder per layer (e.g. masks/lungs)
     OUT/<layer folder>/<case>.nii.gz    volumes and DICOM series: 0/1 uint8 with the source's
                                         geometry
+    OUT/labelled_slices.json            the slices of each saved volume that were labelled
+                                        (edited or marked); training uses only those
     OUT/label_log.jsonl                 one line per save (time, clicks, strokes, draft Dice)
     OUT/.autosave/<case>.npz            work in progress, written after every edit
 """
@@ -29,6 +31,7 @@ import numpy as np
 
 from ..config import WINDOW_PRESETS, WindowConfig
 from ..data import CaseImage, DataError, read_case, read_labels, volume_value_range, window_to_unit
+from ..data.labelled import MANIFEST_NAME, read_manifest, write_case_slices
 from ..inference.outputs import atomic_path
 from ..io.case import CaseFormat
 from ..io.formats import describe_formats, find_format
@@ -236,6 +239,27 @@ def read_saved_masks(out: Path, layers: Sequence[Layer], opened: OpenCase) -> Op
     return masks
 
 
+def saved_labelled(out: Path, opened: OpenCase) -> np.ndarray:
+    """(S,) bool: the slices a saved case was labelled on (every slice of a case the manifest
+    does not list, as training reads it).
+
+    Raises:
+        AppError: an unreadable manifest.
+    """
+    labelled = np.ones(opened.n_slices, dtype=bool)
+    path = out / MANIFEST_NAME
+    if opened.image.planar or not path.is_file():
+        return labelled
+    try:
+        listed = read_manifest(path).cases.get(opened.case.case_id)
+    except DataError as exc:
+        raise AppError(str(exc)) from None
+    if listed is not None:
+        labelled[:] = False
+        labelled[[k for k in listed if 0 <= k < opened.n_slices]] = True
+    return labelled
+
+
 def check_writable(out: Path) -> Optional[str]:
     """Why the output folder cannot be written, or None when it can (tested by writing)."""
     try:
@@ -262,14 +286,20 @@ def _copy_atomic(src: Path, dst: Path) -> None:
 
 
 def save_masks(out: Path, layers: Sequence[Layer], opened: OpenCase, masks: np.ndarray,
-               overwrite: bool) -> list[Path]:
-    """Write a case's masks in the training layout, each file atomically.
+               labelled: np.ndarray, overwrite: bool) -> list[Path]:
+    """Write a case's masks in the training layout, each file atomically, and a volume's
+    labelled slices to the output's ``labelled_slices.json``.
+
+    The manifest is written before the masks: if saving stops half-way, training finds a
+    listed case without its masks (an error of the data check), never new masks whose
+    unlabelled slices pass for background.
 
     Args:
         out: the output folder.
         layers: the layers, one per mask channel.
         opened: the case.
         masks: (C, S, H, W) bool masks in the display frame.
+        labelled: (S,) bool, the slices labelled (volumes; an image is labelled whole).
         overwrite: replace mask files that exist; when False they are refused.
 
     Returns:
@@ -278,15 +308,22 @@ def save_masks(out: Path, layers: Sequence[Layer], opened: OpenCase, masks: np.n
     Raises:
         FileExistsError: a mask exists and ``overwrite`` is False (nothing written); the
             message lists the files.
-        AppError: the folder cannot be written (nothing of the existing masks is lost: each
-            file is replaced only once its new version is complete).
+        AppError: a volume without a labelled slice, or the folder cannot be written (nothing
+            of the existing masks is lost: each file is replaced only once its new version is
+            complete).
     """
     case = opened.case
+    slices = np.flatnonzero(labelled).tolist()
+    if not opened.image.planar and not slices:
+        raise AppError(f"{case.case_id}: no slice is marked labelled. Edit or mark (L) the slices you labelled, "
+                       "or mark all slices, so that training knows which slices to use")
     paths = [mask_path(out, layer, case) for layer in layers]
     existing = [p for p in paths if p.exists()]
     if existing and not overwrite:
         raise FileExistsError("already saved: " + ", ".join(str(p) for p in existing))
     try:
+        if not opened.image.planar:
+            write_case_slices(out / MANIFEST_NAME, case.case_id, slices, VOLUME_AXIS, reorient=True)
         image_copy = out / "images" / case.path.name
         if not image_copy.exists():
             _copy_atomic(case.path, image_copy)
@@ -368,14 +405,14 @@ def autosave_path(out: Path, case: CaseFile) -> Path:
     return out / AUTOSAVE_DIR / f"{case.case_id}.npz"
 
 
-def write_autosave(out: Path, case: CaseFile, masks: np.ndarray, draft: Optional[np.ndarray],
+def write_autosave(out: Path, case: CaseFile, masks: np.ndarray, labelled: np.ndarray, draft: Optional[np.ndarray],
                    drafted: Optional[np.ndarray], draft_source: str, stats: CaseStats) -> None:
     """Keep the work in progress of a case on disk (atomic; bit-packed masks).
 
     Raises:
         AppError: the folder cannot be written.
     """
-    arrays: dict[str, Any] = {"shape": np.array(masks.shape), "masks": np.packbits(masks),
+    arrays: dict[str, Any] = {"shape": np.array(masks.shape), "masks": np.packbits(masks), "labelled": labelled,
                               "meta": np.array(json.dumps({"draft_source": draft_source, **stats.as_dict()}))}
     if draft is not None and drafted is not None:
         arrays.update(draft=np.packbits(draft), drafted=drafted)
@@ -392,6 +429,7 @@ class Restored:
     """A case's autosaved work."""
 
     masks: np.ndarray
+    labelled: np.ndarray
     draft: Optional[np.ndarray]
     drafted: Optional[np.ndarray]
     draft_source: str
@@ -415,13 +453,14 @@ def read_autosave(out: Path, case: CaseFile, shape: tuple[int, ...]) -> Optional
                 return None
             n = int(np.prod(shape))
             masks = np.unpackbits(z["masks"])[:n].reshape(shape).astype(bool)
+            labelled = z["labelled"].astype(bool) if "labelled" in z else np.zeros(shape[1], dtype=bool)
             draft = np.unpackbits(z["draft"])[:n].reshape(shape).astype(bool) if "draft" in z else None
             drafted = z["drafted"].astype(bool) if "drafted" in z else None
             meta = json.loads(str(z["meta"]))
     except (OSError, ValueError, KeyError) as exc:
         raise AppError(f"autosave {path} is unreadable ({exc}); move it away to start the case afresh") from None
     stats = CaseStats(meta.get("seconds", 0.0), meta.get("clicks", 0), meta.get("strokes", 0), meta.get("boxes", 0))
-    return Restored(masks, draft, drafted, meta.get("draft_source", ""), stats)
+    return Restored(masks, labelled, draft, drafted, meta.get("draft_source", ""), stats)
 
 
 def remove_autosave(out: Path, case: CaseFile) -> None:
@@ -432,5 +471,5 @@ def remove_autosave(out: Path, case: CaseFile) -> None:
 __all__ = [
     "AppError", "CaseFile", "CaseStats", "Layer", "OpenCase", "Restored", "WINDOWS", "append_log", "check_writable",
     "draft_dice", "layers_from", "list_cases", "mask_path", "read_autosave", "read_saved_masks", "remove_autosave",
-    "save_masks", "write_autosave",
+    "save_masks", "saved_labelled", "write_autosave",
 ]

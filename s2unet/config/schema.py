@@ -109,6 +109,9 @@ class DataConfig:
     # reach the model on a comparable scale.
     normalize: Literal["none", "percentile", "clahe", "equalize"] = "none"
     max_train_slices: int = ranged("[0, inf)", 0)  # few-label training: keep N training slices (seeded), 0 = all
+    # Volumes labelled on some slices only (s2unet.data.labelled): "auto" reads
+    # <root>/labelled_slices.json when it exists (the label app writes it), "" reads none.
+    labelled_slices: str = "auto"
     # Rehearsal while fine-tuning on a few new labels: the training cases of this checkpoint's
     # run (read with its data settings) are mixed in at rehearse_share of the draws, so a short
     # fine-tune cannot forget the source it learnt from ("" = off).

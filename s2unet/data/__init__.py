@@ -35,6 +35,8 @@ holding one DICOM series (case id = folder name), cut into 2D slices along ``dat
   multilabel: voxels > 0 are foreground, one folder per label; multiclass: integer label
   maps in ``labels[0]``. With ``reorient: true`` slices are taken in the closest RAS
   orientation; predictions are written back in the original one (:func:`save_like`).
+  Volumes labelled on some slices only are listed in ``<root>/labelled_slices.json`` (the label
+  app writes it; :mod:`.labelled`): only their listed slices train and score.
 
 Run :func:`check_data` (or ``build_datasets``, which runs it) to list every missing pair,
 unreadable file, shape/affine mismatch, NaN, or suspicious mask before training;
@@ -76,6 +78,7 @@ from ..io.formats import case_stem, read_case, read_labels
 from ..io.nifti import load_nifti, save_like
 from .phrases import PhraseSampleDataset
 from ..io.pictures import IMAGE_SUFFIXES, read_dicom, read_image, read_label_map, read_mask, read_raw, read_slice_values
+from .labelled import LabelledSlices, read_labelled_slices
 from .mixing import RehearsalMix
 from .sampling import EpochSampler, lesion_weights, share_weights
 from .splits import kfold_partition, read_case_groups, split_cases
@@ -84,10 +87,10 @@ from .transforms import build_augment, item_seed, seed_augment, seed_worker
 log = logging.getLogger(__name__)
 
 __all__ = [
-    "Case", "CaseImage", "DataBundle", "DataError", "DataIssue", "DataReport", "EpochSampler", "IMAGE_SUFFIXES",
+    "Case", "CaseImage", "DataBundle", "LabelledSlices", "DataError", "DataIssue", "DataReport", "EpochSampler", "IMAGE_SUFFIXES",
     "PhraseSampleDataset", "RehearsalMix", "SliceDataset", "VolumeCache", "build_augment", "build_datasets", "case_stem",
     "check_data", "check_same_geometry", "choose_train_items", "context_indices", "count_nonfinite", "find_cases", "item_seed", "kfold_partition",
-    "label_slice", "lesion_weights", "prepare_image", "load_nifti", "make_train_sampler",
+    "label_slice", "lesion_weights", "read_labelled_slices", "prepare_image", "load_nifti", "make_train_sampler",
     "orphan_labels", "prepare_slice", "read_case", "read_case_groups", "read_dicom", "read_image", "read_label_map", "read_labels", "read_mask", "read_raw",
     "read_slice_values", "resize_to", "save_like", "slice_as_volume", "seed_augment", "seed_worker", "split_cases",
     "volume_value_range", "window_bounds", "window_to_unit",
@@ -150,11 +153,15 @@ def build_datasets(cfg: DataConfig, seed: int, check: bool = True, val_max_cases
     def pick(name: str) -> list[Case]:
         return [by_id[i] for i in split[name]]
 
-    train = SliceDataset(pick("train"), cfg, train=True, seed=seed)
+    labelled = read_labelled_slices(cfg, list(by_id))
+    if labelled is not None:
+        log.info("%s: %d volume(s) are labelled on some slices; only those slices train and score",
+                 labelled.path, len(labelled.cases))
+    train = SliceDataset(pick("train"), cfg, train=True, seed=seed, labelled=labelled)
     if cfg.max_train_slices:
         train.restrict(choose_train_items(len(train), cfg.max_train_slices, seed))
-    val = SliceDataset(pick("val"), cfg, train=False) if split["val"] else None
-    test = SliceDataset(pick("test"), cfg, train=False) if split["test"] else None
+    val = SliceDataset(pick("val"), cfg, train=False, labelled=labelled) if split["val"] else None
+    test = SliceDataset(pick("test"), cfg, train=False, labelled=labelled) if split["test"] else None
     return DataBundle(train=train, val=val, test=test, split=split, cases=cases, report=report)
 
 

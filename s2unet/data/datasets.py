@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from ..config import DataConfig
 from .cases import Case
 from .errors import DataError
+from .labelled import LabelledSlices
 from .intensity import hu_bounds, jitter_window, normalize_unit, volume_value_range, window_bounds, window_to_unit
 from ..io.case import CaseImage, check_same_geometry
 from ..io.formats import is_slice_stack, read_case
@@ -312,14 +313,15 @@ class SliceDataset(torch.utils.data.Dataset):
         seed: per-item augmentation seeding (see :mod:`.transforms`); None leaves the
             transform's own random state running.
         cache: a cache to share with other datasets; by default a new one of ``cfg.cache_mb``.
+        labelled: the labelled slices of partially labelled volumes; only those are served.
 
     Raises:
-        DataError: a bad ``cfg.axis``, an unreadable volume header or a label volume whose
-            geometry differs from its image's.
+        DataError: a bad ``cfg.axis``, an unreadable volume header, a label volume whose
+            geometry differs from its image's, or a labelled slice outside its volume.
     """
 
     def __init__(self, cases: Sequence[Case], cfg: DataConfig, train: bool, seed: Optional[int] = None,
-                 cache: Optional[VolumeCache] = None) -> None:
+                 cache: Optional[VolumeCache] = None, labelled: Optional[LabelledSlices] = None) -> None:
         self.cases = list(cases)
         self.cfg = cfg
         self.train = bool(train)
@@ -335,18 +337,22 @@ class SliceDataset(torch.utils.data.Dataset):
         flags: list[np.ndarray] = []
         other = tuple(a for a in range(3) if a != cfg.axis)
         for ci, case in enumerate(self.cases):
-            n = 1
+            slices: Sequence[int] = [0]
             if self._stacks[ci]:
                 image = read_case(case.image, "volume", cfg.reorient)
                 for path in case.labels:
                     check_same_geometry(image, read_case(path, "volume", cfg.reorient))
                 n = image.shape[cfg.axis]
+                listed = labelled.slices_of(case.case_id, n) if labelled is not None else None
+                slices = range(n) if listed is None else listed
                 fg = np.zeros(n, dtype=bool)
                 for lab in self._labels(ci):
                     fg |= lab.any(axis=other) if cfg.task != "multiclass" else (lab > 0).any(axis=other)
-                flags.append(fg)
-            self.items.extend((case.case_id, k) for k in range(n))
-            self._case_of_item.extend([ci] * n)
+                flags.append(fg if listed is None else fg[listed])
+            elif labelled is not None and case.case_id in labelled.cases:
+                raise DataError(f"{labelled.path} lists slices of {case.image}, a 2D image")
+            self.items.extend((case.case_id, k) for k in slices)
+            self._case_of_item.extend([ci] * len(slices))
         # Pictures' masks are read only when served, so their items have no flags.
         self._flags = np.concatenate(flags) if flags and all(self._stacks) else None
 

@@ -44,7 +44,8 @@ def rehearsal_source(cfg: Config) -> SliceDataset:
     data = dataclasses.replace(
         cfg.data, kind=s.kind, root=s.root, images=s.images, labels=s.labels, label_names=s.label_names,
         mask_threshold=s.mask_threshold, axis=s.axis, reorient=s.reorient, split=s.split,
-        max_train_slices=s.max_train_slices, lesion_oversample=s.lesion_oversample, rehearse_from="")
+        max_train_slices=s.max_train_slices, labelled_slices=s.labelled_slices, lesion_oversample=s.lesion_oversample,
+        rehearse_from="")
     try:
         return build_datasets(data, saved.seed).train
     except DataError as exc:

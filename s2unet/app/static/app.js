@@ -75,6 +75,8 @@ async function applyState(st) {
   const s = st.stats;
   $("stats").textContent = `clicks ${s.clicks} · strokes ${s.strokes} · boxes ${s.boxes} · ${s.seconds} s` +
     (st.seconds !== undefined ? ` · last answer ${st.seconds.toFixed(2)} s` : "");
+  $("labelled").checked = st.labelled;
+  $("labelled-count").textContent = `${st.n_labelled} of ${S.nSlices} slices labelled`;
   if (st.note) message(st.note, "info");
   render();
 }
@@ -304,6 +306,8 @@ function bind() {
   $("undo").onclick = () => run(call("/api/undo", where()));
   $("redo").onclick = () => run(call("/api/redo", where()));
   $("save").onclick = () => save(false);
+  $("labelled").onchange = () => run(call("/api/mark", { ...where(), labelled: $("labelled").checked }));
+  $("mark-all").onclick = () => run(call("/api/mark", { ...where(), labelled: true, all_slices: true }));
   $("draft").onclick = () => { message("drafting...", "info"); run(call("/api/draft", where())).then((st) => { if (st) message(""); }); };
   $("ask").onclick = () => {
     const phrase = $("phrase").value.trim();
@@ -314,13 +318,14 @@ function bind() {
   $("phrase").addEventListener("keydown", (e) => { if (e.key === "Enter") $("ask").click(); });
   window.addEventListener("resize", () => { if (S.caseId) { fit(); render(); } });
   document.addEventListener("keydown", (e) => {
-    if (e.target.tagName === "SELECT" || e.target.tagName === "INPUT" && e.target.type !== "radio" && e.target.type !== "range") return;
+    if (e.target.tagName === "SELECT" || e.target.tagName === "INPUT" && !["radio", "range", "checkbox"].includes(e.target.type)) return;
     const key = e.key.toLowerCase();
     if ((e.ctrlKey || e.metaKey) && key === "z") { e.preventDefault(); $(e.shiftKey ? "redo" : "undo").click(); }
     else if ((e.ctrlKey || e.metaKey) && key === "y") { e.preventDefault(); $("redo").click(); }
     else if ((e.ctrlKey || e.metaKey) && key === "s") { e.preventDefault(); save(false); }
     else if (e.key === "ArrowUp" || e.key === "PageUp") { e.preventDefault(); goToPlane(S.plane + 1); }
     else if (e.key === "ArrowDown" || e.key === "PageDown") { e.preventDefault(); goToPlane(S.plane - 1); }
+    else if (key === "l" && S.kind === "volume") $("labelled").click();
     else if (e.key === ",") stepCase(-1);
     else if (e.key === ".") stepCase(1);
     else if (e.key === "[" || e.key === "]") {

@@ -1,0 +1,154 @@
+"""Which slices of a volume carry labels, when not all do: the ``labelled_slices.json`` manifest.
+
+A volume's mask file holds every slice, so a volume labelled only on some slices would train its
+other slices as background. The manifest (written by the label app beside the masks, or by
+hand) lists the labelled slices of such volumes; datasets serve only those. A case it does not
+list is labelled whole. Its format::
+
+    {"axis": 2, "reorient": true, "cases": {"case10": [40, 41, 57]}}
+
+``axis`` and ``reorient`` say how the slice indices were counted (``data.axis`` and
+``data.reorient`` must match them).
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+from ..config import DataConfig
+from ..io.atomic import write_json
+from .cases import resolve_dir
+from .errors import DataError
+
+MANIFEST_NAME = "labelled_slices.json"
+
+
+@dataclass
+class LabelledSlices:
+    """The labelled slices of partially labelled volumes.
+
+    Attributes:
+        path: the manifest file (named in every message).
+        axis: the axis the indices run along.
+        reorient: whether they count slices of the closest-RAS volume.
+        cases: case id -> sorted slice indices.
+    """
+
+    path: Path
+    axis: int
+    reorient: bool
+    cases: dict[str, list[int]] = field(default_factory=dict)
+
+    def slices_of(self, case_id: str, n_slices: int) -> Optional[list[int]]:
+        """A listed case's slices, checked against its slice count; None for a case not listed.
+
+        Raises:
+            DataError: an index outside 0..n_slices-1.
+        """
+        ks = self.cases.get(case_id)
+        if ks is None:
+            return None
+        bad = [k for k in ks if not 0 <= k < n_slices]
+        if bad:
+            raise DataError(f"{self.path}: case {case_id!r} lists slice(s) {bad} but has {n_slices} slices "
+                            f"along axis {self.axis}")
+        return ks
+
+
+def manifest_path(cfg: DataConfig) -> Optional[Path]:
+    """The manifest ``data.labelled_slices`` names: ``auto`` is ``<root>/labelled_slices.json``
+    when it exists, "" is none, anything else a file relative to ``data.root`` that must exist.
+
+    Raises:
+        DataError: a named manifest that does not exist.
+    """
+    if not cfg.labelled_slices:
+        return None
+    if cfg.labelled_slices == "auto":
+        path = resolve_dir(cfg, MANIFEST_NAME)
+        return path if path.is_file() else None
+    path = resolve_dir(cfg, cfg.labelled_slices)
+    if not path.is_file():
+        raise DataError(f"data.labelled_slices: {path} does not exist")
+    return path
+
+
+def _parse(path: Path, raw: Any) -> LabelledSlices:
+    if not isinstance(raw, dict) or not isinstance(raw.get("cases"), dict):
+        raise DataError(f"{path}: expected {{\"axis\": A, \"reorient\": true|false, \"cases\": {{case: [slices]}}}}")
+    axis, reorient = raw.get("axis"), raw.get("reorient")
+    if axis not in (0, 1, 2) or not isinstance(reorient, bool):
+        raise DataError(f"{path}: 'axis' must be 0, 1 or 2 and 'reorient' true or false, got {axis!r} / {reorient!r}")
+    cases: dict[str, list[int]] = {}
+    for case_id, ks in raw["cases"].items():
+        if not isinstance(ks, list) or not all(isinstance(k, int) and not isinstance(k, bool) for k in ks):
+            raise DataError(f"{path}: case {case_id!r} must list slice indices (whole numbers), got {ks!r}")
+        if not ks:
+            raise DataError(f"{path}: case {case_id!r} lists no labelled slice; label one or remove the case")
+        cases[str(case_id)] = sorted(set(ks))
+    return LabelledSlices(path, axis, reorient, cases)
+
+
+def read_manifest(path: Path) -> LabelledSlices:
+    """Read and check a manifest file.
+
+    Raises:
+        DataError: unreadable JSON or a malformed entry (naming the file and the case).
+    """
+    try:
+        raw = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as exc:
+        raise DataError(f"{path}: unreadable labelled-slices manifest ({exc})") from None
+    return _parse(Path(path), raw)
+
+
+def read_labelled_slices(cfg: DataConfig, case_ids: Sequence[str]) -> Optional[LabelledSlices]:
+    """The manifest that applies to a dataset, checked against its config and cases.
+
+    Args:
+        cfg: the data config (``labelled_slices``, ``axis``, ``reorient``, ``kind``).
+        case_ids: the cases found.
+
+    Returns:
+        The manifest, or None when there is none.
+
+    Raises:
+        DataError: a malformed manifest, slices counted along another axis or orientation
+            than ``data.axis`` / ``data.reorient``, or a listed case that is not in the data.
+    """
+    path = manifest_path(cfg)
+    if path is None:
+        return None
+    found = read_manifest(path)
+    if (found.axis, found.reorient) != (cfg.axis, cfg.reorient):
+        raise DataError(f"{path} counts slices along axis {found.axis} (reorient {found.reorient}) but "
+                        f"data.axis is {cfg.axis} (reorient {cfg.reorient}); train with those or relabel")
+    unknown = sorted(set(found.cases) - set(case_ids))
+    if unknown:
+        raise DataError(f"{path} lists case(s) {unknown} that are not in {resolve_dir(cfg, cfg.images)}")
+    return found
+
+
+def write_case_slices(path: Path, case_id: str, slices: Sequence[int], axis: int, reorient: bool) -> None:
+    """Record (or replace) one case's labelled slices in a manifest, atomically.
+
+    Args:
+        path: the manifest (created when missing).
+        case_id: the case.
+        slices: its labelled slice indices (at least one).
+        axis: the axis they run along.
+        reorient: whether they count slices of the closest-RAS volume.
+
+    Raises:
+        DataError: an existing manifest that is malformed or counts slices another way.
+        ValueError: no slice given.
+    """
+    if not slices:
+        raise ValueError(f"{case_id}: no labelled slice to record")
+    found = read_manifest(path) if Path(path).is_file() else LabelledSlices(Path(path), axis, reorient)
+    if (found.axis, found.reorient) != (axis, reorient):
+        raise DataError(f"{path} counts slices along axis {found.axis} (reorient {found.reorient}), not {axis} ({reorient})")
+    found.cases[case_id] = sorted({int(k) for k in slices})
+    write_json(Path(path), {"axis": axis, "reorient": reorient, "cases": dict(sorted(found.cases.items()))})

@@ -1,0 +1,87 @@
+"""Volumes labelled on some slices only: the label app's manifest and the datasets that honour it."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from s2unet.app.workspace import OpenCase, layers_from, list_cases, save_masks
+from s2unet.config import DataConfig, SplitConfig
+from s2unet.data import DataError, build_datasets
+from s2unet.data.labelled import write_case_slices
+
+# Voxel axes (S, P, L), so the served (RAS) volume is a permutation of the stored one.
+OBLIQUE = np.array([[0.0, 0.0, -1.0, 0.0], [0.0, -1.0, 0.0, 0.0], [1.0, 0.0, 0.0, 0.0], [0.0, 0.0, 0.0, 1.0]])
+
+
+def _labelled_in_the_app(tmp_path: Path) -> tuple[Path, np.ndarray]:
+    """Two 6-slice volumes saved by the app: ``a`` labelled on served slices 1 (a lesion) and
+    4 (reviewed, empty), ``b`` on every slice."""
+    src = tmp_path / "src"
+    src.mkdir()
+    for name in ("a", "b"):
+        nib.save(nib.Nifti1Image(np.random.default_rng(0).integers(0, 255, (6, 8, 8)).astype(np.uint8), OBLIQUE),
+                 src / f"{name}.nii.gz")
+    out = tmp_path / "out"
+    cases = {c.case_id: c for c in list_cases(src)}
+    lesion = None
+    for name, slices in (("a", [1, 4]), ("b", None)):
+        opened = OpenCase(cases[name])
+        masks = np.zeros((1, opened.n_slices, *opened.plane_shape), dtype=bool)
+        masks[0, :, 2:4, 2:5] = True  # foreground on every slice: only the labelled ones may train
+        masks[0, 4] = False
+        labelled = np.ones(opened.n_slices, bool)
+        if slices is not None:
+            labelled[:] = False
+            labelled[slices] = True
+            lesion = masks[0, 1].T  # the served slice is the display plane transposed
+        save_masks(out, layers_from(["lesion"]), opened, masks, labelled, overwrite=False)
+    return out, lesion
+
+
+def _cfg(root: Path, **kw) -> DataConfig:
+    return DataConfig(kind="volume", root=str(root), images="images", labels=["masks/lesion"], image_size=8,
+                      split=SplitConfig(mode="list", train=["a", "b"], val=[], test=[]), **kw)
+
+
+def test_only_the_labelled_slices_of_an_app_saved_volume_train(tmp_path: Path) -> None:
+    out, lesion = _labelled_in_the_app(tmp_path)
+    train = build_datasets(_cfg(out), seed=0).train
+    a = [train.items[i] for i in train.case_items("a")]
+    assert a == [("a", 1), ("a", 4)]
+    assert len(train.case_items("b")) == 6  # not listed: labelled whole
+    np.testing.assert_array_equal(train.lesion_flags(), [True, False] + [True] * 4 + [False] + [True])
+    served = train[train.case_items("a")[0]]["mask"][0].numpy() > 0
+    np.testing.assert_array_equal(served, lesion)  # the app's slice 1 is training's slice 1
+    whole = build_datasets(_cfg(out, labelled_slices=""), seed=0).train  # "" reads no manifest
+    assert len(whole.case_items("a")) == 6
+
+
+@pytest.mark.parametrize("manifest, message", [
+    ({"axis": 0, "reorient": True, "cases": {"a": [1]}}, "along axis 0"),
+    ({"axis": 2, "reorient": True, "cases": {"zz": [1]}}, r"\['zz'\] that are not in"),
+    ({"axis": 2, "reorient": True, "cases": {"a": [9]}}, r"'a' lists slice\(s\) \[9\] but has 6 slices"),
+    ({"axis": 2, "reorient": True, "cases": {"a": []}}, "'a' lists no labelled slice"),
+    ({"axis": 2, "reorient": True, "cases": {"a": ["1"]}}, "must list slice indices"),
+    ({"axis": 2, "cases": {"a": [1]}}, "'reorient' true or false"),
+])
+def test_a_bad_manifest_is_refused_naming_the_file(tmp_path: Path, manifest: dict, message: str) -> None:
+    out, _ = _labelled_in_the_app(tmp_path)
+    (out / "labelled_slices.json").write_text(json.dumps(manifest))
+    with pytest.raises(DataError, match=message) as err:
+        build_datasets(_cfg(out), seed=0)
+    assert "labelled_slices.json" in str(err.value)
+
+
+def test_a_named_manifest_must_exist_and_the_writer_keeps_other_cases(tmp_path: Path) -> None:
+    out, _ = _labelled_in_the_app(tmp_path)
+    with pytest.raises(DataError, match="data.labelled_slices: .*missing.json does not exist"):
+        build_datasets(_cfg(out, labelled_slices="missing.json"), seed=0)
+    path = out / "labelled_slices.json"
+    write_case_slices(path, "b", [5, 0, 5], axis=2, reorient=True)
+    assert json.loads(path.read_text())["cases"] == {"a": [1, 4], "b": [0, 5]}
+    with pytest.raises(DataError, match="counts slices along axis 2"):
+        write_case_slices(path, "b", [1], axis=1, reorient=True)
