@@ -7,11 +7,16 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
+import torch
 
 from s2unet.app.workspace import OpenCase, layers_from, list_cases, save_masks
-from s2unet.config import DataConfig, SplitConfig
-from s2unet.data import DataError, build_datasets
+from s2unet.baselines.compare import comparison_cases
+from s2unet.baselines.compare_config import CompareConfig
+from s2unet.config import DataConfig, SplitConfig, load_config
+from s2unet.data import DataError, SliceDataset, build_datasets, find_cases, read_labelled_slices
 from s2unet.data.labelled import write_case_slices
+from s2unet.engine.validation import validate
+from s2unet.models import SegmentationModel
 
 # Voxel axes (S, P, L), so the served (RAS) volume is a permutation of the stored one.
 OBLIQUE = np.array([[0.0, 0.0, -1.0, 0.0], [0.0, -1.0, 0.0, 0.0], [1.0, 0.0, 0.0, 0.0], [0.0, 0.0, 0.0, 1.0]])
@@ -81,7 +86,46 @@ def test_a_named_manifest_must_exist_and_the_writer_keeps_other_cases(tmp_path: 
     with pytest.raises(DataError, match="data.labelled_slices: .*missing.json does not exist"):
         build_datasets(_cfg(out, labelled_slices="missing.json"), seed=0)
     path = out / "labelled_slices.json"
+    assert json.loads(path.read_text())["cases"] == {"a": [1, 4]}  # b, labelled whole, is not listed
     write_case_slices(path, "b", [5, 0, 5], axis=2, reorient=True)
     assert json.loads(path.read_text())["cases"] == {"a": [1, 4], "b": [0, 5]}
+    write_case_slices(path, "a", None, axis=2, reorient=True)  # labelled whole after all
+    assert json.loads(path.read_text())["cases"] == {"b": [0, 5]}
     with pytest.raises(DataError, match="counts slices along axis 2"):
         write_case_slices(path, "b", [1], axis=1, reorient=True)
+
+
+class _BrightIsForeground(SegmentationModel):
+    """Logits from the input intensity: bright pixels are foreground, exactly."""
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        logits = 20.0 * (x[:, :1] - 0.5)
+        return [logits, logits, logits]
+
+
+def test_validation_scores_only_the_labelled_slices(tmp_path: Path) -> None:
+    for sub in ("images", "masks"):
+        (tmp_path / sub).mkdir()
+    image = np.zeros((32, 32, 4), np.uint8)
+    image[8:16, 8:16] = 255  # a bright square on every slice, predicted on every slice
+    mask = np.zeros_like(image)
+    mask[8:16, 8:16, 1] = 1  # only slice 1 was labelled
+    nib.save(nib.Nifti1Image(image, np.eye(4)), tmp_path / "images" / "v.nii.gz")
+    nib.save(nib.Nifti1Image(mask, np.eye(4)), tmp_path / "masks" / "v.nii.gz")
+    cfg = load_config(None, [f"data.root={tmp_path}", "data.kind=volume", "data.image_size=32"])
+    cases = find_cases(cfg.data)
+
+    def dice() -> float:
+        dataset = SliceDataset(cases, cfg.data, train=False, labelled=read_labelled_slices(cfg.data, ["v"]))
+        return validate(_BrightIsForeground(), cfg, dataset, torch.device("cpu"), threshold=0.5)["summary"]["dice"]
+
+    assert dice() == pytest.approx(2 * 1 / (4 + 1))  # the unlabelled slices count as missed background
+    write_case_slices(tmp_path / "labelled_slices.json", "v", [1], axis=2, reorient=True)
+    assert dice() == pytest.approx(1.0)
+
+
+def test_compare_refuses_partially_labelled_volumes(tmp_path: Path) -> None:
+    out, _ = _labelled_in_the_app(tmp_path)
+    cfg = CompareConfig(data=_cfg(out))
+    with pytest.raises(DataError, match=r"labelled_slices.json: cases \['a'\] are labelled on some slices only"):
+        comparison_cases(cfg)

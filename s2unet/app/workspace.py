@@ -322,8 +322,9 @@ def save_masks(out: Path, layers: Sequence[Layer], opened: OpenCase, masks: np.n
     if existing and not overwrite:
         raise FileExistsError("already saved: " + ", ".join(str(p) for p in existing))
     try:
-        if not opened.image.planar:
-            write_case_slices(out / MANIFEST_NAME, case.case_id, slices, VOLUME_AXIS, reorient=True)
+        if not opened.image.planar:  # a volume labelled whole is not listed
+            write_case_slices(out / MANIFEST_NAME, case.case_id, None if labelled.all() else slices, VOLUME_AXIS,
+                              reorient=True)
         image_copy = out / "images" / case.path.name
         if not image_copy.exists():
             _copy_atomic(case.path, image_copy)

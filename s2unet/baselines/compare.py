@@ -18,7 +18,7 @@ from typing import Any, Callable, Optional
 import numpy as np
 
 from ..config import Config, ConfigError
-from ..data import Case, find_cases, split_cases
+from ..data import Case, DataError, find_cases, read_labelled_slices, split_cases
 from ..metrics import case_metrics, summarize
 from ..predict import channel_names
 from .compare_config import CompareConfig, load_compare_config
@@ -59,6 +59,11 @@ def comparison_cases(cfg: CompareConfig) -> tuple[list[Case], list[Case], list[s
     """The comparison's test cases (split ``test``, else ``val``), training cases and all ids."""
     cases = find_cases(cfg.data)
     ids = [c.case_id for c in cases]
+    labelled = read_labelled_slices(cfg.data, ids)
+    if labelled is not None:
+        raise DataError(f"{labelled.path}: cases {sorted(labelled.cases)} are labelled on some slices only; compare "
+                        "scores and prompts from whole slices of every volume. Compare on wholly labelled cases, or "
+                        "set data.labelled_slices: '' if the listed volumes are in fact labelled whole")
     split = split_cases(ids, cfg.data.split, cfg.seed)
     test_ids = split["test"] or split["val"]
     if cfg.max_cases:

@@ -332,6 +332,8 @@ class SliceDataset(torch.utils.data.Dataset):
         if cfg.axis not in (0, 1, 2):
             raise DataError(f"data.axis must be 0, 1 or 2, got {cfg.axis}")
         self.items: list[tuple[str, int]] = []
+        # Volumes labelled on some slices only: case id -> those slices (validation scores only them).
+        self.partial: dict[str, list[int]] = {}
         self._case_of_item: list[int] = []
         self._stacks = [is_slice_stack(case.image) for case in self.cases]
         flags: list[np.ndarray] = []
@@ -345,6 +347,8 @@ class SliceDataset(torch.utils.data.Dataset):
                 n = image.shape[cfg.axis]
                 listed = labelled.slices_of(case.case_id, n) if labelled is not None else None
                 slices = range(n) if listed is None else listed
+                if listed is not None:
+                    self.partial[case.case_id] = listed
                 fg = np.zeros(n, dtype=bool)
                 for lab in self._labels(ci):
                     fg |= lab.any(axis=other) if cfg.task != "multiclass" else (lab > 0).any(axis=other)

@@ -112,7 +112,7 @@ def read_labelled_slices(cfg: DataConfig, case_ids: Sequence[str]) -> Optional[L
         case_ids: the cases found.
 
     Returns:
-        The manifest, or None when there is none.
+        The manifest, or None when there is none or it lists no case.
 
     Raises:
         DataError: a malformed manifest, slices counted along another axis or orientation
@@ -122,6 +122,8 @@ def read_labelled_slices(cfg: DataConfig, case_ids: Sequence[str]) -> Optional[L
     if path is None:
         return None
     found = read_manifest(path)
+    if not found.cases:
+        return None
     if (found.axis, found.reorient) != (cfg.axis, cfg.reorient):
         raise DataError(f"{path} counts slices along axis {found.axis} (reorient {found.reorient}) but "
                         f"data.axis is {cfg.axis} (reorient {cfg.reorient}); train with those or relabel")
@@ -131,24 +133,30 @@ def read_labelled_slices(cfg: DataConfig, case_ids: Sequence[str]) -> Optional[L
     return found
 
 
-def write_case_slices(path: Path, case_id: str, slices: Sequence[int], axis: int, reorient: bool) -> None:
+def write_case_slices(path: Path, case_id: str, slices: Optional[Sequence[int]], axis: int, reorient: bool) -> None:
     """Record (or replace) one case's labelled slices in a manifest, atomically.
 
     Args:
         path: the manifest (created when missing).
         case_id: the case.
-        slices: its labelled slice indices (at least one).
+        slices: its labelled slice indices (at least one), or None for a case labelled whole
+            (its entry is removed).
         axis: the axis they run along.
         reorient: whether they count slices of the closest-RAS volume.
 
     Raises:
         DataError: an existing manifest that is malformed or counts slices another way.
-        ValueError: no slice given.
+        ValueError: an empty list of slices.
     """
-    if not slices:
+    if slices is not None and not len(slices):
         raise ValueError(f"{case_id}: no labelled slice to record")
     found = read_manifest(path) if Path(path).is_file() else LabelledSlices(Path(path), axis, reorient)
     if (found.axis, found.reorient) != (axis, reorient):
         raise DataError(f"{path} counts slices along axis {found.axis} (reorient {found.reorient}), not {axis} ({reorient})")
-    found.cases[case_id] = sorted({int(k) for k in slices})
+    if slices is None:
+        if case_id not in found.cases:
+            return
+        del found.cases[case_id]
+    else:
+        found.cases[case_id] = sorted({int(k) for k in slices})
     write_json(Path(path), {"axis": axis, "reorient": reorient, "cases": dict(sorted(found.cases.items()))})

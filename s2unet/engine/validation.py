@@ -35,6 +35,9 @@ def validate(model: SegmentationModel, cfg: Config, dataset: SliceDataset, devic
         text: a text-prompted model's phrase bank; every structure is asked with its first
             training phrase, so the channels and scores are those of a multi-label model.
 
+    A volume labelled on some slices only (``dataset.partial``) is predicted whole, post-processed
+    whole, and scored on its labelled slices.
+
     Returns:
         ``{"threshold", "summary": flat metric means, "cases": case ids}``; ``summary`` holds
         the per-case means under the metric names (``dice``...), the per-slice means as
@@ -61,10 +64,15 @@ def validate(model: SegmentationModel, cfg: Config, dataset: SliceDataset, devic
         spacings.append(spacing)
     model.train(was_training)
 
+    def scored(case_id: str, array: np.ndarray) -> np.ndarray:
+        ks = dataset.partial.get(case_id)
+        return array if ks is None else np.take(array, ks, axis=1 + cfg.data.axis)
+
     if threshold is None and not multiclass:
         # Mean over cases of each case's Dice (itself the mean over its labels) per threshold.
-        per_case = np.stack([dice_for_thresholds(p, t, THRESHOLDS, per_item=True).mean(0)
-                             for p, t in zip(probs, targets)])
+        per_case = np.stack([dice_for_thresholds(scored(c.case_id, p), scored(c.case_id, t), THRESHOLDS,
+                                                 per_item=True).mean(0)
+                             for c, p, t in zip(cases, probs, targets)])
         threshold = float(THRESHOLDS[int(per_case.mean(0).argmax())])
     threshold = 0.5 if threshold is None else float(threshold)
     case_rows, slice_rows = [], []
@@ -72,7 +80,7 @@ def validate(model: SegmentationModel, cfg: Config, dataset: SliceDataset, devic
         slice_axis = None if spacing is None else cfg.data.axis  # a 2D picture has neither (predict_case)
         # The config's post-processing too, so the score is what infer.py --gt reports.
         pred = predictor.clean(predictor.binarize(prob, threshold), slice_axis)
-        row, rows = case_metrics(pred, target, case.case_id, labels=foreground_names(cfg), spacing=spacing,
+        row, rows = case_metrics(scored(case.case_id, pred), scored(case.case_id, target), case.case_id, labels=foreground_names(cfg), spacing=spacing,
                                  slice_axis=slice_axis)
         case_rows.append(row)
         slice_rows.extend(rows)
