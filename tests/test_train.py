@@ -258,6 +258,8 @@ def test_validation_reports_cases_with_an_empty_reference(tmp_path):
     assert summary["dice"] == pytest.approx((0.8 + 1.0) / 2)  # the empty case is in the mean as 1 ...
     assert summary["n_cases_empty_gt"] == 1  # ... and said so, with the mean without it
     assert summary["with_gt_dice"] == pytest.approx(0.8)
+    curve = summary["dice_by_threshold"]  # the tuning curve is kept, one mean per threshold
+    assert len(curve) == 19 and curve["0.05"] == curve["0.50"] == curve["0.95"] == pytest.approx(0.9)
 
 
 class _BrightIsBoth(SegmentationModel):

@@ -39,7 +39,9 @@ def validate(model: SegmentationModel, cfg: Config, dataset: SliceDataset, devic
     whole, and scored on its labelled slices.
 
     Returns:
-        ``{"threshold", "summary": flat metric means, "cases": case ids}``; ``summary`` holds
+        ``{"threshold", "summary": flat metric means, "cases": case ids}``; binary and
+        multilabel summaries add ``dice_by_threshold`` (threshold -> mean case Dice, without
+        post-processing); ``summary`` holds
         the per-case means under the metric names (``dice``...), the per-slice means as
         ``slice_dice``... for volumes, ``n_cases_empty_gt`` (cases whose reference is empty,
         for some label when there are several: they score Dice 1 when nothing is predicted,
@@ -68,12 +70,14 @@ def validate(model: SegmentationModel, cfg: Config, dataset: SliceDataset, devic
         ks = dataset.partial.get(case_id)
         return array if ks is None else np.take(array, ks, axis=1 + cfg.data.axis)
 
-    if threshold is None and not multiclass:
+    curve = None
+    if not multiclass:
         # Mean over cases of each case's Dice (itself the mean over its labels) per threshold.
-        per_case = np.stack([dice_for_thresholds(scored(c.case_id, p), scored(c.case_id, t), THRESHOLDS,
-                                                 per_item=True).mean(0)
-                             for c, p, t in zip(cases, probs, targets)])
-        threshold = float(THRESHOLDS[int(per_case.mean(0).argmax())])
+        curve = np.stack([dice_for_thresholds(scored(c.case_id, p), scored(c.case_id, t), THRESHOLDS,
+                                              per_item=True).mean(0)
+                          for c, p, t in zip(cases, probs, targets)]).mean(0)
+        if threshold is None:
+            threshold = float(THRESHOLDS[int(curve.argmax())])
     threshold = 0.5 if threshold is None else float(threshold)
     case_rows, slice_rows = [], []
     for case, prob, target, spacing in zip(cases, probs, targets, spacings):
@@ -91,4 +95,6 @@ def validate(model: SegmentationModel, cfg: Config, dataset: SliceDataset, devic
     summary.update({f"with_gt_{k}": v for k, v in stats["case_mean_with_gt"].items()})
     summary.update({f"slice_{k}": v for k, v in stats.get("slice_mean", {}).items()})
     summary["threshold"] = threshold
+    if curve is not None:  # before post-processing: how much the score hangs on the threshold
+        summary["dice_by_threshold"] = {f"{t:.2f}": round(float(d), 4) for t, d in zip(THRESHOLDS, curve)}
     return {"threshold": threshold, "summary": summary, "cases": [c.case_id for c in cases]}
