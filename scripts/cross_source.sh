@@ -5,8 +5,7 @@
 #      pct / eq (data.normalize percentile / equalize alone), robust_pct / robust_clahe (robust + data.normalize percentile / clahe),
 #      ema (train.ema 0.9: the weights averaged over about the last 10 steps are validated and tested),
 #      ctx (data.context_slices: slices k-1, k, k+1 as the three channels), lr3 (train.lr 0.003),
-#      attn (model.attention_lora on), dice_focal (loss.name dice_focal),
-#      inorm (model.decoder_norm instance: each image's own statistics in the decoder).
+#      attn (model.attention_lora on), dice_focal (loss.name dice_focal).
 # SEED (default 0) seeds the run, including which training-group cases validate; runs with
 # SEED > 0 are named xs_ARM_GROUP_sN. STEPS (default 20) is the steps per epoch of the 2 epochs;
 # another budget adds _<2 x STEPS>st to the name.
@@ -37,7 +36,6 @@ case $ARM in
   lr3) EXTRA=(--set train.lr=0.003) ;;
   attn) EXTRA=(--set model.attention_lora.enabled=true) ;;
   dice_focal) EXTRA=(--set loss.name=dice_focal) ;;
-  inorm) EXTRA=(--set model.decoder_norm=instance) ;;
   *) echo "unknown arm $ARM" >&2; exit 2 ;;
 esac
 exec "$PY" train.py --config configs/covid_ct.yaml --set model.encoder=mobilesam_tinyvit \

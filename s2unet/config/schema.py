@@ -180,9 +180,6 @@ class ModelConfig:
     adapter: AdapterConfig = field(default_factory=AdapterConfig)
     attention_lora: AttentionLoraConfig = field(default_factory=AttentionLoraConfig)
     decoder_channels: list[int] = ranged("[1, inf)", default_factory=lambda: [128, 64, 32])
-    # The decoder's normalisation: "batch" statistics, or each image's own ("instance"), which
-    # applies no statistics learnt on the training source to another source's scans.
-    decoder_norm: Literal["batch", "instance"] = "batch"
     train_encoder: bool = False  # full fine-tuning of the trunk; off by design
     prompted: PromptedConfig = field(default_factory=PromptedConfig)
 

@@ -35,7 +35,6 @@ def create_model(
     adapter: Union[AdapterConfig, Mapping[str, Any], None] = None,
     attention_lora: Union[AttentionLoraConfig, Mapping[str, Any], None] = None,
     decoder_channels: Sequence[int] = (128, 64, 32),
-    decoder_norm: Literal["batch", "instance"] = "batch",
     train_encoder: bool = False,
     cnn_pretrained: bool = False,
     text_model: Optional[str] = None,
@@ -60,7 +59,6 @@ def create_model(
         adapter: stage / block adapters (s2unet; defaults when None).
         attention_lora: peft LoRA on the attention projections (s2unet; off when None).
         decoder_channels: widths of the three decoder blocks, deepest first (s2unet).
-        decoder_norm: the decoder's normalisation, ``batch`` or ``instance`` (s2unet).
         train_encoder: train every encoder parameter too (s2unet).
         cnn_pretrained: ImageNet encoder weights (DeepLabV3+).
         text_model: a registered text model (:mod:`s2unet.text.embedders`) whose phrase
@@ -85,7 +83,6 @@ def create_model(
             random_encoder=weights == "random",
             text_dim=0 if text_model is None else get_text_model_spec(text_model).dim,
             text_injection=text_injection, text_hidden=text_hidden, text_tokens=text_tokens,
-            decoder_norm=decoder_norm,
         )
     if text_model is not None:
         raise ValueError(f"create_model: text_model needs arch s2unet, not {arch!r}")

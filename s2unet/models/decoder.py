@@ -8,31 +8,10 @@ import torch.nn.functional as F
 from torch import nn
 
 
-Norm = Literal["batch", "instance"]
-
-
-def norm2d(kind: Norm, channels: int) -> nn.Module:
-    """The decoder's normalisation layer.
-
-    Args:
-        kind: ``batch`` (BatchNorm: statistics of the training batches, frozen at inference) or
-            ``instance`` (each image's own per-channel statistics, with a learnt scale and
-            shift: a scan's overall contrast and brightness do not reach the next layer, and
-            no statistics learnt on the training source are applied to another).
-        channels: feature channels.
-
-    Returns:
-        The layer.
-    """
-    if kind == "batch":
-        return nn.BatchNorm2d(channels)
-    if kind == "instance":
-        return nn.GroupNorm(channels, channels)  # one group per channel: instance norm, affine
-    raise ValueError(f"decoder norm must be 'batch' or 'instance', got {kind!r}")
-
-
-def conv_norm_relu(in_ch: int, out_ch: int, norm: Norm = "batch") -> nn.Sequential:
-    return nn.Sequential(nn.Conv2d(in_ch, out_ch, 3, padding=1, bias=False), norm2d(norm, out_ch), nn.ReLU(inplace=True))
+def conv_bn_relu(in_ch: int, out_ch: int) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(in_ch, out_ch, 3, padding=1, bias=False), nn.BatchNorm2d(out_ch), nn.ReLU(inplace=True)
+    )
 
 
 class AttentionGate(nn.Module):
@@ -45,16 +24,13 @@ class AttentionGate(nn.Module):
         skip_ch: channels of the skip connection.
         gate_ch: channels of the (already upsampled) gating signal.
         inter_ch: channels of the joint embedding.
-        norm: the normalisation (:func:`norm2d`). With ``instance`` the one-channel attention
-            map is not normalised: per image it would always be centred on one half.
     """
 
-    def __init__(self, skip_ch: int, gate_ch: int, inter_ch: int, norm: Norm = "batch") -> None:
+    def __init__(self, skip_ch: int, gate_ch: int, inter_ch: int) -> None:
         super().__init__()
-        self.w_skip = nn.Sequential(nn.Conv2d(skip_ch, inter_ch, 1, bias=False), norm2d(norm, inter_ch))
-        self.w_gate = nn.Sequential(nn.Conv2d(gate_ch, inter_ch, 1, bias=False), norm2d(norm, inter_ch))
-        psi_norm = [nn.BatchNorm2d(1)] if norm == "batch" else []
-        self.psi = nn.Sequential(nn.Conv2d(inter_ch, 1, 1), *psi_norm, nn.Sigmoid())
+        self.w_skip = nn.Sequential(nn.Conv2d(skip_ch, inter_ch, 1, bias=False), nn.BatchNorm2d(inter_ch))
+        self.w_gate = nn.Sequential(nn.Conv2d(gate_ch, inter_ch, 1, bias=False), nn.BatchNorm2d(inter_ch))
+        self.psi = nn.Sequential(nn.Conv2d(inter_ch, 1, 1), nn.BatchNorm2d(1), nn.Sigmoid())
 
     def forward(self, skip: torch.Tensor, gate: torch.Tensor) -> torch.Tensor:
         return skip * self.psi(F.relu(self.w_skip(skip) + self.w_gate(gate)))
@@ -67,13 +43,12 @@ class DecoderBlock(nn.Module):
         in_ch: channels coming from the deeper level.
         skip_ch: channels of the encoder skip connection.
         out_ch: channels this block produces.
-        norm: the normalisation (:func:`norm2d`).
     """
 
-    def __init__(self, in_ch: int, skip_ch: int, out_ch: int, norm: Norm = "batch") -> None:
+    def __init__(self, in_ch: int, skip_ch: int, out_ch: int) -> None:
         super().__init__()
-        self.gate = AttentionGate(skip_ch, in_ch, max(skip_ch // 2, 8), norm)
-        self.convs = nn.Sequential(conv_norm_relu(in_ch + skip_ch, out_ch, norm), conv_norm_relu(out_ch, out_ch, norm))
+        self.gate = AttentionGate(skip_ch, in_ch, max(skip_ch // 2, 8))
+        self.convs = nn.Sequential(conv_bn_relu(in_ch + skip_ch, out_ch), conv_bn_relu(out_ch, out_ch))
 
     def forward(self, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
         # Interpolating to the skip's size (not a fixed x2) also serves encoders whose last two
@@ -168,12 +143,11 @@ class UNetDecoder(nn.Module):
         injection: ``film`` or ``xattn`` (:class:`FiLM`, :class:`CrossAttention`).
         text_hidden: width of the projected embedding.
         text_tokens: cross-attention tokens.
-        norm: the normalisation of every block (:func:`norm2d`).
     """
 
     def __init__(self, encoder_channels: Sequence[int], decoder_channels: Sequence[int], out_channels: int,
                  text_dim: int = 0, injection: Literal["film", "xattn"] = "film", text_hidden: int = 256,
-                 text_tokens: int = 4, norm: Norm = "batch") -> None:
+                 text_tokens: int = 4) -> None:
         super().__init__()
         if len(encoder_channels) != 4 or len(decoder_channels) != 3:
             raise ValueError(
@@ -185,11 +159,11 @@ class UNetDecoder(nn.Module):
         # deepest Hiera stage has 8x the embedding width.
         self.bottleneck = nn.Sequential(
             nn.Conv2d(encoder_channels[3], decoder_channels[0], 1, bias=False),
-            norm2d(norm, decoder_channels[0]),
+            nn.BatchNorm2d(decoder_channels[0]),
             nn.ReLU(inplace=True),
         )
         ins = [decoder_channels[0], *decoder_channels[:2]]
-        self.blocks = nn.ModuleList(DecoderBlock(i, s, o, norm) for i, s, o in zip(ins, skips, decoder_channels))
+        self.blocks = nn.ModuleList(DecoderBlock(i, s, o) for i, s, o in zip(ins, skips, decoder_channels))
         self.heads = nn.ModuleList(nn.Conv2d(c, out_channels, 1) for c in decoder_channels)
         self.text_dim = text_dim
         if text_dim:

@@ -10,7 +10,7 @@ from torch import nn
 from ..config import AdapterConfig, AttentionLoraConfig
 from .base import SegmentationModel
 from .adapters import attach_attention_lora, attach_stage_adapters, merge_attention_lora
-from .decoder import Norm, UNetDecoder
+from .decoder import UNetDecoder
 from .encoders import Encoder
 
 
@@ -30,8 +30,6 @@ class S2UNet(SegmentationModel):
         text_injection: ``film`` or ``xattn``.
         text_hidden: width of the projected phrase embedding.
         text_tokens: cross-attention tokens.
-        decoder_norm: the decoder's normalisation, ``batch`` or ``instance``
-            (:func:`~s2unet.models.decoder.norm2d`).
 
     Inputs are (B, 3, H, W) images scaled to 0..1; the model applies the encoder's own
     normalisation, so data code never needs to know which encoder it feeds.
@@ -41,7 +39,7 @@ class S2UNet(SegmentationModel):
                  attention_lora: AttentionLoraConfig, decoder_channels: Sequence[int],
                  train_encoder: bool = False, random_encoder: bool = False, text_dim: int = 0,
                  text_injection: Literal["film", "xattn"] = "film", text_hidden: int = 256,
-                 text_tokens: int = 4, decoder_norm: Norm = "batch") -> None:
+                 text_tokens: int = 4) -> None:
         super().__init__()
         self.encoder = encoder
         self.adapters = attach_stage_adapters(encoder, adapter)
@@ -50,8 +48,7 @@ class S2UNet(SegmentationModel):
             for p in encoder.parameters():
                 p.requires_grad_(True)
         self.decoder = UNetDecoder(encoder.out_channels, decoder_channels, out_channels, text_dim=text_dim,
-                                   injection=text_injection, text_hidden=text_hidden, text_tokens=text_tokens,
-                                   norm=decoder_norm)
+                                   injection=text_injection, text_hidden=text_hidden, text_tokens=text_tokens)
         self.register_buffer("mean", torch.tensor(encoder.mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(encoder.std).view(1, 3, 1, 1), persistent=False)
         self.train_encoder = train_encoder
