@@ -252,6 +252,18 @@ def test_refuses_gt_with_other_geometry(monkeypatch: pytest.MonkeyPatch, ct_case
     assert not (tmp_path / "out").exists()  # nothing written before validation passed
 
 
+def test_refuses_gt_of_a_volume_labelled_on_some_slices(monkeypatch: pytest.MonkeyPatch, ct_case: dict[str, Path],
+                                                        tmp_path: Path) -> None:
+    _use_model(monkeypatch, _volume_cfg(), ThresholdModel([0.5], [1.0]))
+    (tmp_path / "labelled_slices.json").write_text(json.dumps({"axis": 2, "reorient": True, "cases": {"case01": [2]}}))
+    with pytest.raises(DataError, match=r"case01 is labelled on slices \[2\] only"):
+        run_inference("fake.pt", ct_case["image"], tmp_path / "out", gt=ct_case["gt"].parent, show_progress=False)
+    assert not (tmp_path / "out").exists()
+    pred = _save(np.zeros(SHAPE, np.uint8), tmp_path / "pred" / "case01_pred.nii.gz")
+    with pytest.raises(DataError, match="labelled_slices.json: case01 is labelled"):
+        evaluate(pred.parent, ct_case["gt"].parent)
+
+
 def test_refuses_unreadable_input_and_missing_gt(monkeypatch: pytest.MonkeyPatch, ct_case: dict[str, Path], tmp_path: Path) -> None:
     _use_model(monkeypatch, _volume_cfg(), ThresholdModel([0.5], [1.0]))
     folder = ct_case["image"].parent

@@ -104,6 +104,20 @@ def read_manifest(path: Path) -> LabelledSlices:
     return _parse(Path(path), raw)
 
 
+def manifest_near(folder: Path) -> Optional[LabelledSlices]:
+    """The manifest of a folder of masks: in it, or up to two levels above (the label app
+    writes ``OUT/labelled_slices.json`` beside ``OUT/<label folder>/`` and ``OUT/masks/<label>/``).
+
+    Raises:
+        DataError: a manifest that cannot be read.
+    """
+    folder = Path(folder)
+    for place in [folder, *folder.parents][:3]:
+        if (place / MANIFEST_NAME).is_file():
+            return read_manifest(place / MANIFEST_NAME)
+    return None
+
+
 def read_labelled_slices(cfg: DataConfig, case_ids: Sequence[str]) -> Optional[LabelledSlices]:
     """The manifest that applies to a dataset, checked against its config and cases.
 

@@ -21,6 +21,7 @@ from typing import Any, Optional, Sequence, Union
 from ..config import DataConfig
 from ..data import CaseImage, DataError, check_same_geometry, read_case
 from ..data.cases import file_stem, index_folder
+from ..data.labelled import manifest_near
 from ..io.formats import describe_formats, find_format
 from ..metrics import DEFAULT_NSD_TOLERANCE, case_metrics, format_summary, summarize
 from ..io import all_or_none, check_writable
@@ -50,6 +51,7 @@ class ReferenceIndex:
             raise DataError(f"{self.root} does not exist")
         if self.root.is_file() and self.labels is not None:
             raise DataError(f"{self.root} is a file; per-label references need a folder with one sub-folder per label")
+        self.partial = manifest_near(self.root if self.root.is_dir() else self.root.parent)
 
     def cases(self, kind: str) -> set[str]:
         """Case ids of ``kind`` files present (in the first label folder for per-label references)."""
@@ -79,8 +81,14 @@ class ReferenceIndex:
                 reference is a volume, a 2D picture's a 2D picture.
 
         Raises:
-            DataError: a file (or label folder) is missing; the message names where it looked.
+            DataError: a file (or label folder) is missing; the message names where it looked. A
+                volume labelled on some slices only (listed in a ``labelled_slices.json`` of the
+                label app beside the references) is refused: its other slices are not background.
         """
+        if self.partial is not None and case in self.partial.cases:
+            raise DataError(f"{self.partial.path}: {case} is labelled on slices {self.partial.cases[case]} only, so "
+                            "its other slices would count as background; score it with training's validation "
+                            "(data.labelled_slices) or mark all its slices in the label app")
         if self.is_file:
             return [self.root]
         if self.labels is None:
