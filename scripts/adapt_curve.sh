@@ -11,7 +11,8 @@
 # best.pt is the last epoch at threshold 0.5. Budget: 20 steps of batch 8. Augmentation as the
 # robust arm.
 # SEED (default 0) draws the N slices (the same for finetune and scratch) and seeds the run;
-# LR (default 0.001, the training rate of configs/covid_ct.yaml) is the peak learning rate.
+# LR (default 0.001, the rate the adaptation of docs/cross_source.md was measured with; the
+# training rate of configs/covid_ct.yaml is 0.003 since session 6) is the peak learning rate.
 # STEPS (default 20) is the budget in steps of batch 8. Non-default values add _STEPSst / _lrX /
 # _sK to the run name.
 set -euo pipefail
