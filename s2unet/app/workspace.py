@@ -244,19 +244,19 @@ def saved_labelled(out: Path, opened: OpenCase) -> np.ndarray:
     does not list, as training reads it).
 
     Raises:
-        AppError: an unreadable manifest.
+        AppError: an unreadable manifest, or one listing a slice outside the case.
     """
     labelled = np.ones(opened.n_slices, dtype=bool)
     path = out / MANIFEST_NAME
     if opened.image.planar or not path.is_file():
         return labelled
     try:
-        listed = read_manifest(path).cases.get(opened.case.case_id)
+        listed = read_manifest(path).slices_of(opened.case.case_id, opened.n_slices)
     except DataError as exc:
         raise AppError(str(exc)) from None
     if listed is not None:
         labelled[:] = False
-        labelled[[k for k in listed if 0 <= k < opened.n_slices]] = True
+        labelled[listed] = True
     return labelled
 
 

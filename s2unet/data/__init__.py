@@ -87,10 +87,10 @@ from .transforms import build_augment, item_seed, seed_augment, seed_worker
 log = logging.getLogger(__name__)
 
 __all__ = [
-    "Case", "CaseImage", "DataBundle", "LabelledSlices", "DataError", "DataIssue", "DataReport", "EpochSampler", "IMAGE_SUFFIXES",
+    "Case", "CaseImage", "DataBundle", "DataError", "DataIssue", "DataReport", "EpochSampler", "IMAGE_SUFFIXES", "LabelledSlices",
     "PhraseSampleDataset", "RehearsalMix", "SliceDataset", "VolumeCache", "build_augment", "build_datasets", "case_stem",
     "check_data", "check_same_geometry", "choose_train_items", "context_indices", "count_nonfinite", "find_cases", "item_seed", "kfold_partition",
-    "label_slice", "lesion_weights", "read_labelled_slices", "prepare_image", "load_nifti", "make_train_sampler",
+    "label_slice", "lesion_weights", "prepare_image", "load_nifti", "make_train_sampler", "read_labelled_slices",
     "orphan_labels", "prepare_slice", "read_case", "read_case_groups", "read_dicom", "read_image", "read_label_map", "read_labels", "read_mask", "read_raw",
     "read_slice_values", "resize_to", "save_like", "slice_as_volume", "seed_augment", "seed_worker", "split_cases",
     "volume_value_range", "window_bounds", "window_to_unit",

@@ -84,8 +84,8 @@ def validate(model: SegmentationModel, cfg: Config, dataset: SliceDataset, devic
         slice_axis = None if spacing is None else cfg.data.axis  # a 2D picture has neither (predict_case)
         # The config's post-processing too, so the score is what infer.py --gt reports.
         pred = predictor.clean(predictor.binarize(prob, threshold), slice_axis)
-        row, rows = case_metrics(scored(case.case_id, pred), scored(case.case_id, target), case.case_id, labels=foreground_names(cfg), spacing=spacing,
-                                 slice_axis=slice_axis)
+        row, rows = case_metrics(scored(case.case_id, pred), scored(case.case_id, target), case.case_id,
+                                 labels=foreground_names(cfg), spacing=spacing, slice_axis=slice_axis)
         case_rows.append(row)
         slice_rows.extend(rows)
     stats = summarize(case_rows, slice_rows)
