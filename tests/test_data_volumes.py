@@ -333,7 +333,9 @@ def test_real_ct_volume_through_the_dataset(shared_dir: Path, tmp_path: Path) ->
     ds = SliceDataset(find_cases(cfg), cfg, train=False)
     vol = load_nifti(tmp_path / "images" / f"{case}.nii.gz")
     assert vol.shape[:2] == (256, 256) and len(ds) == vol.shape[2]
-    assert vol.axcodes == ("R", "A", "S") and vol.original_axcodes == ("R", "A", "S")
+    # radiopaedia cases are stored L-A-S (the corrected headers, cases.json stored_orientation)
+    assert vol.original_axcodes == ("L", "A", "S")
+    assert vol.axcodes == ("R", "A", "S")
     flags = ds.lesion_flags()
     assert flags.any()
     k = int(np.flatnonzero(flags)[0])
