@@ -258,6 +258,41 @@ def _check_fits(
         raise CheckpointError(f"{source} does not fit {target}: " + "; ".join(problems))
 
 
+def _encoders_at_hand_hint() -> str:
+    """What runs offline: the ``--set`` of every encoder whose default checkpoint is on disk."""
+    from .models.encoders import encoder_names, get_encoder_spec  # they import this module
+
+    at_hand = []
+    for name in encoder_names():
+        info = get_encoder_spec(name).checkpoint
+        if info is None:
+            continue
+        try:
+            found, _ = _locate(info.key)
+        except CheckpointNotFoundError:
+            continue
+        at_hand.append(f"--set model.encoder={name} ({found})")
+    if not at_hand:
+        return ""
+    return " With the weights at hand, run with " + " or ".join(at_hand) + "."
+
+
+def locate_default_checkpoint(spec: EncoderSpec) -> tuple[Path, CheckpointInfo | None]:
+    """The file of an encoder's published checkpoint.
+
+    Raises:
+        CheckpointError: the encoder has none.
+        CheckpointNotFoundError: not on disk; the message adds the ``--set model.encoder=...`` of
+            the encoders whose checkpoints are, so an offline user has a command that runs.
+    """
+    if spec.checkpoint is None:
+        raise CheckpointError(f"encoder {spec.name!r} has no default checkpoint; set model.weights to a file or random")
+    try:
+        return _locate(spec.checkpoint.key)
+    except CheckpointNotFoundError as err:
+        raise CheckpointNotFoundError(f"{err}{_encoders_at_hand_hint()}") from None
+
+
 def load_encoder_weights(encoder: Encoder, spec: EncoderSpec, weights: str) -> Path:
     """Load pretrained weights into an encoder, strictly.
 
@@ -274,10 +309,9 @@ def load_encoder_weights(encoder: Encoder, spec: EncoderSpec, weights: str) -> P
         CheckpointError: digest mismatch, unreadable file, or tensors that do not fit.
     """
     if weights == "default":
-        if spec.checkpoint is None:
-            raise CheckpointError(f"encoder {spec.name!r} has no default checkpoint; pass a path or 'random'")
-        weights = spec.checkpoint.key
-    path, info = _locate(weights)
+        path, info = locate_default_checkpoint(spec)
+    else:
+        path, info = _locate(weights)
     if info is not None and info.sha256 is not None:
         verify_sha256(path, info.sha256)
     state = encoder.select_weights(load_checkpoint_file(path), path.name)

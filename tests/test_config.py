@@ -250,3 +250,14 @@ def test_device_must_exist(monkeypatch):
     assert resolve_device("cuda:0", "train.device") == torch.device("cuda", 0)
     with pytest.raises(ConfigError, match=r"train.device 'cuda:1': this machine has 1 CUDA device\(s\), cuda:0..cuda:0"):
         resolve_device("cuda:1", "train.device")
+
+
+def test_a_bare_config_name_is_found_among_the_shipped_configs(tmp_path, monkeypatch):
+    # The mission's command as written: `train.py --config covid_ct.yaml` from any folder.
+    monkeypatch.chdir(tmp_path)
+    cfg = load_config("covid_ct.yaml")
+    assert cfg.name == "covid_ct" and cfg.data.labels == ["masks_infection"]
+    (tmp_path / "covid_ct.yaml").write_text("name: mine\n")
+    assert load_config("covid_ct.yaml").name == "mine"  # a file in the working folder wins
+    with pytest.raises(ConfigError, match=r"nope.yaml does not exist \(shipped configs in .*covid_ct.yaml"):
+        load_config("nope.yaml")

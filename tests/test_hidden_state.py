@@ -100,3 +100,19 @@ def test_the_shared_folder_is_found_through_its_variable(tmp_path: Path, monkeyp
     (tmp_path / "shared" / "weights").mkdir(parents=True)  # beside the (fake) checkout
     (tmp_path / "shared" / "weights" / "mobile_sam.pt").write_bytes(b"")
     assert resolve_checkpoint("mobile_sam") == tmp_path / "shared" / "weights" / "mobile_sam.pt"
+
+
+def test_a_missing_default_checkpoint_names_the_encoders_that_run_offline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(weights_module, "REPO_ROOT", tmp_path / "repo")
+    monkeypatch.delenv("S2UNET_SHARED", raising=False)
+    monkeypatch.setenv("S2UNET_WEIGHTS", str(tmp_path / "mine"))
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "mobile_sam.pt").write_bytes(b"")
+    with pytest.raises(CheckpointNotFoundError) as err:
+        weights_module.locate_default_checkpoint(get_encoder_spec("sam2.1_hiera_tiny"))
+    message = str(err.value)
+    assert message.endswith(f"run with --set model.encoder=mobilesam_tinyvit ({tmp_path / 'mine' / 'mobile_sam.pt'}).")
+    (tmp_path / "mine" / "mobile_sam.pt").unlink()
+    with pytest.raises(CheckpointNotFoundError) as err:
+        weights_module.locate_default_checkpoint(get_encoder_spec("sam2.1_hiera_tiny"))
+    assert "model.encoder=" not in str(err.value)

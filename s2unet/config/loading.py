@@ -26,6 +26,8 @@ def _type_name(tp: Any) -> str:
 
 
 # YAML 1.1 (PyYAML) reads these words as booleans, so ``amp: off`` arrives as False.
+# The configs that come with the checkout (configs/ beside the package).
+_SHIPPED_CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 _YAML_BOOL_WORDS = {True: ("true", "yes", "on"), False: ("false", "no", "off")}
 
 
@@ -124,6 +126,24 @@ def config_from_dict(values: dict[str, Any]) -> Config:
     return validate(_build(Config, values))
 
 
+def resolve_config_path(path: str | Path) -> Path:
+    """The YAML file ``path`` names: as given, else a bare name found among the shipped configs.
+
+    ``train.py --config covid_ct.yaml`` then works from any folder, as the model zoos' configs do.
+
+    Raises:
+        ConfigError: neither exists; the message lists the shipped configs.
+    """
+    given = Path(path)
+    if given.is_file():
+        return given
+    shipped = _SHIPPED_CONFIGS / given.name
+    if given.parent == Path(".") and shipped.is_file():
+        return shipped
+    names = ", ".join(sorted(p.name for p in _SHIPPED_CONFIGS.glob("*.yaml")))
+    raise ConfigError(f"config file {path} does not exist (shipped configs in {_SHIPPED_CONFIGS}: {names})")
+
+
 def read_values(path: str | Path | None) -> dict[str, Any]:
     """The raw nested values of a YAML file (or none).
 
@@ -132,9 +152,7 @@ def read_values(path: str | Path | None) -> dict[str, Any]:
     """
     values: dict[str, Any] = {}
     if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"config file {path} does not exist")
+        path = resolve_config_path(path)
         try:
             loaded = yaml.safe_load(path.read_text()) or {}
         except yaml.YAMLError as exc:

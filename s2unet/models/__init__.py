@@ -141,7 +141,7 @@ def check_model_config(cfg: Config) -> None:
         CheckpointError: ``model.weights: default`` for an encoder without a published checkpoint;
             the text model is another version or its files changed.
     """
-    from ..weights import CheckpointError, resolve_checkpoint
+    from ..weights import locate_default_checkpoint, resolve_checkpoint
     from .encoders import get_encoder_spec
 
     check_registered(cfg.text.model, TEXT_MODELS, "text.model", "text model")
@@ -161,9 +161,7 @@ def check_model_config(cfg: Config) -> None:
             f"use {' or '.join(map(str, nearest))}"
         )
     if cfg.model.weights == "default":
-        if spec.checkpoint is None:
-            raise CheckpointError(f"encoder {spec.name!r} has no default checkpoint; set model.weights to a file or random")
-        resolve_checkpoint(spec.checkpoint.key)
+        locate_default_checkpoint(spec)
     elif cfg.model.weights != "random":
         resolve_checkpoint(cfg.model.weights)
 
