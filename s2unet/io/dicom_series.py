@@ -197,6 +197,10 @@ class DicomSeriesFormat(CaseFormat):
         lps[:3, 3] = slices[0][2]
         return CaseImage(path, scanner_image(volume, lps), reorient, self, values)
 
+    def placeholder_spacing(self, case: CaseImage) -> bool:
+        """False: the spacing comes from PixelSpacing and the slice positions, even when 1 mm."""
+        return False
+
     def write(self, array: np.ndarray, like: CaseImage, path: Path, dtype: Any, binary: bool = False) -> Path:
         """See :meth:`CaseFormat.write`: NIfTI with the series geometry (:func:`save_like`)."""
         return save_like(array, like, path, dtype)
