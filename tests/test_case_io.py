@@ -125,6 +125,56 @@ def test_dicom_series_with_mixed_sizes_or_spacing_names_the_file(tmp_path: Path)
         read_case(pixel)
 
 
+def _second_series(folder: Path, n: int, uid: str = "1.2.3.5") -> None:
+    """Another series (SeriesNumber 3) at the same positions, in the same folder."""
+    for k in range(n):
+        _write_dicom(folder / f"b{k:03d}.dcm", np.full((6, 8), 5, np.uint16), "MONOCHROME2", Modality="CT",
+                     SeriesInstanceUID=uid, SeriesNumber=3, ImageOrientationPatient=ORIENTATION,
+                     ImagePositionPatient=[-20.0, -30.0, 40.0 + 2.5 * k], PixelSpacing=[0.6, 0.9])
+
+
+@pytest.mark.parametrize("stray", [0, 7], ids=["a-later-file", "the-first-file"])
+def test_a_file_of_another_series_is_neither_merged_nor_read_as_pictures(ct_checkpoint: Path, tmp_path: Path,
+                                                                         stray: int) -> None:
+    # File im008 (slice 0) is the last by name, im001 (slice 7) the first.
+    folder = _series(tmp_path / "ct01", n=8, override={stray: {"SeriesInstanceUID": "1.2.3.9"}})
+    message = rf"ct01: holds 2 DICOM series \(1\.2\.3\.4: 7 file\(s\) .*1\.2\.3\.9: 1 file\(s\) from im00{8 - stray}\.dcm"
+    with pytest.raises(DataError, match=message):
+        case_stem(folder, "volume")
+    with pytest.raises(DataError, match=message):
+        read_case(folder)
+    # Nor is it read as eight 2D cases (the folder's files as CT slice pictures).
+    argv = ["--checkpoint", str(ct_checkpoint), "--input", str(folder), "--output", str(tmp_path / "out")]
+    assert main(argv, command="infer") == 2
+
+
+def test_two_series_in_one_folder_are_refused_naming_both(ct_checkpoint: Path, tmp_path: Path,
+                                                         capsys: pytest.CaptureFixture) -> None:
+    folder = _series(tmp_path / "in" / "ct01", n=10)
+    _second_series(folder, 10)
+    argv = ["--checkpoint", str(ct_checkpoint), "--input", str(tmp_path / "in"), "--output", str(tmp_path / "out")]
+    assert main(argv, command="infer") == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "holds 2 DICOM series" in err
+    assert "1.2.3.4: 10 file(s)" in err and "1.2.3.5 (series number 3): 10 file(s) from b000.dcm" in err
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+    # Each series in a folder of its own: two cases, named by their folders.
+    (tmp_path / "in" / "ct01_s3").mkdir()
+    for f in folder.glob("b*.dcm"):
+        f.rename(tmp_path / "in" / "ct01_s3" / f.name)
+    assert [case_stem(tmp_path / "in" / c, "volume") for c in ("ct01", "ct01_s3")] == ["ct01", "ct01_s3"]
+    assert read_case(tmp_path / "in" / "ct01").shape == read_case(tmp_path / "in" / "ct01_s3").shape == (8, 6, 10)
+
+
+def test_a_folder_of_single_dicom_pictures_is_not_a_series(tmp_path: Path) -> None:
+    (tmp_path / "xr").mkdir()
+    for k in range(3):  # X-rays: one series each, no slice position
+        _write_dicom(tmp_path / "xr" / f"x{k}.dcm", np.zeros((6, 8), np.uint16), "MONOCHROME2",
+                     SeriesInstanceUID=f"1.2.9.{k}")
+    assert case_stem(tmp_path / "xr", "volume") is None
+    assert [case_stem(p, "image") for p in sorted((tmp_path / "xr").iterdir())] == ["x0", "x1", "x2"]
+
+
 def test_unknown_format_names_the_file_and_the_supported_suffixes(tmp_path: Path) -> None:
     (tmp_path / "scan.xyz").write_bytes(b"?")
     with pytest.raises(DataError) as err:

@@ -198,3 +198,11 @@ def test_failures_raise_data_error_naming_the_file(tmp_path: Path) -> None:
     (tmp_path / "broken.tif").write_bytes(b"II*\0garbage")
     with pytest.raises(DataError, match="broken.tif"):
         read_image(tmp_path / "broken.tif")
+
+
+def test_multi_page_tiff_is_refused_naming_the_pages(tmp_path: Path) -> None:
+    tifffile.imwrite(tmp_path / "stack.tif", np.zeros((3, 8, 8), np.uint16), photometric="minisblack")  # 3 pages
+    with pytest.raises(DataError, match=r"stack\.tif: multi-page TIFF with 3 pages; expected one 2D image"):
+        read_image(tmp_path / "stack.tif")
+    tifffile.imwrite(tmp_path / "one.tif", np.full((8, 8), 7, np.uint16))
+    assert read_image(tmp_path / "one.tif").shape == (8, 8)

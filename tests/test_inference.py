@@ -154,6 +154,25 @@ def test_report_volume_in_ml_from_spacing() -> None:
     assert report["slices_with_foreground"] == 2
 
 
+
+def test_volumes_of_placeholder_or_absurd_spacing_are_relative_and_absurd_spacing_warns(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    _use_model(monkeypatch, _volume_cfg(), ThresholdModel([0.5], [1.0]))
+    image = np.full(SHAPE, 40, np.uint8)
+    image[10:30, 20:40, 1:5] = 200
+    for name, zoom in (("real", 0.7), ("unknown", 1.0), ("tiny", 1e-6), ("huge", 1e6)):
+        _save(image, tmp_path / "in" / f"{name}.nii.gz", np.diag([zoom, zoom, zoom, 1.0]))
+    with pytest.warns(UserWarning) as caught:
+        run_inference("fake.pt", tmp_path / "in", tmp_path / "out", show_progress=False)
+    loud = sorted({str(w.message) for w in caught if "plausible" in str(w.message)})  # read to check, then to segment
+    assert len(loud) == 2 and "huge.nii.gz: spacing 1e+06x1e+06x1e+06 mm is outside the plausible 0.01..50 mm" in loud[0]
+    assert "tiny.nii.gz: spacing 1e-06x1e-06x1e-06 mm" in loud[1]
+    reports = {n: json.loads((tmp_path / "out" / f"{n}_report.json").read_text()) for n in ("real", "unknown", "tiny", "huge")}
+    assert reports["real"]["volume_units"] == "mL" and "volume_caveat" not in reports["real"]
+    assert reports["unknown"]["volume_units"] == "relative" and "placeholder" in reports["unknown"]["volume_caveat"]
+    assert all(reports[n]["volume_units"] == "relative" and "plausible" in reports[n]["volume_caveat"] for n in ("tiny", "huge"))
+
 def test_overlay_is_a_png(tmp_path: Path) -> None:
     pred = np.zeros((1, 16, 16, 20), bool)
     pred[0, 4:8, 4:8, 2:5] = True

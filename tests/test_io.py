@@ -61,3 +61,25 @@ def test_csv_escapes_formula_text_but_not_numbers(tmp_path: Path) -> None:
         header, values = list(csv.reader(f))
     assert header == ["case", "dice", "n", "a", "b", "c", "d", "e", "'=col"]
     assert values == ["'=HYPERLINK(\"http://x\")", "-0.5", "-3", "'+1", "'-1", "'@SUM(A1)", "'\tx", "case-01", "ok"]
+
+
+# ------------------------------------------------------------------------------------- JSON
+def test_json_writers_never_write_nan_and_name_the_file(tmp_path: Path) -> None:
+    import json
+
+    import numpy as np
+
+    from s2unet.engine.records import MetricLog
+    from s2unet.io import write_json
+
+    data = {"threshold": float("nan"), "metrics": {"hd95": [1.0, float("inf")], "dice": np.float32(0.5)}, "n": np.int64(3)}
+    with pytest.warns(UserWarning, match=r"summary\.json: non-finite value\(s\) written as null.*threshold, metrics\.hd95\[1\]"):
+        write_json(tmp_path / "summary.json", data)
+    text = (tmp_path / "summary.json").read_text()
+    # A strict reader (no NaN/Infinity constants) accepts the file; numpy scalars are numbers.
+    strict = json.loads(text, parse_constant=lambda c: pytest.fail(f"bare {c} in JSON"))
+    assert strict == {"threshold": None, "metrics": {"hd95": [1.0, None], "dice": 0.5}, "n": 3}
+    log = MetricLog(tmp_path)
+    with pytest.warns(UserWarning, match=r"metrics\.jsonl: .*loss"):
+        log.append({"step": 1, "loss": float("nan")})
+    assert json.loads(log.path.read_text(), parse_constant=lambda c: pytest.fail(c)) == {"step": 1, "loss": None}

@@ -228,3 +228,16 @@ def test_an_empty_reference_of_one_label_is_left_out_of_that_labels_with_gt_mean
     s = summarize([], slices)
     assert s["slice_mean"]["dice/heart"] == 0.5 and s["slice_mean_with_gt"]["dice/heart"] == 1.0
     assert s["n_slices_with_gt"] == 1 and s["n_slices_empty_by_label"] == {"lungs": 0, "heart": 1}
+
+
+def test_a_one_slice_volume_is_scored_as_the_2d_slice_it_is() -> None:
+    pred, gt = np.zeros((20, 24), bool), np.zeros((20, 24), bool)
+    pred[4:12, 5:15], gt[6:14, 5:17] = True, True
+    picture = metric_row(pred[None], gt[None], surface=True)  # a PNG: (H, W) in pixels
+    # The same slice as a one-slice NIfTI volume: (x, y, 1) with unit spacing, cut along z.
+    volume, slices = case_metrics(pred.T[None, ..., None], gt.T[None, ..., None], "c", spacing=(1.0, 1.0, 1.0),
+                                  slice_axis=2, surface=True)
+    for key in ("dice", "hd95", "nsd"):
+        assert volume[key] == pytest.approx(picture[key]) and slices[0][key] == pytest.approx(picture[key])
+    empty = metric_row(np.zeros((1, 20, 24, 1), bool), gt[None, ..., None], spacing=(0.5, 0.5, 3.0), surface=True)
+    assert empty["hd95"] == pytest.approx(math.hypot(10.0, 12.0))  # the slice's diagonal, not through 3 mm

@@ -35,6 +35,7 @@ from ..data.labelled import MANIFEST_NAME, read_manifest, write_case_slices
 from ..inference.outputs import atomic_path
 from ..io.case import CaseFormat
 from ..io.formats import describe_formats, find_format
+from ..io.jsonio import dumps
 from ..metrics import metric_row
 
 #: Windows offered for volumes: the data's own scale, ``auto`` (lung window for HU data) and
@@ -399,7 +400,7 @@ def draft_dice(layers: Sequence[Layer], masks: np.ndarray, draft: Optional[np.nd
 def append_log(out: Path, record: dict[str, Any]) -> None:
     """Append one JSON line to the output's ``label_log.jsonl`` (one ``write`` per line)."""
     with (out / LOG_NAME).open("a") as f:
-        f.write(json.dumps(record) + "\n")
+        f.write(dumps(record, out / LOG_NAME) + "\n")
 
 
 def autosave_path(out: Path, case: CaseFile) -> Path:
@@ -414,7 +415,7 @@ def write_autosave(out: Path, case: CaseFile, masks: np.ndarray, labelled: np.nd
         AppError: the folder cannot be written.
     """
     arrays: dict[str, Any] = {"shape": np.array(masks.shape), "masks": np.packbits(masks), "labelled": labelled,
-                              "meta": np.array(json.dumps({"draft_source": draft_source, **stats.as_dict()}))}
+                              "meta": np.array(dumps({"draft_source": draft_source, **stats.as_dict()}, out))}
     if draft is not None and drafted is not None:
         arrays.update(draft=np.packbits(draft), drafted=drafted)
     try:

@@ -18,7 +18,7 @@ sub-folders are ignored. Each stem is one *case* (one patient or image), the uni
     <root>/masks/lungs/JPCLN001.png         data.labels: [masks/lungs, masks/heart]
     <root>/masks/heart/JPCLN001.png         (one folder per label = one output channel)
 
-  Images: 8/16-bit PNG, JPEG, TIFF (first page), BMP or single-frame DICOM (rescale applied,
+  Images: 8/16-bit PNG, JPEG, TIFF (single page), BMP or single-frame DICOM (rescale applied,
   MONOCHROME1 inverted); colour becomes gray. Masks: 0/255, 0/1, bool or anti-aliased gray,
   foreground where ``value > mask_threshold * range``; label maps (whole numbers up to 31, e.g.
   0/1/2): every value > 0; a mask with non-zero values none of which passes is refused. ``task: binary`` uses exactly one label

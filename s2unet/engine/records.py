@@ -13,6 +13,7 @@ import torch
 from ..config import Config, DataConfig, save_config
 from ..data import Case, DataError, find_cases
 from ..io import atomic_path, write_json, write_text
+from ..io.jsonio import dumps
 
 _PACKAGES = ("s2unet", "torch", "torchvision", "sam2", "timm", "peft", "monai", "nibabel", "numpy", "scipy")
 
@@ -80,7 +81,7 @@ class MetricLog:
 
     def append(self, record: dict[str, Any]) -> None:
         with self.path.open("a") as f:
-            f.write(json.dumps(record) + "\n")
+            f.write(dumps(record, self.path) + "\n")
 
     def records(self) -> list[dict[str, Any]]:
         if not self.path.exists():
@@ -90,7 +91,7 @@ class MetricLog:
     def truncate_after(self, step: int) -> None:
         """Drop records past ``step`` (a resumed run rewrites what the interrupted one logged)."""
         kept = [r for r in self.records() if r.get("step", 0) <= step]
-        write_text(self.path, "".join(json.dumps(r) + "\n" for r in kept))
+        write_text(self.path, "".join(dumps(r, self.path) + "\n" for r in kept))
 
     def plot(self, metric: str) -> None:
         import matplotlib

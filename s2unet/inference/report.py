@@ -1,9 +1,11 @@
 """Per-case clinical numbers of a prediction: lesion volume, lung share, slices involved.
 
-Volumes in mL come from the voxel spacing in the NIfTI header (mm): one voxel is
-``prod(zooms) / 1000`` mL. For the shared COVID set the header spacing (1 mm) is not the real
-one, so its millilitres are only comparable between its own cases. 2D images have no reliable
-pixel size (PNG/JPEG carry none), so their reports give pixel counts and percentages.
+Volumes in mL come from the voxel spacing in the header (mm): one voxel is ``prod(zooms) / 1000``
+mL. Every volume report says ``volume_units``: ``"mL"``, or ``"relative"`` with a
+``volume_caveat`` when the spacing is the 1 mm placeholder tools write when they know none (the
+shared COVID set: its millilitres are only comparable between its own cases) or is implausible
+(:data:`~s2unet.io.case.PLAUSIBLE_SPACING_MM`). 2D images have no reliable pixel size (PNG/JPEG
+carry none), so their reports give pixel counts and percentages.
 
 Keys follow the metrics convention: with one label they are plain (``volume_ml``), with
 several each label gets ``volume_ml/<label>``.
@@ -27,6 +29,7 @@ def case_report(
     spacing: Optional[Sequence[float]] = None,
     lung: Optional[np.ndarray] = None,
     slice_axis: Optional[int] = None,
+    spacing_caveat: Optional[str] = None,
 ) -> dict[str, Any]:
     """Size of each predicted label in one case.
 
@@ -38,10 +41,13 @@ def case_report(
         lung: optional spatial lung mask; adds the lung size and each label's share of it
             (the part of the label inside the lungs).
         slice_axis: for volumes, the spatial axis slices are counted along.
+        spacing_caveat: why the spacing is not a real one
+            (:attr:`~s2unet.io.case.CaseImage.spacing_caveat`): the volumes are then relative.
 
     Returns:
         A flat dict: ``case``, ``shape``, then per label ``voxels`` and, for volumes,
-        ``volume_ml`` and ``slices_with_foreground`` (with ``slice_axis``), or for images
+        ``volume_ml`` and ``slices_with_foreground`` (with ``slice_axis``) after
+        ``spacing_mm``, ``volume_units`` and any ``volume_caveat``, or for images
         ``percent_of_image``; with a lung mask ``lung_voxels`` (and ``lung_volume_ml``) and
         ``percent_of_lung``.
     """
@@ -53,6 +59,9 @@ def case_report(
     report: dict[str, Any] = {"case": case, "shape": "x".join(str(s) for s in spatial)}
     if is_volume:
         report["spacing_mm"] = "x".join(f"{s:g}" for s in sp)
+        report["volume_units"] = "relative" if spacing_caveat else "mL"
+        if spacing_caveat:
+            report["volume_caveat"] = spacing_caveat
     lung_mask = None
     if lung is not None:
         lung_mask = np.asarray(lung, dtype=bool).reshape(spatial)

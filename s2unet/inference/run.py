@@ -314,7 +314,7 @@ class _Runner:
         else:  # a CT slice is shown through the model's window, like its volumes
             shown = window_to_unit(array, d.window, volume_value_range(array)) if case.values == "stored" else array
             image_overlay(overlay_path, shown, fg, gt, labels=self.labels, title=job.case)
-        report = case_report(job.case, fg, self.labels, case.spacing, lung, slice_axis)
+        report = case_report(job.case, fg, self.labels, case.spacing, lung, slice_axis, case.spacing_caveat)
         write_json(self.out / f"{job.case}_report.json", report)
         self.reports.append(report)
         if gt is not None:

@@ -1,7 +1,8 @@
 """Writing files safely, the lowest layer (standard library only).
 
 - :func:`atomic_path`: write under a temporary name, then rename over the final one;
-  :func:`write_text` and :func:`write_json` for whole files.
+  :func:`write_text` and :func:`write_json` for whole files; :func:`~s2unet.io.jsonio.dumps`, the
+  JSON text of every file and log line (NaN and infinity become null, with a warning).
 - :func:`all_or_none`: files that only mean something together; a failure leaves none of them.
 - :func:`check_writable`: find a read-only or unwritable output folder before heavy work.
 - :func:`exclusive_lock`: one process at a time in a folder (``fcntl.flock``).

@@ -2,12 +2,13 @@
 from __future__ import annotations
 
 import errno
-import json
 import os
 import tempfile
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any, Iterable, Iterator
+
+from .jsonio import dumps
 
 # Errors that mean "this location cannot take the file": full disk or quota, read-only file
 # system, no permission, file too large.
@@ -59,14 +60,14 @@ def write_text(path: Path, text: str) -> None:
 
 
 def write_json(path: Path, data: Any, indent: int = 2) -> None:
-    """Write ``data`` as JSON atomically; values JSON does not know are written as ``str``.
+    """Write ``data`` as valid JSON atomically (:func:`~s2unet.io.jsonio.dumps`: NaN becomes null).
 
     Args:
         path: the final file.
         data: builtins (paths and other objects become their string form).
         indent: JSON indentation.
     """
-    write_text(path, json.dumps(data, indent=indent, default=str))
+    write_text(path, dumps(data, path, indent))
 
 
 @contextmanager

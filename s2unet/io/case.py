@@ -24,6 +24,10 @@ from .errors import DataError
 
 PathLike = Union[str, Path]
 
+#: Voxel spacing (mm) a real scan can have: finer is below any scanner's resolution, coarser is
+#: no longer an image of a body (a header in metres or microns, or a corrupt one).
+PLAUSIBLE_SPACING_MM = (0.01, 50.0)
+
 _RAS = axcodes2ornt(("R", "A", "S"))
 _IDENTITY_ORNT = np.array([[0, 1], [1, 1], [2, 1]], dtype=float)
 
@@ -101,6 +105,17 @@ class CaseFormat:
             :attr:`output_suffix` unless the format keeps several (ITK: ``.mha`` or ``.nrrd``).
         """
         return self.output_suffix
+
+    def placeholder_spacing(self, case: "CaseImage") -> bool:
+        """True when ``case``'s spacing is most likely the 1 mm that tools write when they know none.
+
+        Exactly 1 mm along every axis is what nibabel, SimpleITK and MetaImage write by default;
+        a format whose spacing always comes from the acquisition (a DICOM series) says False.
+
+        Args:
+            case: a case this format read.
+        """
+        return all(z == 1.0 for z in case.zooms)
 
     def write(self, array: np.ndarray, like: "CaseImage", path: Path, dtype: Any, binary: bool = False) -> Path:
         """Write ``array`` (served orientation of ``like``) atomically with ``like``'s geometry.
@@ -213,6 +228,25 @@ class CaseImage:
     def spacing(self) -> Optional[tuple[float, ...]]:
         """Spacing for metrics and reports: the served zooms, or None for a 2D picture (pixels)."""
         return None if self.planar else self.zooms
+
+    @property
+    def implausible_spacing(self) -> bool:
+        """True for a volume with a spacing outside :data:`PLAUSIBLE_SPACING_MM`."""
+        low, high = PLAUSIBLE_SPACING_MM
+        return not self.planar and not all(low <= z <= high for z in self.zooms)
+
+    @property
+    def spacing_caveat(self) -> Optional[str]:
+        """Why the volume's mm (and mL) are not real ones, or None (also for 2D pictures: pixels)."""
+        if self.planar:
+            return None
+        shown = "x".join(f"{z:g}" for z in self.zooms)
+        if self.implausible_spacing:
+            low, high = PLAUSIBLE_SPACING_MM
+            return f"spacing {shown} mm is outside the plausible {low:g}..{high:g} mm"
+        if self.format.placeholder_spacing(self):
+            return f"spacing {shown} mm is the placeholder written when the spacing is unknown"
+        return None
 
     @property
     def axcodes(self) -> tuple[str, ...]:

@@ -1,5 +1,11 @@
 """A DICOM CT/MR series (a folder of single-slice files) read as one volume with its geometry.
 
+Files are grouped by SeriesInstanceUID with GDCM (SimpleITK's series reader). A folder is one
+case only when all its DICOM files form one series: a folder that mixes a series with files of
+other series (a second series, a localizer) is refused with the series listed, never merged
+into one volume nor read file by file. A folder where every file is a series of its own (2D
+DICOM pictures, e.g. X-rays) is not a series folder; its files are pictures.
+
 Slices are ordered by their position along the slice normal (ImagePositionPatient projected on
 the cross product of the ImageOrientationPatient cosines), never by file name, and the
 through-plane spacing comes from those positions (SliceThickness is not the spacing when slices
@@ -11,6 +17,7 @@ with the series geometry.
 from __future__ import annotations
 
 from collections import Counter
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Optional
 
@@ -29,6 +36,70 @@ _TOL = 1e-3
 def _series_files(folder: Path) -> list[Path]:
     """The DICOM files directly in ``folder`` (hidden files ignored), sorted by name."""
     return [p for p in sorted(folder.iterdir()) if p.is_file() and not p.name.startswith(".") and is_dicom_file(p)]
+
+
+#: Series listed by name in the message refusing a mixed folder.
+_LISTED = 4
+
+
+@lru_cache(maxsize=32)
+def _gdcm_series(folder: str, state: tuple[tuple[str, int, int], ...]) -> tuple[tuple[str, tuple[Path, ...]], ...]:
+    """GDCM's grouping of the folder's files: (SeriesInstanceUID, files sorted by name) per series.
+
+    Cached per folder ``state`` (name, mtime, size of each DICOM file), as a folder is looked at
+    by discovery and again by the reader.
+    """
+    import SimpleITK as sitk
+
+    shown = sitk.ProcessObject.GetGlobalWarningDisplay()
+    sitk.ProcessObject.SetGlobalWarningDisplay(False)  # "No Series were found" is an answer here
+    try:
+        groups = []
+        for uid in sitk.ImageSeriesReader.GetGDCMSeriesIDs(folder):
+            files = [Path(f) for f in sitk.ImageSeriesReader.GetGDCMSeriesFileNames(folder, uid)]
+            files = sorted(f for f in files if not f.name.startswith("."))
+            if files:
+                groups.append((uid, tuple(files)))
+    finally:
+        sitk.ProcessObject.SetGlobalWarningDisplay(shown)
+    return tuple(groups)
+
+
+def _describe(uid: str, files: tuple[Path, ...]) -> str:
+    number = getattr(_header(files[0]), "SeriesNumber", None)
+    numbered = f" (series number {number})" if number not in (None, "") else ""
+    return f"{uid}{numbered}: {len(files)} file(s) from {files[0].name}"
+
+
+def _one_series(folder: Path) -> Optional[list[Path]]:
+    """The files of the one series of slices in ``folder``; None if it holds no series of slices.
+
+    A series of slices has two or more files, the first with an ImagePositionPatient.
+
+    Raises:
+        DataError: the folder holds such a series and also files of other series, or DICOM
+            files GDCM places in no series (no SeriesInstanceUID, unreadable header).
+    """
+    files = _series_files(folder)
+    if len(files) < 2:
+        return None
+    state = tuple((f.name, (st := f.stat()).st_mtime_ns, st.st_size) for f in files)
+    series = _gdcm_series(str(folder), state)
+    placed = [files for _, files in series
+              if len(files) >= 2 and getattr(_header(files[0]), "ImagePositionPatient", None) is not None]
+    if not placed:
+        return None
+    if len(series) > 1:
+        listed = "; ".join(_describe(uid, files) for uid, files in series[:_LISTED])
+        more = f"; and {len(series) - _LISTED} more" if len(series) > _LISTED else ""
+        raise DataError(f"{folder}: holds {len(series)} DICOM series ({listed}{more}); a series folder must hold "
+                        "one series: move each series into a folder of its own")
+    grouped = set(placed[0])
+    stray = [f for f in files if f not in grouped]
+    if stray:
+        raise DataError(f"{stray[0]}: DICOM file in no series (no SeriesInstanceUID or an unreadable header) among "
+                        f"the {len(grouped)} slices of the series in {folder}; remove it")
+    return list(placed[0])
 
 
 def _header(path: Path) -> Any:
@@ -85,23 +156,18 @@ class DicomSeriesFormat(CaseFormat):
     def stem(self, path: Path) -> Optional[str]:
         """The folder name when ``path`` is a folder of slices of one series, else None.
 
-        Only the first two files' headers are read here; :meth:`read` checks every slice.
+        Raises:
+            DataError: a folder mixing series (see :func:`_one_series`).
         """
         if not path.is_dir() or path.name.startswith("."):
             return None
-        files = _series_files(path)
-        if len(files) < 2:
-            return None
-        heads = [_header(p) for p in files[:2]]
-        uids = {str(getattr(h, "SeriesInstanceUID", "")) for h in heads}
-        placed = all(getattr(h, "ImagePositionPatient", None) is not None for h in heads)
-        return path.name if placed and len(uids) == 1 and "" not in uids else None
+        return path.name if _one_series(path) is not None else None
 
     def read(self, path: Path, reorient: bool, values: str) -> CaseImage:
         """See :meth:`CaseFormat.read`: the whole series, modality values as float32."""
-        files = _series_files(path)
-        if len(files) < 2:
-            raise DataError(f"{path}: a DICOM series folder needs at least two slice files, found {len(files)}")
+        files = _one_series(path)
+        if files is None:
+            raise DataError(f"{path}: no DICOM series of two or more placed slices (ImagePositionPatient) here")
         slices = []
         for file in files:
             ds, pixels = read_dicom_values(file)
@@ -130,6 +196,10 @@ class DicomSeriesFormat(CaseFormat):
         lps[:3, 2] = (slices[-1][2] - slices[0][2]) / (len(slices) - 1)
         lps[:3, 3] = slices[0][2]
         return CaseImage(path, scanner_image(volume, lps), reorient, self, values)
+
+    def placeholder_spacing(self, case: CaseImage) -> bool:
+        """False: the spacing comes from PixelSpacing and the slice positions, even when 1 mm."""
+        return False
 
     def write(self, array: np.ndarray, like: CaseImage, path: Path, dtype: Any, binary: bool = False) -> Path:
         """See :meth:`CaseFormat.write`: NIfTI with the series geometry (:func:`save_like`)."""

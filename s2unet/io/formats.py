@@ -7,6 +7,7 @@ in :data:`FORMATS`. The rest of the toolkit never asks for a format by name: it 
 """
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Optional, Union
 
@@ -104,7 +105,8 @@ def read_case(path: PathLike, kind: str = "volume", reorient: bool = True) -> Ca
         reorient: serve volumes in the closest RAS orientation.
 
     Returns:
-        The CaseImage.
+        The CaseImage. A volume whose spacing is outside
+        :data:`~s2unet.io.case.PLAUSIBLE_SPACING_MM` is read with a warning naming the file.
 
     Raises:
         DataError: a missing path, a format no reader claims (naming the supported ones), a
@@ -117,7 +119,11 @@ def read_case(path: PathLike, kind: str = "volume", reorient: bool = True) -> Ca
     if fmt.kind != "image" and kind == "image":
         raise DataError(f"{path} is a {fmt.name} volume, but this model was trained on 2D images "
                         f"({describe_formats('image')})")
-    return fmt.read(path, reorient, _VALUES_FOR_KIND[kind])
+    case = fmt.read(path, reorient, _VALUES_FOR_KIND[kind])
+    if case.implausible_spacing:
+        warnings.warn(f"{path}: {case.spacing_caveat}; its volumes (mL) and distances (mm) are not real ones: "
+                      "check the header's spacing and units", stacklevel=2)
+    return case
 
 
 def read_labels(path: PathLike, reorient: bool, mask_threshold: float, label_map: bool) -> np.ndarray:

@@ -90,12 +90,17 @@ def _read_tiff(path: Path) -> np.ndarray:
 
     try:
         with tifffile.TiffFile(path) as tf:
-            # Only the first page: a 2D reader must not silently average a stack.
+            # Reduced-resolution pages are previews of the first one, not more planes.
+            pages = len([p for p in tf.pages if not getattr(p, "is_reduced", False)])
             page = tf.pages[0]
-            arr = page.asarray()
+            arr = page.asarray() if pages == 1 else None
             planar_separate = int(getattr(page, "planarconfig", 1)) == 2
     except Exception as exc:
         raise DataError(f"{path}: cannot read TIFF ({type(exc).__name__}: {exc})") from exc
+    if arr is None:
+        # Reading page 1 of a stack would score or train on one plane while the file holds more.
+        raise DataError(f"{path}: multi-page TIFF with {pages} pages; expected one 2D image: save one picture per "
+                        "file, or the stack as a volume (.nii.gz, .mha)")
     if arr.ndim == 3 and planar_separate:
         arr = np.moveaxis(arr, 0, -1)  # (S, H, W) -> (H, W, S)
     return arr

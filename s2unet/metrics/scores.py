@@ -129,6 +129,9 @@ def surface_scores(
 ) -> dict[str, float]:
     """HD95 and NSD of one binary mask pair (2D or 3D), with the empty rules.
 
+    A 3D pair one voxel thick along an axis (a one-slice volume) is scored as the 2D plane it
+    is: a slice stored as a one-slice NIfTI and as a picture get the same distances.
+
     One monai edge extraction and distance computation serves both metrics (they need the same
     boundary distances, and this is the slow part).
 
@@ -145,6 +148,11 @@ def surface_scores(
     if p.shape != g.shape:
         raise ValueError(f"prediction shape {p.shape} differs from ground truth shape {g.shape}")
     sp = _spacing(spacing, p.ndim)
+    if p.ndim == 3 and 1 in p.shape:
+        # A one-slice volume is a 2D slice: in 3D every pixel would lie on its top or bottom face.
+        axis = p.shape.index(1)
+        p, g = np.take(p, 0, axis), np.take(g, 0, axis)
+        sp = sp[:axis] + sp[axis + 1 :]
     p_any, g_any = bool(p.any()), bool(g.any())
     if not p_any and not g_any:
         return {"hd95": 0.0, "nsd": 1.0}
