@@ -102,6 +102,15 @@ def _close_states() -> None:
         _OPEN.pop().close()
 
 
+@pytest.fixture
+def volumes(tmp_path: Path) -> Path:
+    """A folder holding one empty 8 x 6 x 5 volume, case ct1."""
+    folder = tmp_path / "vols"
+    folder.mkdir()
+    nib.save(nib.Nifti1Image(np.zeros((8, 6, 5), np.int16), np.eye(4)), folder / "ct1.nii.gz")
+    return folder
+
+
 def _state(images: Path, out: Path, **kwargs) -> LabelApp:
     state = build_state(images, out, kwargs.pop("labels", ["lungs"]), prompted=None, **kwargs)
     state.predictor = Painter()
@@ -287,12 +296,9 @@ def test_a_volume_with_no_slice_marked_labelled_is_not_saved(tmp_path: Path) -> 
     assert not (tmp_path / "out" / "masks").exists()
 
 
-def test_strokes_and_marks_set_the_labelled_slices_and_drafts_do_not(tmp_path: Path) -> None:
-    src = tmp_path / "vols" / "ct1.nii.gz"
-    src.parent.mkdir()
-    nib.save(nib.Nifti1Image(np.zeros((8, 6, 5), np.int16), np.eye(4)), src)
+def test_strokes_and_marks_set_the_labelled_slices_and_drafts_do_not(volumes: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
-    client = _client(_state(src.parent, out, labels=["lesion"]))
+    client = _client(_state(volumes, out, labels=["lesion"]))
     client.post("/api/open", json={"case": "ct1"})
     st = client.post("/api/stroke", json={"case": "ct1", "plane": 3, "points": [[2.0, 2.0]], "radius": 1}).json()
     assert st["labelled"] and st["n_labelled"] == 1
@@ -301,7 +307,7 @@ def test_strokes_and_marks_set_the_labelled_slices_and_drafts_do_not(tmp_path: P
     client.post("/api/mark", json={"case": "ct1", "plane": 0, "labelled": False})
     client.post("/api/mark", json={"case": "ct1", "plane": 1, "labelled": True})
     assert client.post("/api/plane", json={"case": "ct1", "plane": 4}).json()["labelled"] is False
-    restarted = _client(_restart(src.parent, out, labels=["lesion"]))  # from the autosave
+    restarted = _client(_restart(volumes, out, labels=["lesion"]))  # from the autosave
     st = restarted.post("/api/open", json={"case": "ct1", "plane": 1}).json()
     assert st["labelled"] and st["n_labelled"] == 2
     record = restarted.post("/api/save", json={"case": "ct1"}).json()["record"]
@@ -517,12 +523,9 @@ def test_a_same_named_image_from_another_folder_is_refused_naming_both(images: P
     assert _client(_restart(tmp_path / "copy", out)).post("/api/open", json={"case": "a"}).status_code == 200
 
 
-def test_a_failed_save_leaves_the_manifest_unchanged(tmp_path: Path) -> None:
-    src = tmp_path / "vols" / "ct1.nii.gz"
-    src.parent.mkdir()
-    nib.save(nib.Nifti1Image(np.zeros((8, 6, 5), np.int16), np.eye(4)), src)
+def test_a_failed_save_leaves_the_manifest_unchanged(volumes: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
-    client = _client(_state(src.parent, out, labels=["lesion"]))
+    client = _client(_state(volumes, out, labels=["lesion"]))
     client.post("/api/open", json={"case": "ct1"})
     client.post("/api/stroke", json={"case": "ct1", "plane": 1, "points": [[2.0, 2.0]], "radius": 1})
     assert client.post("/api/save", json={"case": "ct1"}).status_code == 200
@@ -645,11 +648,8 @@ def test_oversized_requests_are_refused_with_the_limit(images: Path, tmp_path: P
     assert state.editors["a"].stats.strokes == 0 and not state.editors["a"].masks.any()
 
 
-def test_non_finite_coordinates_are_refused_and_mark_nothing(tmp_path: Path) -> None:
-    src = tmp_path / "vols" / "ct1.nii.gz"
-    src.parent.mkdir()
-    nib.save(nib.Nifti1Image(np.zeros((8, 6, 5), np.int16), np.eye(4)), src)
-    state = _state(src.parent, tmp_path / "out", labels=["lesion"])
+def test_non_finite_coordinates_are_refused_and_mark_nothing(volumes: Path, tmp_path: Path) -> None:
+    state = _state(volumes, tmp_path / "out", labels=["lesion"])
     client = _client(state)
     client.post("/api/open", json={"case": "ct1"})
     for path, body in [("/api/stroke", '{"case": "ct1", "plane": 2, "points": [[NaN, 1.0]]}'),
