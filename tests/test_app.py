@@ -6,6 +6,12 @@ from __future__ import annotations
 
 import io
 import json
+import math
+import os
+import shutil
+import socket
+import subprocess
+import sys
 from pathlib import Path
 from typing import Optional
 
@@ -20,6 +26,7 @@ from s2unet.app import CaseEditor, build_state, create_app, layers_from, stroke_
 from s2unet.app.server import LabelApp, serve
 from s2unet.app.workspace import (
     AppError,
+    AutosaveMismatch,
     CaseStats,
     OpenCase,
     list_cases,
@@ -84,10 +91,43 @@ def images(tmp_path: Path) -> Path:
     return folder
 
 
+_OPEN: list[LabelApp] = []
+
+
+@pytest.fixture(autouse=True)
+def _close_states() -> None:
+    """Each app holds its output folder until closed: release them after every test."""
+    yield
+    while _OPEN:
+        _OPEN.pop().close()
+
+
+@pytest.fixture
+def volumes(tmp_path: Path) -> Path:
+    """A folder holding one empty 8 x 6 x 5 volume, case ct1."""
+    folder = tmp_path / "vols"
+    folder.mkdir()
+    nib.save(nib.Nifti1Image(np.zeros((8, 6, 5), np.int16), np.eye(4)), folder / "ct1.nii.gz")
+    return folder
+
+
 def _state(images: Path, out: Path, **kwargs) -> LabelApp:
     state = build_state(images, out, kwargs.pop("labels", ["lungs"]), prompted=None, **kwargs)
     state.predictor = Painter()
+    _OPEN.append(state)
     return state
+
+
+def _restart(images: Path, out: Path, **kwargs) -> LabelApp:
+    """The app stopped (closed, crashed) and started again on the same output folder."""
+    while _OPEN:
+        _OPEN.pop().close()
+    return _state(images, out, **kwargs)
+
+
+def _client(state: LabelApp, **kwargs) -> TestClient:
+    """A client talking to the app as its page on this machine does (``Host: 127.0.0.1``)."""
+    return TestClient(create_app(state, **kwargs), base_url="http://127.0.0.1")
 
 
 def _two_blobs() -> np.ndarray:
@@ -256,12 +296,9 @@ def test_a_volume_with_no_slice_marked_labelled_is_not_saved(tmp_path: Path) -> 
     assert not (tmp_path / "out" / "masks").exists()
 
 
-def test_strokes_and_marks_set_the_labelled_slices_and_drafts_do_not(tmp_path: Path) -> None:
-    src = tmp_path / "vols" / "ct1.nii.gz"
-    src.parent.mkdir()
-    nib.save(nib.Nifti1Image(np.zeros((8, 6, 5), np.int16), np.eye(4)), src)
+def test_strokes_and_marks_set_the_labelled_slices_and_drafts_do_not(volumes: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
-    client = TestClient(create_app(_state(src.parent, out, labels=["lesion"])))
+    client = _client(_state(volumes, out, labels=["lesion"]))
     client.post("/api/open", json={"case": "ct1"})
     st = client.post("/api/stroke", json={"case": "ct1", "plane": 3, "points": [[2.0, 2.0]], "radius": 1}).json()
     assert st["labelled"] and st["n_labelled"] == 1
@@ -270,7 +307,7 @@ def test_strokes_and_marks_set_the_labelled_slices_and_drafts_do_not(tmp_path: P
     client.post("/api/mark", json={"case": "ct1", "plane": 0, "labelled": False})
     client.post("/api/mark", json={"case": "ct1", "plane": 1, "labelled": True})
     assert client.post("/api/plane", json={"case": "ct1", "plane": 4}).json()["labelled"] is False
-    restarted = TestClient(create_app(_state(src.parent, out, labels=["lesion"])))  # from the autosave
+    restarted = _client(_restart(volumes, out, labels=["lesion"]))  # from the autosave
     st = restarted.post("/api/open", json={"case": "ct1", "plane": 1}).json()
     assert st["labelled"] and st["n_labelled"] == 2
     record = restarted.post("/api/save", json={"case": "ct1"}).json()["record"]
@@ -286,7 +323,7 @@ def test_a_dicom_series_folder_is_a_case_opened_and_saved_with_the_series_geomet
     (images / "notes" / "readme.txt").write_text("a folder that holds no series is no case")
     assert [c.case_id for c in list_cases(series)] == ["ct01"]  # --images may name the series itself
     out = tmp_path / "out"
-    client = TestClient(create_app(_state(images, out, labels=["lesion"])))
+    client = _client(_state(images, out, labels=["lesion"]))
     cases = {c["id"]: c for c in client.get("/api/info").json()["cases"]}
     assert set(cases) == {"a", "b", "ct01"} and cases["ct01"]["kind"] == "volume"
     opened = client.post("/api/open", json={"case": "ct01"}).json()
@@ -297,7 +334,8 @@ def test_a_dicom_series_folder_is_a_case_opened_and_saved_with_the_series_geomet
              for p in range(3)]
     y, x = np.unravel_index(np.argmin(shown[2]), shown[2].shape)  # the marked pixel as displayed
     slice_shown = sorted(range(3), key=lambda p: shown[p][3, 3]).index(2)  # slice k holds 100 k - 1024 HU
-    client.post("/api/stroke", json={"case": "ct01", "plane": 2, "points": [[float(x), float(y)]], "radius": 0.5})
+    edited = client.post("/api/stroke", json={"case": "ct01", "plane": 2, "points": [[float(x), float(y)]],
+                                              "radius": 0.5}).json()["masks"]
     saved = client.post("/api/save", json={"case": "ct01"}).json()["saved"]
     assert saved == [str(out / "masks" / "lesion" / "ct01.nii.gz")]
 
@@ -310,9 +348,8 @@ def test_a_dicom_series_folder_is_a_case_opened_and_saved_with_the_series_geomet
     assert mask[0, 0, slice_shown] and mask[:2, :2, slice_shown].sum() == mask.sum()
     assert read_case(out / "images" / "ct01").shape == read_case(series).shape  # the series copied for training
 
-    reopened = TestClient(create_app(_state(images, out, labels=["lesion"])))
+    reopened = _client(_restart(images, out, labels=["lesion"]))
     again = reopened.post("/api/open", json={"case": "ct01", "plane": 2}).json()
-    edited = client.post("/api/plane", json={"case": "ct01", "plane": 2}).json()["masks"]
     assert again["note"] == "restored from the saved masks" and again["masks"] == edited
 
 
@@ -321,13 +358,16 @@ def test_autosave_restores_masks_draft_and_counters(images: Path, tmp_path: Path
     masks = np.zeros((1, 1, H, W), dtype=bool)
     masks[0, 0, 3, 4] = True
     write_autosave(tmp_path, case, masks, np.ones(1, bool), masks, np.ones((1, 1), bool), "ckpt.pt",
-                   CaseStats(12.5, 3, 2, 1))
-    got = read_autosave(tmp_path, case, masks.shape)
+                   CaseStats(12.5, 3, 2, 1), ["lungs"], "digest")
+    got = read_autosave(tmp_path, case, masks.shape, ["lungs"], "digest")
     np.testing.assert_array_equal(got.masks, masks)
     np.testing.assert_array_equal(got.labelled, [True])
     np.testing.assert_array_equal(got.draft, masks)
     assert (got.draft_source, got.stats.clicks, got.stats.strokes, got.stats.seconds) == ("ckpt.pt", 3, 2, 12.5)
-    assert read_autosave(tmp_path, case, (2, 1, H, W)) is None  # another layer set: not restored
+    with pytest.raises(AutosaveMismatch, match=r"made for labels \[lungs\], this app labels \[heart\]"):
+        read_autosave(tmp_path, case, masks.shape, ["heart"], "digest")  # another layer set: not restored
+    with pytest.raises(AutosaveMismatch, match="made from another image than"):
+        read_autosave(tmp_path, case, masks.shape, ["lungs"], "other")
 
 
 def test_idle_time_is_capped_in_the_labeling_seconds() -> None:
@@ -341,12 +381,12 @@ def test_idle_time_is_capped_in_the_labeling_seconds() -> None:
 # -------------------------------------------------------------------------- the server
 def test_edits_are_autosaved_and_restored_after_a_restart(images: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
-    client = TestClient(create_app(_state(images, out)))
+    client = _client(_state(images, out))
     assert client.post("/api/open", json={"case": "a"}).status_code == 200
     r = client.post("/api/stroke", json={"case": "a", "points": [[10, 10], [20, 10]], "radius": 2})
     assert r.status_code == 200 and r.json()["stats"]["strokes"] == 1
     # The server is gone (closed tab, crash); a new one finds the work.
-    client = TestClient(create_app(_state(images, out)))
+    client = _client(_restart(images, out))
     r = client.post("/api/open", json={"case": "a"}).json()
     assert "restored from the autosave" in r["note"] and r["stats"]["strokes"] == 1
     mask = np.asarray(Image.open(__import__("io").BytesIO(__import__("base64").b64decode(r["masks"][0]))))
@@ -359,7 +399,7 @@ def test_edits_are_autosaved_and_restored_after_a_restart(images: Path, tmp_path
 
 def test_an_unreadable_image_is_one_message_and_the_other_cases_still_open(images: Path, tmp_path: Path) -> None:
     (images / "broken.png").write_bytes(b"not a png")
-    client = TestClient(create_app(_state(images, tmp_path / "out")))
+    client = _client(_state(images, tmp_path / "out"))
     r = client.post("/api/open", json={"case": "broken"})
     assert r.status_code == 422 and "broken.png" in r.json()["detail"] and "cannot read image" in r.json()["detail"]
     assert client.post("/api/open", json={"case": "a"}).status_code == 200
@@ -370,7 +410,7 @@ def test_an_unwritable_output_folder_is_reported_and_the_edits_are_kept(images: 
     blocker.write_text("a file where the output folder should be")
     state = _state(images, blocker / "out")
     assert any("cannot be written" in p for p in state.problems)
-    client = TestClient(create_app(state))
+    client = _client(state)
     r = client.post("/api/open", json={"case": "a"})
     assert r.status_code == 200 and "autosave" in r.json()["note"]
     client.post("/api/stroke", json={"case": "a", "points": [[5, 5]], "radius": 2})
@@ -391,11 +431,11 @@ def test_a_checkpoint_of_another_task_is_refused_with_the_reason(images: Path, t
     ckpt = _unet_checkpoint(tmp_path / "heart.pt", "image", ["masks/heart"])
     state = _state(images, tmp_path / "out", checkpoint=ckpt)
     assert state.drafter is None and any("predicts ['heart']" in p and "['lungs']" in p for p in state.problems)
-    client = TestClient(create_app(state))
+    client = _client(state)
     r = client.post("/api/draft", json={"case": "a"})
     assert r.status_code == 422 and "predicts ['heart']" in r.json()["detail"]
     volumes = _unet_checkpoint(tmp_path / "ct.pt", "volume", ["masks/lungs"])
-    client = TestClient(create_app(_state(images, tmp_path / "out", checkpoint=volumes)))
+    client = _client(_restart(images, tmp_path / "out", checkpoint=volumes))
     r = client.post("/api/draft", json={"case": "a"})
     assert r.status_code == 422 and "trained on volumes" in r.json()["detail"]
 
@@ -405,7 +445,7 @@ def test_the_log_has_time_counts_and_the_dice_between_draft_and_saved_mask(image
     ckpt = _unet_checkpoint(tmp_path / "lungs.pt", "image", ["masks/lungs"])
     state = _state(images, out, labels=None, checkpoint=ckpt)  # layers named after the checkpoint
     assert [layer.name for layer in state.layers] == ["lungs"] and state.problems == []
-    client = TestClient(create_app(state))
+    client = _client(state)
     client.post("/api/open", json={"case": "a"})
     assert client.post("/api/draft", json={"case": "a"}).status_code == 200
     draft = state.editors["a"].masks[0, 0].copy()
@@ -420,7 +460,7 @@ def test_the_log_has_time_counts_and_the_dice_between_draft_and_saved_mask(image
 
 
 def test_a_token_guards_every_request_when_set(images: Path, tmp_path: Path) -> None:
-    client = TestClient(create_app(_state(images, tmp_path / "out"), token="s3cret"))
+    client = _client(_state(images, tmp_path / "out"), token="s3cret")
     assert client.get("/api/info").status_code == 401
     assert client.get("/api/info", headers={"X-Token": "wrong"}).status_code == 401
     assert client.get("/?token=s3cret").status_code == 200
@@ -441,7 +481,7 @@ def test_cli_reports_a_missing_image_folder_in_one_line(tmp_path: Path, capsys: 
 
 def test_saved_masks_train_as_they_are(images: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     out = tmp_path / "out"
-    client = TestClient(create_app(_state(images, out)))
+    client = _client(_state(images, out))
     for case in ("a", "b"):
         client.post("/api/open", json={"case": case})
         client.post("/api/stroke", json={"case": case, "points": [[20, 20], [40, 40]], "radius": 6})
@@ -451,3 +491,186 @@ def test_saved_masks_train_as_they_are(images: Path, tmp_path: Path, capsys: pyt
                      "--set", "data.split.val_ratio=0.5", "--set", "data.split.test_ratio=0.0", "--check-only"],
                     command="train")
     assert code == 0 and "config and data OK: 2 cases" in capsys.readouterr().out
+
+
+# ------------------------------------------------------------------- the output folder kept true
+def _other_images(tmp_path: Path, name: str = "images2") -> Path:
+    """A second --images folder holding an image named like the fixture's, of other content."""
+    folder = tmp_path / name
+    _png(folder / "a.png", np.full((H, W), 7, dtype=np.uint8))
+    return folder
+
+
+def test_a_same_named_image_from_another_folder_is_refused_naming_both(images: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    client = _client(_state(images, out))
+    client.post("/api/open", json={"case": "a"})
+    client.post("/api/stroke", json={"case": "a", "points": [[5, 5]], "radius": 2})
+    assert client.post("/api/save", json={"case": "a"}).status_code == 200
+    saved = (out / "masks/lungs/a.png").read_bytes()
+    other = _other_images(tmp_path)
+    client = _client(_restart(other, out))
+    r = client.post("/api/open", json={"case": "a"})  # it would show the other image's mask
+    assert r.status_code == 422
+    assert str(images / "a.png") in r.json()["detail"] and str(other / "a.png") in r.json()["detail"]
+    with pytest.raises(AppError, match="same name but other content"):
+        save_masks(out, layers_from(["lungs"]), OpenCase(list_cases(other)[0]), np.ones((1, 1, H, W), bool),
+                   np.ones(1, bool), overwrite=True)
+    assert (out / "masks/lungs/a.png").read_bytes() == saved
+    assert (out / "images/a.png").read_bytes() == (images / "a.png").read_bytes()
+    # The same image again, from wherever it is read, is the same case.
+    shutil.copytree(images, tmp_path / "copy")
+    assert _client(_restart(tmp_path / "copy", out)).post("/api/open", json={"case": "a"}).status_code == 200
+
+
+def test_a_failed_save_leaves_the_manifest_unchanged(volumes: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    client = _client(_state(volumes, out, labels=["lesion"]))
+    client.post("/api/open", json={"case": "ct1"})
+    client.post("/api/stroke", json={"case": "ct1", "plane": 1, "points": [[2.0, 2.0]], "radius": 1})
+    assert client.post("/api/save", json={"case": "ct1"}).status_code == 200
+    manifest = (out / "labelled_slices.json").read_bytes()
+    shutil.rmtree(out / "masks" / "lesion")
+    (out / "masks" / "lesion").write_text("a file where the mask folder was: no mask can be written")
+    client.post("/api/stroke", json={"case": "ct1", "plane": 3, "points": [[2.0, 2.0]], "radius": 1})
+    r = client.post("/api/save", json={"case": "ct1", "overwrite": True})
+    assert r.status_code == 422 and "cannot save ct1" in r.json()["detail"]
+    assert (out / "labelled_slices.json").read_bytes() == manifest  # still [1], not [1, 3]
+    assert not [p for p in out.rglob(".tmp*")]  # no staged mask left behind
+
+
+def test_one_app_per_output_folder_and_one_label_set(images: Path, tmp_path: Path,
+                                                     capsys: pytest.CaptureFixture) -> None:
+    out = tmp_path / "out"
+    _state(images, out)
+    with pytest.raises(AppError, match=rf"output folder {out} .* is in use by process {os.getpid()}"):
+        build_state(images, out, ["lungs"], prompted=None)
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["label", "--images", str(images), "--out", str(out), "--labels", "lungs", "--prompted", "none"])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"error: output folder {out}") and "\n" not in err
+    with pytest.raises(AppError, match=r"holds labels lungs \(masks/lungs\).* not lungs \(masks/lungs\), heart"):
+        _restart(images, out, labels=["lungs", "heart"])
+    assert json.loads((out / "label_app.json").read_text())["labels"] == [{"name": "lungs", "folder": "masks/lungs"}]
+
+
+def test_an_autosave_of_other_labels_is_kept_aside_and_said_so(images: Path, tmp_path: Path,
+                                                               capsys: pytest.CaptureFixture) -> None:
+    out = tmp_path / "out"
+    client = _client(_state(images, out))
+    client.post("/api/open", json={"case": "a"})
+    client.post("/api/stroke", json={"case": "a", "points": [[5, 5]], "radius": 2})  # unsaved work
+    work = (out / ".autosave" / "a.npz").read_bytes()
+    (out / "label_app.json").unlink()  # a folder from before the label set was recorded
+    state = _restart(images, out, labels=["lungs", "heart"])
+    kept = list((out / "autosave_kept").glob("a.*.npz"))
+    assert len(kept) == 1 and kept[0].read_bytes() == work and not (out / ".autosave" / "a.npz").exists()
+    note = next(p for p in state.problems if "autosave of a" in p)
+    assert "labels [lungs], this app labels [lungs, heart]" in note and str(kept[0]) in note and "--labels" not in note
+    assert "move the file to that output's .autosave/a.npz" in note
+    client = _client(state)
+    assert note in client.get("/api/info").json()["problems"]
+    client.post("/api/stroke", json={"case": "a", "points": [[9, 9]], "radius": 2})  # the next edit ...
+    assert kept[0].read_bytes() == work  # ... overwrites nothing
+
+
+def test_an_autosave_of_another_image_is_kept_aside_when_the_case_opens(images: Path, tmp_path: Path,
+                                                                      capsys: pytest.CaptureFixture) -> None:
+    out = tmp_path / "out"
+    client = _client(_state(images, out))
+    client.post("/api/open", json={"case": "a"})
+    client.post("/api/stroke", json={"case": "a", "points": [[5, 5]], "radius": 2})
+    work = (out / ".autosave" / "a.npz").read_bytes()
+    client = _client(_restart(_other_images(tmp_path), out))
+    r = client.post("/api/open", json={"case": "a"}).json()
+    kept = next((out / "autosave_kept").glob("a.*.npz"))
+    assert "made from another image" in r["note"] and str(kept) in r["note"] and kept.read_bytes() == work
+    assert str(kept) in capsys.readouterr().out  # and on the console
+    assert r["stats"]["strokes"] == 0  # opened afresh
+
+
+def test_a_killed_apps_temporaries_are_removed_at_start(images: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    stale = [out / f".tmp{dead.stdout.strip()}.label_app.json", out / "masks/lungs" / f".tmp{dead.stdout.strip()}.a.png"]
+    live = out / "masks/lungs" / f".tmp{os.getpid()}.b.png"  # a process still writing it
+    for path in (*stale, live):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"")
+    _state(images, out)
+    assert not any(p.exists() for p in stale) and live.exists()
+
+
+# ------------------------------------------------------------------------------ who is let in
+def test_only_loopback_host_names_are_answered(images: Path, tmp_path: Path) -> None:
+    state = _state(images, tmp_path / "out")
+    app = create_app(state, port=8765)
+    for host in ("localhost:8765", "127.0.0.1:8765", "[::1]:8765"):
+        assert TestClient(app, base_url=f"http://{host}").get("/api/info").status_code == 200
+    for host in ("evil.example.com:8765", "127.0.0.1:9999", "localhost.evil.example.com:8765"):
+        r = TestClient(app, base_url=f"http://{host}").get("/api/info")
+        assert r.status_code == 403 and "refused" in r.json()["detail"] and "cases" not in r.json()
+    remote = TestClient(create_app(state, token="t", port=8765, allow_remote=True), base_url="http://lab.example:8765")
+    assert remote.get("/api/info", headers={"X-Token": "t"}).status_code == 200
+
+
+def test_edits_from_another_origin_are_refused(images: Path, tmp_path: Path) -> None:
+    state = _state(images, tmp_path / "out")
+    client = _client(state)
+    stroke = {"case": "a", "points": [[5, 5]], "radius": 2}
+    r = client.post("/api/stroke", json=stroke, headers={"Origin": "http://evil.example.com"})
+    assert r.status_code == 403 and "origin" in r.json()["detail"] and "a" not in state.editors
+    assert client.post("/api/stroke", json=stroke, headers={"Origin": "http://127.0.0.1"}).status_code == 200
+    assert client.get("/api/info", headers={"Origin": "http://evil.example.com"}).status_code == 200  # reads no state
+
+
+def test_a_non_ascii_token_is_refused_not_a_crash(images: Path, tmp_path: Path) -> None:
+    client = _client(_state(images, tmp_path / "out"), token="s3cret")
+    assert client.get("/api/info", params={"token": "sécret"}).status_code == 401
+    assert client.get("/api/info", headers={"X-Token": "sécret".encode("latin-1")}).status_code == 401
+
+
+def _raw(client: TestClient, path: str, body: str) -> "object":
+    return client.post(path, content=body.encode(), headers={"Content-Type": "application/json"})
+
+
+def test_oversized_requests_are_refused_with_the_limit(images: Path, tmp_path: Path) -> None:
+    state = _state(images, tmp_path / "out")
+    client = _client(state)
+    client.post("/api/open", json={"case": "a"})
+    r = _raw(client, "/api/stroke", json.dumps({"case": "a", "points": [[1, 1]] * 300_000}))
+    assert r.status_code == 413 and "larger than 1048576 bytes" in r.json()["detail"]
+    r = client.post("/api/stroke", json={"case": "a", "points": [[1, 1]] * 6000})
+    assert r.status_code == 422 and "points" in r.json()["detail"] and "5000" in r.json()["detail"]
+    r = client.post("/api/stroke", json={"case": "a", "points": [[1e9, 1]]})
+    assert r.status_code == 422 and "points.0.0" in r.json()["detail"]
+    assert state.editors["a"].stats.strokes == 0 and not state.editors["a"].masks.any()
+
+
+def test_non_finite_coordinates_are_refused_and_mark_nothing(volumes: Path, tmp_path: Path) -> None:
+    state = _state(volumes, tmp_path / "out", labels=["lesion"])
+    client = _client(state)
+    client.post("/api/open", json={"case": "ct1"})
+    for path, body in [("/api/stroke", '{"case": "ct1", "plane": 2, "points": [[NaN, 1.0]]}'),
+                       ("/api/stroke", '{"case": "ct1", "plane": 2, "points": [[1.0, 1.0]], "radius": Infinity}'),
+                       ("/api/box", '{"case": "ct1", "plane": 2, "box": [0, 0, Infinity, 4]}'),
+                       ("/api/click", '{"case": "ct1", "plane": 2, "x": NaN, "y": 1}')]:
+        r = _raw(client, path, body)
+        assert r.status_code == 422 and "finite number" in r.json()["detail"], (path, r.text)
+    assert not state.editors["ct1"].labelled.any() and not math.isnan(state.editors["ct1"].stats.seconds)
+
+
+# ------------------------------------------------------------------------------------- start
+def test_a_bad_or_busy_port_is_one_line_before_the_address(images: Path, tmp_path: Path,
+                                                           capsys: pytest.CaptureFixture) -> None:
+    state = _state(images, tmp_path / "out")
+    with pytest.raises(AppError, match=r"^--port 70000 is outside 1\.\.65535$"):
+        serve(state, port=70000)
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen(1)
+        port = busy.getsockname()[1]
+        with pytest.raises(AppError, match=f"cannot listen on 127.0.0.1:{port} .*choose another --port"):
+            serve(state, port=port)
+    assert "open http" not in capsys.readouterr().out

@@ -22,6 +22,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from conftest import shared_root
+
 
 REPO = Path(__file__).resolve().parents[1]
 CHROMIUM = Path("/usr/bin/chromium")
@@ -57,26 +59,29 @@ def _free_port() -> int:
 
 
 @pytest.fixture
-def serve(shared_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., tuple[str, Path]]]:
-    """Start the app on a free loopback port for some shared files; returns (address, output folder)."""
+def serve(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., tuple[str, Path]]]:
+    """Start the app on a free loopback port for some files; returns (address, output folder)."""
     import uvicorn
 
     from s2unet.app import build_state, create_app
 
     _browser_or_skip()
-    monkeypatch.setenv("S2UNET_WEIGHTS", str(shared_dir / "weights"))
     running: list[tuple[uvicorn.Server, threading.Thread, object]] = []
 
-    def start(files: list[Path], labels: list[str]) -> tuple[str, Path]:
+    def start(files: list[Path], labels: list[str], prompted: str | None = "mobilesam",
+              token: str | None = None) -> tuple[str, Path]:
+        if prompted:
+            monkeypatch.setenv("S2UNET_WEIGHTS", str(shared_root() / "weights"))
         images = tmp_path / "images"
         images.mkdir()
         for f in files:
             shutil.copy(f, images)
         out = tmp_path / "out"
-        state = build_state(images, out, labels, prompted="mobilesam")
-        assert state.problems == [] and state.predictor is not None
+        state = build_state(images, out, labels, prompted=prompted)
+        assert state.problems == [] and (state.predictor is not None or not prompted)
         port = _free_port()
-        server = uvicorn.Server(uvicorn.Config(create_app(state), host="127.0.0.1", port=port, log_level="warning"))
+        app = create_app(state, token, port)
+        server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
         thread = threading.Thread(target=server.run, daemon=True)
         thread.start()
         running.append((server, thread, state))
@@ -90,7 +95,7 @@ def serve(shared_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
     for server, thread, state in running:
         server.should_exit = True
         thread.join(timeout=10)
-        state.worker.shutdown(wait=True)
+        state.close()
 
 
 @pytest.fixture
@@ -286,3 +291,25 @@ def test_label_a_ct_volume_in_the_browser(serve, shared_dir: Path, browser) -> N
     outside[y0 - 5 : y1 + 6, x0 - 5 : x1 + 6] = 0
     outside[CT_PAINT[0][1] - 10 : CT_PAINT[0][1] + 11] = 0  # the brush stroke's band
     assert outside.sum() == 0, "foreground away from the box and the stroke"
+
+
+def test_the_token_moves_from_the_address_into_a_cookie(serve, tmp_path: Path, browser) -> None:
+    from selenium.webdriver.common.by import By
+
+    picture = tmp_path / "xray.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (40, 50), dtype=np.uint8)).save(picture)
+    url, _ = serve([picture], ["lungs"], prompted=None, token="s3cret-token")
+    driver = browser
+    driver.get(url + "?token=s3cret-token")
+    _idle(driver, 0)
+    assert driver.find_element(By.ID, "canvas").get_attribute("data-width") == "50", \
+        driver.find_element(By.ID, "message").text
+    assert driver.current_url == url  # gone from the address bar ...
+    assert driver.execute_script("return window.location.search") == ""  # ... and the history entry
+    driver.refresh()  # the cookie carries the token now
+    _idle(driver, 0)
+    assert driver.find_element(By.ID, "canvas").get_attribute("data-width") == "50", \
+        driver.find_element(By.ID, "message").text
+    driver.delete_all_cookies()
+    driver.get(url)
+    assert "access token required" in driver.page_source

@@ -12,18 +12,22 @@ import base64
 import io
 import ipaddress
 import secrets
+import socket
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Annotated, Any, Optional
+from urllib.parse import urlsplit
 
 import numpy as np
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, FiniteFloat
 
 from ..baselines.sam_predictors import PromptedPredictor, create_predictor
 from ..weights import CheckpointError
@@ -32,12 +36,16 @@ from .editor import CaseEditor
 from .workspace import (
     WINDOWS,
     AppError,
+    AutosaveMismatch,
     CaseFile,
     Layer,
     OpenCase,
     append_log,
+    check_case_source,
     check_writable,
     draft_dice,
+    hold_output,
+    keep_aside,
     layers_from,
     list_cases,
     mask_path,
@@ -78,6 +86,8 @@ class LabelApp:
         drafter: the s2unet checkpoint for drafts (None when not given or unusable).
         problems: start-up messages the page shows (missing weights, wrong checkpoint...).
         editors: the cases opened so far.
+        kept: per case, the message of its autosave set aside when it was opened.
+        held: the lock on the output folder (:meth:`close` releases it).
     """
 
     cases: dict[str, CaseFile]
@@ -87,8 +97,19 @@ class LabelApp:
     drafter: Optional[DraftModel] = None
     problems: list[str] = field(default_factory=list)
     editors: dict[str, CaseEditor] = field(default_factory=dict)
+    kept: dict[str, str] = field(default_factory=dict)
+    held: ExitStack = field(default_factory=ExitStack)
     lock: threading.RLock = field(default_factory=threading.RLock)
     worker: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(max_workers=1))
+
+    def close(self) -> None:
+        """Stop the background work and release the output folder."""
+        self.worker.shutdown(wait=True)
+        self.held.close()
+
+    @property
+    def label_names(self) -> list[str]:
+        return [layer.name for layer in self.layers]
 
     def case(self, case_id: str) -> CaseFile:
         if case_id not in self.cases:
@@ -98,13 +119,23 @@ class LabelApp:
     def editor(self, case_id: str) -> CaseEditor:
         """The case's editor, opening it on first use: autosaved work first, else saved masks.
 
+        An autosave made for other labels or another image is moved aside (and said so), not
+        overwritten by the next edit.
+
         Raises:
-            AppError: the image cannot be read, or its saved masks / autosave cannot.
+            AppError: the image cannot be read, or its saved masks / autosave cannot, or the
+                output folder holds a case of this name saved from another image.
         """
         if case_id not in self.editors:
             opened = OpenCase(self.case(case_id))
+            check_case_source(self.out, opened)
             shape = (len(self.layers), opened.n_slices, *opened.plane_shape)
-            restored = read_autosave(self.out, opened.case, shape)
+            try:
+                restored = read_autosave(self.out, opened.case, shape, self.label_names, opened.digest)
+            except AutosaveMismatch as exc:
+                self.kept[case_id] = keep_aside(self.out, case_id, str(exc))
+                print(f"warning: {self.kept[case_id]}", flush=True)
+                restored = None
             if restored is not None:
                 ed = CaseEditor(opened, self.layers, restored.masks, restored.stats, restored.labelled)
                 ed.draft, ed.drafted, ed.draft_source = restored.draft, restored.drafted, restored.draft_source
@@ -121,7 +152,7 @@ class LabelApp:
         """Write the case's work in progress; returns the problem as a note, "" when written."""
         try:
             write_autosave(self.out, ed.opened.case, ed.masks, ed.labelled, ed.draft, ed.drafted, ed.draft_source,
-                           ed.stats)
+                           ed.stats, self.label_names, ed.opened.digest)
         except AppError as exc:
             return str(exc)
         return ""
@@ -174,19 +205,26 @@ class Where(BaseModel):
     window: str = "auto"
 
 
+#: Limits that keep one request from holding the server (and its lock) for long.
+MAX_BODY_BYTES = 1 << 20
+MAX_STROKE_POINTS = 5000
+MAX_COORDINATE = 1e5  # pixels; any image the app opens is far smaller
+Coordinate = Annotated[FiniteFloat, Field(ge=-MAX_COORDINATE, le=MAX_COORDINATE)]
+
+
 class ClickRequest(Where):
-    x: float
-    y: float
+    x: Coordinate
+    y: Coordinate
     add: bool = True
 
 
 class BoxRequest(Where):
-    box: list[float] = Field(min_length=4, max_length=4)
+    box: list[Coordinate] = Field(min_length=4, max_length=4)
 
 
 class StrokeRequest(Where):
-    points: list[list[float]] = Field(min_length=1)
-    radius: float = 5.0
+    points: list[tuple[Coordinate, Coordinate]] = Field(min_length=1, max_length=MAX_STROKE_POINTS)
+    radius: FiniteFloat = 5.0
     erase: bool = False
 
 
@@ -211,31 +249,112 @@ def _is_loopback(host: str) -> bool:
         return host == "localhost"
 
 
-def create_app(state: LabelApp, token: Optional[str] = None) -> FastAPI:
+LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
+STATE_CHANGING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+
+def _loopback_authority(authority: str, port: Optional[int]) -> bool:
+    """Whether a ``Host`` header names this machine's loopback (and, when known, the app's port).
+
+    A page of another site whose name an attacker points at 127.0.0.1 (DNS rebinding) sends its
+    own name here, so it is told apart from the app's page.
+    """
+    try:
+        parts = urlsplit("//" + authority)
+        given = parts.port
+    except ValueError:
+        return False
+    return parts.hostname in LOOPBACK_NAMES and (port is None or (given or 80) == port)
+
+
+def _refuse(status: int, detail: str) -> JSONResponse:
+    return JSONResponse({"detail": detail}, status_code=status)
+
+
+class _BodyLimit:
+    """Refuse (413) a request body larger than ``limit`` bytes before the app reads any of it
+    (a body without ``Content-Length`` is counted as it arrives)."""
+
+    def __init__(self, app: Any, limit: int) -> None:
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        too_large = _refuse(413, f"request body larger than {self.limit} bytes refused: the app's requests are "
+                                 f"far smaller (a stroke holds at most {MAX_STROKE_POINTS} points)")
+        length = dict(scope["headers"]).get(b"content-length", b"0")
+        if not length.isdigit() or int(length) > self.limit:
+            await too_large(scope, receive, send)
+            return
+        chunks, size, more = [], 0, True
+        while more:
+            message = await receive()
+            if message["type"] != "http.request":  # the client went away
+                return
+            chunks.append(message.get("body", b""))
+            size += len(chunks[-1])
+            more = message.get("more_body", False)
+            if size > self.limit:
+                await too_large(scope, receive, send)
+                return
+        body: Optional[bytes] = b"".join(chunks)
+
+        async def replay() -> dict[str, Any]:
+            nonlocal body
+            if body is None:
+                return await receive()
+            message, body = {"type": "http.request", "body": body, "more_body": False}, None
+            return message
+
+        await self.app(scope, replay, send)
+
+
+def create_app(state: LabelApp, token: Optional[str] = None, port: Optional[int] = None,
+               allow_remote: bool = False) -> FastAPI:
     """The FastAPI application over a :class:`LabelApp`.
 
     Args:
         state: the app state.
         token: when set, every request must carry it (``?token=`` once, then a cookie, or an
             ``X-Token`` header); required when binding to a non-loopback address.
+        port: the port served; a ``Host`` header must name it (None: any port).
+        allow_remote: answer any ``Host`` name; otherwise only localhost, 127.0.0.1 and [::1].
 
     Returns:
         The application (serve it with uvicorn).
     """
     api = FastAPI(title="s2unet label", docs_url=None, redoc_url=None, openapi_url=None)
+    api.add_middleware(_BodyLimit, limit=MAX_BODY_BYTES)  # added first: runs after the guard below
 
     @api.middleware("http")
-    async def require_token(request: Request, call_next):  # type: ignore[no-untyped-def]
-        if token is None:
-            return await call_next(request)
-        given = request.query_params.get("token") or request.cookies.get(TOKEN_COOKIE) or request.headers.get("x-token")
-        if not given or not secrets.compare_digest(given, token):
-            return JSONResponse({"detail": "access token required: open the address printed when the app started"},
-                                status_code=401)
+    async def guard(request: Request, call_next):  # type: ignore[no-untyped-def]
+        host = request.headers.get("host", "")
+        if not allow_remote and not _loopback_authority(host, port):
+            return _refuse(403, f"request for host {host!r} refused: the app answers localhost, 127.0.0.1 and [::1]"
+                                + (f" on port {port}" if port else "") + " only (--allow-remote serves other names)")
+        origin = request.headers.get("origin")
+        if request.method in STATE_CHANGING and origin is not None and \
+                origin.lower() not in (f"http://{host.lower()}", f"https://{host.lower()}"):
+            return _refuse(403, f"request from origin {origin!r} refused: edits come only from the app's own page")
+        if token is not None:
+            given = request.query_params.get("token") or request.cookies.get(TOKEN_COOKIE) \
+                or request.headers.get("x-token")
+            # bytes: compare_digest refuses str with non-ASCII characters (a TypeError, a 500)
+            if not given or not secrets.compare_digest(given.encode(), token.encode()):
+                return _refuse(401, "access token required: open the address printed when the app started")
         response = await call_next(request)
-        if request.query_params.get("token"):
+        if token is not None and request.query_params.get("token"):
             response.set_cookie(TOKEN_COOKIE, token, httponly=True, samesite="strict")
         return response
+
+    @api.exception_handler(RequestValidationError)
+    async def bad_request(_: Request, exc: RequestValidationError) -> JSONResponse:
+        def where(error: dict[str, Any]) -> str:
+            return ".".join(str(x) for x in error["loc"][1:]) or "body"
+
+        return _refuse(422, "request refused: " + "; ".join(f"{where(e)}: {e['msg']}" for e in exc.errors()))
 
     @api.exception_handler(AppError)
     async def app_error(_: Request, exc: AppError) -> JSONResponse:
@@ -272,7 +391,8 @@ def create_app(state: LabelApp, token: Optional[str] = None) -> FastAPI:
             ed.clear_object()
             ed.stats.restart_clock()
             h, w = ed.opened.plane_shape
-            note = f"restored from the {ed.restored_from}" if ed.restored_from else ""
+            note = "; ".join(n for n in (f"restored from the {ed.restored_from}" if ed.restored_from else "",
+                                         state.kept.pop(req.case, "")) if n)
             return plane_state(state, ed, min(req.plane, ed.masks.shape[1] - 1), note, kind=ed.opened.case.kind,
                                n_slices=ed.opened.n_slices, height=h, width=w)
 
@@ -313,8 +433,7 @@ def create_app(state: LabelApp, token: Optional[str] = None) -> FastAPI:
     def stroke(req: StrokeRequest) -> dict[str, Any]:
         with state.lock:
             ed = state.editor(req.case)
-            points = [(float(p[0]), float(p[1])) for p in req.points if len(p) == 2]
-            ed.stroke(req.layer, req.plane, points, req.radius, req.erase)
+            ed.stroke(req.layer, req.plane, req.points, req.radius, req.erase)
             return plane_state(state, ed, req.plane)
 
     @api.post("/api/draft")
@@ -405,7 +524,8 @@ def build_state(images: str | Path, out: str | Path, labels: Optional[list[str]]
         The state.
 
     Raises:
-        AppError: no images to label, bad label names, or a config that cannot be read.
+        AppError: no images to label, bad label names, a config that cannot be read, an output
+            folder another app holds or that is bound to another label set.
     """
     cases = {c.case_id: c for c in list_cases(Path(images))}
     problems: list[str] = []
@@ -419,7 +539,11 @@ def build_state(images: str | Path, out: str | Path, labels: Optional[list[str]]
     not_writable = check_writable(out)
     if not_writable:
         problems.append(not_writable)
-    state = LabelApp(cases, layers, out, problems=problems)
+        held = ExitStack()  # nothing can be written there, so nothing to guard
+    else:
+        held, kept = hold_output(out, layers)
+        problems.extend(kept)
+    state = LabelApp(cases, layers, out, problems=problems, held=held)
     if checkpoint is not None:
         try:
             state.drafter = DraftModel(Path(checkpoint), layers)
@@ -472,7 +596,8 @@ def serve(state: LabelApp, host: str = "127.0.0.1", port: int = 8765, token: Opt
         allow_remote: confirm binding to a non-loopback address.
 
     Raises:
-        AppError: a non-loopback host without ``allow_remote``.
+        AppError: a non-loopback host without ``allow_remote``, a port outside 1..65535, or one
+            that cannot be bound (in use): before the address is printed.
     """
     import uvicorn
 
@@ -481,10 +606,36 @@ def serve(state: LabelApp, host: str = "127.0.0.1", port: int = 8765, token: Opt
             raise AppError(f"--host {host} would let other machines reach the app and its images; add "
                            "--allow-remote to confirm (an access token is then required)")
         token = token or secrets.token_urlsafe(24)
+    listening = _listen(host, port)  # bound here, served below: no other server can take it in between
     for problem in state.problems:
         print(f"warning: {problem}")
     shown = "localhost" if _is_loopback(host) else host
     query = f"/?token={token}" if token else "/"
-    print(f"s2unet label: {len(state.cases)} case(s), labels {', '.join(layer.name for layer in state.layers)}, "
+    print(f"s2unet label: {len(state.cases)} case(s), labels {', '.join(state.label_names)}, "
           f"saving to {state.out}\nopen http://{shown}:{port}{query}  (Ctrl+C to stop)", flush=True)
-    uvicorn.run(create_app(state, token), host=host, port=port, log_level="warning")
+    try:
+        config = uvicorn.Config(create_app(state, token, port, allow_remote), log_level="warning")
+        uvicorn.Server(config).run(sockets=[listening])
+    finally:
+        listening.close()
+        state.close()
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    """A socket bound to ``host:port`` and listening, or the reason it cannot be, in one line."""
+    if not 1 <= port <= 65535:
+        raise AppError(f"--port {port} is outside 1..65535")
+    try:
+        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+        listening = socket.socket(family, socket.SOCK_STREAM)
+    except OSError as exc:
+        raise AppError(f"--host {host} cannot be used ({exc.strerror or exc})") from None
+    try:
+        listening.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does
+        listening.bind((host, port))
+        listening.listen(2048)
+    except OSError as exc:
+        listening.close()
+        raise AppError(f"cannot listen on {host}:{port} ({exc.strerror or exc}): another program uses the port; "
+                       "choose another --port") from None
+    return listening

@@ -15,15 +15,22 @@ Output layout (what ``train.py`` reads with ``data.root: OUT``, see :mod:`s2unet
     OUT/labelled_slices.json            the slices of each saved volume that were labelled
                                         (edited or marked); training uses only those
     OUT/label_log.jsonl                 one line per save (time, clicks, strokes, draft Dice)
+    OUT/label_app.json                  the label set the folder is bound to, and the source
+                                        (path, sha256) of every saved case
     OUT/.autosave/<case>.npz            work in progress, written after every edit
+    OUT/autosave_kept/                  autosaves of other labels or another image, set aside
+    OUT/.label.lock                     held by the app running on the folder
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
 import time
+from contextlib import ExitStack
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
@@ -32,7 +39,8 @@ import numpy as np
 from ..config import WINDOW_PRESETS, WindowConfig
 from ..data import CaseImage, DataError, read_case, read_labels, volume_value_range, window_to_unit
 from ..data.labelled import MANIFEST_NAME, read_manifest, write_case_slices
-from ..inference.outputs import atomic_path
+from ..inference.outputs import atomic_path, write_json
+from ..io import OutputError, exclusive_lock, remove_stale_temporaries
 from ..io.case import CaseFormat
 from ..io.formats import describe_formats, find_format
 from ..io.jsonio import dumps
@@ -44,6 +52,9 @@ WINDOWS: tuple[str, ...] = ("auto", "none", *WINDOW_PRESETS)
 VOLUME_AXIS = 2  # slices are cut along the served third axis, the training default
 LOG_NAME = "label_log.jsonl"
 AUTOSAVE_DIR = ".autosave"
+KEPT_DIR = "autosave_kept"
+RECORD_NAME = "label_app.json"
+LOCK_NAME = ".label.lock"
 
 
 class AppError(Exception):
@@ -167,6 +178,11 @@ class OpenCase:
             raise AppError(str(exc)) from None
         self._range = volume_value_range(self._array)  # one scale for every slice
 
+    @cached_property
+    def digest(self) -> str:
+        """The sha256 of the case's source (see :func:`content_digest`), computed once."""
+        return content_digest(self.case.path)
+
     @property
     def n_slices(self) -> int:
         """Planes of the case (1 for an image)."""
@@ -207,6 +223,98 @@ class OpenCase:
 
 
 # ----------------------------------------------------------------------------------- output
+def content_digest(path: Path) -> str:
+    """The sha256 of a case's source: a file's bytes, or a DICOM folder's file names and bytes."""
+    digest = hashlib.sha256()
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    for f in files:
+        if path.is_dir():
+            digest.update(f.relative_to(path).as_posix().encode() + b"\0")
+        with f.open("rb") as stream:
+            digest.update(hashlib.file_digest(stream, "sha256").digest())
+    return digest.hexdigest()
+
+
+def _read_record(out: Path) -> dict[str, Any]:
+    """The output's ``label_app.json`` (``{}`` when there is none).
+
+    Raises:
+        AppError: the file is not a JSON object.
+    """
+    path = out / RECORD_NAME
+    if not path.is_file():
+        return {}
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise AppError(f"{path} is unreadable ({exc}); it records the labels and saved cases of {out}") from None
+    if not isinstance(record, dict):
+        raise AppError(f"{path} is not a JSON object; it records the labels and saved cases of {out}")
+    return record
+
+
+def _label_set(layers: Sequence[Layer]) -> list[dict[str, str]]:
+    return [{"name": layer.name, "folder": layer.folder} for layer in layers]
+
+
+def bind_labels(out: Path, layers: Sequence[Layer]) -> None:
+    """Tie the output folder to one label set: record it the first time, refuse another later.
+
+    One label set per folder keeps ``labelled_slices.json`` (one slice list per case, for all
+    its labels) true: another label set would list the slices labelled for one label as
+    labelled for the other's masks too.
+
+    Raises:
+        AppError: the folder was labelled with another label set (the message names both).
+    """
+    record = _read_record(out)
+    ours = _label_set(layers)
+    if "labels" not in record:
+        write_json(out / RECORD_NAME, {**record, "labels": ours})
+        return
+    if record["labels"] != ours:
+        def show(labels: list[dict[str, str]]) -> str:
+            return ", ".join(f"{x['name']} ({x['folder']})" for x in labels)
+
+        raise AppError(f"{out} holds labels {show(record['labels'])} ({out / RECORD_NAME}), not {show(ours)}: "
+                       "one output folder takes one label set; use another --out, or the folder's --labels")
+
+
+def check_case_source(out: Path, opened: OpenCase) -> None:
+    """Refuse a case whose name is saved in the output folder from another image.
+
+    The saved case is known by the sha256 ``label_app.json`` keeps for it, or, in a folder from
+    before that record, by its image copy in ``OUT/images``.
+
+    Raises:
+        AppError: the saved case came from other content (the message names both files).
+    """
+    case = opened.case
+    saved = _read_record(out).get("cases", {}).get(case.case_id)
+    if saved is not None:
+        digest, where = saved["sha256"], saved["source"]
+    else:
+        copy = image_copy_path(out, case)
+        if not copy.exists():
+            return
+        digest, where = content_digest(copy), str(copy)
+    if digest != opened.digest:
+        raise AppError(f"{out} holds a case {case.case_id!r} saved from {where}, and {case.path} has the same name "
+                       "but other content: its masks are not this image's. Use another --out, or rename the file")
+
+
+def _record_case(out: Path, opened: OpenCase) -> None:
+    record = _read_record(out)
+    cases = {**record.get("cases", {}), opened.case.case_id: {"source": str(opened.case.path.resolve()),
+                                                              "sha256": opened.digest}}
+    write_json(out / RECORD_NAME, {**record, "cases": dict(sorted(cases.items()))})
+
+
+def image_copy_path(out: Path, case: CaseFile) -> Path:
+    """Where a saved case's image (or DICOM series folder) is copied for training."""
+    return out / "images" / case.path.name
+
+
 def mask_path(out: Path, layer: Layer, case: CaseFile) -> Path:
     """Where a layer's mask of a case is saved."""
     return out / layer.folder / f"{case.case_id}{case.format.output_suffix_for(case.path)}"
@@ -288,12 +396,14 @@ def _copy_atomic(src: Path, dst: Path) -> None:
 
 def save_masks(out: Path, layers: Sequence[Layer], opened: OpenCase, masks: np.ndarray,
                labelled: np.ndarray, overwrite: bool) -> list[Path]:
-    """Write a case's masks in the training layout, each file atomically, and a volume's
-    labelled slices to the output's ``labelled_slices.json``.
+    """Write a case's masks in the training layout, a volume's labelled slices to the output's
+    ``labelled_slices.json`` and the case's source to ``label_app.json``.
 
-    The manifest is written before the masks: if saving stops half-way, training finds a
-    listed case without its masks (an error of the data check), never new masks whose
-    unlabelled slices pass for background.
+    The masks are written completely under temporary names first, so a write that fails (full
+    disk, read-only folder) changes neither the masks nor the manifest. Then the manifest is
+    written, then the masks are renamed into place: if saving stops between the two, training
+    finds a listed case with its old masks or none (the data check refuses it), never new masks
+    whose unlabelled slices pass for background.
 
     Args:
         out: the output folder.
@@ -309,28 +419,31 @@ def save_masks(out: Path, layers: Sequence[Layer], opened: OpenCase, masks: np.n
     Raises:
         FileExistsError: a mask exists and ``overwrite`` is False (nothing written); the
             message lists the files.
-        AppError: a volume without a labelled slice, or the folder cannot be written (nothing
-            of the existing masks is lost: each file is replaced only once its new version is
-            complete).
+        AppError: a volume without a labelled slice, a case of this name saved from another
+            image, or the folder cannot be written (nothing written but possibly the image copy).
     """
     case = opened.case
     slices = np.flatnonzero(labelled).tolist()
     if not opened.image.planar and not slices:
         raise AppError(f"{case.case_id}: no slice is marked labelled. Edit or mark (L) the slices you labelled, "
                        "or mark all slices, so that training knows which slices to use")
+    check_case_source(out, opened)
     paths = [mask_path(out, layer, case) for layer in layers]
     existing = [p for p in paths if p.exists()]
     if existing and not overwrite:
         raise FileExistsError("already saved: " + ", ".join(str(p) for p in existing))
     try:
-        if not opened.image.planar:  # a volume labelled whole is not listed
-            write_case_slices(out / MANIFEST_NAME, case.case_id, None if labelled.all() else slices, VOLUME_AXIS,
-                              reorient=True)
-        image_copy = out / "images" / case.path.name
+        image_copy = image_copy_path(out, case)
         if not image_copy.exists():
             _copy_atomic(case.path, image_copy)
-        for c, path in enumerate(paths):
-            opened.image.write_like(opened.to_served(masks[c]), path, np.uint8, binary=True)
+        with ExitStack() as staged:  # leaving it renames the staged masks into place
+            for c, path in enumerate(paths):
+                opened.image.write_like(opened.to_served(masks[c]), staged.enter_context(atomic_path(path)),
+                                        np.uint8, binary=True)
+            _record_case(out, opened)
+            if not opened.image.planar:  # a volume labelled whole is not listed
+                write_case_slices(out / MANIFEST_NAME, case.case_id, None if labelled.all() else slices,
+                                  VOLUME_AXIS, reorient=True)
     except (OSError, DataError) as exc:
         raise AppError(f"cannot save {case.case_id} to {out}: {exc}") from None
     return paths
@@ -408,14 +521,20 @@ def autosave_path(out: Path, case: CaseFile) -> Path:
 
 
 def write_autosave(out: Path, case: CaseFile, masks: np.ndarray, labelled: np.ndarray, draft: Optional[np.ndarray],
-                   drafted: Optional[np.ndarray], draft_source: str, stats: CaseStats) -> None:
+                   drafted: Optional[np.ndarray], draft_source: str, stats: CaseStats, labels: Sequence[str],
+                   source: str) -> None:
     """Keep the work in progress of a case on disk (atomic; bit-packed masks).
+
+    Args:
+        labels: the layers' names and ``source`` the case's :func:`content_digest`: an autosave
+            is restored only for the same labels and image.
 
     Raises:
         AppError: the folder cannot be written.
     """
+    meta = {"draft_source": draft_source, "labels": list(labels), "source": source, **stats.as_dict()}
     arrays: dict[str, Any] = {"shape": np.array(masks.shape), "masks": np.packbits(masks), "labelled": labelled,
-                              "meta": np.array(dumps({"draft_source": draft_source, **stats.as_dict()}, out))}
+                              "meta": np.array(dumps(meta, out))}
     if draft is not None and drafted is not None:
         arrays.update(draft=np.packbits(draft), drafted=drafted)
     try:
@@ -438,31 +557,104 @@ class Restored:
     stats: CaseStats
 
 
-def read_autosave(out: Path, case: CaseFile, shape: tuple[int, ...]) -> Optional[Restored]:
-    """The autosaved work of a case, or None when there is none or it does not fit ``shape``.
+class AutosaveMismatch(AppError):
+    """An autosave made for other labels or another image than the app has now."""
+
+
+def _autosave_labels(z: Any) -> tuple[Optional[list[str]], dict[str, Any]]:
+    """The label names an open autosave was made for (None in one from before they were kept) and its meta."""
+    meta = json.loads(str(z["meta"]))
+    return meta.get("labels"), meta
+
+
+def _check_labels(case_id: str, theirs: Optional[list[str]], shape: tuple[int, ...], ours: Sequence[str]) -> None:
+    if theirs is None:  # an autosave from before the names were kept: its layer count tells
+        if shape[0] == len(ours):
+            return
+        shown = f"{shape[0]} label(s)"
+    else:
+        if list(theirs) == list(ours):
+            return
+        shown = f"labels [{', '.join(theirs)}]"
+    raise AutosaveMismatch(f"the autosave of {case_id} was made for {shown}, this app labels [{', '.join(ours)}]")
+
+
+def read_autosave(out: Path, case: CaseFile, shape: tuple[int, ...], labels: Sequence[str],
+                  source: str) -> Optional[Restored]:
+    """The autosaved work of a case, or None when there is none.
 
     Args:
         out: the output folder.
         case: the case.
-        shape: the (C, S, H, W) the masks must have (another layer set cannot be restored).
+        shape: the (C, S, H, W) the masks must have.
+        labels: the layers' names.
+        source: the case's :func:`content_digest`.
+
+    Raises:
+        AutosaveMismatch: it was made for other labels or another image (set it aside with
+            :func:`keep_aside`).
+        AppError: it is unreadable.
     """
     path = autosave_path(out, case)
     if not path.is_file():
         return None
     try:
         with np.load(path) as z:
-            if tuple(z["shape"]) != tuple(shape):
-                return None
+            theirs, meta = _autosave_labels(z)
+            _check_labels(case.case_id, theirs, tuple(z["shape"]), labels)
+            if meta.get("source", source) != source or tuple(z["shape"]) != tuple(shape):
+                raise AutosaveMismatch(f"the autosave of {case.case_id} was made from another image than {case.path}")
             n = int(np.prod(shape))
             masks = np.unpackbits(z["masks"])[:n].reshape(shape).astype(bool)
             labelled = z["labelled"].astype(bool) if "labelled" in z else np.zeros(shape[1], dtype=bool)
             draft = np.unpackbits(z["draft"])[:n].reshape(shape).astype(bool) if "draft" in z else None
             drafted = z["drafted"].astype(bool) if "drafted" in z else None
-            meta = json.loads(str(z["meta"]))
     except (OSError, ValueError, KeyError) as exc:
         raise AppError(f"autosave {path} is unreadable ({exc}); move it away to start the case afresh") from None
     stats = CaseStats(meta.get("seconds", 0.0), meta.get("clicks", 0), meta.get("strokes", 0), meta.get("boxes", 0))
     return Restored(masks, labelled, draft, drafted, meta.get("draft_source", ""), stats)
+
+
+def keep_aside(out: Path, case_id: str, why: str) -> str:
+    """Move a case's autosave that cannot be restored to ``OUT/autosave_kept/`` instead of
+    letting the next edit overwrite it.
+
+    Args:
+        out: the output folder.
+        case_id: the case.
+        why: what does not match (from :class:`AutosaveMismatch`).
+
+    Returns:
+        The message for the user: why, where the file went and how to restore it.
+    """
+    path = out / AUTOSAVE_DIR / f"{case_id}.npz"
+    kept = out / KEPT_DIR / f"{case_id}.{time.strftime('%Y%m%d-%H%M%S')}.npz"
+    try:
+        kept.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(path, kept)
+    except OSError as exc:
+        raise AppError(f"{why}; it cannot be moved aside ({exc}), so the case is not opened to keep it") from None
+    return (f"{why}: it is kept as {kept}. To restore it, start the app with those labels and that image (another "
+            f"--out if the labels differ) and move the file to that output's {AUTOSAVE_DIR}/{case_id}.npz")
+
+
+def keep_aside_other_labels(out: Path, labels: Sequence[str]) -> list[str]:
+    """Set aside every autosave of the folder made for other labels (see :func:`keep_aside`).
+
+    Returns:
+        One message per autosave set aside.
+    """
+    notes = []
+    for path in sorted((out / AUTOSAVE_DIR).glob("*.npz")):
+        try:
+            with np.load(path) as z:
+                theirs, _ = _autosave_labels(z)
+                _check_labels(path.stem, theirs, tuple(z["shape"]), labels)
+        except AutosaveMismatch as exc:
+            notes.append(keep_aside(out, path.stem, str(exc)))
+        except (OSError, ValueError, KeyError):
+            continue  # an unreadable one is reported when its case is opened
+    return notes
 
 
 def remove_autosave(out: Path, case: CaseFile) -> None:
@@ -470,8 +662,37 @@ def remove_autosave(out: Path, case: CaseFile) -> None:
     autosave_path(out, case).unlink(missing_ok=True)
 
 
+def hold_output(out: Path, layers: Sequence[Layer]) -> tuple[ExitStack, list[str]]:
+    """Take the output folder for one app: lock it, bind it to the label set, clear what a killed
+    app left (temporaries) and set aside autosaves of other labels.
+
+    Args:
+        out: a writable output folder.
+        layers: the app's layers.
+
+    Returns:
+        The lock (close it to release the folder) and the messages of autosaves set aside.
+
+    Raises:
+        AppError: another app holds the folder, or it is bound to another label set.
+    """
+    held = ExitStack()
+    try:
+        held.enter_context(exclusive_lock(out / LOCK_NAME, f"output folder {out} (another `s2unet label`?)"))
+        bind_labels(out, layers)
+        remove_stale_temporaries(out)
+        return held, keep_aside_other_labels(out, [layer.name for layer in layers])
+    except OutputError as exc:
+        held.close()
+        raise AppError(str(exc)) from None
+    except BaseException:
+        held.close()
+        raise
+
+
 __all__ = [
-    "AppError", "CaseFile", "CaseStats", "Layer", "OpenCase", "Restored", "WINDOWS", "append_log", "check_writable",
-    "draft_dice", "layers_from", "list_cases", "mask_path", "read_autosave", "read_saved_masks", "remove_autosave",
-    "save_masks", "saved_labelled", "write_autosave",
+    "AppError", "AutosaveMismatch", "CaseFile", "CaseStats", "Layer", "OpenCase", "Restored", "WINDOWS", "append_log",
+    "bind_labels", "check_case_source", "check_writable", "content_digest", "draft_dice", "hold_output",
+    "image_copy_path", "keep_aside", "keep_aside_other_labels", "layers_from", "list_cases", "mask_path",
+    "read_autosave", "read_saved_masks", "remove_autosave", "save_masks", "saved_labelled", "write_autosave",
 ]

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import errno
 import os
+import re
+import shutil
 import tempfile
 from contextlib import contextmanager, suppress
 from pathlib import Path
@@ -13,6 +15,10 @@ from .jsonio import dumps
 # Errors that mean "this location cannot take the file": full disk or quota, read-only file
 # system, no permission, file too large.
 WRITE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EFBIG})
+
+
+#: The temporary name :func:`atomic_path` gives, and the pid of the process that made it.
+TEMPORARY = re.compile(r"\.tmp(\d+)\..+")
 
 
 def _naming(exc: OSError, path: Path) -> OSError:
@@ -36,7 +42,7 @@ def atomic_path(path: Path) -> Iterator[Path]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".tmp{os.getpid()}.{path.name}")
+    tmp = path.with_name(f".tmp{os.getpid()}.{path.name}")  # as TEMPORARY matches it
     try:
         yield tmp
         os.replace(tmp, path)
@@ -46,6 +52,42 @@ def atomic_path(path: Path) -> Iterator[Path]:
         raise
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def remove_stale_temporaries(folder: Path) -> list[Path]:
+    """Remove the temporaries :func:`atomic_path` left under ``folder`` when its process was
+    killed (``kill -9``, power loss): those whose process is no longer running.
+
+    A live process's temporary is left alone: it may be writing it right now.
+
+    Args:
+        folder: searched recursively; a missing folder has none.
+
+    Returns:
+        The temporaries removed (files, or folders a copy was being staged in).
+    """
+    removed = []
+    for path in sorted(Path(folder).rglob(".tmp*")):
+        match = TEMPORARY.fullmatch(path.name)
+        if match is None or _alive(int(match.group(1))) or not path.exists():
+            continue
+        with suppress(OSError):  # one that cannot be removed is left: it hides no result
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
+            removed.append(path)
+    return removed
 
 
 def write_text(path: Path, text: str) -> None:

@@ -266,7 +266,17 @@ async function save(overwrite = false) {
   }
 }
 
+// The server answered ?token= with a cookie that carries it from now on: drop it from the
+// address bar and the history, where anyone looking over the shoulder or at the history sees it.
+function forgetToken() {
+  const url = new URL(window.location.href);
+  if (!url.searchParams.has("token")) return;
+  url.searchParams.delete("token");
+  history.replaceState(history.state, "", url.pathname + url.search + url.hash);
+}
+
 async function start() {
+  forgetToken();
   setBusy(1);
   try {
     const r = await fetch("/api/info");
