@@ -74,8 +74,8 @@ def flat_threshold(thresholds: Sequence[float], dice: Sequence[float], window: f
 
     The smoothed Dice is the expected score when the operating point drifts anywhere within the
     window, as it does when another hospital's scans shift the probabilities: a sharp, isolated
-    peak is discounted by its low neighbours, a plateau is not. Equal smoothed scores are settled
-    by the Dice at the threshold itself.
+    peak is discounted by its low neighbours, a plateau is not. Of equal smoothed scores (a
+    plateau wider than the window) the middle one is taken, the plateau's centre.
 
     Args:
         thresholds: the candidate thresholds.
@@ -86,6 +86,9 @@ def flat_threshold(thresholds: Sequence[float], dice: Sequence[float], window: f
         ``(threshold, flatness)``, the flatness as :func:`threshold_flatness` gives it.
     """
     thr, d = np.asarray(thresholds, dtype=np.float64), np.asarray(dice, dtype=np.float64)
-    smoothed = [float(d[_window(thr, t, window)].mean()) for t in thr]
-    best = max(range(thr.size), key=lambda i: (smoothed[i], d[i]))
-    return float(thr[best]), threshold_flatness(thr, d, float(thr[best]), window)
+    order = np.argsort(thr)
+    thr, d = thr[order], d[order]
+    smoothed = np.array([d[_window(thr, t, window)].mean() for t in thr])
+    tied = np.flatnonzero(smoothed >= smoothed.max() - 1e-9)
+    best = float(thr[tied[len(tied) // 2]])
+    return best, threshold_flatness(thr, d, best, window)
