@@ -182,7 +182,8 @@ def score_checkpoint(loaded: LoadedModel, cases: Sequence[ShiftCase], shifts: Se
         nothing is predicted, else 0).
     """
     cfg = loaded.config
-    predictor = Predictor(loaded.model, cfg, threshold=loaded.threshold, text=loaded.structure_text)
+    predictor = Predictor(loaded.model, cfg, threshold=loaded.threshold, text=loaded.structure_text,
+                          calibration=loaded.calibration)
     names = foreground_names(cfg)
     empty = sum(not item.target.any() for item in cases)
     result: dict[str, Any] = {}

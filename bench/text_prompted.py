@@ -57,7 +57,7 @@ def _dice_per_channel(predictor: Predictor, cases: Sequence, targets: Sequence[n
 def score_multilabel(loaded: LoadedModel, cases: Sequence, targets: Sequence[np.ndarray]) -> dict[str, float]:
     """Per-label mean Dice of a multi-label model."""
     names = foreground_names(loaded.config)
-    predictor = Predictor(loaded.model, loaded.config, threshold=loaded.threshold)
+    predictor = Predictor(loaded.model, loaded.config, threshold=loaded.threshold, calibration=loaded.calibration)
     dice = _dice_per_channel(predictor, cases, targets, list(range(len(names))))
     return {n: float(d.mean()) for n, d in zip(names, dice)}
 
@@ -76,7 +76,8 @@ def score_text(loaded: LoadedModel, cases: Sequence, targets: Sequence[np.ndarra
     phrases = [bank.phrases[i] for i in accepted]
     resolved = bank.resolve(phrases)
     cfg = query_config(loaded.config, [f"p{i}" for i in range(len(phrases))], resolved.channels)
-    predictor = Predictor(loaded.model, cfg, threshold=loaded.threshold, text=resolved.embeddings)
+    predictor = Predictor(loaded.model, cfg, threshold=loaded.threshold, text=resolved.embeddings,
+                          calibration=loaded.calibration)
     dice = _dice_per_channel(predictor, cases, targets, [bank.structure_index[i] for i in accepted])
     per_phrase = {p: float(d.mean()) for p, d in zip(phrases, dice)}
     structures = {}

@@ -71,7 +71,7 @@ def test_a_run_without_validation_reports_no_best_score(volumes, tmp_path):
     assert "no validation cases" in summary["note"] and summary["test_threshold"] == 0.5
 
 
-def test_short_run_lowers_loss_and_writes_records(volumes, tmp_path):
+def test_short_run_lowers_loss_and_writes_records(volumes, tmp_path, capsys):
     run = trainer.train(tiny_train_cfg(volumes, tmp_path, "train.epochs=4"))
     losses = [r["loss"] for r in train_log(run) if r["kind"] == "train"]
     assert len(losses) == 4 and losses[-1] < 0.9 * losses[0]
@@ -87,6 +87,17 @@ def test_short_run_lowers_loss_and_writes_records(volumes, tmp_path):
     val = build_datasets(loaded.config.data, loaded.config.seed).val
     again = validate(loaded.model, loaded.config, val, torch.device("cpu"))
     assert 0.0 < again["summary"]["dice"] == pytest.approx(loaded.metrics["dice"], abs=1e-6)
+    # Calibrated on validation: the temperature travels in best.pt, and predicting with it at the
+    # stored threshold (as infer.py does) gives the validation score again.
+    assert loaded.calibration.fitted and loaded.calibration == again["calibration"]
+    stored = validate(loaded.model, loaded.config, val, torch.device("cpu"), threshold=loaded.threshold,
+                      calibration=loaded.calibration)
+    assert stored["summary"]["dice"] == pytest.approx(loaded.metrics["dice"], abs=1e-4)
+    val_records = [r for r in train_log(run) if r["kind"] == "val"]
+    assert all(0.0 <= r["threshold_flatness"] <= 1.0 and r["temperature"] > 0 for r in val_records)
+    assert loaded.metrics["threshold_flatness"] in [r["threshold_flatness"] for r in val_records]
+    done = " ".join(capsys.readouterr().err.split()).split("done: ")[-1]
+    assert f"threshold {loaded.threshold:.2f}, Dice range {loaded.metrics['threshold_flatness']:.3f}" in done
 
 
 @pytest.mark.parametrize("extra", [[], ["train.ema=0.9"]], ids=["plain", "weight_average"])

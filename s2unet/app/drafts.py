@@ -43,7 +43,8 @@ class DraftModel:
         self.path = path
         self.kind = loaded.config.data.kind
         self.loaded = loaded
-        self.predictor = Predictor(loaded.model, loaded.config, "cpu", loaded.threshold, text=loaded.structure_text)
+        self.predictor = Predictor(loaded.model, loaded.config, "cpu", loaded.threshold, text=loaded.structure_text,
+                                   calibration=loaded.calibration)
 
     @property
     def takes_text(self) -> bool:
@@ -82,7 +83,8 @@ class DraftModel:
         except (UnknownPhraseError, CheckpointError) as exc:
             raise AppError(str(exc)) from None
         cfg = query_config(self.loaded.config, ["phrase"], asked.channels)
-        predictor = Predictor(self.loaded.model, cfg, "cpu", self.loaded.threshold, text=asked.embeddings)
+        predictor = Predictor(self.loaded.model, cfg, "cpu", self.loaded.threshold, text=asked.embeddings,
+                              calibration=self.loaded.calibration)
         return self._predict(predictor, opened)[0], asked.nearest[0]
 
     def _predict(self, predictor: "Predictor", opened: OpenCase) -> np.ndarray:

@@ -98,7 +98,8 @@ class TrainedModels:
             shown = ", ".join(leaked[:5]) + ("..." if len(leaked) > 5 else "")
             self.notes.append(f"WARNING: {checkpoint} was trained on {len(leaked)} of the test cases ({shown}): "
                               "its scores are optimistic.")
-        predictor = Predictor(loaded.model, mcfg, self.device, loaded.threshold, text=loaded.structure_text)
+        predictor = Predictor(loaded.model, mcfg, self.device, loaded.threshold, text=loaded.structure_text,
+                              calibration=loaded.calibration)
         self.models[path] = (predictor, int(loaded.model.parameter_counts()["trainable"]))
         return path
 

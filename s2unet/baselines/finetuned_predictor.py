@@ -3,7 +3,6 @@ predictor interface, so the comparison runs it with every prompt strategy (oracl
 points, mean-mask fixed points, drafts of another model, correction clicks)."""
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Optional
 
@@ -53,8 +52,8 @@ class FineTunedPredictor(PromptedPredictor):
         loaded.model.merge_lora()
         self.model, self.device = loaded.model.eval(), torch.device(device)
         self.size = loaded.config.data.image_size
-        t = min(max(loaded.threshold, 1e-6), 1 - 1e-6)
-        self.logit_shift = math.log(t / (1 - t))
+        # the threshold is a calibrated probability: its cut on this model's own logits
+        self.logit_shift = loaded.calibration.logit_cut(loaded.threshold)
         self._embedding: Optional[tuple[torch.Tensor, list[torch.Tensor]]] = None
         self.low_res_size = self._low_res_side()
 

@@ -25,8 +25,9 @@ from ..data import PhraseSampleDataset, RehearsalMix, build_datasets, make_train
 from ..devices import resolve_device
 from ..io import write_json
 from ..losses import build_loss
-from ..metrics import describe_empty_references
+from ..metrics import FLAT_WINDOW, describe_empty_references
 from ..models import S2UNet, SegmentationModel, check_model_config, create_model_from_config
+from ..models.calibration import Calibration
 from ..models.checkpoint import atomic_save, model_payload, read_checkpoint
 from ..text import PhraseBank
 from ..weights import CheckpointError
@@ -302,8 +303,8 @@ def _train(cfg: Config, device: torch.device, info: DistInfo, saved: dict | None
                                              "trainable_parameters": model.parameter_counts()["trainable"],
                                              "wall_seconds": round(time.perf_counter() - started, 1),
                                              "threads": torch.get_num_threads(), "precision": amp[0].name})
-        done = (f"best validation {t_cfg.metric} {progress.best:.4f} at epoch {progress.best_epoch}" if validated
-                else best["note"])
+        done = (f"best validation {t_cfg.metric} {progress.best:.4f} at epoch {progress.best_epoch}, "
+                f"{_threshold_note(read_checkpoint(run_dir / 'best.pt')['metrics'])}" if validated else best["note"])
         console.print(f"done: {done}; {run_dir}")
     return run_dir
 
@@ -341,19 +342,30 @@ def _end_of_epoch(model: SegmentationModel, cfg: Config, bundle, device, progres
         score = result["summary"][t_cfg.metric]
         log.append({"kind": "val", "epoch": progress.epoch, "step": progress.step, **result["summary"]})
         bar.console.print(
-            f"epoch {progress.epoch}: validation {t_cfg.metric} {score:.4f} (threshold {result['threshold']:.2f}, "
+            f"epoch {progress.epoch}: validation {t_cfg.metric} {score:.4f} ({_threshold_note(result['summary'])}, "
             f"{len(result['cases'])} cases{_empty_reference_note(result['summary'], len(result['cases']), t_cfg.metric)})"
         )
         if score > progress.best:
             progress.best, progress.best_epoch = score, progress.epoch
             _save_best(model_payload(scored, cfg, result["threshold"], result["summary"], epoch=progress.epoch,
-                                     validation_cases=result["cases"], **text), run_dir, cfg.name)
+                                     validation_cases=result["cases"], calibration=result["calibration"].to_payload(),
+                                     **text), run_dir, cfg.name)
         log.plot(t_cfg.metric)
     atomic_save(
         model_payload(model, cfg, 0.5, {}, optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(),
                       progress=vars(progress).copy(), rng=_rng_state(), **text, **kept),
         run_dir / "last.pt",
     )
+
+
+def _threshold_note(summary: dict[str, Any]) -> str:
+    """``threshold 0.40, Dice range 0.012 over +-0.1, temperature 2.1`` from a validation summary
+    (the threshold alone for models without a tuning curve)."""
+    note = f"threshold {summary['threshold']:.2f}"
+    if "threshold_flatness" in summary:
+        note += (f", Dice range {summary['threshold_flatness']:.3f} over +-{FLAT_WINDOW:g}, "
+                 f"temperature {summary['temperature']:.3g}")
+    return note
 
 
 def _empty_reference_note(summary: dict[str, Any], n_cases: int, metric: str) -> str:
@@ -389,14 +401,15 @@ def _save_best(payload: dict, run_dir: Path, name: str) -> None:
         point_latest_link(latest_link(run_dir, name), run_dir)
 def _test(model: SegmentationModel, cfg: Config, bundle, device, run_dir: Path, log: MetricLog,
           bank: PhraseBank | None = None) -> dict[str, Any]:
-    """Score ``best.pt`` on the test split at its own (validation-tuned) threshold.
+    """Score ``best.pt`` on the test split at its own (validation-tuned) threshold and calibration.
 
     With ``data.split.mode: group`` the test cases come from sources never trained on, so this
     is the cross-source score. Logged as a ``test`` record and returned for ``summary.json``.
     """
     best = read_checkpoint(run_dir / "best.pt")
     model.load_trained_state_dict(best["state_dict"], source=str(run_dir / "best.pt"))
-    result = validate(model, cfg, bundle.test, device, threshold=best["threshold"], text=bank)
+    result = validate(model, cfg, bundle.test, device, threshold=best["threshold"], text=bank,
+                      calibration=Calibration.from_payload(best.get("calibration"), str(run_dir / "best.pt")))
     log.append({"kind": "test", "epoch": best.get("epoch"), **result["summary"]})
     score = result["summary"][cfg.train.metric]
     console.print(f"test {cfg.train.metric} {score:.4f} on {len(result['cases'])} cases (threshold {result['threshold']:.2f})")

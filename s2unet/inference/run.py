@@ -30,7 +30,10 @@ Outputs in ``output_dir`` (every file written under a temporary name, then renam
 - ``summary.json``: settings, timing and, with ``gt``, the metric aggregates of
   :func:`s2unet.metrics.summarize`. ``slices_per_second`` is the main model's throughput
   (preprocessing + forward + resize back, per second of prediction time; the lung model,
-  metrics and file writing are not counted); ``seconds_total`` is the wall time of the run.
+  metrics and file writing are not counted); ``seconds_total`` is the wall time of the run;
+  ``threshold_warnings`` lists the cases (and the 2D pictures together) whose threshold leaves
+  most slices empty where 0.5 would not (:mod:`.threshold_check`; also printed, and in the
+  case's report as ``threshold_warning``).
 
 With ``overwrite`` the files of this run replace earlier ones of the same name, and the run-wide
 files of an earlier run (``summary.json``, ``reports.csv``, ``metrics_*.csv``) are removed first;
@@ -66,6 +69,7 @@ from .outputs import earlier_results, write_csv, write_json
 from .overlay import image_overlay, volume_overlay
 from .report import case_report
 from .text_queries import text_queries
+from .threshold_check import empty_slices_warning, slice_peaks, threshold_line
 
 PathLike = Union[str, Path]
 SUMMARY_FILES = ("summary.json", "reports.csv")
@@ -248,6 +252,8 @@ class _Runner:
         self.reports: list[dict[str, Any]] = []
         self.case_rows: list[dict[str, Any]] = []
         self.slice_rows: list[dict[str, Any]] = []
+        self.warnings: list[dict[str, Any]] = []
+        self.picture_peaks: list[float] = []
 
     def _timed(self, fn: Callable[..., np.ndarray], *args: Any) -> np.ndarray:
         """Call a predict function, adding its duration to the throughput clock."""
@@ -315,6 +321,13 @@ class _Runner:
             shown = window_to_unit(array, d.window, volume_value_range(array)) if case.values == "stored" else array
             image_overlay(overlay_path, shown, fg, gt, labels=self.labels, title=job.case)
         report = case_report(job.case, fg, self.labels, case.spacing, lung, slice_axis, case.spacing_caveat)
+        if self.cfg.data.task != "multiclass":  # an argmax has no threshold to leave slices empty
+            peaks = slice_peaks(prob, slice_axis)
+            if case.planar:  # checked together at the end, as one stack of slices
+                self.picture_peaks.extend(peaks)
+            elif (warning := empty_slices_warning(job.case, peaks, self.predictor.threshold)) is not None:
+                report["threshold_warning"] = warning["message"]
+                self.warnings.append(warning)
         write_json(self.out / f"{job.case}_report.json", report)
         self.reports.append(report)
         if gt is not None:
@@ -449,13 +462,15 @@ def run_inference(
     with all_or_none(planned):
         thr = loaded.threshold if threshold is None else float(threshold)
         predictor = Predictor(loaded.model, cfg, dev, thr, batch_size, tta, apply_postprocess=not no_postprocess,
-                              text=None if phrases is None else phrases.embeddings)
+                              text=None if phrases is None else phrases.embeddings, calibration=loaded.calibration)
         lung_predictor = (
             Predictor(lung_loaded.model, lung_cfg, dev, lung_loaded.threshold, batch_size, tta,
-                      text=None if lung_phrases is None else lung_phrases.embeddings)
+                      text=None if lung_phrases is None else lung_phrases.embeddings,
+                      calibration=lung_loaded.calibration)
             if lung_loaded is not None else None
         )
         console = Console(stderr=True, quiet=not show_progress)
+        console.print(threshold_line(loaded, thr))
         columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn())
         with Progress(*columns, console=console, disable=not show_progress) as progress:
             runner = _Runner(cfg, predictor, lung_predictor, out, min_size, probabilities, surface, nsd_tolerance, progress)
@@ -473,16 +488,24 @@ def run_inference(
                     if images_task is not None and job.format.kind == "image":
                         progress.advance(images_task)
 
+        if runner.picture_peaks:
+            pictures_warning = empty_slices_warning(f"{len(runner.picture_peaks)} picture(s)",
+                                                    np.array(runner.picture_peaks), thr)
+            runner.warnings += [] if pictures_warning is None else [pictures_warning]
+        for warning in runner.warnings:
+            console.print(warning["message"], style="bold red", markup=False, soft_wrap=True)
         write_csv(out / "reports.csv", runner.reports)
         summary: dict[str, Any] = {
             "checkpoint": str(checkpoint),
             "model": {"arch": cfg.model.arch, "encoder": cfg.model.encoder, "task": cfg.data.task,
                       "labels": foreground_names(cfg), "image_size": cfg.data.image_size},
-            "settings": {"threshold": thr, "tta": tta, "min_size": min_size,
+            "settings": {"threshold": thr, "threshold_flatness": loaded.metrics.get("threshold_flatness"),
+                         "calibration": loaded.calibration.to_payload(), "tta": tta, "min_size": min_size,
                          "postprocess": None if no_postprocess else dataclasses.asdict(cfg.postprocess), "batch_size": batch_size, "device": str(dev),
                          "lung": str(lung) if lung else None, "lung_checkpoint": str(lung_checkpoint) if lung_checkpoint else None,
                          "gt": str(gt) if gt else None},
             "cases": [job.case for job in jobs],
+            "threshold_warnings": runner.warnings,
             "text": None if phrases is None else [
                 {"phrase": p, "output": n, "nearest_structure": s, "similarity": sim}
                 for p, n, s, sim in zip(phrases.phrases, foreground_names(cfg), phrases.nearest, phrases.similarity)

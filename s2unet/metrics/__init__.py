@@ -67,11 +67,13 @@ from .scores import (
     overlap_scores,
     surface_scores,
 )
+from .calibration import fit_calibration, sample_pixels
 from .summary import describe_empty_references, format_summary, metric_keys, summarize
-from .thresholds import dice_for_thresholds
+from .thresholds import FLAT_WINDOW, dice_for_thresholds, flat_threshold, threshold_flatness
 
 __all__ = [
-    "DEFAULT_NSD_TOLERANCE", "METRICS", "OVERLAP_METRICS", "SURFACE_METRICS", "case_metrics", "confusion_counts",
-    "describe_empty_references", "dice_for_thresholds", "format_summary", "image_diagonal", "metric_keys",
-    "metric_row", "overlap_scores", "summarize", "surface_scores",
+    "DEFAULT_NSD_TOLERANCE", "FLAT_WINDOW", "METRICS", "OVERLAP_METRICS", "SURFACE_METRICS", "case_metrics",
+    "confusion_counts", "describe_empty_references", "dice_for_thresholds", "fit_calibration", "flat_threshold",
+    "format_summary", "image_diagonal", "metric_keys", "metric_row", "overlap_scores", "sample_pixels", "summarize",
+    "surface_scores", "threshold_flatness",
 ]

@@ -46,3 +46,49 @@ def dice_for_thresholds(prob: Any, gt: Any, thresholds: Sequence[float], per_ite
     dice = np.empty_like(dice_sorted)
     dice[:, order] = dice_sorted
     return dice if per_item else dice[0]
+
+
+FLAT_WINDOW = 0.1  # the drift of the operating point a threshold should survive (another scanner)
+
+
+def _window(thresholds: np.ndarray, centre: float, window: float) -> np.ndarray:
+    """Which thresholds lie within ``window`` of ``centre`` (the grid is rounded to 0.01)."""
+    return np.abs(thresholds - centre) <= window + 1e-6
+
+
+def threshold_flatness(thresholds: Sequence[float], dice: Sequence[float], threshold: float,
+                       window: float = FLAT_WINDOW) -> float:
+    """How much the Dice changes around a threshold: its range (max - min) over ``threshold ± window``.
+
+    0 is a plateau; a value near the Dice itself means the score hangs on a knife's edge.
+    """
+    thr, d = np.asarray(thresholds, dtype=np.float64), np.asarray(dice, dtype=np.float64)
+    near = d[_window(thr, threshold, window)]
+    return float(near.max() - near.min())
+
+
+def flat_threshold(thresholds: Sequence[float], dice: Sequence[float], window: float = FLAT_WINDOW
+                   ) -> tuple[float, float]:
+    """The threshold whose neighbourhood scores best: the maximum of the Dice averaged over
+    ``threshold ± window`` (the grid points inside it; fewer at the grid's ends).
+
+    The smoothed Dice is the expected score when the operating point drifts anywhere within the
+    window, as it does when another hospital's scans shift the probabilities: a sharp, isolated
+    peak is discounted by its low neighbours, a plateau is not. Of equal smoothed scores (a
+    plateau wider than the window) the middle one is taken, the plateau's centre.
+
+    Args:
+        thresholds: the candidate thresholds.
+        dice: the Dice at each of them (e.g. from :func:`dice_for_thresholds`).
+        window: the half-width of the neighbourhood.
+
+    Returns:
+        ``(threshold, flatness)``, the flatness as :func:`threshold_flatness` gives it.
+    """
+    thr, d = np.asarray(thresholds, dtype=np.float64), np.asarray(dice, dtype=np.float64)
+    order = np.argsort(thr)
+    thr, d = thr[order], d[order]
+    smoothed = np.array([d[_window(thr, t, window)].mean() for t in thr])
+    tied = np.flatnonzero(smoothed >= smoothed.max() - 1e-9)
+    best = float(thr[tied[len(tied) // 2]])
+    return best, threshold_flatness(thr, d, best, window)

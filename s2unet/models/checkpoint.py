@@ -15,6 +15,11 @@ Format versions:
   (and the training state); the model was rebuilt from ``config["model"]``.
 - 2: adds ``model_args``; the model is rebuilt from them.
 
+A model checkpoint may also hold ``calibration`` (optional, any version): the temperature
+fitted on validation (:meth:`~s2unet.models.calibration.Calibration.to_payload`); its
+``threshold`` was chosen on the calibrated probabilities. A file without it (written before
+calibration) is read with the identity, T 1, and predicts exactly as before.
+
 A text-prompted model (either version, config section ``text`` enabled) also stores its phrase
 bank under ``text`` (phrases, their embeddings as a tensor, the refusal cut-off; see
 :meth:`s2unet.text.PhraseBank.to_payload`); in version 2 its ``model_args`` add the ``text_*``
@@ -39,6 +44,7 @@ from ..text import PhraseBank
 from ..weights import CheckpointError, load_checkpoint_file
 from . import create_model, model_args
 from .base import SegmentationModel
+from .calibration import Calibration
 
 FORMAT = "s2unet-checkpoint"
 FORMAT_VERSION = 2
@@ -54,6 +60,7 @@ class LoadedModel:
     metrics: dict[str, Any] = field(default_factory=dict)
     path: Path | None = None
     text: PhraseBank | None = None  # text-prompted models: known phrases, their embeddings, the cut-off
+    calibration: Calibration = field(default_factory=Calibration)  # the identity for files without one
 
     @property
     def structure_text(self) -> torch.Tensor | None:
@@ -205,13 +212,13 @@ def load_model_checkpoint(path: str | Path, device: str | torch.device = "cpu") 
         device: where to put the model.
 
     Returns:
-        The model in eval mode with its config, threshold, validation metrics and (text-prompted
-        models) phrase bank.
+        The model in eval mode with its config, threshold, validation metrics, calibration
+        (the identity when the file has none) and (text-prompted models) phrase bank.
 
     Raises:
         CheckpointError: see :func:`read_checkpoint`; a config this s2unet refuses; tensors
-            that do not fit the model; a text-prompted model's phrase bank missing or naming
-            other structures than its config.
+            that do not fit the model; a calibration that is not a temperature > 0; a
+            text-prompted model's phrase bank missing or naming other structures than its config.
     """
     payload = read_checkpoint(path)
     cfg = checkpoint_config(payload, path)
@@ -235,6 +242,7 @@ def load_model_checkpoint(path: str | Path, device: str | torch.device = "cpu") 
         model.load_trained_state_dict(payload["state_dict"], source=str(path))
     except KeyError as exc:
         raise CheckpointError(str(exc.args[0])) from None
+    calibration = Calibration.from_payload(payload.get("calibration"), str(path))
     model.to(device).eval()
     return LoadedModel(model, cfg, float(payload.get("threshold", 0.5)), dict(payload.get("metrics", {})), Path(path),
-                       bank)
+                       bank, calibration)

@@ -4,7 +4,8 @@ A volume is decoded once in its stored dtype (uint8 stays uint8), then its slice
 with :func:`s2unet.data.prepare_slice` (windowing, 2.5D context), resized to the model's square
 input with :func:`s2unet.data.resize_to` and predicted in batches, so only one batch of float
 inputs exists at a time (on the device). The logits are resized back to each slice's own size
-(bilinear) before the activation, and the probabilities are written into a float32 array in the
+(bilinear) and calibrated (the checkpoint's temperature, :class:`~s2unet.models.calibration.Calibration`)
+before the activation, and the probabilities are written into a float32 array in the
 volume's served orientation.
 """
 from __future__ import annotations
@@ -29,6 +30,7 @@ from ..data import (
     volume_value_range,
 )
 from ..models.base import SegmentationModel
+from ..models.calibration import Calibration
 from .postprocess import postprocess
 
 Progress = Callable[[int], None]
@@ -130,6 +132,9 @@ class Predictor:
         text: text-prompted models: phrase embeddings (P, D); the output has one channel per
             phrase, in order (``cfg`` then describes those P channels, see
             :func:`s2unet.text.query_config`).
+        calibration: the checkpoint's calibration (``LoadedModel.calibration``), applied to the
+            logits before the activation, so the probabilities and ``threshold`` are on the
+            scale the threshold was chosen on; None: the identity (a model being trained).
     """
 
     def __init__(
@@ -142,6 +147,7 @@ class Predictor:
         tta_flip: bool = False,
         apply_postprocess: bool = True,
         text: Optional[torch.Tensor] = None,
+        calibration: Optional[Calibration] = None,
     ) -> None:
         if batch_size <= 0:
             raise ValueError(f"batch_size must be > 0, got {batch_size}")
@@ -153,6 +159,7 @@ class Predictor:
         self.tta_flip = bool(tta_flip)
         self.apply_postprocess = bool(apply_postprocess)
         self.text = None if text is None else text.to(self.device)
+        self.calibration = Calibration() if calibration is None else calibration
         if self.text is not None and self.text.shape[0] != cfg.out_channels:
             raise ValueError(f"{self.text.shape[0]} phrase embeddings for a config of {cfg.out_channels} channels")
 
@@ -162,6 +169,7 @@ class Predictor:
         return self.cfg.out_channels
 
     def _activate(self, logits: torch.Tensor) -> torch.Tensor:
+        logits = self.calibration.apply(logits)
         if self.cfg.data.task == "multiclass":
             return torch.softmax(logits, dim=1)
         return torch.sigmoid(logits)
