@@ -59,8 +59,40 @@ def _ratio(a: Optional[tuple[float, float]], b: Optional[tuple[float, float]]) -
     return max(ratios, key=lambda r: abs(np.log(max(r, 1e-6))))
 
 
-def _outside(value: Optional[float], band: list[float]) -> bool:
-    return value is not None and not band[0] <= value <= band[1]
+def _outside(value: float, band: list[float]) -> bool:
+    return not band[0] <= value <= band[1]
+
+
+def compare_inputs(case: Fingerprint, train: Fingerprint) -> tuple[dict[str, Any], list[tuple[str, str]]]:
+    """Compare a case's input fingerprint with the training one.
+
+    Args:
+        case: the case's (un-harmonised) fingerprint.
+        train: the checkpoint's.
+
+    Returns:
+        ``(measured, found)``: the distance of each property (``intensity``: mean quantile
+        shift; ``fov`` / ``pixel_size``: ratios, the axis farthest from 1; ``orientation``:
+        the case's axcodes), and ``(property, what is off)`` for each beyond :data:`LIMITS`.
+    """
+    q = quantile_shift(case, train)
+    fov = _ratio(Fingerprint.extent(case.body_box), Fingerprint.extent(train.body_box))
+    pixel = _ratio(case.pixel_size, train.pixel_size)  # type: ignore[arg-type]
+    measured = {"intensity": round(q, 4), "fov": None if fov is None else round(fov, 3),
+                "pixel_size": None if pixel is None else round(pixel, 3), "orientation": case.orientation}
+    found: list[tuple[str, str]] = []
+    if q > LIMITS["intensity"]:
+        direction = "brighter" if np.mean(case.intensity_quantiles) > np.mean(train.intensity_quantiles) else "darker"
+        found.append(("intensity", f"the body's intensities are {direction} and spread differently than in training "
+                                   f"(mean quantile shift {q:.3f} of the input range, limit {LIMITS['intensity']})"))
+    if fov is not None and _outside(fov, LIMITS["fov"]):
+        found.append(("fov", f"the body covers {fov:.2f} times the share of the frame it covered in training "
+                             f"({'zoomed out' if fov < 1 else 'zoomed in'}; limits {LIMITS['fov'][0]:.2f}-{LIMITS['fov'][1]:.2f})"))
+    if pixel is not None and _outside(pixel, LIMITS["pixel_size"]):
+        found.append(("pixel_size", f"pixels are {pixel:.2f} times the training pixel size {train.pixel_size} mm"))
+    if case.orientation is not None and train.orientation is not None and case.orientation != train.orientation:
+        found.append(("orientation", f"slices are served as {case.orientation}, the training slices were {train.orientation}"))
+    return measured, found
 
 
 class ShiftCheck:
@@ -119,7 +151,9 @@ class ShiftCheck:
         shift = CaseShift(case_id, pool(measures, [size] * len(measures), [orientation] * len(measures)))
         self.cases.append(shift)
         if self.training is not None:
-            self._compare_inputs(shift)
+            shift.measured, found = compare_inputs(shift.fingerprint, self.training)
+            for prop, what in found:
+                self._warn(shift, prop, what)
         if self.intensity == "none" and self.fov == "none":
             return predictor, shift
         shift.harmoniser = for_case(shift.fingerprint, self.training, self.intensity, self.fov)
@@ -128,27 +162,6 @@ class ShiftCheck:
     def _warn(self, shift: CaseShift, prop: str, what: str) -> None:
         shift.warnings.append({"property": prop, "message": f"{shift.case}: {prop}: {what}; Dice will likely be lower. "
                                                             f"{_TRY.get(prop, 'To fix it, ')}{ADAPT}"})
-
-    def _compare_inputs(self, shift: CaseShift) -> None:
-        case, train = shift.fingerprint, self.training
-        assert train is not None
-        q = quantile_shift(case, train)
-        fov = _ratio(Fingerprint.extent(case.body_box), Fingerprint.extent(train.body_box))
-        pixel = _ratio(case.pixel_size, train.pixel_size)  # type: ignore[arg-type]
-        shift.measured.update(intensity=round(q, 4), fov=None if fov is None else round(fov, 3),
-                              pixel_size=None if pixel is None else round(pixel, 3), orientation=case.orientation)
-        if q > LIMITS["intensity"]:
-            direction = "brighter" if np.mean(case.intensity_quantiles) > np.mean(train.intensity_quantiles) else "darker"
-            self._warn(shift, "intensity", f"the body's intensities are {direction} and spread differently than in "
-                                           f"training (mean quantile shift {q:.3f} of the input range, limit {LIMITS['intensity']})")
-        if _outside(fov, LIMITS["fov"]):
-            self._warn(shift, "fov", f"the body covers {fov:.2f} times the share of the frame it covered in training "
-                                     f"({'zoomed out' if fov < 1 else 'zoomed in'}; limits {LIMITS['fov'][0]:.2f}-{LIMITS['fov'][1]:.2f})")
-        if _outside(pixel, LIMITS["pixel_size"]):
-            self._warn(shift, "pixel_size", f"pixels are {pixel:.2f} times the training pixel size {train.pixel_size} mm")
-        if case.orientation is not None and train.orientation is not None and case.orientation != train.orientation:
-            self._warn(shift, "orientation", f"slices are served as {case.orientation}, the training slices were "
-                                             f"{train.orientation}")
 
     def finish(self, shift: CaseShift, mask: np.ndarray, console: Console) -> dict[str, Any]:
         """Compare the prediction's foreground share, print the case's warnings, and give its report entries.
