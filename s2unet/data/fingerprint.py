@@ -220,14 +220,14 @@ def dataset_fingerprint(datasets: Sequence[Any], at_most: int = 64) -> Fingerpri
     Returns:
         The Fingerprint, with foreground shares.
     """
-    items = [(d, i) for d in datasets for i in range(len(d))]
+    items = [(n, d, i) for n, d in enumerate(datasets) for i in range(len(d))]
     measures, sizes, orientations, cases = [], [], [], []
     for j in spread_indices(len(items), at_most):
-        dataset, i = items[j]
+        n, dataset, i = items[j]
         inputs, target = dataset.native_item(i)
         measures.append(measure_slice(inputs, target))
         size, orientation = dataset.geometry(i)
         sizes.append(size)
         orientations.append(orientation)
-        cases.append(f"{id(dataset)}/{dataset.items[i][0]}")
+        cases.append(f"{n}/{dataset.items[i][0]}")  # a rehearsed case may share an id with a new one
     return pool(measures, sizes, orientations, cases)
