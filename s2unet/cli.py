@@ -37,6 +37,10 @@ def _infer_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--keep-largest", type=int, nargs="+", metavar="N",
                    help="keep the N largest components (one N for all labels or one per label); overrides the checkpoint")
     p.add_argument("--fill-holes", action="store_true", help="fill holes in the prediction (per slice in volumes)")
+    p.add_argument("--harmonise-intensity", default="none", metavar="none|histogram|clahe",
+                   help="match each case's intensities to the training data's (histogram: its quantiles; clahe: CLAHE)")
+    p.add_argument("--harmonise-fov", default="none", metavar="none|body|lungs",
+                   help="crop each case around its body (or lungs) so the field of view matches the training data's")
     p.add_argument("--probabilities", action="store_true", help="also write probability maps")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--device", default="auto")
@@ -114,7 +118,8 @@ def _run_infer(args: argparse.Namespace) -> None:
         lung_checkpoint=args.lung_checkpoint, overwrite=args.overwrite, probabilities=args.probabilities,
         tta=args.tta, min_size=args.min_size, batch_size=args.batch_size, device=args.device,
         threshold=args.threshold, no_postprocess=args.no_postprocess, keep_largest=args.keep_largest,
-        fill_holes=args.fill_holes, text=args.text,
+        fill_holes=args.fill_holes, text=args.text, harmonise_intensity=args.harmonise_intensity,
+        harmonise_fov=args.harmonise_fov,
     )
 
 

@@ -441,6 +441,26 @@ class SliceDataset(torch.utils.data.Dataset):
             cfg = dataclasses.replace(cfg, window=jitter_window(bounds, jitter, self._item_rng(index)))
         return prepare_slice(entry.array, k, cfg, entry.value_range), label_slice(self._labels(ci), k, self.cfg)
 
+    def native_item(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        """Item ``i`` as the model sees it before resizing, without augmentation: input channels
+        (3, H, W) and target (what a dataset fingerprint measures)."""
+        ci = self._case_of_item[i]
+        if not self._stacks[ci]:
+            return self._picture(ci)
+        entry = self._image(ci)
+        k = self.items[i][1]
+        return prepare_slice(entry.array, k, self.cfg, entry.value_range), label_slice(self._labels(ci), k, self.cfg)
+
+    def geometry(self, i: int) -> tuple[Optional[tuple[float, float]], Optional[str]]:
+        """Item ``i``'s in-plane pixel size (mm; None for a picture) and the axcodes its volume is
+        served in (None for a picture, which has no geometry)."""
+        ci = self._case_of_item[i]
+        if not self._stacks[ci]:
+            return None, None
+        image = read_case(self.cases[ci].image, "volume", self.cfg.reorient)
+        zooms = [float(z) for a, z in enumerate(image.zooms) if a != self.cfg.axis]
+        return (zooms[0], zooms[1]), "".join(image.axcodes)
+
     def __getitem__(self, i: int) -> dict[str, Any]:
         ci = self._case_of_item[i]
         case_id, k = self.items[i]

@@ -22,6 +22,7 @@ from torch.utils.data import DataLoader
 
 from ..config import Config, save_config
 from ..data import PhraseSampleDataset, RehearsalMix, build_datasets, make_train_sampler
+from ..data.fingerprint import dataset_fingerprint
 from ..devices import resolve_device
 from ..io import write_json
 from ..losses import build_loss
@@ -209,6 +210,8 @@ def _train(cfg: Config, device: torch.device, info: DistInfo, saved: dict | None
 
     progress = TrainState()
     log = MetricLog(run_dir)
+    # What the model's inputs look like, stored with it so inference can tell a far-off case.
+    fingerprint = _fingerprint(bundle.train) if info.is_main else None
     average = WeightAverage(model, t_cfg.ema) if t_cfg.ema else None
     if saved is not None:
         try:
@@ -287,7 +290,7 @@ def _train(cfg: Config, device: torch.device, info: DistInfo, saved: dict | None
                 bar.console.print(f"epoch {progress.epoch}: train loss {mean_loss:.4f}, "
                                   f"{record['images_per_s']:.2f} img/s, lr {record['lr']:.2e}")
                 _end_of_epoch(model, cfg, bundle, device, progress, optimizer, scheduler, run_dir, log, bar, bank,
-                              average)
+                              average, fingerprint)
             barrier(info)
     if cache is not None:
         cache.clear()
@@ -309,6 +312,14 @@ def _train(cfg: Config, device: torch.device, info: DistInfo, saved: dict | None
     return run_dir
 
 
+def _fingerprint(train: Any) -> dict:
+    """The training inputs' fingerprint (a rehearsing run's: its new and its rehearsed items)."""
+    parts = [train.new, train.source] if isinstance(train, RehearsalMix) else [train]
+    fingerprint = dataset_fingerprint(parts)
+    console.print(f"fingerprint of {fingerprint.n_slices} training slices stored in the checkpoints")
+    return fingerprint.to_payload()
+
+
 def _phrase_bank(cfg: Config, saved: dict | None) -> PhraseBank | None:
     """A text-prompted run's phrase bank: the one in last.pt when resuming, else embedded now."""
     if not cfg.text.enabled:
@@ -323,20 +334,23 @@ def _phrase_bank(cfg: Config, saved: dict | None) -> PhraseBank | None:
 
 def _end_of_epoch(model: SegmentationModel, cfg: Config, bundle, device, progress: TrainState, optimizer, scheduler,
                   run_dir: Path, log: MetricLog, bar: Progress, bank: PhraseBank | None = None,
-                  average: WeightAverage | None = None) -> None:
+                  average: WeightAverage | None = None, fingerprint: dict | None = None) -> None:
     """Validate (every ``val_every`` epochs and at the end), keep the best, write last.pt.
+
+    Both checkpoints carry the training data's ``fingerprint`` (:mod:`s2unet.data.fingerprint`).
 
     With a weight average (``train.ema``) the average is validated and saved as ``best.pt``;
     ``last.pt`` keeps both, so a resumed run continues each.
     """
     t_cfg = cfg.train
-    text = {} if bank is None else {"text": bank.to_payload()}  # the phrase bank travels with the model
+    # The phrase bank and the fingerprint travel with the model.
+    carried: dict[str, Any] = {"fingerprint": fingerprint, **({} if bank is None else {"text": bank.to_payload()})}
     kept = {} if average is None else {"ema": average.state()}
     scored = model if average is None else average.model
     last_epoch = progress.epoch == t_cfg.epochs
     if bundle.val is None:
         # Without validation cases the latest model is the one to use.
-        _save_best(model_payload(scored, cfg, 0.5, {}, epoch=progress.epoch, **text), run_dir, cfg.name)
+        _save_best(model_payload(scored, cfg, 0.5, {}, epoch=progress.epoch, **carried), run_dir, cfg.name)
     elif progress.epoch % t_cfg.val_every == 0 or last_epoch:
         result = validate(scored, cfg, bundle.val, device, max_cases=t_cfg.val_max_cases, text=bank)
         score = result["summary"][t_cfg.metric]
@@ -349,11 +363,11 @@ def _end_of_epoch(model: SegmentationModel, cfg: Config, bundle, device, progres
             progress.best, progress.best_epoch = score, progress.epoch
             _save_best(model_payload(scored, cfg, result["threshold"], result["summary"], epoch=progress.epoch,
                                      validation_cases=result["cases"], calibration=result["calibration"].to_payload(),
-                                     **text), run_dir, cfg.name)
+                                     **carried), run_dir, cfg.name)
         log.plot(t_cfg.metric)
     atomic_save(
         model_payload(model, cfg, 0.5, {}, optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(),
-                      progress=vars(progress).copy(), rng=_rng_state(), **text, **kept),
+                      progress=vars(progress).copy(), rng=_rng_state(), **carried, **kept),
         run_dir / "last.pt",
     )
 

@@ -34,6 +34,8 @@ Outputs in ``output_dir`` (every file written under a temporary name, then renam
   ``threshold_warnings`` lists the cases (and the 2D pictures together) whose threshold leaves
   most slices empty where 0.5 would not (:mod:`.threshold_check`; also printed, and in the
   case's report as ``threshold_warning``).
+  ``fingerprint_check``: each case compared with the checkpoint's dataset fingerprint, the
+  warnings and the harmonisation (:mod:`.shift`; the case reports carry ``shift_*`` entries).
 
 With ``overwrite`` the files of this run replace earlier ones of the same name, and the run-wide
 files of an earlier run (``summary.json``, ``reports.csv``, ``metrics_*.csv``) are removed first;
@@ -68,6 +70,7 @@ from .evaluate import ReferenceIndex, check_reference_geometry, write_metric_tab
 from .outputs import earlier_results, write_csv, write_json
 from .overlay import image_overlay, volume_overlay
 from .report import case_report
+from .shift import ShiftCheck
 from .text_queries import text_queries
 from .threshold_check import empty_slices_warning, slice_peaks, threshold_line
 
@@ -236,6 +239,7 @@ class _Runner:
         surface: bool,
         nsd_tolerance: float,
         progress: Progress,
+        shift: ShiftCheck,
     ) -> None:
         self.cfg = cfg
         self.predictor = predictor
@@ -246,6 +250,7 @@ class _Runner:
         self.surface = surface
         self.nsd_tolerance = nsd_tolerance
         self.progress = progress
+        self.shift = shift
         self.labels = foreground_names(cfg)
         self.seconds_predict = 0.0
         self.slices = 0
@@ -301,13 +306,14 @@ class _Runner:
         """Segment one decoded case and write everything it produces."""
         d = self.cfg.data
         case, array = decoded
+        predictor, shift = self.shift.prepare(self.predictor, job.case, case, array)
         if case.planar:
-            prob = self._timed(self.predictor.predict_picture, case)
+            prob = self._timed(predictor.predict_picture, case)
             n, slice_axis = 1, None
         else:
             n = array.shape[d.axis]
             task = self.progress.add_task(job.case, total=n)
-            prob = self._timed(self.predictor.predict_volume, array, lambda k: self.progress.advance(task, k))
+            prob = self._timed(predictor.predict_volume, array, lambda k: self.progress.advance(task, k))
             slice_axis = d.axis
         self.slices += n
         lung = self._lung(job, case)
@@ -328,6 +334,7 @@ class _Runner:
             elif (warning := empty_slices_warning(job.case, peaks, self.predictor.threshold)) is not None:
                 report["threshold_warning"] = warning["message"]
                 self.warnings.append(warning)
+        report.update(self.shift.finish(shift, fg, self.progress.console))
         write_json(self.out / f"{job.case}_report.json", report)
         self.reports.append(report)
         if gt is not None:
@@ -381,6 +388,8 @@ def run_inference(
     keep_largest: Optional[list[int]] = None,
     fill_holes: bool = False,
     text: Optional[Sequence[str]] = None,
+    harmonise_intensity: str = "none",
+    harmonise_fov: str = "none",
 ) -> dict[str, Any]:
     """Segment volumes or images and write predictions, overlays, reports and (with GT) metrics.
 
@@ -413,6 +422,10 @@ def run_inference(
         text: phrases for a text-prompted checkpoint, one output per phrase (default: every
             structure it knows). Not combinable with ``gt`` (the reference of a free phrase
             is not defined; ``bench/text_prompted.py`` scores the configured phrases).
+        harmonise_intensity: ``none``, ``histogram`` (map each case's intensity quantiles onto
+            the training fingerprint's) or ``clahe`` (:mod:`s2unet.predict.harmonise`).
+        harmonise_fov: ``none``, ``body`` or ``lungs``: predict in a window around the body
+            (lungs) that gives the training field of view; predictions in the input's frame.
 
     Returns:
         The summary written to ``summary.json``.
@@ -435,6 +448,7 @@ def run_inference(
     started = time.perf_counter()
     dev = resolve_device(device, "--device")
     loaded = _load(checkpoint, dev)
+    shift = ShiftCheck(loaded.fingerprint, str(checkpoint), harmonise_intensity, harmonise_fov)
     lung_loaded = _load(lung_checkpoint, dev) if lung_checkpoint is not None else None
     cfg = loaded.config
     if keep_largest is not None or fill_holes:
@@ -472,8 +486,10 @@ def run_inference(
         console = Console(stderr=True, quiet=not show_progress)
         console.print(threshold_line(loaded, thr))
         columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn())
+        shift.announce(console)
         with Progress(*columns, console=console, disable=not show_progress) as progress:
-            runner = _Runner(cfg, predictor, lung_predictor, out, min_size, probabilities, surface, nsd_tolerance, progress)
+            runner = _Runner(cfg, predictor, lung_predictor, out, min_size, probabilities, surface, nsd_tolerance, progress,
+                             shift)
             pictures = sum(job.format.kind == "image" for job in jobs)  # volumes have a bar each
             images_task = progress.add_task("images", total=pictures) if pictures else None
             # Decode the next case on a thread while this one is predicted (zlib and image decoding
@@ -503,13 +519,15 @@ def run_inference(
                          "calibration": loaded.calibration.to_payload(), "tta": tta, "min_size": min_size,
                          "postprocess": None if no_postprocess else dataclasses.asdict(cfg.postprocess), "batch_size": batch_size, "device": str(dev),
                          "lung": str(lung) if lung else None, "lung_checkpoint": str(lung_checkpoint) if lung_checkpoint else None,
-                         "gt": str(gt) if gt else None},
+                         "gt": str(gt) if gt else None,
+                         "harmonise": {"intensity": harmonise_intensity, "fov": harmonise_fov}},
             "cases": [job.case for job in jobs],
             "threshold_warnings": runner.warnings,
             "text": None if phrases is None else [
                 {"phrase": p, "output": n, "nearest_structure": s, "similarity": sim}
                 for p, n, s, sim in zip(phrases.phrases, foreground_names(cfg), phrases.nearest, phrases.similarity)
             ],
+            "fingerprint_check": shift.summary(),
             "n_slices": runner.slices,
             "seconds_predict": runner.seconds_predict,
             "seconds_total": time.perf_counter() - started,

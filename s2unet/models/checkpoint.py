@@ -25,6 +25,10 @@ bank under ``text`` (phrases, their embeddings as a tensor, the refusal cut-off;
 :meth:`s2unet.text.PhraseBank.to_payload`); in version 2 its ``model_args`` add the ``text_*``
 arguments and ``out_channels`` 1.
 
+Optional in version 2: ``fingerprint``, what the training inputs looked like
+(:meth:`s2unet.data.fingerprint.Fingerprint.to_payload`; files written before it have none,
+and inference then says that its check of far-off inputs is unavailable).
+
 :func:`read_checkpoint` migrates an older file step by step to :data:`FORMAT_VERSION` in memory
 (the file is not rewritten). A change to the format or to the config keys a checkpoint stores
 adds a version and one migration step to :data:`MIGRATIONS`.
@@ -61,6 +65,7 @@ class LoadedModel:
     path: Path | None = None
     text: PhraseBank | None = None  # text-prompted models: known phrases, their embeddings, the cut-off
     calibration: Calibration = field(default_factory=Calibration)  # the identity for files without one
+    fingerprint: dict[str, Any] | None = None  # the training inputs' fingerprint; None in older files
 
     @property
     def structure_text(self) -> torch.Tensor | None:
@@ -245,4 +250,4 @@ def load_model_checkpoint(path: str | Path, device: str | torch.device = "cpu") 
     calibration = Calibration.from_payload(payload.get("calibration"), str(path))
     model.to(device).eval()
     return LoadedModel(model, cfg, float(payload.get("threshold", 0.5)), dict(payload.get("metrics", {})), Path(path),
-                       bank, calibration)
+                       bank, calibration, payload.get("fingerprint"))

@@ -7,9 +7,14 @@ inputs exists at a time (on the device). The logits are resized back to each sli
 (bilinear) and calibrated (the checkpoint's temperature, :class:`~s2unet.models.calibration.Calibration`)
 before the activation, and the probabilities are written into a float32 array in the
 volume's served orientation.
+
+A Predictor :meth:`~Predictor.harmonised` for a case applies its
+:class:`~s2unet.predict.harmonise.CaseHarmoniser` to every prepared batch (intensity mapping,
+field-of-view window) and puts the probabilities back into each input's own frame.
 """
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 from typing import Callable, Optional, Sequence, Union
 
@@ -29,8 +34,10 @@ from ..data import (
     slice_as_volume,
     volume_value_range,
 )
+from ..data.fingerprint import spread_indices
 from ..models.base import SegmentationModel
 from ..models.calibration import Calibration
+from .harmonise import CaseHarmoniser
 from .postprocess import postprocess
 
 Progress = Callable[[int], None]
@@ -162,6 +169,32 @@ class Predictor:
         self.calibration = Calibration() if calibration is None else calibration
         if self.text is not None and self.text.shape[0] != cfg.out_channels:
             raise ValueError(f"{self.text.shape[0]} phrase embeddings for a config of {cfg.out_channels} channels")
+        self.harmoniser: Optional[CaseHarmoniser] = None
+
+    def harmonised(self, harmoniser: Optional[CaseHarmoniser]) -> "Predictor":
+        """This predictor (same model, settings) applying ``harmoniser`` to its inputs (None: none)."""
+        other = copy.copy(self)
+        other.harmoniser = harmoniser
+        return other
+
+    def sample_inputs(self, case: CaseImage, array: np.ndarray, at_most: int = 32) -> list[np.ndarray]:
+        """Up to ``at_most`` of a decoded case's model inputs before resizing, evenly spread along
+        the slice axis, prepared as the predict methods prepare them (what a case fingerprint measures).
+
+        Args:
+            case: the case (``read_case`` with this model's ``data.kind``).
+            array: its decoded served volume, or a picture's (H, W) pixels.
+            at_most: inputs returned.
+
+        Returns:
+            float32 (3, H, W) arrays in 0..1.
+        """
+        d = self.cfg.data
+        if case.planar and case.values != "stored":
+            return [prepare_image(array, d.normalize)]
+        volume = slice_as_volume(array, d.axis) if case.planar else array
+        value_range = volume_value_range(volume)
+        return [prepare_slice(volume, k, d, value_range) for k in spread_indices(volume.shape[d.axis], at_most)]
 
     @property
     def out_channels(self) -> int:
@@ -188,6 +221,10 @@ class Predictor:
             float32 (B, C, H, W) probabilities.
         """
         size = self.cfg.data.image_size
+        frame = tuple(inputs.shape[-2:])
+        if self.harmoniser is not None:
+            inputs = self.harmoniser.apply(inputs)
+            reference = None if reference is None else self.harmoniser.crop(reference)
         native = tuple(inputs.shape[-2:])
         # resize_to is the dataset's own resize (antialiased when shrinking); clamp as training does
         x = torch.stack([resize_to(item, size, "bilinear").clamp_(0.0, 1.0) for item in inputs]).to(self.device)
@@ -207,7 +244,10 @@ class Predictor:
             p = self._activate(logits)
             p = p.flip(-1) if flipped else p
             prob = p if prob is None else prob + p
-        return (prob / len(views)).cpu().numpy().astype(np.float32, copy=False)
+        out = (prob / len(views)).cpu().numpy().astype(np.float32, copy=False)
+        if self.harmoniser is None:
+            return out
+        return self.harmoniser.paste(out, frame, self.cfg.data.task == "multiclass")
 
     def binarize(self, prob: np.ndarray, threshold: Optional[float] = None) -> np.ndarray:
         """:func:`binarize` with this model's task and (by default) its threshold."""
