@@ -33,7 +33,7 @@ class MethodSkipped(Exception):
 def _slicing(data: DataConfig, stacks: bool) -> tuple:
     """What must agree between a model's data and the comparison's for its inputs to match;
     the slice axis and orientation only when the comparison's cases are cut into slices."""
-    return (data.kind, data.axis, data.reorient) if stacks else (data.kind,)
+    return (data.kind, data.axis, data.served) if stacks else (data.kind,)
 
 
 class TrainedModels:

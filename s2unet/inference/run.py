@@ -180,7 +180,7 @@ def _validate(
         try:
             # Decoding now (and dropping the result) finds truncated files and NaN/inf values
             # (refused by the training data check too) before hours of work.
-            like = read_case(job.path, kind, cfg.data.reorient)
+            like = read_case(job.path, kind, cfg.data.served)
             bad = count_nonfinite(like.get_array())
             if bad:
                 problems.append(f"{job.path}: {bad} NaN/inf values; the model cannot segment them")
@@ -266,7 +266,7 @@ class _Runner:
         names = foreground_names(lp.cfg)
         if case.planar:
             return _lung_region(lp.binarize(lp.predict_picture(case)), names)
-        lung_vol = read_case(job.path, lp.cfg.data.kind, lp.cfg.data.reorient)
+        lung_vol = read_case(job.path, lp.cfg.data.kind, lp.cfg.data.served)
         task = self.progress.add_task(f"{job.case} lungs", total=lung_vol.shape[lp.cfg.data.axis])
         prob = lp.predict_volume(lung_vol, lambda n: self.progress.advance(task, n))
         region = _lung_region(lp.binarize(prob), names)
@@ -288,7 +288,7 @@ class _Runner:
 
     def read(self, job: _Job) -> tuple[CaseImage, np.ndarray]:
         """Decode one case's input: the case and its served volume, or a picture's (H, W) pixels."""
-        case = read_case(job.path, self.cfg.data.kind, self.cfg.data.reorient)
+        case = read_case(job.path, self.cfg.data.kind, self.cfg.data.served)
         return case, case.picture() if case.planar else case.get_array()
 
     def run(self, job: _Job, decoded: tuple[CaseImage, np.ndarray]) -> None:

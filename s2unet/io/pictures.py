@@ -16,7 +16,7 @@ import nibabel as nib
 import numpy as np
 
 from .atomic import atomic_path
-from .case import CaseFormat, CaseImage, check_integer_fit
+from .case import CaseFormat, CaseImage, Reorient, check_integer_fit
 from .errors import DataError
 
 PathLike = Union[str, Path]
@@ -464,7 +464,7 @@ class PictureFormat(CaseFormat):
             return path.name
         return found
 
-    def read(self, path: Path, reorient: bool, values: str) -> CaseImage:
+    def read(self, path: Path, reorient: Reorient, values: str) -> CaseImage:
         """See :meth:`CaseFormat.read`."""
         pixels = read_image(path) if values == "unit" else read_slice_values(path)
         pixels = pixels.astype(np.uint8) if pixels.dtype == np.bool_ else pixels
