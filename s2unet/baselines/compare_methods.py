@@ -87,7 +87,7 @@ class TrainedModels:
         theirs_sliced, ours_sliced = _slicing(mcfg.data, self.stacks), _slicing(self.data, self.stacks)
         if theirs_sliced != ours_sliced:
             raise MethodSkipped(f"{checkpoint} was trained on data sliced as {theirs_sliced} (kind, axis, "
-                                f"reorient), the comparison uses {ours_sliced}")
+                                f"orientation), the comparison uses {ours_sliced}")
         try:
             trained_on = split_cases(self.all_ids, mcfg.data.split, mcfg.seed)["train"]
         except DataError as exc:  # its split names cases this data set does not have
