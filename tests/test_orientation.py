@@ -297,3 +297,25 @@ def test_the_two_shared_ct_sources_are_served_the_same_way_up(shared_dir: Path) 
         means[group] = np.mean(slices, axis=0)
     a, b = means["coronacases"].ravel(), means["radiopaedia"]
     assert np.corrcoef(a, b.ravel())[0, 1] > np.corrcoef(a, b[::-1].ravel())[0, 1] + 0.1
+
+
+@pytest.mark.parametrize("cosines, warns", [
+    (None, False),  # no geometry: taken as displayed
+    ([1, 0, 0, 0, 1, 0], False),  # axial as displayed
+    ([1, 0, 0, 0, 0, -1], False),  # coronal as displayed
+    ([-1, 0, 0, 0, -1, 0], True),  # axial rotated by 180 degrees
+    ([0, 1, 0, 1, 0, 0], True),  # axial transposed
+])
+def test_a_2d_dicom_slice_tagged_otherwise_than_displayed_warns(tmp_path: Path, cosines: Optional[list],
+                                                                warns: bool) -> None:
+    tags = {} if cosines is None else {"ImageOrientationPatient": cosines}
+    pixels = SCAN[:, :, 0].T.astype(np.uint16) + 1024
+    _write_dicom(tmp_path / "slice.dcm", pixels, "MONOCHROME2", slope=1.0, intercept=-1024.0, Modality="CT", **tags)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        case = read_case(tmp_path / "slice.dcm", "volume", True)
+    np.testing.assert_array_equal(case.picture(), SCAN[:, :, 0].T)  # taken as stored either way
+    said = [str(w.message) for w in caught if "ImageOrientationPatient" in str(w.message)]
+    assert len(said) == int(warns)
+    if warns:
+        assert "slice.dcm" in said[0] and "rotated or mirrored" in said[0]
