@@ -56,10 +56,8 @@ def served_orientation(reorient: Reorient) -> Optional[str]:
     Raises:
         ValueError: an unknown orientation name.
     """
-    if reorient is True:
-        return ORIENTATION
-    if reorient is False or reorient is None:
-        return None
+    if reorient is None or isinstance(reorient, (bool, np.bool_)):
+        return ORIENTATION if reorient else None
     if reorient not in SERVED_AXCODES:
         raise ValueError(f"unknown orientation {reorient!r}; known: {sorted(SERVED_AXCODES)}")
     return str(reorient)
