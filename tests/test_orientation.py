@@ -258,6 +258,10 @@ def test_a_volume_checkpoint_from_before_the_convention_predicts_as_before_and_w
     case = read_case(scans["nifti_lps"], "volume", loaded.config.data.served)
     assert case.axcodes == ("R", "A", "S")
     np.testing.assert_array_equal(predictor.predict_volume(case), before)
+    # what infer's overlay shows of it: the convention's view
+    np.testing.assert_array_equal(case.to_convention(case.get_array()), SCAN)
+    stacked = case.to_convention(np.stack([case.get_array(), case.get_array()]))
+    assert stacked.shape == (2, *SCAN.shape) and np.array_equal(stacked[1], SCAN)
 
 
 def test_image_checkpoints_from_before_the_convention_are_unchanged(tmp_path: Path) -> None:

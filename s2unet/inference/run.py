@@ -309,8 +309,9 @@ class _Runner:
         self._write_outputs(job, fg, prob, case)
         gt = load_masks(job.gt, d) if job.gt is not None else None
         overlay_path = self.out / f"{job.case}_overlay.png"
-        if not case.planar:
-            volume_overlay(overlay_path, array, fg, gt, d.axis, labels=self.labels, title=job.case)
+        if not case.planar:  # shown in the orientation convention, whichever the checkpoint reads in
+            volume_overlay(overlay_path, case.to_convention(array), case.to_convention(fg),
+                           None if gt is None else case.to_convention(gt), d.axis, labels=self.labels, title=job.case)
         else:  # a CT slice is shown through the model's window, like its volumes
             shown = window_to_unit(array, d.window, volume_value_range(array)) if case.values == "stored" else array
             image_overlay(overlay_path, shown, fg, gt, labels=self.labels, title=job.case)

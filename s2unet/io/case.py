@@ -291,6 +291,17 @@ class CaseImage:
         """Reorient an array from the served orientation back to the on-disk one."""
         return array if not self.reoriented else apply_orientation(array, self._inverse)
 
+    def to_convention(self, array: np.ndarray) -> np.ndarray:
+        """A served array (or a stack of them, the volume axes last) as :data:`ORIENTATION`
+        serves it: what to show for a case served in another orientation (a legacy checkpoint's).
+        Arrays served as stored are returned as they are."""
+        if self.orientation in (None, ORIENTATION):
+            return array
+        ornt = ornt_transform(axcodes2ornt(SERVED_AXCODES[self.orientation]), axcodes2ornt(SERVED_AXCODES[ORIENTATION]))
+        flat = array.reshape(-1, *array.shape[-3:])
+        out = np.stack([apply_orientation(volume, ornt) for volume in flat])
+        return out.reshape(*array.shape[:-3], *out.shape[1:])
+
     def get_array(self) -> np.ndarray:
         """Decode the whole volume in the served orientation.
 
