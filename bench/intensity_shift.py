@@ -136,7 +136,7 @@ def shift_image(image: CaseImage, shift: Shift, levels: int, axis: int) -> CaseI
     # Back to the on-disk layout the CaseImage keeps (a picture is stored (W, H, 1)).
     data = out[0].T[..., None] if image.planar else image.to_original(np.moveaxis(out, 0, axis))
     stored = nib.Nifti1Image(np.ascontiguousarray(data), image.original_affine, image.header)
-    return CaseImage(image.path, stored, image.reoriented, image.format, image.values, image.extra)
+    return CaseImage(image.path, stored, image.orientation or False, image.format, image.values, image.extra)
 
 
 def prepare_cases(loaded: LoadedModel, split: str, max_cases: int) -> list[ShiftCase]:
@@ -163,7 +163,7 @@ def prepare_cases(loaded: LoadedModel, split: str, max_cases: int) -> list[Shift
         raise DataError(f"{loaded.path.parent / 'split.json'} lists no {split} cases")
     out = []
     for case in cases:
-        image = read_case(case.image, cfg.data.kind, cfg.data.reorient)
+        image = read_case(case.image, cfg.data.kind, cfg.data.served)
         out.append(ShiftCase(case, image, stored_levels(image, cfg.data), load_case_target(case, cfg)))
     return out
 

@@ -268,8 +268,10 @@ def test_volume_masks_keep_the_source_geometry_and_the_slice_orientation(tmp_pat
     src.parent.mkdir()
     nib.save(nib.Nifti1Image(data, affine), src)
     opened = OpenCase(list_cases(src.parent)[0])
-    assert opened.n_slices == 4 and opened.plane_shape == (6, 8)  # slice k shown as data[:, :, k].T
-    np.testing.assert_allclose(opened.plane(2, "none"), ((data[:, :, 2] + 1000) / 191.0).T, atol=1e-6)
+    assert opened.n_slices == 4 and opened.plane_shape == (6, 8)
+    # Stored R-A-S, served L-P-I (the orientation convention): every axis reversed, so slice k
+    # shows data[::-1, ::-1, 3 - k].T (anterior at the top, the patient's right on the left).
+    np.testing.assert_allclose(opened.plane(2, "none"), ((data[::-1, ::-1, 1] + 1000) / 191.0).T, atol=1e-6)
     assert opened.plane(2, "lung").max() <= 1.0
     masks = np.zeros((1, 4, 6, 8), dtype=bool)
     masks[0, 2, 1, 5] = True  # display row 1, column 5 of slice 2
@@ -279,9 +281,9 @@ def test_volume_masks_keep_the_source_geometry_and_the_slice_orientation(tmp_pat
     np.testing.assert_allclose(saved.affine, affine)
     arr = np.asarray(saved.dataobj)
     assert arr.dtype == np.uint8 and arr.shape == data.shape
-    assert arr.sum() == 1 and arr[5, 1, 2] == 1
+    assert arr.sum() == 1 and arr[8 - 1 - 5, 6 - 1 - 1, 4 - 1 - 2] == 1
     manifest = json.loads((tmp_path / "out" / "labelled_slices.json").read_text())
-    assert manifest == {"axis": 2, "reorient": True, "cases": {"ct1": [1, 2]}}
+    assert manifest == {"axis": 2, "reorient": True, "orientation": "radiological-v1", "cases": {"ct1": [1, 2]}}
     np.testing.assert_array_equal(saved_labelled(tmp_path / "out", opened), labelled)  # reopened as saved
 
 

@@ -60,7 +60,8 @@ def _free_port() -> int:
 
 @pytest.fixture
 def serve(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., tuple[str, Path]]]:
-    """Start the app on a free loopback port for some files; returns (address, output folder)."""
+    """Start the app on a free loopback port for some files or series folders (with the shared
+    weights of the prompted model, unless ``prompted`` is None); returns (address, output folder)."""
     import uvicorn
 
     from s2unet.app import build_state, create_app
@@ -70,15 +71,15 @@ def serve(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[
 
     def start(files: list[Path], labels: list[str], prompted: str | None = "mobilesam",
               token: str | None = None) -> tuple[str, Path]:
-        if prompted:
+        if prompted is not None:
             monkeypatch.setenv("S2UNET_WEIGHTS", str(shared_root() / "weights"))
         images = tmp_path / "images"
         images.mkdir()
         for f in files:
-            shutil.copy(f, images)
+            shutil.copytree(f, images / f.name) if f.is_dir() else shutil.copy(f, images)
         out = tmp_path / "out"
         state = build_state(images, out, labels, prompted=prompted)
-        assert state.problems == [] and (state.predictor is not None or not prompted)
+        assert state.problems == [] and (prompted is None or state.predictor is not None)
         port = _free_port()
         app = create_app(state, token, port)
         server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
@@ -153,6 +154,17 @@ def _drag(driver, canvas, points: list[tuple[float, float]]) -> None:
             p = (a[0] + t * (b[0] - a[0]), a[1] + t * (b[1] - a[1]))
             chain.move_to_element_with_offset(canvas, *_offset(canvas, p))
     chain.release().perform()
+
+
+def _canvas_picture(driver, width: int, height: int) -> np.ndarray:
+    """The red channel of the canvas at every image pixel's centre, (height, width)."""
+    values = driver.execute_script(
+        "const c = document.getElementById('canvas'); const s = Number(c.dataset.scale);"
+        "const g = c.getContext('2d'); const out = [];"
+        "for (let y = 0; y < arguments[1]; y++) for (let x = 0; x < arguments[0]; x++)"
+        " out.push(g.getImageData(Math.floor((x + 0.5) * s), Math.floor((y + 0.5) * s), 1, 1).data[0]);"
+        "return out;", width, height)
+    return np.asarray(values, dtype=np.float64).reshape(height, width)
 
 
 def _overlay_pixel(driver, xy: tuple[int, int]) -> list[int]:
@@ -231,7 +243,9 @@ def test_label_a_real_xray_in_the_browser(serve, shared_dir: Path, browser) -> N
 
 
 CT_CASE = "case04"  # coronacases.org, CC BY 4.0 (the README's overlay shows the same volume)
-CT_SLICE = 51  # the slice with the most infection in case04
+# The slice with the most infection in case04: stored slice 51 of 116 (L-P-S), served slice
+# 116 - 1 - 51 (served axial slices count from the head down).
+CT_SLICE = 64
 CT_BOX = (58, 130, 116, 184)  # around its largest lesion (display x0, y0, x1, y1)
 CT_PAINT = [(30, 230), (60, 230)]
 
@@ -239,6 +253,8 @@ CT_PAINT = [(30, 230), (60, 230)]
 @pytest.mark.shared
 def test_label_a_ct_volume_in_the_browser(serve, shared_dir: Path, browser) -> None:
     import nibabel as nib
+
+    from s2unet.data import read_case
     from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
@@ -274,12 +290,13 @@ def test_label_a_ct_volume_in_the_browser(serve, shared_dir: Path, browser) -> N
     _act(driver, lambda: driver.find_element(By.ID, "save").click())
 
     manifest = json.loads((out / "labelled_slices.json").read_text())
-    assert manifest == {"axis": 2, "reorient": True, "cases": {CT_CASE: [CT_SLICE - 1, CT_SLICE]}}
+    assert manifest == {"axis": 2, "reorient": True, "orientation": "radiological-v1",
+                        "cases": {CT_CASE: [CT_SLICE - 1, CT_SLICE]}}
     saved = nib.load(out / "masks" / "infection" / f"{CT_CASE}.nii.gz")
     reference = nib.load(source)
     assert saved.shape == reference.shape
     np.testing.assert_allclose(saved.affine, reference.affine)
-    mask = np.asarray(saved.dataobj)
+    mask = read_case(out / "masks" / "infection" / f"{CT_CASE}.nii.gz", "volume", True).get_array()
     assert set(np.unique(mask)) <= {0, 1}
     assert mask[:, :, np.arange(mask.shape[2]) != CT_SLICE].sum() == 0  # only the edited slice
     plane = mask[:, :, CT_SLICE].T  # display frame: rows, columns
@@ -313,3 +330,33 @@ def test_the_token_moves_from_the_address_into_a_cookie(serve, tmp_path: Path, b
     driver.delete_all_cookies()
     driver.get(url)
     assert "access token required" in driver.page_source
+
+
+def test_the_app_shows_every_stored_form_anterior_up(serve, browser, tmp_path: Path) -> None:
+    """A correctly tagged DICOM series, an LPS NIfTI and an RAS NIfTI of one scan are all shown as
+    3D Slicer shows them: the spine at the bottom, the patient's right on the image's left."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    from test_orientation import MARKER, NX, NY, SCAN, SPINE, write_scans
+
+    scans = write_scans(tmp_path / "scans")
+    url, _ = serve([scans[n] for n in ("dicom_series", "nifti_lps", "nifti_ras")], ["lesion"], prompted=None)
+    driver = browser
+    driver.get(url)
+    _idle(driver, 0)
+    expected = SCAN[:, :, 0].T.astype(np.float64)  # the displayed top slice, 0..255 (window "auto")
+    shown = {}
+    for case in ("series", "lps", "ras"):
+        _act(driver, lambda: Select(driver.find_element(By.ID, "case")).select_by_value(case))
+        driver.execute_script("const s = document.getElementById('slice'); s.value = 0; s.oninput();")
+        _idle(driver)
+        assert driver.find_element(By.ID, "slice-value").text == "0"
+        picture = _canvas_picture(driver, NX, NY)
+        rows, _ = np.nonzero(picture >= SPINE - 8)
+        assert rows.size and rows.mean() > NY / 2, f"{case}: the spine is not at the bottom"
+        _, cols = np.nonzero(np.abs(picture - MARKER) <= 8)
+        assert cols.size and cols.mean() < NX / 2, f"{case}: the patient's right is not on the image's left"
+        assert np.abs(picture - expected).max() <= 8, case
+        shown[case] = picture
+    assert np.abs(shown["series"] - shown["ras"]).max() <= 2 and np.abs(shown["lps"] - shown["ras"]).max() <= 2

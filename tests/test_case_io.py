@@ -50,7 +50,7 @@ def test_itk_round_trip_keeps_array_geometry_and_format(tmp_path: Path, suffix: 
     case = read_case(tmp_path / f"ct{suffix}", reorient=False)
     assert case.shape == (6, 5, 4) and np.array_equal(case.get_array(), data.transpose(2, 1, 0))
     assert sorted(case.zooms) == pytest.approx(sorted((0.7, 0.8, 2.5)))
-    served = read_case(tmp_path / f"ct{suffix}")  # reoriented to closest RAS, written back unturned
+    served = read_case(tmp_path / f"ct{suffix}")  # served in the orientation convention, written back unturned
     labels = _labels(served.shape)
     out = served.write_like(labels, tmp_path / f"p{served.format.output_suffix_for(served.path)}", np.uint8)
     assert out.suffix == suffix

@@ -164,4 +164,5 @@ def test_make_train_sampler_uses_lesion_flags(tmp_path: Path) -> None:
     ds = SliceDataset(find_cases(cfg), cfg, train=True, seed=0)
     sampler = make_train_sampler(ds, cfg, num_samples=4000, seed=0)
     draws = np.array(list(sampler))
-    assert abs((draws == 4).mean() - 0.5) < 0.03
+    lesion = 20 - 1 - 4  # the RAS-stored slice 4, served from the head down (the orientation convention)
+    assert abs((draws == lesion).mean() - 0.5) < 0.03

@@ -53,15 +53,18 @@ def test_nifti_roundtrip_keeps_geometry_with_reorientation(tmp_path: Path) -> No
 
     vol = load_nifti(src, reorient=True)
     assert vol.original_axcodes == ("S", "P", "L")
-    assert vol.axcodes == ("R", "A", "S")
+    assert vol.axcodes == ("L", "P", "I")  # the orientation convention
     assert vol.shape == (7, 6, 5)
-    # Spacing follows its axis: disk axes (S, P, L) -> served (R, A, S) = disk axes (2, 1, 0).
+    # Spacing follows its axis: disk axes (S, P, L) -> served (L, P, I) = disk axes (2, 1, 0).
     np.testing.assert_allclose(vol.zooms, np.array(on_disk.header.get_zooms())[[2, 1, 0]], rtol=1e-6)
     assert vol.zooms[0] == pytest.approx(2.5, abs=0.01) and vol.zooms[2] == pytest.approx(1.2, abs=0.01)
     served = vol.get_array()
-    canonical = nib.as_closest_canonical(on_disk)
-    np.testing.assert_array_equal(served, np.asanyarray(canonical.dataobj))
-    np.testing.assert_allclose(vol.affine, canonical.affine, atol=1e-6)
+    # nibabel's closest RAS with every axis reversed
+    lpi = on_disk.as_reoriented(nib.orientations.ornt_transform(nib.io_orientation(on_disk.affine),
+                                                                nib.orientations.axcodes2ornt("LPI")))
+    np.testing.assert_array_equal(served, np.asanyarray(lpi.dataobj))
+    np.testing.assert_array_equal(served, np.asanyarray(nib.as_closest_canonical(on_disk).dataobj)[::-1, ::-1, ::-1])
+    np.testing.assert_allclose(vol.affine, lpi.affine, atol=1e-6)
     # A voxel keeps its world position when served reoriented.
     i, j, k = 2, 4, 1
     world = vol.affine @ np.array([i, j, k, 1.0])
@@ -233,15 +236,15 @@ def test_volume_dataset_reorients_images_and_labels_together(tmp_path: Path) -> 
     cfg = _volume_set(tmp_path, OBLIQUE_AFFINE, n_cases=1)
     cfg.reorient = True
     ds = SliceDataset(find_cases(cfg), cfg, train=False)
-    # On disk the lesion is at axis-2 index 2; that axis points Left, so in RAS it becomes
-    # axis 0 (Right) flipped: index 6 - 1 - 2 = 3.
+    # On disk the lesion is at axis-2 index 2; that axis points Left, so served (L-P-I) it
+    # becomes axis 0, not flipped: index 2.
     cfg.axis = 0
     ds0 = SliceDataset(find_cases(cfg), cfg, train=False)
     assert len(ds) == 12 and len(ds0) == 6
-    np.testing.assert_array_equal(np.flatnonzero(ds0.lesion_flags()), [3])
+    np.testing.assert_array_equal(np.flatnonzero(ds0.lesion_flags()), [2])
     vol = load_nifti(find_cases(cfg)[0].image, reorient=True)
-    expect = resize_to(prepare_slice(vol.get_array(), 3, cfg), 16)
-    torch.testing.assert_close(ds0[3]["image"], expect)
+    expect = resize_to(prepare_slice(vol.get_array(), 2, cfg), 16)
+    torch.testing.assert_close(ds0[2]["image"], expect)
 
 
 def test_multiclass_volume_mask_is_int64(tmp_path: Path) -> None:
@@ -335,7 +338,7 @@ def test_real_ct_volume_through_the_dataset(shared_dir: Path, tmp_path: Path) ->
     assert vol.shape[:2] == (256, 256) and len(ds) == vol.shape[2]
     # radiopaedia cases are stored L-A-S (the corrected headers, cases.json stored_orientation)
     assert vol.original_axcodes == ("L", "A", "S")
-    assert vol.axcodes == ("R", "A", "S")
+    assert vol.axcodes == ("L", "P", "I")  # served in the orientation convention
     flags = ds.lesion_flags()
     assert flags.any()
     k = int(np.flatnonzero(flags)[0])

@@ -131,8 +131,9 @@ def test_format_example_round_trips_geometry(monkeypatch, tmp_path):
 
     case = formats.read_case(tmp_path / "case01.npz")
     assert formats.case_stem(tmp_path / "case01.npz", "volume") == "case01"
+    # served in the orientation convention: closest L-P-I, the closest RAS with every axis reversed
     reference = nib.as_closest_canonical(nib.Nifti1Image(array, affine))
-    np.testing.assert_array_equal(case.get_array(), reference.get_fdata())
+    np.testing.assert_array_equal(case.get_array(), reference.get_fdata()[::-1, ::-1, ::-1])
     mask = (case.get_array() > 30).astype(np.uint8)
     out = case.write_like(mask, tmp_path / "case01_pred.npz", np.uint8, binary=True)
     with np.load(out) as saved:

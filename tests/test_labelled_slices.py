@@ -16,9 +16,10 @@ from s2unet.config import DataConfig, SplitConfig, load_config
 from s2unet.data import DataError, SliceDataset, build_datasets, find_cases, read_labelled_slices
 from s2unet.data.labelled import write_case_slices
 from s2unet.engine.validation import validate
+from s2unet.io.case import ORIENTATION
 from s2unet.models import SegmentationModel
 
-# Voxel axes (S, P, L), so the served (RAS) volume is a permutation of the stored one.
+# Voxel axes (S, P, L), so the served (L-P-I) volume is a permutation of the stored one.
 OBLIQUE = np.array([[0.0, 0.0, -1.0, 0.0], [0.0, -1.0, 0.0, 0.0], [1.0, 0.0, 0.0, 0.0], [0.0, 0.0, 0.0, 1.0]])
 
 
@@ -66,12 +67,16 @@ def test_only_the_labelled_slices_of_an_app_saved_volume_train(tmp_path: Path) -
 
 
 @pytest.mark.parametrize("manifest, message", [
-    ({"axis": 0, "reorient": True, "cases": {"a": [1]}}, "along axis 0"),
-    ({"axis": 2, "reorient": True, "cases": {"zz": [1]}}, r"\['zz'\] that are not in"),
-    ({"axis": 2, "reorient": True, "cases": {"a": [9]}}, r"'a' lists slice\(s\) \[9\] but has 6 slices"),
-    ({"axis": 2, "reorient": True, "cases": {"a": []}}, "'a' lists no labelled slice"),
-    ({"axis": 2, "reorient": True, "cases": {"a": ["1"]}}, "must list slice indices"),
+    ({"axis": 0, "reorient": True, "orientation": ORIENTATION, "cases": {"a": [1]}}, "along axis 0"),
+    ({"axis": 2, "reorient": True, "orientation": ORIENTATION, "cases": {"zz": [1]}}, r"\['zz'\] that are not in"),
+    ({"axis": 2, "reorient": True, "orientation": ORIENTATION, "cases": {"a": [9]}}, r"'a' lists slice\(s\) \[9\] but has 6 slices"),
+    ({"axis": 2, "reorient": True, "orientation": ORIENTATION, "cases": {"a": []}}, "'a' lists no labelled slice"),
+    ({"axis": 2, "reorient": True, "orientation": ORIENTATION, "cases": {"a": ["1"]}}, "must list slice indices"),
     ({"axis": 2, "cases": {"a": [1]}}, "'reorient' true or false"),
+    ({"axis": 2, "reorient": True, "orientation": "ras", "cases": {"a": [1]}}, "'orientation' must be one of"),
+    # written before the convention: its indices count the closest-RAS volume, the other way up
+    ({"axis": 2, "reorient": True, "cases": {"a": [1]}}, "orientation ras-v0 \\(written before the orientation "
+                                                          "convention\\), but this data is sliced .* radiological-v1"),
 ])
 def test_a_bad_manifest_is_refused_naming_the_file(tmp_path: Path, manifest: dict, message: str) -> None:
     out, _ = _labelled_in_the_app(tmp_path)
@@ -87,12 +92,12 @@ def test_a_named_manifest_must_exist_and_the_writer_keeps_other_cases(tmp_path: 
         build_datasets(_cfg(out, labelled_slices="missing.json"), seed=0)
     path = out / "labelled_slices.json"
     assert json.loads(path.read_text())["cases"] == {"a": [1, 4]}  # b, labelled whole, is not listed
-    write_case_slices(path, "b", [5, 0, 5], axis=2, reorient=True)
+    write_case_slices(path, "b", [5, 0, 5], axis=2, reorient=True, orientation=ORIENTATION)
     assert json.loads(path.read_text())["cases"] == {"a": [1, 4], "b": [0, 5]}
-    write_case_slices(path, "a", None, axis=2, reorient=True)  # labelled whole after all
+    write_case_slices(path, "a", None, axis=2, reorient=True, orientation=ORIENTATION)  # labelled whole after all
     assert json.loads(path.read_text())["cases"] == {"b": [0, 5]}
     with pytest.raises(DataError, match="counts slices along axis 2"):
-        write_case_slices(path, "b", [1], axis=1, reorient=True)
+        write_case_slices(path, "b", [1], axis=1, reorient=True, orientation=ORIENTATION)
 
 
 class _BrightIsForeground(SegmentationModel):
@@ -120,7 +125,8 @@ def test_validation_scores_only_the_labelled_slices(tmp_path: Path) -> None:
         return validate(_BrightIsForeground(), cfg, dataset, torch.device("cpu"), threshold=0.5)["summary"]["dice"]
 
     assert dice() == pytest.approx(2 * 1 / (4 + 1))  # the unlabelled slices count as missed background
-    write_case_slices(tmp_path / "labelled_slices.json", "v", [1], axis=2, reorient=True)
+    # The RAS-stored slice 1 of 4 is served slice 2: served volumes count axial slices from the head down.
+    write_case_slices(tmp_path / "labelled_slices.json", "v", [2], axis=2, reorient=True, orientation=ORIENTATION)
     assert dice() == pytest.approx(1.0)
 
 

@@ -99,6 +99,6 @@ class DraftModel:
             return predictor.binarize(prob)[:, None]
         # The checkpoint slices its own way (orientation, axis); its prediction goes back to the
         # file's orientation and then into the app's frame.
-        vol = read_case(opened.case.path, self.kind, predictor.cfg.data.reorient)
+        vol = read_case(opened.case.path, self.kind, predictor.cfg.data.served)
         masks = predictor.binarize(predictor.predict_volume(vol))
         return np.stack([opened.to_display(opened.image.to_served(vol.to_original(m))) for m in masks])

@@ -38,10 +38,10 @@ import numpy as np
 
 from ..config import WINDOW_PRESETS, WindowConfig
 from ..data import CaseImage, DataError, read_case, read_labels, volume_value_range, window_to_unit
-from ..data.labelled import MANIFEST_NAME, read_manifest, write_case_slices
+from ..data.labelled import MANIFEST_NAME, LabelledSlices, read_manifest, write_case_slices
 from ..inference.outputs import atomic_path, write_json
 from ..io import OutputError, exclusive_lock, remove_stale_temporaries
-from ..io.case import CaseFormat
+from ..io.case import ORIENTATION, CaseFormat
 from ..io.formats import describe_formats, find_format
 from ..io.jsonio import dumps
 from ..metrics import metric_row
@@ -171,8 +171,9 @@ class OpenCase:
     def __init__(self, case: CaseFile) -> None:
         self.case = case
         try:
-            # A picture is read as an image model sees it (0..1), a volume with its intensities.
-            self.image: CaseImage = read_case(case.path, case.kind, reorient=True)
+            # A picture is read as an image model sees it (0..1), a volume with its intensities,
+            # served in the orientation convention, so each plane shows as in 3D Slicer.
+            self.image: CaseImage = read_case(case.path, case.kind, reorient=ORIENTATION)
             self._array = self.image.get_array()  # served (X, Y, Z); a picture has one slice
         except DataError as exc:
             raise AppError(str(exc)) from None
@@ -338,7 +339,7 @@ def read_saved_masks(out: Path, layers: Sequence[Layer], opened: OpenCase) -> Op
         if not path.is_file():
             continue
         try:
-            labels = read_labels(path, reorient=True, mask_threshold=0.5, label_map=False) > 0
+            labels = read_labels(path, reorient=ORIENTATION, mask_threshold=0.5, label_map=False) > 0
             plane = labels[None] if opened.image.planar else opened.to_display(labels)
         except DataError as exc:
             raise AppError(f"saved mask unreadable: {exc}") from None
@@ -360,7 +361,12 @@ def saved_labelled(out: Path, opened: OpenCase) -> np.ndarray:
     if opened.image.planar or not path.is_file():
         return labelled
     try:
-        listed = read_manifest(path).slices_of(opened.case.case_id, opened.n_slices)
+        found = read_manifest(path)
+        ours = LabelledSlices(path, VOLUME_AXIS, True, ORIENTATION)
+        if found.counted() != ours.counted():
+            raise DataError(f"{path} counts slices {found.describe()}, but the app counts them {ours.describe()}: "
+                            "move it away to label anew")
+        listed = found.slices_of(opened.case.case_id, opened.n_slices)
     except DataError as exc:
         raise AppError(str(exc)) from None
     if listed is not None:
@@ -443,7 +449,7 @@ def save_masks(out: Path, layers: Sequence[Layer], opened: OpenCase, masks: np.n
             _record_case(out, opened)
             if not opened.image.planar:  # a volume labelled whole is not listed
                 write_case_slices(out / MANIFEST_NAME, case.case_id, None if labelled.all() else slices,
-                                  VOLUME_AXIS, reorient=True)
+                                  VOLUME_AXIS, reorient=True, orientation=ORIENTATION)
     except (OSError, DataError) as exc:
         raise AppError(f"cannot save {case.case_id} to {out}: {exc}") from None
     return paths

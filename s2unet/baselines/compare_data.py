@@ -75,7 +75,7 @@ def load_eval_case(case: Case, data: DataConfig, max_planes: int) -> EvalCase:
         The EvalCase.
     """
     gt = load_masks(case.labels, data)
-    vol = read_case(case.image, data.kind, data.reorient)
+    vol = read_case(case.image, data.kind, data.served)
     if vol.planar:
         return EvalCase(case, gt[:, None], [0], gray=vol.picture())
     axis = data.axis

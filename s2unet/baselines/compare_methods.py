@@ -33,7 +33,7 @@ class MethodSkipped(Exception):
 def _slicing(data: DataConfig, stacks: bool) -> tuple:
     """What must agree between a model's data and the comparison's for its inputs to match;
     the slice axis and orientation only when the comparison's cases are cut into slices."""
-    return (data.kind, data.axis, data.reorient) if stacks else (data.kind,)
+    return (data.kind, data.axis, data.served) if stacks else (data.kind,)
 
 
 class TrainedModels:
@@ -87,7 +87,7 @@ class TrainedModels:
         theirs_sliced, ours_sliced = _slicing(mcfg.data, self.stacks), _slicing(self.data, self.stacks)
         if theirs_sliced != ours_sliced:
             raise MethodSkipped(f"{checkpoint} was trained on data sliced as {theirs_sliced} (kind, axis, "
-                                f"reorient), the comparison uses {ours_sliced}")
+                                f"orientation), the comparison uses {ours_sliced}")
         try:
             trained_on = split_cases(self.all_ids, mcfg.data.split, mcfg.seed)["train"]
         except DataError as exc:  # its split names cases this data set does not have

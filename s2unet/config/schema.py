@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal, Optional
+from typing import Any, Literal, Optional, Union
 
 from .ranges import as_values, extra_keys, ranged
 from .text import TextConfig
@@ -119,11 +119,20 @@ class DataConfig:
     rehearse_share: float = ranged("(0, 1)", 0.5)
     lesion_oversample: float = ranged("[0, 1)", 0.0)  # share of training draws taken from slices with a lesion
     cache_mb: int = ranged("[0, inf)", 2048)
-    reorient: bool = True  # slice in the closest canonical (RAS) orientation
+    reorient: bool = True  # serve volumes in ``orientation`` by their geometry (False: as stored)
+    # The orientation convention (s2unet.io.case.ORIENTATION): "radiological-v1" slices show what
+    # 3D Slicer shows. "ras-v0" (closest RAS, anterior-down) is what checkpoints written before
+    # the convention were trained with; they are read with it.
+    orientation: Literal["radiological-v1", "ras-v0"] = "radiological-v1"
     # both
     split: SplitConfig = field(default_factory=SplitConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     num_workers: int = ranged("[0, inf)", 2)
+
+    @property
+    def served(self) -> Union[bool, str]:
+        """How the readers serve volumes (``read_case``'s ``reorient``): the orientation, or False."""
+        return self.orientation if self.reorient else False
 
 
 # ---------------------------------------------------------------------------------------- model

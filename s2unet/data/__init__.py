@@ -33,8 +33,9 @@ holding one DICOM series (case id = folder name), cut into 2D slices along ``dat
 
   Each label volume must have the image's shape and affine (1e-3 tolerance). Binary /
   multilabel: voxels > 0 are foreground, one folder per label; multiclass: integer label
-  maps in ``labels[0]``. With ``reorient: true`` slices are taken in the closest RAS
-  orientation; predictions are written back in the original one (:func:`save_like`).
+  maps in ``labels[0]``. With ``reorient: true`` slices are taken in the orientation convention
+  (:data:`~s2unet.io.case.ORIENTATION`: each slice as 3D Slicer shows it); predictions are
+  written back in the original one (:func:`save_like`).
   Volumes labelled on some slices only are listed in ``<root>/labelled_slices.json`` (the label
   app writes it; :mod:`.labelled`): only their listed slices train and score.
 

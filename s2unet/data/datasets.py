@@ -11,9 +11,9 @@ with S = ``cfg.image_size``. Images are resized bilinearly (antialiased when shr
 masks with nearest-neighbour; the aspect ratio is not kept (every input becomes S x S).
 
 Slice layout. A slice ``k`` along ``cfg.axis`` is ``np.take(volume, k, axis)`` of the served
-(closest-RAS when ``cfg.reorient``) array: its rows are the lower remaining volume axis and its
-columns the higher one, with no transpose. For the shared COVID volumes (axis 2) that means
-rows = image x, columns = image y, i.e. the transpose of the usual picture. Inference writes a
+array (in the orientation convention :data:`~s2unet.io.case.ORIENTATION` when ``cfg.reorient``):
+its rows are the lower remaining volume axis and its columns the higher one, with no transpose,
+so it is the transpose of the displayed picture ``np.take(volume, k, axis).T``. Inference writes a
 predicted slice back with ``volume[(slice(None),) * axis + (k,)] = prediction`` after resizing
 it to the slice's own shape — no orientation bookkeeping is needed beyond that.
 """
@@ -138,7 +138,7 @@ def slice_as_volume(picture: np.ndarray, axis: int) -> np.ndarray:
     """A 2D slice (as displayed: rows top to bottom) as a one-slice volume along ``axis``.
 
     The slice is stored transposed, ``np.take(volume, 0, axis) == picture.T``: the layout of
-    the shared COVID volumes, whose slice ``k`` displays as ``volume[:, :, k].T``. A model
+    served volumes, whose slice ``k`` displays as ``np.take(volume, k, axis).T``. A model
     trained on such volumes therefore sees a PNG/DICOM slice the way it saw its training
     slices, with its own windowing and normalisation applied by :func:`prepare_slice`.
 
@@ -341,9 +341,9 @@ class SliceDataset(torch.utils.data.Dataset):
         for ci, case in enumerate(self.cases):
             slices: Sequence[int] = [0]
             if self._stacks[ci]:
-                image = read_case(case.image, "volume", cfg.reorient)
+                image = read_case(case.image, "volume", cfg.served)
                 for path in case.labels:
-                    check_same_geometry(image, read_case(path, "volume", cfg.reorient))
+                    check_same_geometry(image, read_case(path, "volume", cfg.served))
                 n = image.shape[cfg.axis]
                 listed = labelled.slices_of(case.case_id, n) if labelled is not None else None
                 slices = range(n) if listed is None else listed
@@ -376,14 +376,14 @@ class SliceDataset(torch.utils.data.Dataset):
 
     def _image(self, ci: int) -> _Decoded:
         path = self.cases[ci].image
-        return self.cache.get(("image", str(path), self.cfg.reorient, self.cfg.window.preset),
-                              lambda: _decode_image(path, self.cfg.reorient, self.cfg))
+        return self.cache.get(("image", str(path), self.cfg.served, self.cfg.window.preset),
+                              lambda: _decode_image(path, self.cfg.served, self.cfg))
 
     def _labels(self, ci: int) -> list[np.ndarray]:
         kind = "multiclass" if self.cfg.task == "multiclass" else "binary"
         return [
-            self.cache.get(("label", str(p), self.cfg.reorient, kind),
-                           lambda p=p: _decode_label(p, self.cfg.reorient, self.cfg.task)).array
+            self.cache.get(("label", str(p), self.cfg.served, kind),
+                           lambda p=p: _decode_label(p, self.cfg.served, self.cfg.task)).array
             for p in self.cases[ci].labels
         ]
 
@@ -418,7 +418,7 @@ class SliceDataset(torch.utils.data.Dataset):
         target as :func:`label_slice` shapes it; DataError on unreadable files or a mask whose
         shape differs from the image's."""
         case = self.cases[ci]
-        gray = read_case(case.image, self.cfg.kind, self.cfg.reorient).picture()
+        gray = read_case(case.image, self.cfg.kind, self.cfg.served).picture()
         if self.cfg.task == "multiclass":
             mask: np.ndarray = read_label_map(case.labels[0])
             shapes = [mask.shape]

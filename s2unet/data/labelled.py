@@ -5,10 +5,14 @@ other slices as background. The manifest (written by the label app beside the ma
 hand) lists the labelled slices of such volumes; datasets serve only those. A case it does not
 list is labelled whole. Its format::
 
-    {"axis": 2, "reorient": true, "cases": {"case10": [40, 41, 57]}}
+    {"axis": 2, "reorient": true, "orientation": "radiological-v1", "cases": {"case10": [40, 41, 57]}}
 
-``axis`` and ``reorient`` say how the slice indices were counted (``data.axis`` and
-``data.reorient`` must match them).
+``axis``, ``reorient`` and ``orientation`` say how the slice indices were counted (``data.axis``,
+``data.reorient`` and ``data.orientation`` must match them; the orientation only matters when
+reoriented). A manifest without ``orientation`` was written before the orientation convention
+(:data:`~s2unet.io.case.ORIENTATION`) and counts slices of the closest-RAS volume
+(:data:`~s2unet.io.case.LEGACY_ORIENTATION`): it is refused for data served in the convention,
+since its axial indices run the other way.
 """
 from __future__ import annotations
 
@@ -19,6 +23,7 @@ from typing import Any, Optional, Sequence
 
 from ..config import DataConfig
 from ..io.atomic import write_json
+from ..io.case import LEGACY_ORIENTATION, SERVED_AXCODES
 from .cases import resolve_dir
 from .errors import DataError
 
@@ -32,14 +37,24 @@ class LabelledSlices:
     Attributes:
         path: the manifest file (named in every message).
         axis: the axis the indices run along.
-        reorient: whether they count slices of the closest-RAS volume.
+        reorient: whether they count slices of the reoriented volume.
+        orientation: the orientation convention of that volume (``data.orientation``).
         cases: case id -> sorted slice indices.
     """
 
     path: Path
     axis: int
     reorient: bool
+    orientation: str
     cases: dict[str, list[int]] = field(default_factory=dict)
+
+    def counted(self) -> tuple[int, bool, Optional[str]]:
+        """How the indices were counted: axis, reorient, and the orientation when reoriented."""
+        return self.axis, self.reorient, self.orientation if self.reorient else None
+
+    def describe(self) -> str:
+        """How the indices were counted, for messages."""
+        return _describe(*self.counted())
 
     def slices_of(self, case_id: str, n_slices: int) -> Optional[list[int]]:
         """A listed case's slices, checked against its slice count; None for a case not listed.
@@ -55,6 +70,13 @@ class LabelledSlices:
             raise DataError(f"{self.path}: case {case_id!r} lists slice(s) {bad} but has {n_slices} slices "
                             f"along axis {self.axis}")
         return ks
+
+
+def _describe(axis: int, reorient: bool, orientation: Optional[str]) -> str:
+    if not reorient:
+        return f"along axis {axis} of the volume as stored"
+    legacy = " (written before the orientation convention)" if orientation == LEGACY_ORIENTATION else ""
+    return f"along axis {axis} of the volume served in orientation {orientation}{legacy}"
 
 
 def manifest_path(cfg: DataConfig) -> Optional[Path]:
@@ -81,6 +103,9 @@ def _parse(path: Path, raw: Any) -> LabelledSlices:
     axis, reorient = raw.get("axis"), raw.get("reorient")
     if axis not in (0, 1, 2) or not isinstance(reorient, bool):
         raise DataError(f"{path}: 'axis' must be 0, 1 or 2 and 'reorient' true or false, got {axis!r} / {reorient!r}")
+    orientation = raw.get("orientation", LEGACY_ORIENTATION)
+    if orientation not in SERVED_AXCODES:
+        raise DataError(f"{path}: 'orientation' must be one of {sorted(SERVED_AXCODES)}, got {orientation!r}")
     cases: dict[str, list[int]] = {}
     for case_id, ks in raw["cases"].items():
         if not isinstance(ks, list) or not all(isinstance(k, int) and not isinstance(k, bool) for k in ks):
@@ -88,7 +113,7 @@ def _parse(path: Path, raw: Any) -> LabelledSlices:
         if not ks:
             raise DataError(f"{path}: case {case_id!r} lists no labelled slice; label one or remove the case")
         cases[str(case_id)] = sorted(set(ks))
-    return LabelledSlices(path, axis, reorient, cases)
+    return LabelledSlices(path, axis, reorient, orientation, cases)
 
 
 def read_manifest(path: Path) -> LabelledSlices:
@@ -122,7 +147,7 @@ def read_labelled_slices(cfg: DataConfig, case_ids: Sequence[str]) -> Optional[L
     """The manifest that applies to a dataset, checked against its config and cases.
 
     Args:
-        cfg: the data config (``labelled_slices``, ``axis``, ``reorient``, ``kind``).
+        cfg: the data config (``labelled_slices``, ``axis``, ``reorient``, ``orientation``, ``kind``).
         case_ids: the cases found.
 
     Returns:
@@ -130,7 +155,8 @@ def read_labelled_slices(cfg: DataConfig, case_ids: Sequence[str]) -> Optional[L
 
     Raises:
         DataError: a malformed manifest, slices counted along another axis or orientation
-            than ``data.axis`` / ``data.reorient``, or a listed case that is not in the data.
+            than ``data.axis`` / ``data.reorient`` / ``data.orientation``, or a listed case that
+            is not in the data.
     """
     path = manifest_path(cfg)
     if path is None:
@@ -138,16 +164,19 @@ def read_labelled_slices(cfg: DataConfig, case_ids: Sequence[str]) -> Optional[L
     found = read_manifest(path)
     if not found.cases:
         return None
-    if (found.axis, found.reorient) != (cfg.axis, cfg.reorient):
-        raise DataError(f"{path} counts slices along axis {found.axis} (reorient {found.reorient}) but "
-                        f"data.axis is {cfg.axis} (reorient {cfg.reorient}); train with those or relabel")
+    wanted = (cfg.axis, cfg.reorient, cfg.orientation if cfg.reorient else None)
+    if found.counted() != wanted:
+        raise DataError(f"{path} counts slices {found.describe()}, but this data is sliced {_describe(*wanted)}; "
+                        "its indices would name other slices: relabel them in the label app, or train with "
+                        "those settings")
     unknown = sorted(set(found.cases) - set(case_ids))
     if unknown:
         raise DataError(f"{path} lists case(s) {unknown} that are not in {resolve_dir(cfg, cfg.images)}")
     return found
 
 
-def write_case_slices(path: Path, case_id: str, slices: Optional[Sequence[int]], axis: int, reorient: bool) -> None:
+def write_case_slices(path: Path, case_id: str, slices: Optional[Sequence[int]], axis: int, reorient: bool,
+                      orientation: str) -> None:
     """Record (or replace) one case's labelled slices in a manifest, atomically.
 
     Args:
@@ -156,7 +185,8 @@ def write_case_slices(path: Path, case_id: str, slices: Optional[Sequence[int]],
         slices: its labelled slice indices (at least one), or None for a case labelled whole
             (its entry is removed).
         axis: the axis they run along.
-        reorient: whether they count slices of the closest-RAS volume.
+        reorient: whether they count slices of the reoriented volume.
+        orientation: its orientation convention (:data:`~s2unet.io.case.ORIENTATION`).
 
     Raises:
         DataError: an existing manifest that is malformed or counts slices another way.
@@ -164,13 +194,15 @@ def write_case_slices(path: Path, case_id: str, slices: Optional[Sequence[int]],
     """
     if slices is not None and not len(slices):
         raise ValueError(f"{case_id}: no labelled slice to record")
-    found = read_manifest(path) if Path(path).is_file() else LabelledSlices(Path(path), axis, reorient)
-    if (found.axis, found.reorient) != (axis, reorient):
-        raise DataError(f"{path} counts slices along axis {found.axis} (reorient {found.reorient}), not {axis} ({reorient})")
+    found = read_manifest(path) if Path(path).is_file() else LabelledSlices(Path(path), axis, reorient, orientation)
+    if found.counted() != LabelledSlices(Path(path), axis, reorient, orientation).counted():
+        raise DataError(f"{path} counts slices {found.describe()}, not {_describe(axis, reorient, orientation)}; "
+                        "move it away to start a new one")
     if slices is None:
         if case_id not in found.cases:
             return
         del found.cases[case_id]
     else:
         found.cases[case_id] = sorted({int(k) for k in slices})
-    write_json(Path(path), {"axis": axis, "reorient": reorient, "cases": dict(sorted(found.cases.items()))})
+    write_json(Path(path), {"axis": axis, "reorient": reorient, "orientation": orientation,
+                            "cases": dict(sorted(found.cases.items()))})

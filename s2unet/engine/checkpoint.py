@@ -14,7 +14,7 @@ from ..weights import CheckpointError
 
 # Data keys that change what the model's inputs mean: a fine-tuning run that differs in them
 # starts from features learnt for other inputs, which is allowed but worth a warning.
-_INPUT_KEYS = ("image_size", "window", "context_slices", "normalize", "axis", "reorient")
+_INPUT_KEYS = ("image_size", "window", "context_slices", "normalize", "axis", "reorient", "orientation")
 
 
 def init_from_checkpoint(model: SegmentationModel, cfg: Config, path: str | Path) -> list[str]:
@@ -31,7 +31,8 @@ def init_from_checkpoint(model: SegmentationModel, cfg: Config, path: str | Path
 
     Returns:
         Warnings about input preprocessing that differs from the checkpoint's (data keys
-        ``image_size``, ``window``, ``context_slices``, ``normalize``, ``axis``, ``reorient``).
+        ``image_size``, ``window``, ``context_slices``, ``normalize``, ``axis``, ``reorient``,
+        ``orientation``).
 
     Raises:
         CheckpointError: not an s2unet checkpoint, or a different architecture / label layout,

@@ -9,9 +9,10 @@ side. Foreground is value > 0 for volumes and ``read_mask``'s rule
 (more than half the value range; label maps 0/1/2...: value > 0) for images; multiclass label maps are therefore scored as
 foreground versus background here.
 
-Volumes are compared in the closest-RAS served orientation with their header spacing and sliced
-along served axis 2 (axial for real scans, the slice axis of the shared CT), which is what
-``run_inference`` does for models trained with the default ``data.reorient``/``data.axis``.
+Volumes are compared in the served orientation of their ``data`` config (the convention
+:data:`~s2unet.io.case.ORIENTATION` by default) with their header spacing and sliced along served
+axis 2 (axial for real scans), which is what ``run_inference`` does for models trained with the
+default ``data.reorient``/``data.axis``.
 """
 from __future__ import annotations
 
@@ -110,7 +111,7 @@ def check_reference_geometry(reference: Sequence[Path], like: CaseImage, cfg: Da
     """
     for path in reference:
         if not like.planar:
-            check_same_geometry(like, read_case(path, "volume", cfg.reorient))
+            check_same_geometry(like, read_case(path, "volume", cfg.served))
             continue
         shape, own = load_masks([path], cfg).shape[1:], like.shape[1::-1]
         if shape != own:
@@ -237,7 +238,7 @@ def evaluate(
         try:
             gt_files = reference.paths(case, kind)
             for pred_file in pred_files:
-                check_reference_geometry(gt_files, read_case(pred_file, "volume", cfg.reorient), cfg)
+                check_reference_geometry(gt_files, read_case(pred_file, "volume", cfg.served), cfg)
         except DataError as exc:
             problems.append(str(exc))
             continue
@@ -250,7 +251,7 @@ def evaluate(
     slice_rows: list[dict[str, Any]] = []
     for case, pred_files, gt_files in pairs:
         pred = load_masks(pred_files, cfg)
-        like = read_case(pred_files[0], "volume", cfg.reorient)
+        like = read_case(pred_files[0], "volume", cfg.served)
         row, rows = case_metrics(
             pred, load_masks(gt_files, cfg), case, labels, like.spacing,
             slice_axis=None if like.planar else axis, surface=surface, nsd_tolerance=nsd_tolerance,

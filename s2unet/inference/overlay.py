@@ -3,10 +3,9 @@
 Display orientation. A 2D image is shown as read (row 0 at the top). A volume slice ``k``
 along ``axis`` is ``np.take(volume, k, axis)`` with the two remaining axes (a, b) in order, and
 is shown transposed with the origin at the top (``imshow(slice.T, origin="upper")``): axis a
-runs left to right, axis b top to bottom. For the shared COVID CT (identity affine, so the
-served array is the stored one) this is exactly its documented picture ``data[:, :, k].T``.
-The overlay shows the served array as it is; it does not rebuild a radiological view from the
-affine (for a RAS-served clinical scan, anterior ends up at the bottom).
+runs left to right, axis b top to bottom. A volume served in the orientation convention
+(:data:`~s2unet.io.case.ORIENTATION`) is thereby shown as 3D Slicer shows it (axial: anterior at
+the top, the patient's right on the left), whatever orientation its file is stored in.
 """
 from __future__ import annotations
 

@@ -187,7 +187,7 @@ def _validate(
         try:
             # Decoding now (and dropping the result) finds truncated files and NaN/inf values
             # (refused by the training data check too) before hours of work.
-            like = read_case(job.path, kind, cfg.data.reorient)
+            like = read_case(job.path, kind, cfg.data.served)
             bad = count_nonfinite(like.get_array())
             if bad:
                 problems.append(f"{job.path}: {bad} NaN/inf values; the model cannot segment them")
@@ -277,7 +277,7 @@ class _Runner:
         names = foreground_names(lp.cfg)
         if case.planar:
             return _lung_region(lp.binarize(lp.predict_picture(case)), names)
-        lung_vol = read_case(job.path, lp.cfg.data.kind, lp.cfg.data.reorient)
+        lung_vol = read_case(job.path, lp.cfg.data.kind, lp.cfg.data.served)
         task = self.progress.add_task(f"{job.case} lungs", total=lung_vol.shape[lp.cfg.data.axis])
         prob = lp.predict_volume(lung_vol, lambda n: self.progress.advance(task, n))
         region = _lung_region(lp.binarize(prob), names)
@@ -299,7 +299,7 @@ class _Runner:
 
     def read(self, job: _Job) -> tuple[CaseImage, np.ndarray]:
         """Decode one case's input: the case and its served volume, or a picture's (H, W) pixels."""
-        case = read_case(job.path, self.cfg.data.kind, self.cfg.data.reorient)
+        case = read_case(job.path, self.cfg.data.kind, self.cfg.data.served)
         return case, case.picture() if case.planar else case.get_array()
 
     def run(self, job: _Job, decoded: tuple[CaseImage, np.ndarray]) -> None:
@@ -321,8 +321,9 @@ class _Runner:
         self._write_outputs(job, fg, prob, case)
         gt = load_masks(job.gt, d) if job.gt is not None else None
         overlay_path = self.out / f"{job.case}_overlay.png"
-        if not case.planar:
-            volume_overlay(overlay_path, array, fg, gt, d.axis, labels=self.labels, title=job.case)
+        if not case.planar:  # shown in the orientation convention, whichever the checkpoint reads in
+            volume_overlay(overlay_path, case.to_convention(array), case.to_convention(fg),
+                           None if gt is None else case.to_convention(gt), d.axis, labels=self.labels, title=job.case)
         else:  # a CT slice is shown through the model's window, like its volumes
             shown = window_to_unit(array, d.window, volume_value_range(array)) if case.values == "stored" else array
             image_overlay(overlay_path, shown, fg, gt, labels=self.labels, title=job.case)

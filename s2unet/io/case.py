@@ -3,10 +3,24 @@
 A :class:`CaseImage` is a volume that remembers its geometry, so a prediction can be written back
 where it belongs. It keeps a nibabel image (for NIfTI files nibabel's lazy proxy: nothing is
 decoded at load time; other formats are converted to an in-memory NIfTI image with the same
-geometry) and, when asked to reorient, serves arrays in the closest canonical RAS orientation:
-axis 0 runs towards the patient's Right, axis 1 Anterior, axis 2 Superior. Models then see every
-scanner's data the same way round. A 2D picture is a one-slice volume whose slice ``0`` shown as
-a picture is ``array[:, :, 0].T`` (the layout of the shared COVID volumes).
+geometry) and, when asked to reorient, serves arrays in the orientation of the convention
+:data:`ORIENTATION`, so models, overlays and the label app see every scanner's data the same way
+round.
+
+The convention (``radiological-v1``): a slice ``k`` along served axis ``a`` is shown as the
+picture ``np.take(array, k, a).T`` (rows top to bottom), and that picture is what a radiologist
+sees in 3D Slicer or ITK-SNAP. Served arrays are in the closest L-P-I orientation (never
+resampled): axis 0 runs towards the patient's Left, axis 1 Posterior, axis 2 Inferior. So
+
+- axial (axis 2): anterior at the top, the patient's right on the image's left;
+- coronal (axis 1): superior at the top, the patient's right on the image's left;
+- sagittal (axis 0): superior at the top, anterior on the image's left;
+
+and slice indices count from the patient's right (axis 0), from the front (axis 1) and from the
+head down (axis 2). Files without geometry (2D pictures) are taken as already displayed: a
+picture is a one-slice volume whose slice ``0`` is ``array[:, :, 0].T``, never reoriented.
+:data:`LEGACY_ORIENTATION` (closest R-A-S, which shows a scan anterior-down and mirrored) is
+what s2unet served before the convention; it is kept only to run checkpoints trained with it.
 
 A :class:`CaseFormat` reads one kind of file (or folder) into a CaseImage and writes a prediction
 back next to it; :mod:`s2unet.io.formats` holds the registry of formats.
@@ -28,8 +42,29 @@ PathLike = Union[str, Path]
 #: no longer an image of a body (a header in metres or microns, or a corrupt one).
 PLAUSIBLE_SPACING_MM = (0.01, 50.0)
 
-_RAS = axcodes2ornt(("R", "A", "S"))
+#: The orientation convention of served arrays (recorded in checkpoints and labelled_slices.json).
+ORIENTATION = "radiological-v1"
+#: What s2unet served before :data:`ORIENTATION` existed (closest RAS), for older checkpoints.
+LEGACY_ORIENTATION = "ras-v0"
+#: Served axis codes of each orientation a CaseImage can serve.
+SERVED_AXCODES: dict[str, tuple[str, str, str]] = {ORIENTATION: ("L", "P", "I"), LEGACY_ORIENTATION: ("R", "A", "S")}
+#: ``reorient`` as the readers take it: False keeps the stored order, True serves
+#: :data:`ORIENTATION`, an orientation name serves that one.
+Reorient = Union[bool, str]
 _IDENTITY_ORNT = np.array([[0, 1], [1, 1], [2, 1]], dtype=float)
+
+
+def served_orientation(reorient: Reorient) -> Optional[str]:
+    """The orientation name ``reorient`` asks for, or None for the stored order.
+
+    Raises:
+        ValueError: an unknown orientation name.
+    """
+    if reorient is None or isinstance(reorient, (bool, np.bool_)):
+        return ORIENTATION if reorient else None
+    if reorient not in SERVED_AXCODES:
+        raise ValueError(f"unknown orientation {reorient!r}; known: {sorted(SERVED_AXCODES)}")
+    return str(reorient)
 
 
 def _as_float32_if_float(arr: np.ndarray) -> np.ndarray:
@@ -77,12 +112,13 @@ class CaseFormat:
                 return path.name[: -len(suffix)]
         return None
 
-    def read(self, path: Path, reorient: bool, values: str) -> "CaseImage":
+    def read(self, path: Path, reorient: Reorient, values: str) -> "CaseImage":
         """Open ``path`` (lazily where the format allows).
 
         Args:
             path: a path :meth:`stem` claims.
-            reorient: serve arrays in the closest RAS orientation.
+            reorient: serve arrays in the convention :data:`ORIENTATION` (True), in a named
+                orientation, or as stored (False); see :data:`Reorient`.
             values: ``"stored"`` keeps the file's values (Hounsfield units, 0..255, ...) for
                 models trained on volumes, which window them; ``"unit"`` scales a 2D picture to
                 0..1 by its stored type, as models trained on 2D images expect.
@@ -138,7 +174,7 @@ class CaseFormat:
 
 
 class CaseImage:
-    """A case opened by a :class:`CaseFormat`, served in its original or closest-RAS orientation.
+    """A case opened by a :class:`CaseFormat`, served in its original or a conventional orientation.
 
     Attributes:
         path: the file (or the folder of a DICOM series).
@@ -146,7 +182,8 @@ class CaseImage:
         format: the format that read it (and writes predictions back).
         values: how intensities are served, ``"stored"`` or ``"unit"`` (see :meth:`CaseFormat.read`).
         extra: what the format's writer needs beyond the NIfTI geometry (e.g. ITK metadata).
-        reoriented: whether arrays are served in closest-RAS orientation.
+        orientation: the served orientation (:data:`SERVED_AXCODES`), None when served as stored
+            (always for 2D pictures, which are taken as displayed).
         ornt: nibabel orientation taking original array axes to served axes (identity when not
             reorienting).
     """
@@ -155,7 +192,7 @@ class CaseImage:
         self,
         path: Path,
         image: nib.spatialimages.SpatialImage,
-        reorient: bool,
+        reorient: Reorient,
         format: CaseFormat,
         values: str = "stored",
         extra: Optional[dict[str, Any]] = None,
@@ -167,14 +204,22 @@ class CaseImage:
         self.format = format
         self.values = values
         self.extra = dict(extra or {})
-        self.reoriented = bool(reorient)
-        if reorient:
+        # A picture has no geometry of its own (its affine is a placeholder): it is served as shown.
+        self.orientation = None if format.planar else served_orientation(reorient)
+        if self.orientation is not None:
             # io_orientation picks, for each array axis, the world axis it is closest to (so an
-            # oblique acquisition is served in the nearest RAS-aligned order, never resampled).
-            self.ornt = ornt_transform(io_orientation(image.affine), _RAS)
+            # oblique acquisition is served in the nearest axis-aligned order, never resampled).
+            target = axcodes2ornt(SERVED_AXCODES[self.orientation])
+            self.ornt = ornt_transform(io_orientation(image.affine), target)
+            self._inverse = ornt_transform(target, io_orientation(image.affine))
         else:
             self.ornt = _IDENTITY_ORNT.copy()
-        self._inverse = ornt_transform(_RAS, io_orientation(image.affine)) if reorient else _IDENTITY_ORNT
+            self._inverse = _IDENTITY_ORNT
+
+    @property
+    def reoriented(self) -> bool:
+        """Whether arrays are served in another order than stored."""
+        return self.orientation is not None
 
     # --------------------------------------------------------------------------- geometry
     @property
@@ -250,7 +295,7 @@ class CaseImage:
 
     @property
     def axcodes(self) -> tuple[str, ...]:
-        """Orientation codes of the served axes, e.g. ('R', 'A', 'S')."""
+        """Orientation codes of the served axes, e.g. ('L', 'P', 'I')."""
         return nib.aff2axcodes(self.affine)
 
     @property
@@ -279,6 +324,17 @@ class CaseImage:
     def to_original(self, array: np.ndarray) -> np.ndarray:
         """Reorient an array from the served orientation back to the on-disk one."""
         return array if not self.reoriented else apply_orientation(array, self._inverse)
+
+    def to_convention(self, array: np.ndarray) -> np.ndarray:
+        """A served array (or a stack of them, the volume axes last) as :data:`ORIENTATION`
+        serves it: what to show for a case served in another orientation (a legacy checkpoint's).
+        Arrays served as stored are returned as they are."""
+        if self.orientation in (None, ORIENTATION):
+            return array
+        ornt = ornt_transform(axcodes2ornt(SERVED_AXCODES[self.orientation]), axcodes2ornt(SERVED_AXCODES[ORIENTATION]))
+        flat = array.reshape(-1, *array.shape[-3:])
+        out = np.stack([apply_orientation(volume, ornt) for volume in flat])
+        return out.reshape(*array.shape[:-3], *out.shape[1:])
 
     def get_array(self) -> np.ndarray:
         """Decode the whole volume in the served orientation.

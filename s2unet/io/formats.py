@@ -13,7 +13,7 @@ from typing import Optional, Union
 
 import numpy as np
 
-from .case import CaseFormat, CaseImage
+from .case import CaseFormat, CaseImage, Reorient
 from .dicom_series import DicomSeriesFormat
 from .errors import DataError
 from .itk import ItkFormat
@@ -94,7 +94,7 @@ def case_stem(path: PathLike, kind: str) -> Optional[str]:
     return None if fmt is None else fmt.stem(Path(path))
 
 
-def read_case(path: PathLike, kind: str = "volume", reorient: bool = True) -> CaseImage:
+def read_case(path: PathLike, kind: str = "volume", reorient: Reorient = True) -> CaseImage:
     """Read a case for a model trained on ``kind`` data, in whichever format it is.
 
     Args:
@@ -102,7 +102,8 @@ def read_case(path: PathLike, kind: str = "volume", reorient: bool = True) -> Ca
         kind: the model's data kind: ``"volume"`` reads every format with stored intensities
             (a 2D picture becomes a one-slice volume); ``"image"`` reads 2D pictures scaled to
             0..1 and refuses volumes.
-        reorient: serve volumes in the closest RAS orientation.
+        reorient: True serves volumes in the convention :data:`~s2unet.io.case.ORIENTATION`
+            (an orientation name serves that one, False as stored).
 
     Returns:
         The CaseImage. A volume whose spacing is outside
@@ -126,7 +127,7 @@ def read_case(path: PathLike, kind: str = "volume", reorient: bool = True) -> Ca
     return case
 
 
-def read_labels(path: PathLike, reorient: bool, mask_threshold: float, label_map: bool) -> np.ndarray:
+def read_labels(path: PathLike, reorient: Reorient, mask_threshold: float, label_map: bool) -> np.ndarray:
     """A reference (or lung) mask file's values, as the training datasets read labels.
 
     Volumes give their served array (voxels > 0 are foreground, or class indices); 2D pictures
@@ -135,7 +136,8 @@ def read_labels(path: PathLike, reorient: bool, mask_threshold: float, label_map
 
     Args:
         path: the label file or series folder.
-        reorient: serve volumes in the closest RAS orientation.
+        reorient: True serves volumes in the convention :data:`~s2unet.io.case.ORIENTATION`
+            (an orientation name serves that one, False as stored).
         mask_threshold: the pictures' foreground threshold (fraction of the value range).
         label_map: read a picture as an integer label map (multiclass).
 

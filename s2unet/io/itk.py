@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from .atomic import atomic_path
-from .case import CaseFormat, CaseImage, check_integer_fit, scanner_image
+from .case import CaseFormat, CaseImage, Reorient, check_integer_fit, scanner_image
 from .errors import DataError
 
 
@@ -29,7 +29,7 @@ class ItkFormat(CaseFormat):
         """NRRD sources get ``.nrrd`` predictions, MetaImage sources ``.mha``."""
         return ".nrrd" if source.name.lower().endswith((".nrrd", ".nhdr")) else ".mha"
 
-    def read(self, path: Path, reorient: bool, values: str) -> CaseImage:
+    def read(self, path: Path, reorient: Reorient, values: str) -> CaseImage:
         """See :meth:`CaseFormat.read`."""
         import SimpleITK as sitk
 

@@ -13,7 +13,7 @@ import nibabel as nib
 import numpy as np
 
 from .atomic import atomic_path
-from .case import CaseFormat, CaseImage, check_integer_fit
+from .case import CaseFormat, CaseImage, Reorient, check_integer_fit
 from .errors import DataError
 
 PathLike = Union[str, Path]
@@ -37,12 +37,13 @@ def nifti_stem(path: PathLike) -> Optional[str]:
     return None
 
 
-def load_nifti(path: PathLike, reorient: bool = True) -> CaseImage:
+def load_nifti(path: PathLike, reorient: Reorient = True) -> CaseImage:
     """Open a NIfTI file lazily (the header is read, the data is not).
 
     Args:
         path: ``.nii`` or ``.nii.gz`` file.
-        reorient: serve arrays in the closest RAS orientation.
+        reorient: True serves arrays in the convention :data:`~s2unet.io.case.ORIENTATION`
+            (an orientation name serves that one, False as stored).
 
     Returns:
         The CaseImage.
@@ -128,7 +129,7 @@ class NiftiFormat(CaseFormat):
     kind = "volume"
     output_suffix = ".nii.gz"
 
-    def read(self, path: Path, reorient: bool, values: str) -> CaseImage:
+    def read(self, path: Path, reorient: Reorient, values: str) -> CaseImage:
         """See :meth:`CaseFormat.read`; NIfTI intensities are always served as stored."""
         return load_nifti(path, reorient)
 

@@ -9,6 +9,7 @@ found from the message alone.
 """
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any, Union
 
@@ -16,7 +17,7 @@ import nibabel as nib
 import numpy as np
 
 from .atomic import atomic_path
-from .case import CaseFormat, CaseImage, check_integer_fit
+from .case import CaseFormat, CaseImage, Reorient, check_integer_fit
 from .errors import DataError
 
 PathLike = Union[str, Path]
@@ -449,6 +450,36 @@ def write_png(path: Path, array: np.ndarray) -> None:
         Image.fromarray(np.ascontiguousarray(array)).save(tmp, format="PNG")
 
 
+# (row, column) directions of a slice displayed as the orientation convention shows it, as
+# (LPS axis, sign) of ImageOrientationPatient's cosines: axial (rows run to the patient's left,
+# columns to the back), coronal and sagittal (columns run down).
+_DISPLAYED_COSINES = {((0, 1), (1, 1)): "axial", ((0, 1), (2, -1)): "coronal", ((1, 1), (2, -1)): "sagittal"}
+
+
+def _warn_unless_displayed(path: Path) -> None:
+    """Warn when a 2D DICOM slice's ImageOrientationPatient says it is not stored as displayed.
+
+    A 2D slice is taken as displayed (it is never reoriented); a slice tagged rotated or mirrored
+    against the orientation convention would reach the model that way, so say so. A file
+    without the tag has nothing to say.
+    """
+    import pydicom
+
+    try:
+        cosines = getattr(pydicom.dcmread(str(path), stop_before_pixels=True), "ImageOrientationPatient", None)
+    except Exception:  # the pixel reader has already named an unreadable file
+        return
+    if cosines is None or len(cosines) != 6:
+        return
+    row, column = np.asarray([float(v) for v in cosines[:3]]), np.asarray([float(v) for v in cosines[3:]])
+    key = tuple((int(np.argmax(np.abs(c))), int(np.sign(c[np.argmax(np.abs(c))]))) for c in (row, column))
+    if key not in _DISPLAYED_COSINES:
+        warnings.warn(f"{path}: ImageOrientationPatient {[round(float(v), 3) for v in cosines]} says the slice is "
+                      "rotated or mirrored against the standard display (axial 1,0,0,0,1,0): it is taken as "
+                      "stored, so the model sees it that way; rotate it to the displayed orientation first",
+                      stacklevel=2)
+
+
 class PictureFormat(CaseFormat):
     """2D pictures (PNG, JPEG, TIFF, BMP, single-frame DICOM) as one-slice volumes; PNG output.
 
@@ -469,11 +500,14 @@ class PictureFormat(CaseFormat):
             return path.name
         return found
 
-    def read(self, path: Path, reorient: bool, values: str) -> CaseImage:
+    def read(self, path: Path, reorient: Reorient, values: str) -> CaseImage:
         """See :meth:`CaseFormat.read`."""
         pixels = read_image(path) if values == "unit" else read_slice_values(path)
+        if values == "stored" and is_dicom_file(path):  # a CT slice, for a model trained on volumes
+            _warn_unless_displayed(path)
         pixels = pixels.astype(np.uint8) if pixels.dtype == np.bool_ else pixels
-        # Stored as (W, H, 1) so slice 0 shown as a picture is array[:, :, 0].T, like a volume's.
+        # Stored as (W, H, 1) so slice 0 shown as a picture is array[:, :, 0].T, like a volume's;
+        # taken as displayed (CaseImage never reorients a picture).
         volume = np.ascontiguousarray(pixels.T[..., None])
         image = nib.Nifti1Image(volume, np.eye(4), dtype=volume.dtype)
         return CaseImage(path, image, reorient, self, values)

@@ -14,6 +14,11 @@ Format versions:
 - 1: ``format``, ``format_version``, ``config``, ``state_dict``, ``threshold``, ``metrics``
   (and the training state); the model was rebuilt from ``config["model"]``.
 - 2: adds ``model_args``; the model is rebuilt from them.
+- 3: the config's ``data.orientation`` records the orientation convention the model was trained
+  in (:data:`s2unet.io.case.ORIENTATION`). Older volume models were trained on volumes served in
+  closest RAS: migrated, they get :data:`~s2unet.io.case.LEGACY_ORIENTATION`, so they are run
+  exactly as before, with a :class:`LegacyOrientationWarning` when loaded. Models trained on 2D
+  pictures are unaffected (pictures are never reoriented) and get the convention.
 
 A model checkpoint may also hold ``calibration`` (optional, any version): the temperature
 fitted on validation (:meth:`~s2unet.models.calibration.Calibration.to_payload`); its
@@ -36,6 +41,7 @@ adds a version and one migration step to :data:`MIGRATIONS`.
 from __future__ import annotations
 
 import inspect
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -44,6 +50,7 @@ import torch
 
 from ..config import Config, ConfigError, config_from_dict, text_structures
 from ..io import atomic_path
+from ..io.case import LEGACY_ORIENTATION, ORIENTATION
 from ..text import PhraseBank
 from ..weights import CheckpointError, load_checkpoint_file
 from . import create_model, model_args
@@ -51,7 +58,11 @@ from .base import SegmentationModel
 from .calibration import Calibration
 
 FORMAT = "s2unet-checkpoint"
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
+
+
+class LegacyOrientationWarning(UserWarning):
+    """A volume model trained before the orientation convention, run in its old orientation."""
 
 
 @dataclass
@@ -132,8 +143,36 @@ def _v1_to_v2(payload: dict[str, Any]) -> dict[str, Any]:
     return {**payload, "format_version": 2, "model_args": {**model, **extra}}
 
 
+def _v2_to_v3(payload: dict[str, Any]) -> dict[str, Any]:
+    """Format 2 -> 3: record the orientation a model was trained in, ``data.orientation``.
+
+    Before it, volumes were served in closest RAS (:data:`LEGACY_ORIENTATION`); a model trained
+    on 2D pictures never saw a reoriented array, so it gets today's convention.
+    """
+    data = payload["config"]["data"]
+    orientation = LEGACY_ORIENTATION if data.get("kind") == "volume" else ORIENTATION
+    config = {**payload["config"], "data": {**data, "orientation": orientation}}
+    return {**payload, "format_version": 3, "config": config}
+
+
 # format_version -> the step that turns a payload of that version into the next one.
-MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {1: _v1_to_v2}
+MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {1: _v1_to_v2, 2: _v2_to_v3}
+
+
+def legacy_orientation_warning(cfg: Config, source: str | Path) -> str | None:
+    """Why a model reads volumes in the pre-convention orientation, or None when it does not.
+
+    Args:
+        cfg: the model's config.
+        source: the checkpoint, named in the message.
+    """
+    data = cfg.data
+    if data.kind != "volume" or not data.reorient or data.orientation != LEGACY_ORIENTATION:
+        return None
+    return (f"{source} was trained before the orientation convention {ORIENTATION!r}: it reads volumes in the "
+            f"old closest-RAS orientation ({LEGACY_ORIENTATION!r}, slices anterior-down), and is run that way so "
+            "it predicts as before. A CT model trained on the shared data before 2026-12-07 also saw wrong "
+            "(identity) headers, its two sources flipped front-to-back against each other: retrain it")
 
 
 def migrate_checkpoint(payload: dict[str, Any], source: str = "checkpoint") -> dict[str, Any]:
@@ -220,6 +259,9 @@ def load_model_checkpoint(path: str | Path, device: str | torch.device = "cpu") 
         The model in eval mode with its config, threshold, validation metrics, calibration
         (the identity when the file has none) and (text-prompted models) phrase bank.
 
+    Warns:
+        LegacyOrientationWarning: a volume model trained before the orientation convention.
+
     Raises:
         CheckpointError: see :func:`read_checkpoint`; a config this s2unet refuses; tensors
             that do not fit the model; a calibration that is not a temperature > 0; a
@@ -227,6 +269,9 @@ def load_model_checkpoint(path: str | Path, device: str | torch.device = "cpu") 
     """
     payload = read_checkpoint(path)
     cfg = checkpoint_config(payload, path)
+    legacy = legacy_orientation_warning(cfg, path)
+    if legacy is not None:
+        warnings.warn(legacy, LegacyOrientationWarning, stacklevel=2)
     bank = PhraseBank.from_payload(payload.get("text"), source=str(path)) if cfg.text.enabled else None
     if bank is not None and bank.structures != [s.label for s in text_structures(cfg)]:
         raise CheckpointError(f"{path}: its phrase bank names {bank.structures}, its config another set of structures")

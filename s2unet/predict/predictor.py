@@ -113,7 +113,7 @@ def load_masks(paths: Sequence[Path], cfg: DataConfig) -> np.ndarray:
     Raises:
         DataError: unreadable file (named in the message).
     """
-    arrays = [read_labels(p, cfg.reorient, cfg.mask_threshold, cfg.task == "multiclass") for p in paths]
+    arrays = [read_labels(p, cfg.served, cfg.mask_threshold, cfg.task == "multiclass") for p in paths]
     if cfg.task == "multiclass":
         return one_hot_foreground(arrays[0].astype(np.int64), cfg.num_classes)
     return np.stack([a > 0 for a in arrays])
@@ -282,7 +282,7 @@ class Predictor:
         Returns:
             ``(prob (C, *spatial), spacing)``: the volume's served zooms, or None for pictures.
         """
-        image = read_case(case.image, self.cfg.data.kind, self.cfg.data.reorient)
+        image = read_case(case.image, self.cfg.data.kind, self.cfg.data.served)
         if image.planar:
             return self.predict_picture(image, reference), None
         return self.predict_volume(image, reference=reference), image.zooms
