@@ -107,7 +107,7 @@ def test_training_stores_the_fingerprint_in_its_checkpoints(anatomy_root: Path, 
     run = trainer.train(tiny_train_cfg(anatomy_root, tmp_path, "train.epochs=1", "train.steps_per_epoch=1"))
     for name in ("best.pt", "last.pt"):
         fp = Fingerprint.from_payload(read_checkpoint(run / name)["fingerprint"])
-        assert fp.n_slices == 2 * DEPTH and fp.orientation == "RAS" and fp.pixel_size == pytest.approx([0.8, 0.8])
+        assert fp.n_slices == 2 * DEPTH and fp.orientation == "LPI" and fp.pixel_size == pytest.approx([0.8, 0.8])
         rows, cols = Fingerprint.extent(fp.body_box)
         assert abs(rows - 57 / 64) < 0.05 and abs(cols - 39 / 64) < 0.05  # the body ellipse's box
         assert fp.foreground_share == pytest.approx(81 / 64**2, rel=0.05)
