@@ -22,6 +22,14 @@ def _train_parser(p: argparse.ArgumentParser) -> None:
                    help="fine-tune: start from the trained tensors of CHECKPOINT (e.g. RUN/best.pt) with a fresh schedule")
 
 
+def _threshold(text: str) -> float:
+    """A ``--threshold`` value; its range, (0, 1), is checked with the other arguments."""
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number; give one between 0 and 1, e.g. 0.5") from None
+
+
 def _infer_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint", required=True, help="best.pt of a training run")
     p.add_argument("--input", required=True, nargs="+", help="volume(s) (NIfTI, MHA/NRRD, a DICOM series folder), 2D image(s) (PNG/JPEG/TIFF/DICOM), or a folder of those")
@@ -29,7 +37,7 @@ def _infer_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--gt", help="ground truth (file or folder, paired by case name) to evaluate against")
     p.add_argument("--lung", help="lung mask(s): keep only lesions inside, report the affected share")
     p.add_argument("--lung-checkpoint", help="a lung-segmentation checkpoint to predict the lung mask")
-    p.add_argument("--threshold", type=float, help="binarisation threshold (default: the one tuned in training)")
+    p.add_argument("--threshold", type=_threshold, help="binarisation threshold (default: the one tuned in training)")
     p.add_argument("--min-size", type=int, default=0, help="drop connected components smaller than this (voxels)")
     p.add_argument("--tta", action="store_true", help="average with the horizontally flipped prediction")
     p.add_argument("--no-postprocess", action="store_true",

@@ -332,6 +332,11 @@ def test_infer_cli_reports_a_bad_argument_in_one_line(tmp_path: Path, capsys: py
     argv = ["--checkpoint", str(tmp_path / "best.pt"), "--input", str(tmp_path), "--output", str(tmp_path / "out")]
     assert main([*argv, "--threshold", "nan"], command="infer") == 2
     assert capsys.readouterr().err == "error: --threshold must be in (0, 1), got nan\n"
+    with pytest.raises(SystemExit) as exit_:
+        main([*argv, "--threshold", "abc"], command="infer")
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        "infer.py: error: argument --threshold: 'abc' is not a number; give one between 0 and 1, e.g. 0.5")
 
 
 def test_refuses_checkpoint_that_is_not_s2unet(tmp_path: Path, ct_case: dict[str, Path]) -> None:

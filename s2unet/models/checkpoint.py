@@ -27,6 +27,7 @@ adds a version and one migration step to :data:`MIGRATIONS`.
 from __future__ import annotations
 
 import inspect
+import io
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -37,7 +38,7 @@ from ..config import Config, ConfigError, config_from_dict, text_structures
 from ..io import atomic_path
 from ..text import PhraseBank
 from ..weights import CheckpointError, load_checkpoint_file
-from . import create_model, model_args
+from . import check_input_size, create_model, model_args
 from .base import SegmentationModel
 
 FORMAT = "s2unet-checkpoint"
@@ -69,10 +70,14 @@ def atomic_save(obj: Any, path: Path) -> None:
         obj: tensors and builtins.
         path: the final file.
     """
-    # Through a Python file object: a full disk then raises OSError(ENOSPC), where torch's own
-    # file writer raises an unspecific RuntimeError.
+    # Serialised in memory first, then written: torch's writer turns a write error (a full disk)
+    # into "RuntimeError ... unexpected pos", while a plain write raises OSError(ENOSPC), which
+    # atomic_path names and the command line reports in one line. Checkpoints hold only the
+    # trained tensors, so the copy is small.
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
     with atomic_path(path) as tmp, tmp.open("wb") as f:
-        torch.save(obj, f)
+        f.write(buffer.getbuffer())
 
 
 def model_payload(model: SegmentationModel, cfg: Config, threshold: float, metrics: dict[str, Any], **extra: Any) -> dict:
@@ -162,8 +167,9 @@ def read_checkpoint(path: str | Path) -> dict:
         Its content in the current format.
 
     Raises:
-        CheckpointError: a missing or unreadable file, not an s2unet checkpoint, or a format
-            this s2unet cannot read.
+        CheckpointError: a missing or unreadable file, not an s2unet checkpoint, a format
+            this s2unet cannot read, an entry missing (``config``, ``model_args``,
+            ``state_dict``), a threshold outside (0, 1) or NaN/inf tensors (naming them).
     """
     path = Path(path)
     if not path.is_file():
@@ -174,7 +180,36 @@ def read_checkpoint(path: str | Path) -> dict:
             f"{path} is not an s2unet checkpoint (no '{FORMAT}' marker); encoder files such as "
             "sam2.1_hiera_tiny.pt go into model.weights, not --checkpoint"
         )
-    return migrate_checkpoint(payload, str(path))
+    for key in ("config", "state_dict"):  # the migration reads the config
+        _require(payload, key, path)
+    payload = migrate_checkpoint(payload, str(path))
+    _require(payload, "model_args", path)
+    _check_values(payload, path)
+    return payload
+
+
+def _require(payload: dict[str, Any], key: str, path: Path) -> None:
+    """Refuse a checkpoint without one of the entries every s2unet checkpoint holds."""
+    if key not in payload:
+        raise CheckpointError(f"{path}: this s2unet checkpoint has no {key!r} entry (training writes config, "
+                              "model_args, state_dict and threshold); the file is incomplete or was edited")
+
+
+def _check_values(payload: dict[str, Any], path: Path) -> None:
+    """Refuse a threshold outside (0, 1) and non-finite tensors: loaded, they give empty masks
+    (or NaN scores) without a word."""
+    threshold = payload.get("threshold", 0.5)
+    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0 < threshold < 1:
+        raise CheckpointError(f"{path}: its stored threshold is {threshold!r}, not a number in (0, 1)")
+    state = payload["state_dict"]
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{path}: its state_dict is a {type(state).__name__}, not a dict of tensors")
+    bad = [k for k, t in state.items() if isinstance(t, torch.Tensor) and t.is_floating_point()
+           and not bool(torch.isfinite(t).all())]
+    if bad:
+        shown = ", ".join(bad[:3]) + (f" and {len(bad) - 3} more" if len(bad) > 3 else "")
+        raise CheckpointError(f"{path}: state_dict tensor(s) {shown} hold NaN or inf values; the model is broken "
+                              "(a diverged or damaged run): use another checkpoint")
 
 
 def checkpoint_config(payload: dict[str, Any], source: str | Path) -> Config:
@@ -209,12 +244,17 @@ def load_model_checkpoint(path: str | Path, device: str | torch.device = "cpu") 
         models) phrase bank.
 
     Raises:
-        CheckpointError: see :func:`read_checkpoint`; a config this s2unet refuses; tensors
+        CheckpointError: see :func:`read_checkpoint`; a config this s2unet refuses (an image
+            size the encoder cannot take included); tensors
             that do not fit the model; a text-prompted model's phrase bank missing or naming
             other structures than its config.
     """
     payload = read_checkpoint(path)
     cfg = checkpoint_config(payload, path)
+    try:  # in range for the config, yet an input size the encoder cannot take
+        check_input_size(cfg)
+    except ConfigError as exc:
+        raise CheckpointError(f"{path}: its config is not usable: {exc}") from None
     bank = PhraseBank.from_payload(payload.get("text"), source=str(path)) if cfg.text.enabled else None
     if bank is not None and bank.structures != [s.label for s in text_structures(cfg)]:
         raise CheckpointError(f"{path}: its phrase bank names {bank.structures}, its config another set of structures")
