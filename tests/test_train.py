@@ -78,6 +78,7 @@ def test_short_run_lowers_loss_and_writes_records(volumes, tmp_path):
     for name in ("config.yaml", "split.json", "environment.json", "best.pt", "last.pt", "learning_curve.png"):
         assert (run / name).is_file(), name
     assert (tmp_path / "t-latest").resolve() == run.resolve() and not (run / "FAILED").exists()
+    assert not (run / ".lock").exists()  # released and removed at the clean finish
     assert json.loads((run / "split.json").read_text())["val"] == ["case2"]
     env = json.loads((run / "environment.json").read_text())
     assert env["seed"] == 0 and "torch" in env["versions"]
