@@ -20,6 +20,8 @@ def _train_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--check-only", action="store_true", help="resolve the config, check the data, and stop")
     p.add_argument("--init-from", metavar="CHECKPOINT",
                    help="fine-tune: start from the trained tensors of CHECKPOINT (e.g. RUN/best.pt) with a fresh schedule")
+    p.add_argument("--init-relabel", action="store_true",
+                   help="--init-from a checkpoint whose label names differ (its channels are re-learnt as this run's)")
 
 
 def _threshold(text: str) -> float:
@@ -109,9 +111,11 @@ def _run_train(args: argparse.Namespace) -> None:
               + ", ".join(f"{k} {len(v)}" for k, v in bundle.split.items()))
         return
     if args.resume is not None:
-        train(None, resume=args.resume, argv=sys.argv, resume_overrides=args.overrides, init_from=args.init_from)
+        train(None, resume=args.resume, argv=sys.argv, resume_overrides=args.overrides, init_from=args.init_from,
+              init_relabel=args.init_relabel)
     else:
-        train(load_config(args.config, args.overrides), argv=sys.argv, init_from=args.init_from)
+        train(load_config(args.config, args.overrides), argv=sys.argv, init_from=args.init_from,
+              init_relabel=args.init_relabel)
 
 
 def _run_infer(args: argparse.Namespace) -> None:

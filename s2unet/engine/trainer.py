@@ -106,7 +106,7 @@ def _steps_per_epoch(cfg: Config, n_train: int, world: int) -> int:
 
 
 def train(cfg: Config | None, resume: str | Path | None = None, argv: list[str] | None = None,
-          resume_overrides: Sequence[str] = (), init_from: str | Path | None = None) -> Path:
+          resume_overrides: Sequence[str] = (), init_from: str | Path | None = None, init_relabel: bool = False) -> Path:
     """Train the model a config describes; returns the run directory.
 
     Args:
@@ -117,12 +117,15 @@ def train(cfg: Config | None, resume: str | Path | None = None, argv: list[str] 
         resume_overrides: ``key=value`` changes to a resumed run, only the keys of
             :data:`~s2unet.engine.resume.RESUME_KEYS` (e.g. ``train.epochs`` to extend it).
         init_from: a trained checkpoint whose tensors a new run starts from (fine-tuning).
+        init_relabel: allow ``init_from`` a checkpoint with other label names.
 
     Raises:
         CheckpointError, ConfigError: see :func:`~s2unet.engine.resume.load_resume`.
     """
     if resume is not None and init_from is not None:
         raise CheckpointError("--resume continues a run and --init-from starts a new one from a checkpoint; give one")
+    if init_relabel and init_from is None:
+        raise CheckpointError("--init-relabel allows --init-from a checkpoint with other labels; give --init-from too")
     if init_from is not None:
         read_checkpoint(init_from)  # a wrong path fails before the data check and model build
     saved = None
@@ -135,13 +138,13 @@ def train(cfg: Config | None, resume: str | Path | None = None, argv: list[str] 
     info = init_distributed(device)
     try:
         with ExitStack() as run_dir_hold:
-            return _train(cfg, device, info, saved, resume, argv or [], run_dir_hold, init_from)
+            return _train(cfg, device, info, saved, resume, argv or [], run_dir_hold, init_from, init_relabel)
     finally:
         shutdown(info)
 
 
 def _train(cfg: Config, device: torch.device, info: DistInfo, saved: dict | None, resume, argv: list[str],
-           run_dir_hold: ExitStack, init_from: str | Path | None = None) -> Path:
+           run_dir_hold: ExitStack, init_from: str | Path | None = None, init_relabel: bool = False) -> Path:
     t_cfg = cfg.train
     started = time.perf_counter()
     if t_cfg.threads:
@@ -163,7 +166,7 @@ def _train(cfg: Config, device: torch.device, info: DistInfo, saved: dict | None
 
     model = create_model_from_config(cfg).to(device)
     if init_from is not None:
-        for warning in init_from_checkpoint(model, cfg, init_from):
+        for warning in init_from_checkpoint(model, cfg, init_from, init_relabel):
             console.print(f"[yellow]warning:[/] {warning}")
     if saved is None:  # a resumed run has it in last.pt
         model.prepare(bundle.train)
