@@ -21,7 +21,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
 from ..config import Config, save_config
-from ..data import PhraseSampleDataset, RehearsalMix, build_datasets, make_train_sampler
+from ..data import PhraseSampleDataset, RehearsalMix, build_datasets, case_identity, make_train_sampler
 from ..devices import resolve_device
 from ..io import write_json
 from ..losses import build_loss
@@ -159,6 +159,9 @@ def _train(cfg: Config, device: torch.device, info: DistInfo, saved: dict | None
     run_dir = Path(resume) if resume is not None else _new_run_dir(cfg, info)
     if info.is_main:  # locked until train() returns; marked FAILED if anything below raises
         run_dir_hold.enter_context(hold_run_dir(run_dir))
+    # Which data the checkpoints' model learnt from, by content (compare's overlap check).
+    train_ids = set(bundle.split["train"])
+    trained_cases = [case_identity(c) for c in bundle.cases if c.case_id in train_ids] if info.is_main else []
     if info.is_main and saved is None:
         write_run_records(run_dir, cfg, bundle.split, argv, info.world_size)
     elif info.is_main:
@@ -289,7 +292,7 @@ def _train(cfg: Config, device: torch.device, info: DistInfo, saved: dict | None
                 bar.console.print(f"epoch {progress.epoch}: train loss {mean_loss:.4f}, "
                                   f"{record['images_per_s']:.2f} img/s, lr {record['lr']:.2e}")
                 _end_of_epoch(model, cfg, bundle, device, progress, optimizer, scheduler, run_dir, log, bar, bank,
-                              average)
+                              average, trained_cases)
             barrier(info)
     if cache is not None:
         cache.clear()
@@ -325,20 +328,23 @@ def _phrase_bank(cfg: Config, saved: dict | None) -> PhraseBank | None:
 
 def _end_of_epoch(model: SegmentationModel, cfg: Config, bundle, device, progress: TrainState, optimizer, scheduler,
                   run_dir: Path, log: MetricLog, bar: Progress, bank: PhraseBank | None = None,
-                  average: WeightAverage | None = None) -> None:
+                  average: WeightAverage | None = None, trained_cases: list[dict] | None = None) -> None:
     """Validate (every ``val_every`` epochs and at the end), keep the best, write last.pt.
 
     With a weight average (``train.ema``) the average is validated and saved as ``best.pt``;
-    ``last.pt`` keeps both, so a resumed run continues each.
+    ``last.pt`` keeps both, so a resumed run continues each. Both store ``trained_cases``, the
+    identities of the training cases (:func:`~s2unet.data.case_identity`).
     """
     t_cfg = cfg.train
-    text = {} if bank is None else {"text": bank.to_payload()}  # the phrase bank travels with the model
+    stored: dict[str, Any] = {"trained_cases": list(trained_cases or [])}
+    if bank is not None:  # the phrase bank travels with the model
+        stored["text"] = bank.to_payload()
     kept = {} if average is None else {"ema": average.state()}
     scored = model if average is None else average.model
     last_epoch = progress.epoch == t_cfg.epochs
     if bundle.val is None:
         # Without validation cases the latest model is the one to use.
-        _save_best(model_payload(scored, cfg, 0.5, {}, epoch=progress.epoch, **text), run_dir, cfg.name)
+        _save_best(model_payload(scored, cfg, 0.5, {}, epoch=progress.epoch, **stored), run_dir, cfg.name)
     elif progress.epoch % t_cfg.val_every == 0 or last_epoch:
         result = validate(scored, cfg, bundle.val, device, max_cases=t_cfg.val_max_cases, text=bank)
         score = result["summary"][t_cfg.metric]
@@ -350,11 +356,11 @@ def _end_of_epoch(model: SegmentationModel, cfg: Config, bundle, device, progres
         if score > progress.best:
             progress.best, progress.best_epoch = score, progress.epoch
             _save_best(model_payload(scored, cfg, result["threshold"], result["summary"], epoch=progress.epoch,
-                                     validation_cases=result["cases"], **text), run_dir, cfg.name)
+                                     validation_cases=result["cases"], **stored), run_dir, cfg.name)
         log.plot(t_cfg.metric)
     atomic_save(
         model_payload(model, cfg, 0.5, {}, optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(),
-                      progress=vars(progress).copy(), rng=_rng_state(), **text, **kept),
+                      progress=vars(progress).copy(), rng=_rng_state(), **stored, **kept),
         run_dir / "last.pt",
     )
 

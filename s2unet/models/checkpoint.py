@@ -55,6 +55,8 @@ class LoadedModel:
     metrics: dict[str, Any] = field(default_factory=dict)
     path: Path | None = None
     text: PhraseBank | None = None  # text-prompted models: known phrases, their embeddings, the cut-off
+    # {"case", "sha256"} of each training case (s2unet.data.case_identity); None: not recorded
+    trained_cases: list[dict[str, str]] | None = None
 
     @property
     def structure_text(self) -> torch.Tensor | None:
@@ -276,5 +278,9 @@ def load_model_checkpoint(path: str | Path, device: str | torch.device = "cpu") 
     except KeyError as exc:
         raise CheckpointError(str(exc.args[0])) from None
     model.to(device).eval()
+    trained = payload.get("trained_cases")
+    if trained is not None and not (isinstance(trained, list) and all(
+            isinstance(t, dict) and isinstance(t.get("case"), str) and isinstance(t.get("sha256"), str) for t in trained)):
+        raise CheckpointError(f"{path}: its trained_cases entry is not a list of {{'case', 'sha256'}} records")
     return LoadedModel(model, cfg, float(payload.get("threshold", 0.5)), dict(payload.get("metrics", {})), Path(path),
-                       bank)
+                       bank, trained)
