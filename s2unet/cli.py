@@ -20,6 +20,16 @@ def _train_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--check-only", action="store_true", help="resolve the config, check the data, and stop")
     p.add_argument("--init-from", metavar="CHECKPOINT",
                    help="fine-tune: start from the trained tensors of CHECKPOINT (e.g. RUN/best.pt) with a fresh schedule")
+    p.add_argument("--init-relabel", action="store_true",
+                   help="--init-from a checkpoint whose label names differ (its channels are re-learnt as this run's)")
+
+
+def _threshold(text: str) -> float:
+    """A ``--threshold`` value; its range, (0, 1), is checked with the other arguments."""
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number; give one between 0 and 1, e.g. 0.5") from None
 
 
 def _infer_parser(p: argparse.ArgumentParser) -> None:
@@ -29,7 +39,7 @@ def _infer_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--gt", help="ground truth (file or folder, paired by case name) to evaluate against")
     p.add_argument("--lung", help="lung mask(s): keep only lesions inside, report the affected share")
     p.add_argument("--lung-checkpoint", help="a lung-segmentation checkpoint to predict the lung mask")
-    p.add_argument("--threshold", type=float, help="binarisation threshold (default: the one tuned in training)")
+    p.add_argument("--threshold", type=_threshold, help="binarisation threshold (default: the one tuned in training)")
     p.add_argument("--min-size", type=int, default=0, help="drop connected components smaller than this (voxels)")
     p.add_argument("--tta", action="store_true", help="average with the horizontally flipped prediction")
     p.add_argument("--no-postprocess", action="store_true",
@@ -105,9 +115,11 @@ def _run_train(args: argparse.Namespace) -> None:
               + ", ".join(f"{k} {len(v)}" for k, v in bundle.split.items()))
         return
     if args.resume is not None:
-        train(None, resume=args.resume, argv=sys.argv, resume_overrides=args.overrides, init_from=args.init_from)
+        train(None, resume=args.resume, argv=sys.argv, resume_overrides=args.overrides, init_from=args.init_from,
+              init_relabel=args.init_relabel)
     else:
-        train(load_config(args.config, args.overrides), argv=sys.argv, init_from=args.init_from)
+        train(load_config(args.config, args.overrides), argv=sys.argv, init_from=args.init_from,
+              init_relabel=args.init_relabel)
 
 
 def _run_infer(args: argparse.Namespace) -> None:

@@ -10,6 +10,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from s2unet.baselines import sam_predictors
@@ -292,7 +293,7 @@ def test_trained_methods_predict_exactly_as_the_inference_predictor(tmp_path: Pa
     ckpt = _unet_checkpoint(tmp_path / "unet.pt", data)
     cfg = config_from_dict({"data": data, "seed": 0})
     case = find_cases(cfg.data)[1]
-    models = TrainedModels(cfg.data, ["im1"], ["im0", "im1"], "cpu", slice_stacks([case]))
+    models = TrainedModels(cfg.data, [case], "cpu", slice_stacks([case]))
     pred, _ = models.predict(models.load(str(ckpt)), load_eval_case(case, cfg.data, 0))
     loaded = load_model_checkpoint(ckpt, "cpu")
     reference = Predictor(loaded.model, loaded.config, "cpu", loaded.threshold)
@@ -311,3 +312,43 @@ def test_predict_planes_equals_the_whole_volume_prediction(tmp_path: Path) -> No
     planes = [1, 2, 3, 6]  # an edge slice too: its 2.5D context comes from the whole volume
     np.testing.assert_allclose(predictor.predict_planes(volume, planes), np.moveaxis(whole[..., planes], 3, 1),
                                rtol=1e-5, atol=1e-6)
+
+
+def test_the_overlap_warning_uses_the_cases_a_checkpoint_trained_on_by_content(tmp_path: Path) -> None:
+    """A model trained on another folder whose cases share the test cases' names did not train on
+    them; one whose recorded cases hold a test image's bytes (under any name) did; a checkpoint
+    that records none cannot be checked."""
+    from s2unet.baselines.compare_methods import TrainedModels
+    from s2unet.data import case_identity, find_cases
+
+    rng = np.random.default_rng(2)
+    for folder in ("test", "other"):  # same names, other pictures
+        (tmp_path / folder / "images").mkdir(parents=True)
+        (tmp_path / folder / "masks").mkdir()
+        for i in range(2):
+            Image.fromarray((rng.random((32, 32)) * 90).astype(np.uint8)).save(tmp_path / folder / "images" / f"im{i}.png")
+            Image.fromarray(((rng.random((32, 32)) > 0.7) * 255).astype(np.uint8)).save(tmp_path / folder / "masks" / f"im{i}.png")
+    data = {"kind": "image", "root": str(tmp_path / "test"), "labels": ["masks"], "image_size": 32,
+            "split": {"mode": "list", "train": ["im0", "im1"], "val": []}}
+    cfg = config_from_dict({"data": data, "seed": 0})
+    test_cases = find_cases(cfg.data)
+    other_cases = find_cases(config_from_dict({"data": {**data, "root": str(tmp_path / "other")}}).data)
+
+    def checkpoint(name: str, trained: list | None) -> str:
+        path = _unet_checkpoint(tmp_path / name, data)
+        payload = torch.load(path, weights_only=True)
+        if trained is not None:
+            payload["trained_cases"] = trained
+        atomic_save(payload, path)
+        return str(path)
+
+    models = TrainedModels(cfg.data, test_cases, "cpu", False)
+    models.load(checkpoint("other.pt", [case_identity(c) for c in other_cases]))
+    assert models.notes == []  # its split names im0 and im1, but it trained on the other folder's
+    renamed = {**case_identity(test_cases[1]), "case": "renamed"}
+    models.load(checkpoint("leaked.pt", [case_identity(other_cases[0]), renamed]))
+    assert models.notes == [f"WARNING: {tmp_path / 'leaked.pt'} was trained on 1 of the test cases (im1): "
+                            "its scores are optimistic."]
+    models.load(checkpoint("old.pt", None))
+    assert models.notes[-1] == (f"WARNING: {tmp_path / 'old.pt'} does not record the cases it trained on (written by "
+                                "an older s2unet): whether it trained on test cases cannot be checked.")

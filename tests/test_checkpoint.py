@@ -126,3 +126,73 @@ def test_create_model_takes_explicit_arguments() -> None:
     assert tuple(model.predict_logits(torch.rand(1, 3, 64, 64)).shape) == (1, 3, 64, 64)
     with pytest.raises(TypeError):
         create_model(_cfg())  # a config goes through create_model_from_config
+
+
+def _edited(tmp_path: Path, name: str, edit) -> Path:
+    """A valid checkpoint of a tiny model, changed by ``edit(payload)`` and saved as ``name``."""
+    cfg = _cfg()
+    payload = model_payload(create_model_from_config(cfg), cfg, 0.5, {})
+    edit(payload)
+    atomic_save(payload, tmp_path / name)
+    return tmp_path / name
+
+
+def _poison(payload: dict) -> None:
+    key = next(k for k, t in payload["state_dict"].items() if t.is_floating_point())
+    payload["state_dict"][key] = torch.full_like(payload["state_dict"][key], float("inf"))
+    payload["poisoned"] = key
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda p: p.update(threshold=float("nan")), r"its stored threshold is nan, not a number in \(0, 1\)"),
+    (lambda p: p.update(threshold=1.5), r"its stored threshold is 1\.5, not a number in \(0, 1\)"),
+    (_poison, r"state_dict tensor\(s\) \S+ hold NaN or inf values"),
+    (lambda p: p.pop("config"), r"has no 'config' entry"),
+    (lambda p: p.pop("model_args"), r"has no 'model_args' entry"),
+    (lambda p: p.pop("state_dict"), r"has no 'state_dict' entry"),
+    (lambda p: p["config"]["data"].update(image_size=65),
+     r"its config is not usable: data\.image_size 65 is not a multiple of 16.*use 64 or 80"),
+], ids=["nan_threshold", "threshold_out_of_range", "inf_weights", "no_config", "no_model_args", "no_state_dict",
+        "image_size_65"])
+def test_a_damaged_or_edited_checkpoint_is_refused_at_load_naming_file_and_key(tmp_path: Path, edit, message) -> None:
+    path = _edited(tmp_path, "bad.pt", edit)
+    with pytest.raises(CheckpointError, match=message) as err:
+        load_model_checkpoint(path)
+    assert str(err.value).startswith(f"{path}: ") and "\n" not in str(err.value)
+    poisoned = torch.load(path, weights_only=True).get("poisoned")
+    if poisoned:
+        assert poisoned in str(err.value)
+
+
+def test_a_full_disk_while_saving_a_checkpoint_is_an_oserror_naming_the_file(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The disk fills up part-way through the write (not at the rename): torch's own writer would
+    turn that into ``RuntimeError ... unexpected pos``."""
+    import errno
+    import io
+
+    real_open = Path.open
+
+    class FullDisk(io.RawIOBase):  # takes 1 kB, then the device is full
+        def __init__(self) -> None:
+            self.written = 0
+
+        def writable(self) -> bool:
+            return True
+
+        def write(self, b) -> int:
+            self.written += len(b)
+            if self.written > 1024:
+                raise OSError(errno.ENOSPC, "No space left on device")
+            return len(b)
+
+    def open_(self, mode="r", *args, **kwargs):
+        return io.BufferedWriter(FullDisk()) if "w" in mode and self.name.endswith("best.pt") else \
+            real_open(self, mode, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "open", open_)
+    cfg = _cfg()
+    with pytest.raises(OSError) as err:
+        atomic_save(model_payload(create_model_from_config(cfg), cfg, 0.5, {}), tmp_path / "best.pt")
+    assert err.value.errno == errno.ENOSPC and err.value.filename == str(tmp_path / "best.pt")
+    assert list(tmp_path.iterdir()) == []  # no temporary left

@@ -3,6 +3,7 @@ input normalisation, --init-from, the test split's score, CT slice files, post-p
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import nibabel as nib
@@ -30,6 +31,7 @@ from s2unet.engine.checkpoint import init_from_checkpoint
 from s2unet.engine.rehearsal import with_rehearsal
 from s2unet.inference import run_inference
 from s2unet.models import create_model_from_config
+from s2unet.models.checkpoint import atomic_save, model_payload
 from s2unet.predict.postprocess import fill_holes, keep_largest_components
 from s2unet.weights import CheckpointError
 from test_inference import ThresholdModel, _use_model
@@ -270,6 +272,34 @@ def test_test_split_is_scored_and_init_from_fine_tunes(tmp_path: Path) -> None:
         init_from_checkpoint(create_model_from_config(wider), wider, run / "best.pt")
     with pytest.raises(CheckpointError, match="give one"):
         trainer.train(cfg, resume=run, init_from=run / "best.pt")
+
+
+def _with_data(cfg, **data):
+    return config_from_dict({**cfg.to_dict(), "data": {**cfg.to_dict()["data"], **data}})
+
+
+def test_init_from_and_rehearsal_refuse_other_labels_and_name_another_image_kind(tmp_path: Path) -> None:
+    root = make_volumes(tmp_path / "v", n_cases=3, size=64, depth=4)
+    ct = _with_data(tiny_train_cfg(root, tmp_path / "runs"), label_names=["infection"])
+    xray_lungs = _with_data(ct, kind="image", label_names=["lungs"])
+    xray_infection = _with_data(ct, kind="image")
+    for name, source in (("lungs.pt", xray_lungs), ("infection.pt", xray_infection)):
+        atomic_save(model_payload(create_model_from_config(source), source, 0.5, {}), tmp_path / name)
+    model = create_model_from_config(ct)
+
+    with pytest.raises(CheckpointError, match=r"lungs\.pt: its labels are \['lungs'\] but this run's are "
+                                              r"\['infection'\]; .*--init-relabel"):
+        init_from_checkpoint(model, ct, tmp_path / "lungs.pt")
+    kind = "data.kind is 'image' (2D pictures) there but 'volume' (volumes) here"
+    assert init_from_checkpoint(model, ct, tmp_path / "infection.pt") == [f"--init-from {tmp_path / 'infection.pt'}: {kind}"]
+    relabelled = init_from_checkpoint(model, ct, tmp_path / "lungs.pt", relabel=True)
+    assert relabelled[:2] == [f"--init-from {tmp_path / 'lungs.pt'}: {kind}",
+                              f"--init-from {tmp_path / 'lungs.pt'}: its labels are ['lungs'] but this run's are ['infection']"]
+
+    bundle = build_datasets(ct.data, ct.seed)
+    for name, message in (("lungs.pt", rf"{re.escape(kind)}; its labels are \['lungs'\]"), ("infection.pt", re.escape(kind))):
+        with pytest.raises(CheckpointError, match=rf"data.rehearse_from .*{name}: {message}.*same kind of images and the same labels"):
+            with_rehearsal(bundle, _with_data(ct, rehearse_from=str(tmp_path / name)))
 
 
 def test_init_from_a_checkpoint_written_before_a_model_key_existed(tmp_path: Path) -> None:

@@ -351,6 +351,11 @@ def test_infer_cli_reports_a_bad_argument_in_one_line(tmp_path: Path, capsys: py
     argv = ["--checkpoint", str(tmp_path / "best.pt"), "--input", str(tmp_path), "--output", str(tmp_path / "out")]
     assert main([*argv, "--threshold", "nan"], command="infer") == 2
     assert capsys.readouterr().err == "error: --threshold must be in (0, 1), got nan\n"
+    with pytest.raises(SystemExit) as exit_:
+        main([*argv, "--threshold", "abc"], command="infer")
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        "infer.py: error: argument --threshold: 'abc' is not a number; give one between 0 and 1, e.g. 0.5")
 
 
 def test_refuses_checkpoint_that_is_not_s2unet(tmp_path: Path, ct_case: dict[str, Path]) -> None:
@@ -461,3 +466,22 @@ def test_read_only_output_is_refused_before_the_metrics(
     assert err.count("\n") == 1 and err.startswith(f"error: {out}: ")
     assert ("Read-only file system" in err) or ("Permission denied" in err)
     assert list(out.iterdir()) == []
+
+
+def test_a_second_run_into_an_output_folder_in_use_is_refused_in_one_line(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    from s2unet.io import exclusive_lock
+
+    _use_image_model(monkeypatch)
+    images, _ = _image_cases(tmp_path, ["case01"])
+    out = tmp_path / "out"
+    out.mkdir()
+    with exclusive_lock(out / ".lock", "output folder"):  # another infer.py writing there now
+        code = main(["infer", "--checkpoint", "fake.pt", "--input", str(images), "--output", str(out)])
+        err = capsys.readouterr().err
+        assert code == 2 and err == f"error: output folder {out} is in use by process {os.getpid()} " \
+                                    f"(lock {out / '.lock'}); wait for it to finish\n"
+        assert [p.name for p in out.iterdir()] == [".lock"]  # the refused run wrote nothing
+    run_inference("fake.pt", images, out, show_progress=False)  # free again, and the lock file goes with the run
+    assert ".lock" not in {p.name for p in out.iterdir()} and (out / "summary.json").is_file()

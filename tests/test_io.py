@@ -49,8 +49,35 @@ def test_lock_refuses_a_second_holder_and_is_released(tmp_path: Path) -> None:
             capture_output=True, text=True, cwd=REPO, timeout=60,
         )
         assert f"in use by process {os.getpid()}" in other.stdout, other.stderr
+    assert not lock.exists()  # a clean finish leaves no stale lock file
     with exclusive_lock(lock, "run directory x"):  # released at the end of the block
         pass
+    with pytest.raises(RuntimeError), exclusive_lock(lock, "run directory x"):
+        raise RuntimeError("a failed run")
+    assert not lock.exists()
+
+
+def test_a_lock_file_removed_by_its_holder_meanwhile_is_not_locked(tmp_path: Path, monkeypatch) -> None:
+    """The holder finishes (and removes the file) between this process's open and its flock:
+    this process must lock the file the name holds now, not the removed one a third process
+    would never see."""
+    import fcntl
+
+    lock, real_flock, calls = tmp_path / ".lock", fcntl.flock, []
+
+    def holder_finishes_first(fd, op):
+        if not calls:
+            lock.unlink()
+        calls.append(op)
+        return real_flock(fd, op)
+
+    monkeypatch.setattr(fcntl, "flock", holder_finishes_first)
+    with exclusive_lock(lock, "run directory x"):
+        assert len(calls) == 2 and lock.read_text() == f"{os.getpid()}\n"
+        monkeypatch.setattr(fcntl, "flock", real_flock)
+        with pytest.raises(OutputError, match="in use by process"):
+            with exclusive_lock(lock, "run directory x"):
+                pass
 
 
 def test_csv_escapes_formula_text_but_not_numbers(tmp_path: Path) -> None:

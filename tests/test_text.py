@@ -285,6 +285,15 @@ def test_infer_cli_writes_the_mask_of_the_phrase_and_refuses_an_unrelated_one(tr
     assert "Known structures: disc ('disc', 'circle', 'round spot'); square ('square', 'box', 'square block')" in err[0]
 
 
+def test_an_overlong_phrase_is_refused_in_one_line_before_anything_is_written(trained, shapes, tmp_path, capsys):
+    argv = ["--checkpoint", str(trained / "best.pt"), "--input", str(shapes / "images" / "c6.png"),
+            "--output", str(tmp_path / "out"), "--text", "disc " * 2000]
+    assert cli.main(argv, command="infer") == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: --text: a phrase of 10000 characters ('disc disc") and err.count("\n") == 1
+    assert "give at most 100 (it names the output file)" in err and not (tmp_path / "out").exists()
+
+
 def test_text_on_a_checkpoint_without_phrases_is_refused(trained, shapes, tmp_path):
     cfg = load_model_checkpoint(trained / "best.pt").config
     plain = dataclasses.replace(cfg, text=dataclasses.replace(cfg.text, enabled=False))

@@ -1,6 +1,7 @@
 """Training end to end on tiny synthetic volumes: loss goes down, resume is exact, DDP runs."""
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -78,11 +79,16 @@ def test_short_run_lowers_loss_and_writes_records(volumes, tmp_path, capsys):
     for name in ("config.yaml", "split.json", "environment.json", "best.pt", "last.pt", "learning_curve.png"):
         assert (run / name).is_file(), name
     assert (tmp_path / "t-latest").resolve() == run.resolve() and not (run / "FAILED").exists()
+    assert not (run / ".lock").exists()  # released and removed at the clean finish
     assert json.loads((run / "split.json").read_text())["val"] == ["case2"]
     env = json.loads((run / "environment.json").read_text())
     assert env["seed"] == 0 and "torch" in env["versions"]
     loaded = load_model_checkpoint(run / "best.pt")
     assert 0.05 <= loaded.threshold <= 0.95 and "dice" in loaded.metrics
+    # the training cases by content, for compare's overlap check (not the validation case2)
+    assert loaded.trained_cases == [
+        {"case": c, "sha256": hashlib.sha256(hashlib.sha256((volumes / "images" / f"{c}.nii.gz").read_bytes())
+                                             .digest()).hexdigest()} for c in ("case0", "case1")]
     # The checkpoint reproduces its own validation score (its random encoder included).
     val = build_datasets(loaded.config.data, loaded.config.seed).val
     again = validate(loaded.model, loaded.config, val, torch.device("cpu"))
@@ -322,9 +328,10 @@ def test_the_validation_note_names_the_empty_reference_per_label():
 
 
 def _fake_run(run_dir: Path, last_cfg, yaml_cfg, epochs_done: int = 1) -> Path:
-    """A run directory with a last.pt (config and progress only) and a config.yaml."""
+    """A run directory with a last.pt (config and progress, no tensors) and a config.yaml."""
     run_dir.mkdir(parents=True)
     atomic_save({"format": FORMAT, "format_version": FORMAT_VERSION, "config": last_cfg.to_dict(),
+                 "model_args": {}, "state_dict": {},
                  "progress": {"epoch": epochs_done, "step": 3, "best": 0.5, "best_epoch": 1}}, run_dir / "last.pt")
     save_config(yaml_cfg, run_dir / "config.yaml")
     return run_dir

@@ -55,8 +55,8 @@ def _guarded(run: MethodRun, case_id: str, step: Callable[[MethodRun], Any]) -> 
         return None
 
 
-def comparison_cases(cfg: CompareConfig) -> tuple[list[Case], list[Case], list[str]]:
-    """The comparison's test cases (split ``test``, else ``val``), training cases and all ids."""
+def comparison_cases(cfg: CompareConfig) -> tuple[list[Case], list[Case]]:
+    """The comparison's test cases (split ``test``, else ``val``) and training cases."""
     cases = find_cases(cfg.data)
     ids = [c.case_id for c in cases]
     labelled = read_labelled_slices(cfg.data, ids)
@@ -69,7 +69,7 @@ def comparison_cases(cfg: CompareConfig) -> tuple[list[Case], list[Case], list[s
     if cfg.max_cases:
         test_ids = test_ids[: cfg.max_cases]
     by_id = {c.case_id: c for c in cases}
-    return [by_id[i] for i in test_ids], [by_id[i] for i in split["train"]], ids
+    return [by_id[i] for i in test_ids], [by_id[i] for i in split["train"]]
 
 
 def run_compare(config_path: str | Path, output_dir: Optional[str | Path] = None,
@@ -92,12 +92,12 @@ def run_compare(config_path: str | Path, output_dir: Optional[str | Path] = None
     """
     cfg = load_compare_config(config_path, overrides)
     out = Path(output_dir or cfg.output_dir or Path("runs") / cfg.name)
-    cases, train_cases, all_ids = comparison_cases(cfg)
+    cases, train_cases = comparison_cases(cfg)
     if not cases:
         raise ConfigError(f"{config_path}: the split has no test or validation cases to compare on")
     labels = channel_names(Config(data=cfg.data))
     volumes = slice_stacks(cases)
-    models = TrainedModels(cfg.data, [c.case_id for c in cases], all_ids, cfg.device, volumes)
+    models = TrainedModels(cfg.data, cases, cfg.device, volumes)
     setup = MethodBuilder(cfg, train_cases, models)
     runs = [setup.build(i, m) for i, m in enumerate(cfg.methods)]
     console.print(f"[bold]{cfg.name}[/]: {len(cases)} test cases, {sum(r.method is not None for r in runs)} "

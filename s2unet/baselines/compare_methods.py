@@ -11,7 +11,7 @@ import numpy as np
 from rich.console import Console
 
 from ..config import Config, DataConfig
-from ..data import Case, DataError, split_cases
+from ..data import Case, case_identity
 from ..predict import Predictor, channel_names
 from ..weights import CheckpointError
 from .compare_config import CompareConfig, MethodConfig
@@ -43,15 +43,16 @@ class TrainedModels:
 
     Args:
         data: the comparison's data config.
-        test_ids: the test cases (a model trained on one of them gets a warning).
-        all_ids: every case (to recompute a model's training split).
+        test_cases: the test cases (a model whose checkpoint records one of them among its
+            training cases, by content, gets a warning).
         device: where the models run.
         stacks: the test cases are volumes cut into slices (:func:`slice_stacks`), so a model
             must have been trained on the same slice axis and orientation.
     """
 
-    def __init__(self, data: DataConfig, test_ids: list[str], all_ids: list[str], device: str, stacks: bool) -> None:
-        self.data, self.test_ids, self.all_ids, self.device, self.stacks = data, test_ids, all_ids, device, stacks
+    def __init__(self, data: DataConfig, test_cases: list[Case], device: str, stacks: bool) -> None:
+        self.data, self.test_cases, self.device, self.stacks = data, test_cases, device, stacks
+        self._test_hashes: dict[str, str] | None = None  # sha256 -> test case, hashed at the first checkpoint
         self.models: dict[Path, tuple[Predictor, int]] = {}
         self.notes: list[str] = []
         self._cache: dict[tuple[Path, str], tuple[np.ndarray, float]] = {}
@@ -88,20 +89,27 @@ class TrainedModels:
         if theirs_sliced != ours_sliced:
             raise MethodSkipped(f"{checkpoint} was trained on data sliced as {theirs_sliced} (kind, axis, "
                                 f"orientation), the comparison uses {ours_sliced}")
-        try:
-            trained_on = split_cases(self.all_ids, mcfg.data.split, mcfg.seed)["train"]
-        except DataError as exc:  # its split names cases this data set does not have
-            trained_on = []
-            self.notes.append(f"NOTE: could not recompute the training split of {checkpoint}: {exc}")
-        leaked = sorted(set(trained_on) & set(self.test_ids))
-        if leaked:
-            shown = ", ".join(leaked[:5]) + ("..." if len(leaked) > 5 else "")
-            self.notes.append(f"WARNING: {checkpoint} was trained on {len(leaked)} of the test cases ({shown}): "
-                              "its scores are optimistic.")
+        self._check_overlap(checkpoint, loaded.trained_cases)
         predictor = Predictor(loaded.model, mcfg, self.device, loaded.threshold, text=loaded.structure_text,
                               calibration=loaded.calibration)
         self.models[path] = (predictor, int(loaded.model.parameter_counts()["trainable"]))
         return path
+
+    def _check_overlap(self, checkpoint: str, trained: list[dict[str, str]] | None) -> None:
+        """Note a checkpoint that trained on test cases, by the identities it stores (case names
+        alone would match another folder's cases, and a split recomputed here would be this
+        data's split, not the one it trained on)."""
+        if trained is None:
+            self.notes.append(f"WARNING: {checkpoint} does not record the cases it trained on (written by an older "
+                              "s2unet): whether it trained on test cases cannot be checked.")
+            return
+        if self._test_hashes is None:
+            self._test_hashes = {(i := case_identity(c))["sha256"]: i["case"] for c in self.test_cases}
+        leaked = sorted({self._test_hashes[t["sha256"]] for t in trained if t["sha256"] in self._test_hashes})
+        if leaked:
+            shown = ", ".join(leaked[:5]) + ("..." if len(leaked) > 5 else "")
+            self.notes.append(f"WARNING: {checkpoint} was trained on {len(leaked)} of the test cases ({shown}): "
+                              "its scores are optimistic.")
 
     def trainable(self, path: Path) -> int:
         return self.models[path][1]

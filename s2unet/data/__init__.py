@@ -60,7 +60,7 @@ from typing import Optional
 import numpy as np
 
 from ..config import DataConfig
-from .cases import Case, find_cases, orphan_labels, resolve_dir
+from .cases import Case, case_identity, find_cases, orphan_labels, resolve_dir
 from .check import DataIssue, DataReport, check_data, count_nonfinite
 from .datasets import (
     SliceDataset,
@@ -89,7 +89,7 @@ log = logging.getLogger(__name__)
 
 __all__ = [
     "Case", "CaseImage", "DataBundle", "DataError", "DataIssue", "DataReport", "EpochSampler", "IMAGE_SUFFIXES", "LabelledSlices",
-    "PhraseSampleDataset", "RehearsalMix", "SliceDataset", "VolumeCache", "build_augment", "build_datasets", "case_stem",
+    "PhraseSampleDataset", "RehearsalMix", "SliceDataset", "VolumeCache", "build_augment", "build_datasets", "case_identity", "case_stem",
     "check_data", "check_same_geometry", "choose_train_items", "context_indices", "count_nonfinite", "find_cases", "item_seed", "kfold_partition",
     "label_slice", "lesion_weights", "prepare_image", "load_nifti", "make_train_sampler", "read_labelled_slices",
     "orphan_labels", "prepare_slice", "read_case", "read_case_groups", "read_dicom", "read_image", "read_label_map", "read_labels", "read_mask", "read_raw",

@@ -9,6 +9,7 @@ and the pre-flight check (:mod:`s2unet.data.check`) reports every missing pair a
 """
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
@@ -36,6 +37,25 @@ class Case:
     def missing_labels(self) -> list[Path]:
         """Label paths that do not exist on disk."""
         return [p for p in self.labels if not p.exists()]
+
+
+def case_identity(case: Case) -> dict[str, str]:
+    """What names a case's data wherever it lies: its id and the sha256 of its image's bytes
+    (of every file of a DICOM series folder, in path order).
+
+    A checkpoint stores these for its training cases, so ``compare`` can tell whether its test
+    cases are among them even in another folder or under other names.
+
+    Returns:
+        ``{"case": case_id, "sha256": hex digest}``.
+    """
+    image = Path(case.image)
+    files = sorted(p for p in image.rglob("*") if p.is_file()) if image.is_dir() else [image]
+    digest = hashlib.sha256()
+    for path in files:
+        with path.open("rb") as f:
+            digest.update(hashlib.file_digest(f, "sha256").digest())
+    return {"case": case.case_id, "sha256": digest.hexdigest()}
 
 
 def file_stem(path: Path, kind: str) -> Optional[str]:

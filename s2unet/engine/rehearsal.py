@@ -12,6 +12,7 @@ from ..config import Config
 from ..data import DataBundle, DataError, RehearsalMix, SliceDataset, build_datasets
 from ..models.checkpoint import checkpoint_config, read_checkpoint
 from ..weights import CheckpointError
+from .checkpoint import kind_and_labels
 
 
 def rehearsal_source(cfg: Config) -> SliceDataset:
@@ -29,8 +30,8 @@ def rehearsal_source(cfg: Config) -> SliceDataset:
         The source's training dataset.
 
     Raises:
-        CheckpointError: no such file, not an s2unet checkpoint, or a different task or label
-            count.
+        CheckpointError: no such file, not an s2unet checkpoint, a different task or label
+            count, other label names or another image kind (2D pictures vs volumes).
         DataError: the source's cases cannot be found or read (naming the checkpoint).
     """
     path = cfg.data.rehearse_from
@@ -40,6 +41,10 @@ def rehearsal_source(cfg: Config) -> SliceDataset:
     if (saved.data.task, saved.out_channels) != (cfg.data.task, cfg.out_channels):
         raise CheckpointError(f"data.rehearse_from {path}: its task is {saved.data.task} with {saved.out_channels} "
                               f"output channels, this run's {cfg.data.task} with {cfg.out_channels}")
+    differ = kind_and_labels(saved, cfg)
+    if differ:  # its cases would be trained on as this run's structures
+        raise CheckpointError(f"data.rehearse_from {path}: {'; '.join(differ.values())}; rehearsal needs a "
+                              "checkpoint trained on the same kind of images and the same labels")
     s = saved.data
     data = dataclasses.replace(
         cfg.data, kind=s.kind, root=s.root, images=s.images, labels=s.labels, label_names=s.label_names,

@@ -1,7 +1,7 @@
 """Run-directory bookkeeping: one process at a time, the ``<name>-latest`` link, failed runs.
 
 - A run directory is locked (``.lock``, ``fcntl.flock``) while a process trains or resumes in
-  it; a second process is refused before it writes anything.
+  it; a second process is refused before it writes anything. The file goes when the run ends.
 - ``<name>-latest`` (beside the run directories) is a symlink to the newest run of that name
   that has a checkpoint: it moves when a run first writes ``best.pt``, so comparison configs
   that read ``runs/<name>-latest/best.pt`` never land on a run without one.

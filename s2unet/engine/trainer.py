@@ -21,7 +21,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
 from ..config import Config, save_config
-from ..data import PhraseSampleDataset, RehearsalMix, build_datasets, make_train_sampler
+from ..data import PhraseSampleDataset, RehearsalMix, build_datasets, case_identity, make_train_sampler
 from ..data.fingerprint import dataset_fingerprint
 from ..devices import resolve_device
 from ..io import write_json
@@ -108,7 +108,7 @@ def _steps_per_epoch(cfg: Config, n_train: int, world: int) -> int:
 
 
 def train(cfg: Config | None, resume: str | Path | None = None, argv: list[str] | None = None,
-          resume_overrides: Sequence[str] = (), init_from: str | Path | None = None) -> Path:
+          resume_overrides: Sequence[str] = (), init_from: str | Path | None = None, init_relabel: bool = False) -> Path:
     """Train the model a config describes; returns the run directory.
 
     Args:
@@ -119,12 +119,15 @@ def train(cfg: Config | None, resume: str | Path | None = None, argv: list[str] 
         resume_overrides: ``key=value`` changes to a resumed run, only the keys of
             :data:`~s2unet.engine.resume.RESUME_KEYS` (e.g. ``train.epochs`` to extend it).
         init_from: a trained checkpoint whose tensors a new run starts from (fine-tuning).
+        init_relabel: allow ``init_from`` a checkpoint with other label names.
 
     Raises:
         CheckpointError, ConfigError: see :func:`~s2unet.engine.resume.load_resume`.
     """
     if resume is not None and init_from is not None:
         raise CheckpointError("--resume continues a run and --init-from starts a new one from a checkpoint; give one")
+    if init_relabel and init_from is None:
+        raise CheckpointError("--init-relabel allows --init-from a checkpoint with other labels; give --init-from too")
     if init_from is not None:
         read_checkpoint(init_from)  # a wrong path fails before the data check and model build
     saved = None
@@ -137,13 +140,13 @@ def train(cfg: Config | None, resume: str | Path | None = None, argv: list[str] 
     info = init_distributed(device)
     try:
         with ExitStack() as run_dir_hold:
-            return _train(cfg, device, info, saved, resume, argv or [], run_dir_hold, init_from)
+            return _train(cfg, device, info, saved, resume, argv or [], run_dir_hold, init_from, init_relabel)
     finally:
         shutdown(info)
 
 
 def _train(cfg: Config, device: torch.device, info: DistInfo, saved: dict | None, resume, argv: list[str],
-           run_dir_hold: ExitStack, init_from: str | Path | None = None) -> Path:
+           run_dir_hold: ExitStack, init_from: str | Path | None = None, init_relabel: bool = False) -> Path:
     t_cfg = cfg.train
     started = time.perf_counter()
     if t_cfg.threads:
@@ -158,6 +161,9 @@ def _train(cfg: Config, device: torch.device, info: DistInfo, saved: dict | None
     run_dir = Path(resume) if resume is not None else _new_run_dir(cfg, info)
     if info.is_main:  # locked until train() returns; marked FAILED if anything below raises
         run_dir_hold.enter_context(hold_run_dir(run_dir))
+    # Which data the checkpoints' model learnt from, by content (compare's overlap check).
+    train_ids = set(bundle.split["train"])
+    trained_cases = [case_identity(c) for c in bundle.cases if c.case_id in train_ids] if info.is_main else []
     if info.is_main and saved is None:
         write_run_records(run_dir, cfg, bundle.split, argv, info.world_size)
     elif info.is_main:
@@ -165,7 +171,7 @@ def _train(cfg: Config, device: torch.device, info: DistInfo, saved: dict | None
 
     model = create_model_from_config(cfg).to(device)
     if init_from is not None:
-        for warning in init_from_checkpoint(model, cfg, init_from):
+        for warning in init_from_checkpoint(model, cfg, init_from, init_relabel):
             console.print(f"[yellow]warning:[/] {warning}")
     if saved is None:  # a resumed run has it in last.pt
         model.prepare(bundle.train)
@@ -290,7 +296,7 @@ def _train(cfg: Config, device: torch.device, info: DistInfo, saved: dict | None
                 bar.console.print(f"epoch {progress.epoch}: train loss {mean_loss:.4f}, "
                                   f"{record['images_per_s']:.2f} img/s, lr {record['lr']:.2e}")
                 _end_of_epoch(model, cfg, bundle, device, progress, optimizer, scheduler, run_dir, log, bar, bank,
-                              average, fingerprint)
+                              average, fingerprint, trained_cases)
             barrier(info)
     if cache is not None:
         cache.clear()
@@ -334,23 +340,27 @@ def _phrase_bank(cfg: Config, saved: dict | None) -> PhraseBank | None:
 
 def _end_of_epoch(model: SegmentationModel, cfg: Config, bundle, device, progress: TrainState, optimizer, scheduler,
                   run_dir: Path, log: MetricLog, bar: Progress, bank: PhraseBank | None = None,
-                  average: WeightAverage | None = None, fingerprint: dict | None = None) -> None:
+                  average: WeightAverage | None = None, fingerprint: dict | None = None,
+                  trained_cases: list[dict] | None = None) -> None:
     """Validate (every ``val_every`` epochs and at the end), keep the best, write last.pt.
 
     Both checkpoints carry the training data's ``fingerprint`` (:mod:`s2unet.data.fingerprint`).
 
     With a weight average (``train.ema``) the average is validated and saved as ``best.pt``;
-    ``last.pt`` keeps both, so a resumed run continues each.
+    ``last.pt`` keeps both, so a resumed run continues each. Both store ``trained_cases``, the
+    identities of the training cases (:func:`~s2unet.data.case_identity`).
     """
     t_cfg = cfg.train
-    # The phrase bank and the fingerprint travel with the model.
-    carried: dict[str, Any] = {"fingerprint": fingerprint, **({} if bank is None else {"text": bank.to_payload()})}
+    # The fingerprint, the cases trained on and the phrase bank travel with the model.
+    stored: dict[str, Any] = {"fingerprint": fingerprint, "trained_cases": list(trained_cases or [])}
+    if bank is not None:
+        stored["text"] = bank.to_payload()
     kept = {} if average is None else {"ema": average.state()}
     scored = model if average is None else average.model
     last_epoch = progress.epoch == t_cfg.epochs
     if bundle.val is None:
         # Without validation cases the latest model is the one to use.
-        _save_best(model_payload(scored, cfg, 0.5, {}, epoch=progress.epoch, **carried), run_dir, cfg.name)
+        _save_best(model_payload(scored, cfg, 0.5, {}, epoch=progress.epoch, **stored), run_dir, cfg.name)
     elif progress.epoch % t_cfg.val_every == 0 or last_epoch:
         result = validate(scored, cfg, bundle.val, device, max_cases=t_cfg.val_max_cases, text=bank)
         score = result["summary"][t_cfg.metric]
@@ -363,11 +373,11 @@ def _end_of_epoch(model: SegmentationModel, cfg: Config, bundle, device, progres
             progress.best, progress.best_epoch = score, progress.epoch
             _save_best(model_payload(scored, cfg, result["threshold"], result["summary"], epoch=progress.epoch,
                                      validation_cases=result["cases"], calibration=result["calibration"].to_payload(),
-                                     **carried), run_dir, cfg.name)
+                                     **stored), run_dir, cfg.name)
         log.plot(t_cfg.metric)
     atomic_save(
         model_payload(model, cfg, 0.5, {}, optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(),
-                      progress=vars(progress).copy(), rng=_rng_state(), **carried, **kept),
+                      progress=vars(progress).copy(), rng=_rng_state(), **stored, **kept),
         run_dir / "last.pt",
     )
 

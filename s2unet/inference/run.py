@@ -60,7 +60,7 @@ from ..config import Config, DataConfig, check_range
 from ..config import validate as validate_config
 from ..data import CaseImage, DataError, count_nonfinite, read_case, volume_value_range, window_to_unit
 from ..devices import resolve_device
-from ..io import all_or_none, check_writable
+from ..io import all_or_none, check_writable, exclusive_lock
 from ..io.case import CaseFormat
 from ..io.formats import describe_inputs, find_format, input_format
 from ..metrics import DEFAULT_NSD_TOLERANCE, case_metrics, format_summary, summarize
@@ -77,6 +77,7 @@ from .threshold_check import empty_slices_warning, slice_peaks, threshold_line
 PathLike = Union[str, Path]
 SUMMARY_FILES = ("summary.json", "reports.csv")
 METRIC_FILES = ("metrics_per_case.csv", "metrics_per_slice.csv")
+OUTPUT_LOCK = ".lock"  # held while a run writes into the output folder
 
 
 @dataclass
@@ -469,76 +470,81 @@ def run_inference(
     out = Path(output_dir)
     jobs = _validate(cfg, inputs, out, gt, lung, lung_cfg, overwrite, probabilities)
     check_writable(out)
-    planned = [out / n for n in _planned_names(jobs, cfg, probabilities, gt is not None)]
-    if overwrite:  # the run-wide files of an earlier run describe its set of cases, not this one's
-        for name in (*SUMMARY_FILES, *METRIC_FILES):
-            (out / name).unlink(missing_ok=True)
-    # A run that stops half-way (full disk, crash, Ctrl-C) leaves none of its files behind.
-    with all_or_none(planned):
-        thr = loaded.threshold if threshold is None else float(threshold)
-        predictor = Predictor(loaded.model, cfg, dev, thr, batch_size, tta, apply_postprocess=not no_postprocess,
-                              text=None if phrases is None else phrases.embeddings, calibration=loaded.calibration)
-        lung_predictor = (
-            Predictor(lung_loaded.model, lung_cfg, dev, lung_loaded.threshold, batch_size, tta,
-                      text=None if lung_phrases is None else lung_phrases.embeddings,
-                      calibration=lung_loaded.calibration)
-            if lung_loaded is not None else None
-        )
-        console = Console(stderr=True, quiet=not show_progress)
-        console.print(threshold_line(loaded, thr))
-        columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn())
-        shift.announce(console)
-        with Progress(*columns, console=console, disable=not show_progress) as progress:
-            runner = _Runner(cfg, predictor, lung_predictor, out, min_size, probabilities, surface, nsd_tolerance, progress,
-                             shift)
-            pictures = sum(job.format.kind == "image" for job in jobs)  # volumes have a bar each
-            images_task = progress.add_task("images", total=pictures) if pictures else None
-            # Decode the next case on a thread while this one is predicted (zlib and image decoding
-            # release the GIL), so the model is not kept waiting for I/O.
-            with ThreadPoolExecutor(max_workers=1) as pool:
-                pending = pool.submit(runner.read, jobs[0]) if jobs else None
-                for i, job in enumerate(jobs):
-                    decoded = pending.result()
-                    if i + 1 < len(jobs):
-                        pending = pool.submit(runner.read, jobs[i + 1])
-                    runner.run(job, decoded)
-                    if images_task is not None and job.format.kind == "image":
-                        progress.advance(images_task)
+    names = _planned_names(jobs, cfg, probabilities, gt is not None)
+    planned = [out / n for n in names]
+    # One run at a time per folder: two would overwrite each other's files and summary.json.
+    with exclusive_lock(out / OUTPUT_LOCK, f"output folder {out}"):
+        if not overwrite and (refusal := earlier_results(out, names)):  # another run finished meanwhile
+            raise DataError(f"cannot run inference: {refusal}")
+        if overwrite:  # the run-wide files of an earlier run describe its set of cases, not this one's
+            for name in (*SUMMARY_FILES, *METRIC_FILES):
+                (out / name).unlink(missing_ok=True)
+        # A run that stops half-way (full disk, crash, Ctrl-C) leaves none of its files behind.
+        with all_or_none(planned):
+            thr = loaded.threshold if threshold is None else float(threshold)
+            predictor = Predictor(loaded.model, cfg, dev, thr, batch_size, tta, apply_postprocess=not no_postprocess,
+                                  text=None if phrases is None else phrases.embeddings, calibration=loaded.calibration)
+            lung_predictor = (
+                Predictor(lung_loaded.model, lung_cfg, dev, lung_loaded.threshold, batch_size, tta,
+                          text=None if lung_phrases is None else lung_phrases.embeddings,
+                          calibration=lung_loaded.calibration)
+                if lung_loaded is not None else None
+            )
+            console = Console(stderr=True, quiet=not show_progress)
+            console.print(threshold_line(loaded, thr))
+            columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn())
+            shift.announce(console)
+            with Progress(*columns, console=console, disable=not show_progress) as progress:
+                runner = _Runner(cfg, predictor, lung_predictor, out, min_size, probabilities, surface, nsd_tolerance, progress,
+                                 shift)
+                pictures = sum(job.format.kind == "image" for job in jobs)  # volumes have a bar each
+                images_task = progress.add_task("images", total=pictures) if pictures else None
+                # Decode the next case on a thread while this one is predicted (zlib and image decoding
+                # release the GIL), so the model is not kept waiting for I/O.
+                with ThreadPoolExecutor(max_workers=1) as pool:
+                    pending = pool.submit(runner.read, jobs[0]) if jobs else None
+                    for i, job in enumerate(jobs):
+                        decoded = pending.result()
+                        if i + 1 < len(jobs):
+                            pending = pool.submit(runner.read, jobs[i + 1])
+                        runner.run(job, decoded)
+                        if images_task is not None and job.format.kind == "image":
+                            progress.advance(images_task)
 
-        if runner.picture_peaks:
-            pictures_warning = empty_slices_warning(f"{len(runner.picture_peaks)} picture(s)",
-                                                    np.array(runner.picture_peaks), thr)
-            runner.warnings += [] if pictures_warning is None else [pictures_warning]
-        for warning in runner.warnings:
-            console.print(warning["message"], style="bold red", markup=False, soft_wrap=True)
-        write_csv(out / "reports.csv", runner.reports)
-        summary: dict[str, Any] = {
-            "checkpoint": str(checkpoint),
-            "model": {"arch": cfg.model.arch, "encoder": cfg.model.encoder, "task": cfg.data.task,
-                      "labels": foreground_names(cfg), "image_size": cfg.data.image_size},
-            "settings": {"threshold": thr, "threshold_flatness": loaded.metrics.get("threshold_flatness"),
-                         "calibration": loaded.calibration.to_payload(), "tta": tta, "min_size": min_size,
-                         "postprocess": None if no_postprocess else dataclasses.asdict(cfg.postprocess), "batch_size": batch_size, "device": str(dev),
-                         "lung": str(lung) if lung else None, "lung_checkpoint": str(lung_checkpoint) if lung_checkpoint else None,
-                         "gt": str(gt) if gt else None,
-                         "harmonise": {"intensity": harmonise_intensity, "fov": harmonise_fov}},
-            "cases": [job.case for job in jobs],
-            "threshold_warnings": runner.warnings,
-            "text": None if phrases is None else [
-                {"phrase": p, "output": n, "nearest_structure": s, "similarity": sim}
-                for p, n, s, sim in zip(phrases.phrases, foreground_names(cfg), phrases.nearest, phrases.similarity)
-            ],
-            "fingerprint_check": shift.summary(),
-            "n_slices": runner.slices,
-            "seconds_predict": runner.seconds_predict,
-            "seconds_total": time.perf_counter() - started,
-            "slices_per_second": runner.slices / runner.seconds_predict if runner.seconds_predict > 0 else 0.0,
-        }
-        if gt is not None:
-            write_metric_tables(out, runner.case_rows, runner.slice_rows)
-            summary["metrics"] = summarize(runner.case_rows, runner.slice_rows)
-            summary["settings"].update(surface=surface, nsd_tolerance=nsd_tolerance)
-            console.print(format_summary(summary["metrics"]), soft_wrap=True)
-        write_json(out / "summary.json", summary)
-        console.print(f"{len(jobs)} case(s), {runner.slices} slice(s) at {summary['slices_per_second']:.2f}/s -> {out}")
-        return summary
+            if runner.picture_peaks:
+                pictures_warning = empty_slices_warning(f"{len(runner.picture_peaks)} picture(s)",
+                                                        np.array(runner.picture_peaks), thr)
+                runner.warnings += [] if pictures_warning is None else [pictures_warning]
+            for warning in runner.warnings:
+                console.print(warning["message"], style="bold red", markup=False, soft_wrap=True)
+            write_csv(out / "reports.csv", runner.reports)
+            summary: dict[str, Any] = {
+                "checkpoint": str(checkpoint),
+                "model": {"arch": cfg.model.arch, "encoder": cfg.model.encoder, "task": cfg.data.task,
+                          "labels": foreground_names(cfg), "image_size": cfg.data.image_size},
+                "settings": {"threshold": thr, "threshold_flatness": loaded.metrics.get("threshold_flatness"),
+                             "calibration": loaded.calibration.to_payload(), "tta": tta, "min_size": min_size,
+                             "postprocess": None if no_postprocess else dataclasses.asdict(cfg.postprocess), "batch_size": batch_size, "device": str(dev),
+                             "lung": str(lung) if lung else None, "lung_checkpoint": str(lung_checkpoint) if lung_checkpoint else None,
+                             "gt": str(gt) if gt else None,
+                             "harmonise": {"intensity": harmonise_intensity, "fov": harmonise_fov}},
+                "cases": [job.case for job in jobs],
+                "threshold_warnings": runner.warnings,
+                "text": None if phrases is None else [
+                    {"phrase": p, "output": n, "nearest_structure": s, "similarity": sim}
+                    for p, n, s, sim in zip(phrases.phrases, foreground_names(cfg), phrases.nearest, phrases.similarity)
+                ],
+                "fingerprint_check": shift.summary(),
+                "n_slices": runner.slices,
+                "seconds_predict": runner.seconds_predict,
+                "seconds_total": time.perf_counter() - started,
+                "slices_per_second": runner.slices / runner.seconds_predict if runner.seconds_predict > 0 else 0.0,
+            }
+            if gt is not None:
+                write_metric_tables(out, runner.case_rows, runner.slice_rows)
+                summary["metrics"] = summarize(runner.case_rows, runner.slice_rows)
+                summary["settings"].update(surface=surface, nsd_tolerance=nsd_tolerance)
+                console.print(format_summary(summary["metrics"]), soft_wrap=True)
+            write_json(out / "summary.json", summary)
+            console.print(f"{len(jobs)} case(s), {runner.slices} slice(s) at {summary['slices_per_second']:.2f}/s -> {out}")
+            return summary

@@ -12,6 +12,10 @@ from ..predict import foreground_names
 from ..text import ResolvedPhrases, query_config
 
 
+# Longer phrases are refused: a phrase names its output file, and file names stop at 255 bytes.
+MAX_PHRASE_CHARS = 100
+
+
 def phrase_name(phrase: str) -> str:
     """A phrase as a file-name part: lower case, runs of other characters as one ``_``."""
     return re.sub(r"[^a-z0-9]+", "_", phrase.lower()).strip("_")
@@ -32,7 +36,8 @@ def text_queries(loaded: LoadedModel, cfg: Config,
         the phrases' embeddings; otherwise ``cfg`` and None.
 
     Raises:
-        DataError: phrases for a model that takes none, or two phrases with the same file name.
+        DataError: phrases for a model that takes none, a phrase longer than
+            :data:`MAX_PHRASE_CHARS`, or two phrases with the same file name.
         UnknownPhraseError: a phrase is refused (the known structures are listed).
     """
     bank = loaded.text
@@ -44,6 +49,10 @@ def text_queries(loaded: LoadedModel, cfg: Config,
     if not text:
         queries = bank.structure_queries()
         return query_config(cfg, bank.structures, queries.channels), queries
+    long = [t for t in text if len(t) > MAX_PHRASE_CHARS]
+    if long:
+        raise DataError(f"--text: a phrase of {len(long[0])} characters ({long[0][:40]!r}...); give at most "
+                        f"{MAX_PHRASE_CHARS} (it names the output file)")
     names = [phrase_name(t) for t in text]
     clash = sorted({n for n in names if names.count(n) > 1})
     if clash or not all(names):

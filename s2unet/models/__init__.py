@@ -8,13 +8,16 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Literal, Mapping, Optional, Sequence, TypeVar, Union
+from typing import TYPE_CHECKING, Any, Literal, Mapping, Optional, Sequence, TypeVar, Union
 
 from ..config import AdapterConfig, AttentionLoraConfig, Config, ConfigError, PromptedConfig, check_registered
 from .base import SegmentationModel
 from .encoders import create_encoder, encoder_names
 from .s2unet import S2UNet
 from ..text.embedders import TEXT_MODELS, get_text_model_spec, locate_text_model
+
+if TYPE_CHECKING:
+    from .encoders.base import EncoderSpec
 
 _Section = TypeVar("_Section", AdapterConfig, AttentionLoraConfig, PromptedConfig)
 
@@ -125,6 +128,34 @@ def create_model_from_config(cfg: Config) -> SegmentationModel:
     return create_model(**model_args(cfg))
 
 
+def check_input_size(cfg: Config) -> Optional[EncoderSpec]:
+    """Check that the encoder is registered and ``data.image_size`` a multiple of its stride
+    (from the registry's spec: nothing is built); CNN baselines pad any size.
+
+    Returns:
+        The encoder's registry entry (None for the CNN baselines, which have no encoder).
+
+    Raises:
+        ConfigError: an unknown encoder or an image size it cannot take, naming the key.
+    """
+    from .encoders import get_encoder_spec
+
+    if cfg.model.arch not in ("s2unet", "prompted_sam"):
+        return None
+    try:
+        spec = get_encoder_spec(cfg.model.encoder)
+    except KeyError as exc:
+        raise ConfigError(f"model.encoder: {exc.args[0]}") from None
+    size, stride = cfg.data.image_size, spec.stride
+    if size % stride:
+        nearest = [m for m in (size // stride * stride, (size // stride + 1) * stride) if m > 0]
+        raise ConfigError(
+            f"data.image_size {size} is not a multiple of {stride}, the input stride of encoder {spec.name}; "
+            f"use {' or '.join(map(str, nearest))}"
+        )
+    return spec
+
+
 def check_model_config(cfg: Config) -> None:
     """Check the model section against the encoder registry before data is read or anything built.
 
@@ -142,24 +173,13 @@ def check_model_config(cfg: Config) -> None:
             the text model is another version or its files changed.
     """
     from ..weights import locate_default_checkpoint, resolve_checkpoint
-    from .encoders import get_encoder_spec
 
     check_registered(cfg.text.model, TEXT_MODELS, "text.model", "text model")
     if cfg.text.enabled:
         locate_text_model(TEXT_MODELS[cfg.text.model])
-    if cfg.model.arch not in ("s2unet", "prompted_sam"):
+    spec = check_input_size(cfg)
+    if spec is None:
         return
-    try:
-        spec = get_encoder_spec(cfg.model.encoder)
-    except KeyError as exc:
-        raise ConfigError(f"model.encoder: {exc.args[0]}") from None
-    size, stride = cfg.data.image_size, spec.stride
-    if size % stride:
-        nearest = [m for m in (size // stride * stride, (size // stride + 1) * stride) if m > 0]
-        raise ConfigError(
-            f"data.image_size {size} is not a multiple of {stride}, the input stride of encoder {spec.name}; "
-            f"use {' or '.join(map(str, nearest))}"
-        )
     if cfg.model.weights == "default":
         locate_default_checkpoint(spec)
     elif cfg.model.weights != "random":
@@ -167,6 +187,6 @@ def check_model_config(cfg: Config) -> None:
 
 
 __all__ = [
-    "S2UNet", "SegmentationModel", "check_model_config", "create_encoder", "create_model", "create_model_from_config",
+    "S2UNet", "SegmentationModel", "check_input_size", "check_model_config", "create_encoder", "create_model", "create_model_from_config",
     "encoder_names", "model_args",
 ]

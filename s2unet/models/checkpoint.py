@@ -41,6 +41,7 @@ adds a version and one migration step to :data:`MIGRATIONS`.
 from __future__ import annotations
 
 import inspect
+import io
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -53,7 +54,7 @@ from ..io import atomic_path
 from ..io.case import LEGACY_ORIENTATION, ORIENTATION
 from ..text import PhraseBank
 from ..weights import CheckpointError, load_checkpoint_file
-from . import create_model, model_args
+from . import check_input_size, create_model, model_args
 from .base import SegmentationModel
 from .calibration import Calibration
 
@@ -77,6 +78,8 @@ class LoadedModel:
     text: PhraseBank | None = None  # text-prompted models: known phrases, their embeddings, the cut-off
     calibration: Calibration = field(default_factory=Calibration)  # the identity for files without one
     fingerprint: dict[str, Any] | None = None  # the training inputs' fingerprint; None in older files
+    # {"case", "sha256"} of each training case (s2unet.data.case_identity); None: not recorded
+    trained_cases: list[dict[str, str]] | None = None
 
     @property
     def structure_text(self) -> torch.Tensor | None:
@@ -92,10 +95,14 @@ def atomic_save(obj: Any, path: Path) -> None:
         obj: tensors and builtins.
         path: the final file.
     """
-    # Through a Python file object: a full disk then raises OSError(ENOSPC), where torch's own
-    # file writer raises an unspecific RuntimeError.
+    # Serialised in memory first, then written: torch's writer turns a write error (a full disk)
+    # into "RuntimeError ... unexpected pos", while a plain write raises OSError(ENOSPC), which
+    # atomic_path names and the command line reports in one line. Checkpoints hold only the
+    # trained tensors, so the copy is small.
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
     with atomic_path(path) as tmp, tmp.open("wb") as f:
-        torch.save(obj, f)
+        f.write(buffer.getbuffer())
 
 
 def model_payload(model: SegmentationModel, cfg: Config, threshold: float, metrics: dict[str, Any], **extra: Any) -> dict:
@@ -213,8 +220,9 @@ def read_checkpoint(path: str | Path) -> dict:
         Its content in the current format.
 
     Raises:
-        CheckpointError: a missing or unreadable file, not an s2unet checkpoint, or a format
-            this s2unet cannot read.
+        CheckpointError: a missing or unreadable file, not an s2unet checkpoint, a format
+            this s2unet cannot read, an entry missing (``config``, ``model_args``,
+            ``state_dict``), a threshold outside (0, 1) or NaN/inf tensors (naming them).
     """
     path = Path(path)
     if not path.is_file():
@@ -225,7 +233,36 @@ def read_checkpoint(path: str | Path) -> dict:
             f"{path} is not an s2unet checkpoint (no '{FORMAT}' marker); encoder files such as "
             "sam2.1_hiera_tiny.pt go into model.weights, not --checkpoint"
         )
-    return migrate_checkpoint(payload, str(path))
+    for key in ("config", "state_dict"):  # the migration reads the config
+        _require(payload, key, path)
+    payload = migrate_checkpoint(payload, str(path))
+    _require(payload, "model_args", path)
+    _check_values(payload, path)
+    return payload
+
+
+def _require(payload: dict[str, Any], key: str, path: Path) -> None:
+    """Refuse a checkpoint without one of the entries every s2unet checkpoint holds."""
+    if key not in payload:
+        raise CheckpointError(f"{path}: this s2unet checkpoint has no {key!r} entry (training writes config, "
+                              "model_args, state_dict and threshold); the file is incomplete or was edited")
+
+
+def _check_values(payload: dict[str, Any], path: Path) -> None:
+    """Refuse a threshold outside (0, 1) and non-finite tensors: loaded, they give empty masks
+    (or NaN scores) without a word."""
+    threshold = payload.get("threshold", 0.5)
+    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0 < threshold < 1:
+        raise CheckpointError(f"{path}: its stored threshold is {threshold!r}, not a number in (0, 1)")
+    state = payload["state_dict"]
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{path}: its state_dict is a {type(state).__name__}, not a dict of tensors")
+    bad = [k for k, t in state.items() if isinstance(t, torch.Tensor) and t.is_floating_point()
+           and not bool(torch.isfinite(t).all())]
+    if bad:
+        shown = ", ".join(bad[:3]) + (f" and {len(bad) - 3} more" if len(bad) > 3 else "")
+        raise CheckpointError(f"{path}: state_dict tensor(s) {shown} hold NaN or inf values; the model is broken "
+                              "(a diverged or damaged run): use another checkpoint")
 
 
 def checkpoint_config(payload: dict[str, Any], source: str | Path) -> Config:
@@ -264,11 +301,15 @@ def load_model_checkpoint(path: str | Path, device: str | torch.device = "cpu") 
 
     Raises:
         CheckpointError: see :func:`read_checkpoint`; a config this s2unet refuses; tensors
-            that do not fit the model; a calibration that is not a temperature > 0; a
-            text-prompted model's phrase bank missing or naming other structures than its config.
+            that do not fit the model; an image size the
+            encoder cannot take included; a calibration that is not a temperature > 0; a text-prompted model's phrase bank missing or naming other structures than its config.
     """
     payload = read_checkpoint(path)
     cfg = checkpoint_config(payload, path)
+    try:  # in range for the config, yet an input size the encoder cannot take
+        check_input_size(cfg)
+    except ConfigError as exc:
+        raise CheckpointError(f"{path}: its config is not usable: {exc}") from None
     legacy = legacy_orientation_warning(cfg, path)
     if legacy is not None:
         warnings.warn(legacy, LegacyOrientationWarning, stacklevel=2)
@@ -294,5 +335,9 @@ def load_model_checkpoint(path: str | Path, device: str | torch.device = "cpu") 
         raise CheckpointError(str(exc.args[0])) from None
     calibration = Calibration.from_payload(payload.get("calibration"), str(path))
     model.to(device).eval()
+    trained = payload.get("trained_cases")
+    if trained is not None and not (isinstance(trained, list) and all(
+            isinstance(t, dict) and isinstance(t.get("case"), str) and isinstance(t.get("sha256"), str) for t in trained)):
+        raise CheckpointError(f"{path}: its trained_cases entry is not a list of {{'case', 'sha256'}} records")
     return LoadedModel(model, cfg, float(payload.get("threshold", 0.5)), dict(payload.get("metrics", {})), Path(path),
-                       bank, calibration, payload.get("fingerprint"))
+                       bank, calibration, payload.get("fingerprint"), trained)
