@@ -39,6 +39,7 @@ if str(REPO) not in sys.path:  # run as ``python bench/speed.py`` from a checkou
 import torch  # noqa: E402  (after the path fix above)
 
 from bench.speed_modes import run_amp_check, run_compare, run_grid, run_placements, run_volume  # noqa: E402
+from bench.speed_reference import run_inference_precision, run_reference  # noqa: E402
 from bench.speed_runner import set_reuse_memory  # noqa: E402
 from s2unet.runtime import keep_freed_memory  # noqa: E402
 
@@ -55,6 +56,10 @@ def build_parser() -> argparse.ArgumentParser:
     mode.add_argument("--placements", action="store_true", help="adapter placement trade-off (Hiera-T, batch 8)")
     mode.add_argument("--volume", action="store_true", help="end-to-end CT volume timing through run_inference")
     mode.add_argument("--amp-check", action="store_true", help="fp32 vs bf16 on this CPU and train.amp=auto's choice")
+    mode.add_argument("--reference", action="store_true",
+                      help="s2unet against the SAM2-UNet reference (bench/sam2unet_reference.py), in turns")
+    mode.add_argument("--inference-precision", action="store_true",
+                      help="--precision auto's choice per encoder and the bf16 / fp32 inference time ratio")
     p.add_argument("--full", action="store_true", help="grid: also the slowest encoder/size combinations")
     p.add_argument("--encoders", help="grid: comma-separated encoder names (default: the four SAM-family ones)")
     p.add_argument("--sizes", help="grid: comma-separated image sizes (default 256,352,512)")
@@ -129,6 +134,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         run_volume(args)
     elif args.amp_check:
         run_amp_check(args)
+    elif args.reference:
+        run_reference(args)
+    elif args.inference_precision:
+        run_inference_precision(args)
     else:
         run_grid(args)
     return 0

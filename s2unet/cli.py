@@ -54,6 +54,9 @@ def _infer_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--probabilities", action="store_true", help="also write probability maps")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--device", default="auto")
+    p.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
+                   help="auto: bf16 autocast only where measured >= 1.15x faster with masks agreeing with fp32 "
+                        "(Dice >= 0.995) for this model on this machine (cached); fp32 / bf16 force it")
     p.add_argument("--overwrite", action="store_true", help="replace earlier results in --output")
     p.add_argument("--text", action="append", metavar="PHRASE",
                    help="text-prompted checkpoints: the structure to segment, e.g. --text \"left clavicle\" "
@@ -131,7 +134,7 @@ def _run_infer(args: argparse.Namespace) -> None:
         tta=args.tta, min_size=args.min_size, batch_size=args.batch_size, device=args.device,
         threshold=args.threshold, no_postprocess=args.no_postprocess, keep_largest=args.keep_largest,
         fill_holes=args.fill_holes, text=args.text, harmonise_intensity=args.harmonise_intensity,
-        harmonise_fov=args.harmonise_fov,
+        harmonise_fov=args.harmonise_fov, precision=args.precision,
     )
 
 

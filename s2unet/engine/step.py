@@ -10,7 +10,7 @@ from typing import Any, Callable, Optional, Sequence
 
 import torch
 
-from .precision import autocast
+from ..predict.precision import autocast
 
 class TrainStep:
     """The training step of a model, loss and optimiser.

@@ -36,7 +36,7 @@ from .averaging import WeightAverage
 from .checkpoint import init_from_checkpoint
 from .feature_cache import FeatureCache
 from .distributed import DistInfo, all_reduce_mean, barrier, init_distributed, shutdown
-from .precision import resolve_amp
+from .precision import resolve_amp, training_probe
 from .records import MetricLog, write_run_records
 from .rehearsal import with_rehearsal
 from .resume import config_differences, load_resume
@@ -187,7 +187,7 @@ def _train(cfg: Config, device: torch.device, info: DistInfo, saved: dict | None
                           f"(the training cases of {cfg.data.rehearse_from}) at {cfg.data.rehearse_share:.0%} of the draws")
         for note in model.score_notes():  # e.g. oracle prompts behind the validation score
             console.print(f"[yellow]note:[/] {note}")
-    amp = [resolve_amp(t_cfg.amp, device) if info.is_main else None]
+    amp = [resolve_amp(t_cfg.amp, device, training_probe(model, cfg)) if info.is_main else None]
     if info.enabled:  # one measurement, and every rank computes in the same precision
         dist.broadcast_object_list(amp, src=0)
     amp_dtype = amp[0].dtype

@@ -39,6 +39,7 @@ from ..models.base import SegmentationModel
 from ..models.calibration import Calibration
 from .harmonise import CaseHarmoniser
 from .postprocess import postprocess
+from .precision import PRECISIONS, PrecisionChoice, autocast, choose_inference_precision, model_key
 
 Progress = Callable[[int], None]
 
@@ -142,6 +143,9 @@ class Predictor:
         calibration: the checkpoint's calibration (``LoadedModel.calibration``), applied to the
             logits before the activation, so the probabilities and ``threshold`` are on the
             scale the threshold was chosen on; None: the identity (a model being trained).
+        precision: ``auto`` (bf16 autocast only where measured faster with agreeing masks on
+            this machine for this model, cached; :mod:`s2unet.predict.precision`), ``fp32`` or
+            ``bf16``; resolved on first use, see :attr:`precision`.
     """
 
     def __init__(
@@ -155,9 +159,12 @@ class Predictor:
         apply_postprocess: bool = True,
         text: Optional[torch.Tensor] = None,
         calibration: Optional[Calibration] = None,
+        precision: str = "auto",
     ) -> None:
         if batch_size <= 0:
             raise ValueError(f"batch_size must be > 0, got {batch_size}")
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision {precision!r}: expected one of {', '.join(PRECISIONS)}")
         self.device = torch.device(device)
         self.model = model.to(self.device).eval()
         self.cfg = cfg
@@ -167,6 +174,8 @@ class Predictor:
         self.apply_postprocess = bool(apply_postprocess)
         self.text = None if text is None else text.to(self.device)
         self.calibration = Calibration() if calibration is None else calibration
+        self.precision_mode = precision
+        self._precision: Optional[PrecisionChoice] = None
         if self.text is not None and self.text.shape[0] != cfg.out_channels:
             raise ValueError(f"{self.text.shape[0]} phrase embeddings for a config of {cfg.out_channels} channels")
         self.harmoniser: Optional[CaseHarmoniser] = None
@@ -200,6 +209,27 @@ class Predictor:
     def out_channels(self) -> int:
         """Channels of the probability arrays."""
         return self.cfg.out_channels
+
+    @property
+    def precision(self) -> PrecisionChoice:
+        """The precision every forward of this predictor runs in, resolved on first use (an
+        ``auto`` measurement costs a few forward passes once per machine and model)."""
+        if self._precision is None:
+            cfg, batch = self.cfg, self.batch_size
+
+            def masks(x: torch.Tensor) -> np.ndarray:
+                return self.binarize(self._activate(self._logits(x, None)).cpu().numpy())
+
+            self._precision = choose_inference_precision(
+                self.precision_mode, self.device, model_key(cfg.model.arch, cfg.model.encoder, cfg.data.image_size, batch),
+                masks, cfg.data.image_size, batch)
+        return self._precision
+
+    def _logits(self, x: torch.Tensor, reference: Optional[torch.Tensor]) -> torch.Tensor:
+        extra = {} if reference is None else {"reference": reference}
+        if self.text is not None:
+            extra["text"] = self.text
+        return self.model.predict_logits(x, **extra).float()
 
     def _activate(self, logits: torch.Tensor) -> torch.Tensor:
         logits = self.calibration.apply(logits)
@@ -236,10 +266,8 @@ class Predictor:
             views.append((x.flip(-1), None if ref is None else ref.flip(-1), True))
         prob = None
         for view, view_ref, flipped in views:
-            extra = {} if view_ref is None else {"reference": view_ref}
-            if self.text is not None:
-                extra["text"] = self.text
-            logits = self.model.predict_logits(view, **extra).float()
+            with autocast(self.device, self.precision.dtype):
+                logits = self._logits(view, view_ref)
             logits = F.interpolate(logits, size=native, mode="bilinear", align_corners=False)
             p = self._activate(logits)
             p = p.flip(-1) if flipped else p
