@@ -114,6 +114,25 @@ def stored_levels(image: CaseImage, data: DataConfig) -> int:
     return LEVELS[dtype]
 
 
+def requantise(planes: np.ndarray, shift: Shift, levels: int, stored: bool = True) -> np.ndarray:
+    """A shift of 0..1 intensities applied to stored planes, rounded back to the stored steps.
+
+    Args:
+        planes: (planes, H, W) stored values (``stored``: integers of full scale ``levels``) or
+            0..1 floats in steps of ``1 / levels`` (a picture read as 0..1).
+        shift: a map of 0..1 intensities of (planes, H, W) arrays (see :data:`SHIFTS`).
+        levels: full scale of the stored values (:func:`stored_levels`).
+        stored: whether ``planes`` hold stored integers (else 0..1 floats).
+
+    Returns:
+        The shifted planes in the input's dtype and convention, clipped to 0..1 of full scale.
+    """
+    full = np.float32(levels)
+    unit = planes.astype(np.float32) / full if stored else planes.astype(np.float32)
+    out = np.rint(np.clip(shift(unit), 0.0, 1.0) * full)
+    return out.astype(planes.dtype) if stored else out.astype(np.float32) / full
+
+
 def shift_image(image: CaseImage, shift: Shift, levels: int, axis: int) -> CaseImage:
     """The case as a source with another intensity mapping would have stored it.
 
@@ -129,10 +148,7 @@ def shift_image(image: CaseImage, shift: Shift, levels: int, axis: int) -> CaseI
         ``1 / levels``).
     """
     planes = image.picture()[None] if image.planar else np.moveaxis(image.get_array(), axis, 0)
-    full = np.float32(levels)
-    unit = planes.astype(np.float32) / full if image.values == "stored" else planes.astype(np.float32)
-    out = np.rint(np.clip(shift(unit), 0.0, 1.0) * full)
-    out = out.astype(planes.dtype) if image.values == "stored" else out.astype(np.float32) / full
+    out = requantise(planes, shift, levels, image.values == "stored")
     # Back to the on-disk layout the CaseImage keeps (a picture is stored (W, H, 1)).
     data = out[0].T[..., None] if image.planar else image.to_original(np.moveaxis(out, 0, axis))
     stored = nib.Nifti1Image(np.ascontiguousarray(data), image.original_affine, image.header)
@@ -168,6 +184,14 @@ def prepare_cases(loaded: LoadedModel, split: str, max_cases: int) -> list[Shift
     return out
 
 
+def case_dice(predictor: Predictor, prob: np.ndarray, target: np.ndarray, names: Sequence[str],
+              slice_axis: Optional[int], threshold: Optional[float] = None) -> float:
+    """A case's Dice as validation and ``infer.py --gt`` score it: binarised (at the predictor's
+    threshold unless given), post-processed by the config, the mean over its labels."""
+    pred = predictor.clean(predictor.binarize(prob, threshold), slice_axis)
+    return float(metric_row(pred, target, names)["dice"])
+
+
 def score_checkpoint(loaded: LoadedModel, cases: Sequence[ShiftCase], shifts: Sequence[str]) -> dict[str, Any]:
     """Dice of one checkpoint on its cases under each shift.
 
@@ -191,8 +215,8 @@ def score_checkpoint(loaded: LoadedModel, cases: Sequence[ShiftCase], shifts: Se
         for item in cases:
             shifted = shift_image(item.image, SHIFTS[name], item.levels, cfg.data.axis)
             prob = predictor.predict_picture(shifted) if shifted.planar else predictor.predict_volume(shifted)
-            pred = predictor.clean(predictor.binarize(prob), None if shifted.planar else cfg.data.axis)
-            per_case[item.case.case_id] = float(metric_row(pred, item.target, names)["dice"])
+            per_case[item.case.case_id] = case_dice(predictor, prob, item.target, names,
+                                                    None if shifted.planar else cfg.data.axis)
         result[name] = {"mean_dice": float(np.mean(list(per_case.values()))), "per_case": per_case,
                         "empty_references": empty}
         print(f"  {name}: Dice {result[name]['mean_dice']:.4f}", flush=True)
