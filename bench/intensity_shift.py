@@ -185,10 +185,15 @@ def prepare_cases(loaded: LoadedModel, split: str, max_cases: int) -> list[Shift
 
 
 def case_dice(predictor: Predictor, prob: np.ndarray, target: np.ndarray, names: Sequence[str],
-              slice_axis: Optional[int], threshold: Optional[float] = None) -> float:
+              slice_axis: Optional[int], threshold: Optional[float] = None,
+              slices: Optional[Sequence[int]] = None) -> float:
     """A case's Dice as validation and ``infer.py --gt`` score it: binarised (at the predictor's
-    threshold unless given), post-processed by the config, the mean over its labels."""
+    threshold unless given), post-processed by the config (whole), the mean over its labels;
+    ``slices`` scores only those planes along ``slice_axis``, as validation scores a partly
+    labelled volume."""
     pred = predictor.clean(predictor.binarize(prob, threshold), slice_axis)
+    if slices is not None:
+        pred, target = np.take(pred, slices, axis=1 + slice_axis), np.take(target, slices, axis=1 + slice_axis)
     return float(metric_row(pred, target, names)["dice"])
 
 
