@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shlex
 import sys
 from pathlib import Path
 from typing import Any, Optional, Sequence
@@ -37,12 +36,11 @@ if str(REPO) not in sys.path:  # run as ``python bench/adapt_curve.py`` from a c
 import numpy as np  # noqa: E402
 
 from bench.intensity_shift import case_dice  # noqa: E402
-from bench.speed_report import markdown_table  # noqa: E402
+from bench.speed_report import command_line, markdown_table, write_result  # noqa: E402
 from s2unet.config import ConfigError, DataConfig, load_config  # noqa: E402
 from s2unet.data import DataError, choose_train_items, find_cases, read_case, resolve_dir  # noqa: E402
 from s2unet.data.labelled import MANIFEST_NAME, write_case_slices  # noqa: E402
 from s2unet.engine.records import environment_versions, run_split_cases  # noqa: E402
-from s2unet.io import write_json, write_text  # noqa: E402
 from s2unet.models.checkpoint import load_model_checkpoint  # noqa: E402
 from s2unet.predict import Predictor, foreground_names, load_case_target  # noqa: E402
 from s2unet.weights import CheckpointError  # noqa: E402
@@ -219,14 +217,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except (CheckpointError, ConfigError, DataError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    command = shlex.join(["python", "bench/adapt_curve.py", *(argv if argv is not None else sys.argv[1:])])
+    command = command_line("adapt_curve.py", argv)
     result = {"command": command, "checkpoint": args.checkpoint, "steps": args.steps, "sizes": sizes, "seeds": seeds,
               "unadapted": base, "arms": arms, "versions": environment_versions()}
-    out = Path(args.out)
-    text = markdown(result)
-    write_json(out.with_suffix(".json"), result)
-    write_text(out.with_suffix(".md"), text)
-    print(text)
+    write_result(Path(args.out), result, markdown)
     return 0
 
 

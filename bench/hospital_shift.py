@@ -30,7 +30,6 @@ threshold, goal) and ``<out>.md``, atomically, after every input was checked.
 from __future__ import annotations
 
 import argparse
-import shlex
 import sys
 import time
 import zlib
@@ -48,17 +47,24 @@ import SimpleITK as sitk  # noqa: E402
 import torch  # noqa: E402
 from scipy import ndimage  # noqa: E402
 
-from bench.intensity_shift import SHIFT_DESCRIPTIONS, SHIFTS, Shift, ShiftCase, case_dice, prepare_cases, requantise  # noqa: E402
-from bench.speed_report import load_average, machine_info, markdown_table  # noqa: E402
-from s2unet.config import ConfigError  # noqa: E402
+from bench.intensity_shift import (  # noqa: E402
+    SHIFT_DESCRIPTIONS,
+    SHIFTS,
+    Shift,
+    ShiftCase,
+    case_dice,
+    chosen,
+    prepare_cases,
+    prepared_runs,
+    requantise,
+    run_facts,
+)
+from bench.speed_report import command_line, markdown_table, write_result  # noqa: E402
 from s2unet.data import DataError, resize_to, resolve_dir  # noqa: E402
-from s2unet.engine.records import environment_versions  # noqa: E402
 from s2unet.engine.validation import THRESHOLDS  # noqa: E402
-from s2unet.io import write_json, write_text  # noqa: E402
 from s2unet.metrics import dice_for_thresholds  # noqa: E402
-from s2unet.models.checkpoint import LoadedModel, load_model_checkpoint  # noqa: E402
+from s2unet.models.checkpoint import LoadedModel  # noqa: E402
 from s2unet.predict import Predictor, foreground_names, load_masks  # noqa: E402
-from s2unet.weights import CheckpointError  # noqa: E402
 
 GOAL_COST = 0.05  # issue #22: no column costs more Dice than this against in-source validation
 GOAL_GAP = 0.02  # ... and the stored threshold stays this close to the column's best
@@ -384,11 +390,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--out", default=str(REPO / "bench" / "results" / "hospital_shift"),
                         help="output path without suffix (.json and .md are written)")
     args = parser.parse_args(argv)
-    names = [s.strip() for s in args.columns.split(",") if s.strip()]
-    unknown = [s for s in names if s not in COLUMN_DESCRIPTIONS]
-    if unknown or not names:
-        parser.error(f"--columns: unknown {', '.join(unknown) or '(none given)'}; choose from "
-                     + ", ".join(COLUMN_DESCRIPTIONS))
+    names = chosen(parser, "--columns", args.columns, list(COLUMN_DESCRIPTIONS))
     if args.max_cases < 0 or args.threads < 1:
         parser.error("--max-cases must be >= 0 and --threads >= 1")
     lungs = args.lung_masks if any(n in LUNG_COLUMNS for n in names) else ""
@@ -396,27 +398,18 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         parser.error("--lung-masks '' leaves the lung columns (" + ", ".join(LUNG_COLUMNS) + ") without masks")
     torch.set_num_threads(args.threads)
     start = time.perf_counter()
-    try:  # every checkpoint and case is checked before the first prediction
-        runs = [(loaded, *prepare(loaded, args.max_cases, lungs, names))
-                for loaded in map(load_model_checkpoint, args.checkpoint)]
-    except (CheckpointError, ConfigError, DataError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    runs = prepared_runs(args.checkpoint, lambda loaded: prepare(loaded, args.max_cases, lungs, names))
+    if runs is None:
         return 2
     checkpoints = []
-    for loaded, val, test in runs:
+    for loaded, (val, test) in runs:
         print(f"{loaded.path}: {len(val)} val and {len(test)} test cases", flush=True)
         checkpoints.append(score_checkpoint(loaded, val, test, names))
-    command = shlex.join(["python", "bench/hospital_shift.py", *(argv if argv is not None else sys.argv[1:])])
+    command = command_line("hospital_shift.py", argv)
     result = {"command": command, "max_cases": args.max_cases, "threads": args.threads, "harmonise": None,
               "goal": {"cost": GOAL_COST, "gap": GOAL_GAP}, "thresholds": list(map(float, THRESHOLDS)),
-              "columns": {n: COLUMN_DESCRIPTIONS[n] for n in names}, "checkpoints": checkpoints,
-              "seconds": round(time.perf_counter() - start, 1), "load_average_at_end": load_average(),
-              "machine": machine_info(), "versions": environment_versions()}
-    out = Path(args.out)
-    text = markdown(result)
-    write_json(out.with_suffix(".json"), result)
-    write_text(out.with_suffix(".md"), text)
-    print(text)
+              "columns": {n: COLUMN_DESCRIPTIONS[n] for n in names}, "checkpoints": checkpoints, **run_facts(start)}
+    write_result(Path(args.out), result, markdown)
     return 0
 
 

@@ -20,7 +20,6 @@ references) and ``<out>.md``, atomically.
 from __future__ import annotations
 
 import argparse
-import shlex
 import sys
 import time
 from dataclasses import dataclass
@@ -35,12 +34,11 @@ import nibabel as nib  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from bench.speed_report import load_average, machine_info, markdown_table  # noqa: E402
+from bench.speed_report import command_line, load_average, machine_info, markdown_table, write_result  # noqa: E402
 from s2unet.config import ConfigError, DataConfig  # noqa: E402
 from s2unet.data import Case, CaseImage, DataError, read_case, read_raw, window_bounds  # noqa: E402
 from s2unet.data.intensity import clahe  # noqa: E402
 from s2unet.engine.records import environment_versions, run_split_cases  # noqa: E402
-from s2unet.io import write_json, write_text  # noqa: E402
 from s2unet.metrics import metric_row  # noqa: E402
 from s2unet.models.checkpoint import LoadedModel, load_model_checkpoint  # noqa: E402
 from s2unet.predict import Predictor, foreground_names, load_case_target  # noqa: E402
@@ -228,6 +226,26 @@ def score_checkpoint(loaded: LoadedModel, cases: Sequence[ShiftCase], shifts: Se
     return result
 
 
+def prepared_runs(paths: Sequence[str], prepare: Callable[[LoadedModel], Any]) -> Optional[list[tuple[LoadedModel, Any]]]:
+    """Every checkpoint loaded and its cases prepared, all before the first prediction.
+
+    Returns:
+        ``(checkpoint, prepare(checkpoint))`` per path, or None after printing the one-line
+        error of a refused checkpoint or case to stderr.
+    """
+    try:
+        return [(loaded, prepare(loaded)) for loaded in map(load_model_checkpoint, paths)]
+    except (CheckpointError, ConfigError, DataError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return None
+
+
+def run_facts(start: float) -> dict[str, Any]:
+    """What a shift benchmark's JSON records of its run: wall seconds since ``start``, load, machine, versions."""
+    return {"seconds": round(time.perf_counter() - start, 1), "load_average_at_end": load_average(),
+            "machine": machine_info(), "versions": environment_versions()}
+
+
 def markdown(result: dict[str, Any]) -> str:
     """The short report: one row per checkpoint, mean Dice per shift (change against identity)."""
     shifts = result["shifts"]
@@ -243,6 +261,15 @@ def markdown(result: dict[str, Any]) -> str:
             f"{result['seconds']:.0f} s, load average at the end {result['load_average_at_end']})\n\n{table}\n")
 
 
+def chosen(parser: argparse.ArgumentParser, flag: str, text: str, known: Sequence[str]) -> list[str]:
+    """The names of a comma-separated option, each one of ``known`` (else the parser's usage error)."""
+    names = [s.strip() for s in text.split(",") if s.strip()]
+    unknown = [s for s in names if s not in known]
+    if unknown or not names:
+        parser.error(f"{flag}: unknown {', '.join(unknown) or '(none given)'}; choose from {', '.join(known)}")
+    return names
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Run the benchmark; returns the exit code (2 with one error line for refused input)."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -254,19 +281,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--out", default=str(REPO / "bench" / "results" / "intensity_shift"),
                         help="output path without suffix (.json and .md are written)")
     args = parser.parse_args(argv)
-    shifts = [s.strip() for s in args.shifts.split(",") if s.strip()]
-    unknown = [s for s in shifts if s not in SHIFTS]
-    if unknown or not shifts:
-        parser.error(f"--shifts: unknown {', '.join(unknown) or '(none given)'}; choose from {', '.join(SHIFTS)}")
+    shifts = chosen(parser, "--shifts", args.shifts, SHIFTS)
     if args.max_cases < 0 or args.threads < 1:
         parser.error("--max-cases must be >= 0 and --threads >= 1")
     torch.set_num_threads(args.threads)
     start = time.perf_counter()
-    try:  # every checkpoint and case is checked before the first prediction
-        runs = [(loaded, prepare_cases(loaded, args.split, args.max_cases))
-                for loaded in map(load_model_checkpoint, args.checkpoint)]
-    except (CheckpointError, ConfigError, DataError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    runs = prepared_runs(args.checkpoint, lambda loaded: prepare_cases(loaded, args.split, args.max_cases))
+    if runs is None:
         return 2
     checkpoints = []
     for loaded, cases in runs:
@@ -278,16 +299,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             "cases": [item.case.case_id for item in cases], "empty_references": scores[shifts[0]]["empty_references"],
             "shifts": scores,
         })
-    command = shlex.join(["python", "bench/intensity_shift.py", *(argv if argv is not None else sys.argv[1:])])
+    command = command_line("intensity_shift.py", argv)
     result = {"command": command, "split": args.split, "max_cases": args.max_cases, "threads": args.threads,
-              "shifts": {s: SHIFT_DESCRIPTIONS[s] for s in shifts}, "checkpoints": checkpoints,
-              "seconds": round(time.perf_counter() - start, 1), "load_average_at_end": load_average(),
-              "machine": machine_info(), "versions": environment_versions()}
-    out = Path(args.out)
-    text = markdown(result)
-    write_json(out.with_suffix(".json"), result)
-    write_text(out.with_suffix(".md"), text)
-    print(text)
+              "shifts": {s: SHIFT_DESCRIPTIONS[s] for s in shifts}, "checkpoints": checkpoints, **run_facts(start)}
+    write_result(Path(args.out), result, markdown)
     return 0
 
 

@@ -2,9 +2,7 @@
 read by the real readers and trained on with rehearsal; the report of a tiny curve."""
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import nibabel as nib
@@ -12,10 +10,11 @@ import numpy as np
 import pytest
 
 from s2unet.config import load_config
-from s2unet.data import DataError, build_datasets, find_cases, read_labelled_slices
+from s2unet.data import build_datasets, find_cases, read_labelled_slices
 from s2unet.engine import trainer
 
 from test_bench_hospital_shift import DEPTH, make_two_sources
+from test_bench_intensity_shift import load_bench
 from test_train import tiny_train_cfg
 
 REPO = Path(__file__).resolve().parents[1]
@@ -24,11 +23,7 @@ POOL = "case4,case5"
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("bench_adapt_curve", REPO / "bench" / "adapt_curve.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_bench("adapt_curve")
 
 
 @pytest.fixture(scope="module")

@@ -1,9 +1,7 @@
 """bench/hospital_shift.py on a tiny run trained on one source of a synthetic two-source CT set."""
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import nibabel as nib
@@ -13,20 +11,15 @@ import pytest
 from s2unet.data import DataError
 from s2unet.engine import trainer
 
+from test_bench_intensity_shift import load_bench
 from test_train import tiny_train_cfg
 
-REPO = Path(__file__).resolve().parents[1]
 SIZE, DEPTH = 64, 6
 
 
 @pytest.fixture(scope="module")
 def bench():
-    """bench/hospital_shift.py loaded as ``python bench/hospital_shift.py`` runs it."""
-    spec = importlib.util.spec_from_file_location("bench_hospital_shift", REPO / "bench" / "hospital_shift.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_bench("hospital_shift")
 
 
 def make_two_sources(root: Path, n_a: int = 4, n_b: int = 2) -> Path:
