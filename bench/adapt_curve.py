@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
 from pathlib import Path
 from typing import Any, Optional, Sequence
@@ -83,6 +84,8 @@ def write_labels(data: DataConfig, pool: Sequence[str], n: int, seed: int, out: 
     drawn: dict[str, list[int]] = {}
     for i in choose_train_items(len(items), n, seed):
         drawn.setdefault(items[i][0], []).append(items[i][1])
+    final, out = out, out.with_name(out.name + ".partial")  # renamed when complete: no half-written folder
+    shutil.rmtree(out, ignore_errors=True)
     label_dir = out / Path(data.labels[0]).name
     (out / "images").mkdir(parents=True)
     label_dir.mkdir()
@@ -102,6 +105,7 @@ def write_labels(data: DataConfig, pool: Sequence[str], n: int, seed: int, out: 
         shape = [1, 1, 1]
         shape[data.axis] = -1
         mask.write_like(served & keep.reshape(shape), label_dir / case.labels[0].name, np.uint8, binary=True)
+    out.rename(final)
     return [c for c in pool if c in drawn]
 
 

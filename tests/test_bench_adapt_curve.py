@@ -44,6 +44,7 @@ def test_labels_folder_lists_the_drawn_slices_for_the_real_reader(bench, data, t
                        "--pool", POOL, "--n", "5", "--seed", "1", "--out", str(tmp_path / "five")])
     assert code == 0
     train = [c.strip() for c in capsys.readouterr().out.strip().split(",")]
+    assert not (tmp_path / "five.partial").exists()
     cfg = data_config(tmp_path / "five")
     manifest = read_labelled_slices(cfg, [c.case_id for c in find_cases(cfg)])
     assert manifest is not None and sorted(manifest.cases) == sorted(train)
