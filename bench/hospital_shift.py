@@ -171,8 +171,7 @@ def reframed(region: str, margin: float, size: int, frame: Frame) -> Frame:
         raise DataError(f"{frame.case_id}: a lung crop needs the lung masks (--lung-masks)")
     box = square_box(frame.lungs if region == "lungs" else body_mask(frame.planes), margin)
     image = _resized(_cut(frame.planes, box, frame.planes.min()), size, "bilinear")
-    full = frame.levels
-    planes = np.clip(np.rint(image), 0, full).astype(frame.planes.dtype)
+    planes = np.clip(np.rint(image), 0, frame.levels).astype(frame.planes.dtype)
     target = _resized(_cut(frame.target, box, False), size, "nearest")
     lungs = None if frame.lungs is None else _resized(_cut(frame.lungs, box, False), size, "nearest")
     return replace(frame, planes=planes, target=target, lungs=lungs)
