@@ -20,7 +20,6 @@ references) and ``<out>.md``, atomically.
 from __future__ import annotations
 
 import argparse
-import shlex
 import sys
 import time
 from dataclasses import dataclass
@@ -35,12 +34,11 @@ import nibabel as nib  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from bench.speed_report import load_average, machine_info, markdown_table  # noqa: E402
+from bench.speed_report import command_line, load_average, machine_info, markdown_table, write_result  # noqa: E402
 from s2unet.config import ConfigError, DataConfig  # noqa: E402
 from s2unet.data import Case, CaseImage, DataError, read_case, read_raw, window_bounds  # noqa: E402
 from s2unet.data.intensity import clahe  # noqa: E402
 from s2unet.engine.records import environment_versions, run_split_cases  # noqa: E402
-from s2unet.io import write_json, write_text  # noqa: E402
 from s2unet.metrics import metric_row  # noqa: E402
 from s2unet.models.checkpoint import LoadedModel, load_model_checkpoint  # noqa: E402
 from s2unet.predict import Predictor, foreground_names, load_case_target  # noqa: E402
@@ -114,6 +112,25 @@ def stored_levels(image: CaseImage, data: DataConfig) -> int:
     return LEVELS[dtype]
 
 
+def requantise(planes: np.ndarray, shift: Shift, levels: int, stored: bool = True) -> np.ndarray:
+    """A shift of 0..1 intensities applied to stored planes, rounded back to the stored steps.
+
+    Args:
+        planes: (planes, H, W) stored values (``stored``: integers of full scale ``levels``) or
+            0..1 floats in steps of ``1 / levels`` (a picture read as 0..1).
+        shift: a map of 0..1 intensities of (planes, H, W) arrays (see :data:`SHIFTS`).
+        levels: full scale of the stored values (:func:`stored_levels`).
+        stored: whether ``planes`` hold stored integers (else 0..1 floats).
+
+    Returns:
+        The shifted planes in the input's dtype and convention, clipped to 0..1 of full scale.
+    """
+    full = np.float32(levels)
+    unit = planes.astype(np.float32) / full if stored else planes.astype(np.float32)
+    out = np.rint(np.clip(shift(unit), 0.0, 1.0) * full)
+    return out.astype(planes.dtype) if stored else out.astype(np.float32) / full
+
+
 def shift_image(image: CaseImage, shift: Shift, levels: int, axis: int) -> CaseImage:
     """The case as a source with another intensity mapping would have stored it.
 
@@ -129,10 +146,7 @@ def shift_image(image: CaseImage, shift: Shift, levels: int, axis: int) -> CaseI
         ``1 / levels``).
     """
     planes = image.picture()[None] if image.planar else np.moveaxis(image.get_array(), axis, 0)
-    full = np.float32(levels)
-    unit = planes.astype(np.float32) / full if image.values == "stored" else planes.astype(np.float32)
-    out = np.rint(np.clip(shift(unit), 0.0, 1.0) * full)
-    out = out.astype(planes.dtype) if image.values == "stored" else out.astype(np.float32) / full
+    out = requantise(planes, shift, levels, image.values == "stored")
     # Back to the on-disk layout the CaseImage keeps (a picture is stored (W, H, 1)).
     data = out[0].T[..., None] if image.planar else image.to_original(np.moveaxis(out, 0, axis))
     stored = nib.Nifti1Image(np.ascontiguousarray(data), image.original_affine, image.header)
@@ -168,6 +182,19 @@ def prepare_cases(loaded: LoadedModel, split: str, max_cases: int) -> list[Shift
     return out
 
 
+def case_dice(predictor: Predictor, prob: np.ndarray, target: np.ndarray, names: Sequence[str],
+              slice_axis: Optional[int], threshold: Optional[float] = None,
+              slices: Optional[Sequence[int]] = None) -> float:
+    """A case's Dice as validation and ``infer.py --gt`` score it: binarised (at the predictor's
+    threshold unless given), post-processed by the config (whole), the mean over its labels;
+    ``slices`` scores only those planes along ``slice_axis``, as validation scores a partly
+    labelled volume."""
+    pred = predictor.clean(predictor.binarize(prob, threshold), slice_axis)
+    if slices is not None:
+        pred, target = np.take(pred, slices, axis=1 + slice_axis), np.take(target, slices, axis=1 + slice_axis)
+    return float(metric_row(pred, target, names)["dice"])
+
+
 def score_checkpoint(loaded: LoadedModel, cases: Sequence[ShiftCase], shifts: Sequence[str]) -> dict[str, Any]:
     """Dice of one checkpoint on its cases under each shift.
 
@@ -192,12 +219,32 @@ def score_checkpoint(loaded: LoadedModel, cases: Sequence[ShiftCase], shifts: Se
         for item in cases:
             shifted = shift_image(item.image, SHIFTS[name], item.levels, cfg.data.axis)
             prob = predictor.predict_picture(shifted) if shifted.planar else predictor.predict_volume(shifted)
-            pred = predictor.clean(predictor.binarize(prob), None if shifted.planar else cfg.data.axis)
-            per_case[item.case.case_id] = float(metric_row(pred, item.target, names)["dice"])
+            per_case[item.case.case_id] = case_dice(predictor, prob, item.target, names,
+                                                    None if shifted.planar else cfg.data.axis)
         result[name] = {"mean_dice": float(np.mean(list(per_case.values()))), "per_case": per_case,
                         "empty_references": empty}
         print(f"  {name}: Dice {result[name]['mean_dice']:.4f}", flush=True)
     return result
+
+
+def prepared_runs(paths: Sequence[str], prepare: Callable[[LoadedModel], Any]) -> Optional[list[tuple[LoadedModel, Any]]]:
+    """Every checkpoint loaded and its cases prepared, all before the first prediction.
+
+    Returns:
+        ``(checkpoint, prepare(checkpoint))`` per path, or None after printing the one-line
+        error of a refused checkpoint or case to stderr.
+    """
+    try:
+        return [(loaded, prepare(loaded)) for loaded in map(load_model_checkpoint, paths)]
+    except (CheckpointError, ConfigError, DataError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return None
+
+
+def run_facts(start: float) -> dict[str, Any]:
+    """What a shift benchmark's JSON records of its run: wall seconds since ``start``, load, machine, versions."""
+    return {"seconds": round(time.perf_counter() - start, 1), "load_average_at_end": load_average(),
+            "machine": machine_info(), "versions": environment_versions()}
 
 
 def markdown(result: dict[str, Any]) -> str:
@@ -215,6 +262,15 @@ def markdown(result: dict[str, Any]) -> str:
             f"{result['seconds']:.0f} s, load average at the end {result['load_average_at_end']})\n\n{table}\n")
 
 
+def chosen(parser: argparse.ArgumentParser, flag: str, text: str, known: Sequence[str]) -> list[str]:
+    """The names of a comma-separated option, each one of ``known`` (else the parser's usage error)."""
+    names = [s.strip() for s in text.split(",") if s.strip()]
+    unknown = [s for s in names if s not in known]
+    if unknown or not names:
+        parser.error(f"{flag}: unknown {', '.join(unknown) or '(none given)'}; choose from {', '.join(known)}")
+    return names
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Run the benchmark; returns the exit code (2 with one error line for refused input)."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -226,19 +282,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--out", default=str(REPO / "bench" / "results" / "intensity_shift"),
                         help="output path without suffix (.json and .md are written)")
     args = parser.parse_args(argv)
-    shifts = [s.strip() for s in args.shifts.split(",") if s.strip()]
-    unknown = [s for s in shifts if s not in SHIFTS]
-    if unknown or not shifts:
-        parser.error(f"--shifts: unknown {', '.join(unknown) or '(none given)'}; choose from {', '.join(SHIFTS)}")
+    shifts = chosen(parser, "--shifts", args.shifts, SHIFTS)
     if args.max_cases < 0 or args.threads < 1:
         parser.error("--max-cases must be >= 0 and --threads >= 1")
     torch.set_num_threads(args.threads)
     start = time.perf_counter()
-    try:  # every checkpoint and case is checked before the first prediction
-        runs = [(loaded, prepare_cases(loaded, args.split, args.max_cases))
-                for loaded in map(load_model_checkpoint, args.checkpoint)]
-    except (CheckpointError, ConfigError, DataError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    runs = prepared_runs(args.checkpoint, lambda loaded: prepare_cases(loaded, args.split, args.max_cases))
+    if runs is None:
         return 2
     checkpoints = []
     for loaded, cases in runs:
@@ -250,16 +300,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             "cases": [item.case.case_id for item in cases], "empty_references": scores[shifts[0]]["empty_references"],
             "shifts": scores,
         })
-    command = shlex.join(["python", "bench/intensity_shift.py", *(argv if argv is not None else sys.argv[1:])])
+    command = command_line("intensity_shift.py", argv)
     result = {"command": command, "split": args.split, "max_cases": args.max_cases, "threads": args.threads,
-              "shifts": {s: SHIFT_DESCRIPTIONS[s] for s in shifts}, "checkpoints": checkpoints,
-              "seconds": round(time.perf_counter() - start, 1), "load_average_at_end": load_average(),
-              "machine": machine_info(), "versions": environment_versions()}
-    out = Path(args.out)
-    text = markdown(result)
-    write_json(out.with_suffix(".json"), result)
-    write_text(out.with_suffix(".md"), text)
-    print(text)
+              "shifts": {s: SHIFT_DESCRIPTIONS[s] for s in shifts}, "checkpoints": checkpoints, **run_facts(start)}
+    write_result(Path(args.out), result, markdown)
     return 0
 
 

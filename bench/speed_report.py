@@ -5,10 +5,11 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import shlex
 import sys
 import time
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import torch
 
@@ -78,6 +79,20 @@ def fmt_params(counts: Optional[dict[str, Any]]) -> str:
     if not counts:
         return "-"
     return f"{counts['trainable'] / 1e6:.2f}M / {counts['total'] / 1e6:.1f}M"
+
+
+def command_line(script: str, argv: Optional[Sequence[str]]) -> str:
+    """How a benchmark was run, for its report: ``python bench/<script> ARGS`` (``argv`` None: this process's)."""
+    return shlex.join(["python", f"bench/{script}", *(argv if argv is not None else sys.argv[1:])])
+
+
+def write_result(out: Path, result: dict[str, Any], markdown: Callable[[dict[str, Any]], str]) -> str:
+    """Write ``<out>.json`` and its ``<out>.md`` report, each atomically; return and print the report."""
+    text = markdown(result)
+    write_json(out.with_suffix(".json"), result)
+    write_text(out.with_suffix(".md"), text)
+    print(text)
+    return text
 
 
 def markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:

@@ -5,7 +5,8 @@
 #      pct / eq (data.normalize percentile / equalize alone), robust_pct / robust_clahe (robust + data.normalize percentile / clahe),
 #      ema (train.ema 0.9: the weights averaged over about the last 10 steps are validated and tested),
 #      ctx (data.context_slices: slices k-1, k, k+1 as the three channels), lr3 (train.lr 0.003),
-#      attn (model.attention_lora on), dice_focal (loss.name dice_focal).
+#      attn (model.attention_lora on), dice_focal (loss.name dice_focal),
+#      fliprot (every flip and quarter turn equally likely, FLIPROT of scripts/robust_augment.sh).
 # SEED (default 0) seeds the run, including which training-group cases validate; runs with
 # SEED > 0 are named xs_ARM_GROUP_sN. STEPS (default 20) is the steps per epoch of the 2 epochs;
 # another budget adds _<2 x STEPS>st to the name.
@@ -38,6 +39,7 @@ case $ARM in
   lr3) EXTRA=(--set train.lr=0.003) ;;
   attn) EXTRA=(--set model.attention_lora.enabled=true) ;;
   dice_focal) EXTRA=(--set loss.name=dice_focal) ;;
+  fliprot) EXTRA=("${FLIPROT[@]}") ;;
   *) echo "unknown arm $ARM" >&2; exit 2 ;;
 esac
 exec "$PY" train.py --config configs/covid_ct.yaml --set model.encoder=mobilesam_tinyvit \

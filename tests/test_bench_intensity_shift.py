@@ -27,14 +27,18 @@ TINY = ["model.weights=random", "model.decoder_channels=[32, 16, 8]", "train.epo
         "train.batch_size=2", "train.warmup_steps=1", "train.threads=1", "data.num_workers=0", "data.image_size=64"]
 
 
-@pytest.fixture(scope="module")
-def bench():
-    """bench/intensity_shift.py loaded as ``python bench/intensity_shift.py`` runs it."""
-    spec = importlib.util.spec_from_file_location("bench_intensity_shift", REPO / "bench" / "intensity_shift.py")
+def load_bench(name: str):
+    """bench/<name>.py loaded as ``python bench/<name>.py`` runs it."""
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", REPO / "bench" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module
     spec.loader.exec_module(module)
     return module
+
+
+@pytest.fixture(scope="module")
+def bench():
+    return load_bench("intensity_shift")
 
 
 def make_pictures(root: Path, n_cases: int = 5, size: int = 64) -> Path:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
+from collections import Counter
 from pathlib import Path
 
 import nibabel as nib
@@ -13,7 +15,7 @@ import tifffile
 import torch
 from PIL import Image
 
-from s2unet.config import AugmentConfig, ConfigError, DataConfig, SplitConfig, WindowConfig, config_from_dict
+from s2unet.config import AugmentConfig, ConfigError, DataConfig, SplitConfig, WindowConfig, config_from_dict, load_config
 from s2unet.data import (
     DataError,
     SliceDataset,
@@ -37,6 +39,7 @@ from s2unet.weights import CheckpointError
 from test_inference import ThresholdModel, _use_model
 from test_train import make_volumes, tiny_train_cfg, train_log
 
+REPO = Path(__file__).resolve().parents[1]
 IDS = [f"c{i}" for i in range(6)]
 GROUPS = {"c0": "a", "c1": "a", "c2": "a", "c3": "b", "c4": "b", "c5": "b"}
 
@@ -175,6 +178,35 @@ def test_geometric_robustness_moves_image_and_mask_together() -> None:
         assert agree > 0.97, seed
         moved += not torch.equal(out["mask"], _square_sample()["mask"])
     assert moved == 8
+
+
+def script_overrides(array: str) -> list[str]:
+    """The overrides of a ``--set`` array of scripts/robust_augment.sh, as bash expands it."""
+    words = subprocess.run(["bash", "-c", f'source scripts/robust_augment.sh && printf "%s\\n" "${{{array}[@]}}"'],
+                           cwd=REPO, capture_output=True, text=True, check=True).stdout.splitlines()
+    assert words[::2] == ["--set"] * (len(words) // 2)
+    return words[1::2]
+
+
+@pytest.mark.parametrize("arm, n_views", [("", 2), ("FLIPROT", 8)])
+def test_fliprot_arm_gives_every_flip_and_quarter_turn_alike(arm: str, n_views: int) -> None:
+    # The shipped CT config's flips alone, then with the fliprot arm of scripts/cross_source.sh; the
+    # small rotation, scale and intensity changes are switched off to see the orientation alone.
+    still = ["data.augment.rotate_deg=0", "data.augment.scale=0", "data.augment.translate=0",
+             "data.augment.brightness=0", "data.augment.contrast=0"]
+    cfg = load_config(REPO / "configs" / "covid_ct.yaml", [*(script_overrides(arm) if arm else []), *still])
+    transform = build_augment(cfg.data.augment, "binary", 48)
+    base = _square_sample()["mask"][0].numpy()
+    views = [np.rot90(m, k) for m in (base, base[:, ::-1]) for k in range(4)]  # the 8 orientations
+    counts: Counter = Counter()
+    for seed in range(400):
+        seed_augment(transform, seed)
+        out = transform(_square_sample())
+        mask = out["mask"][0].numpy()
+        (view,) = [i for i, v in enumerate(views) if np.array_equal(mask, v)]
+        assert torch.equal(out["image"][1] > 0.5, out["mask"][0] > 0.5)  # the image turns with its mask
+        counts[view] += 1
+    assert len(counts) == n_views and min(counts.values()) > 400 / n_views * 0.7, counts
 
 
 def test_intensity_robustness_is_seeded_and_leaves_the_mask() -> None:
