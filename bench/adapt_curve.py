@@ -77,7 +77,7 @@ def write_labels(data: DataConfig, pool: Sequence[str], n: int, seed: int, out: 
     missing = [c for c in pool if c not in cases]
     if missing:
         raise DataError(f"--pool: {', '.join(missing)} not in {resolve_dir(data, data.images)}")
-    masks = {c: read_case(cases[c].labels[0], "volume", data.reorient) for c in pool}
+    masks = {c: read_case(cases[c].labels[0], "volume", data.served) for c in pool}
     items = [(c, k) for c in pool for k in range(masks[c].shape[data.axis])]
     if n > len(items):
         raise DataError(f"--n {n}: the pool ({', '.join(pool)}) has only {len(items)} slices")
@@ -97,7 +97,7 @@ def write_labels(data: DataConfig, pool: Sequence[str], n: int, seed: int, out: 
             os.symlink(case.labels[0].resolve(), label_dir / case.labels[0].name)
             continue
         # The app records the slices before it writes the masks (a half-saved case is refused, not trained).
-        write_case_slices(out / MANIFEST_NAME, case_id, drawn[case_id], data.axis, data.reorient)
+        write_case_slices(out / MANIFEST_NAME, case_id, drawn[case_id], data.axis, data.reorient, data.orientation)
         mask = masks[case_id]
         served = np.asarray(mask.get_array()) > 0
         keep = np.zeros(served.shape[data.axis], bool)

@@ -331,7 +331,8 @@ def score_checkpoint(loaded: LoadedModel, val: Sequence[Frame], test: Sequence[F
                      harmonise: Optional[Harmonise] = None) -> dict[str, Any]:
     """The reference (in-source validation) and every named column of one checkpoint."""
     cfg = loaded.config
-    predictor = Predictor(loaded.model, cfg, threshold=loaded.threshold, text=loaded.structure_text)
+    predictor = Predictor(loaded.model, cfg, threshold=loaded.threshold, text=loaded.structure_text,
+                          calibration=loaded.calibration)
     reference = score_frames(predictor, val, harmonise)
     print(f"  in-source validation: Dice {reference['dice']:.4f}", flush=True)
     cut = larger_lesion_cut(test)

@@ -5,12 +5,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import nibabel as nib
 import numpy as np
 import pytest
 
 from s2unet.config import load_config
-from s2unet.data import build_datasets, find_cases, read_labelled_slices
+from s2unet.data import build_datasets, find_cases, read_case, read_labelled_slices
 from s2unet.engine import trainer
 
 from test_bench_hospital_shift import DEPTH, make_two_sources
@@ -35,8 +34,9 @@ def data_config(root: Path):
     return load_config(REPO / "configs" / "covid_ct.yaml", [f"data.root={root}", "data.labels=[labels]"]).data
 
 
-def stored(path: Path) -> np.ndarray:
-    return np.asarray(nib.load(path).dataobj)
+def served(path: Path) -> np.ndarray:
+    """The volume as the manifest counts its slices (the orientation convention)."""
+    return read_case(path, "volume", True).get_array()
 
 
 def test_labels_folder_lists_the_drawn_slices_for_the_real_reader(bench, data, tmp_path, capsys):
@@ -51,7 +51,7 @@ def test_labels_folder_lists_the_drawn_slices_for_the_real_reader(bench, data, t
     assert sum(len(ks) for ks in manifest.cases.values()) == 5 and (manifest.axis, manifest.reorient) == (2, True)
     # Labelled slices keep the reference, the others are empty, as the app saves a partly labelled volume.
     for case_id, ks in manifest.cases.items():
-        mask, source = stored(tmp_path / "five" / "labels" / f"{case_id}.nii.gz"), stored(data / "labels" / f"{case_id}.nii.gz")
+        mask, source = served(tmp_path / "five" / "labels" / f"{case_id}.nii.gz"), served(data / "labels" / f"{case_id}.nii.gz")
         rest = np.setdiff1d(np.arange(DEPTH), ks)
         assert np.array_equal(mask[..., ks], source[..., ks]) and not mask[..., rest].any()
     # Every other case is there whole; the training set is exactly the 5 slices.
