@@ -46,6 +46,7 @@ from __future__ import annotations
 import dataclasses
 import re
 import time
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -302,7 +303,10 @@ class _Runner:
         for name, (array, dtype) in zip(names, arrays):
             case.write_like(array, self.out / name, dtype, binary=task != "multiclass")
         if job.dicom:
-            write_dicom_seg(case, fg, self.labels, PRED_COLORS, self.algorithm, self.out / names[-1])
+            try:
+                write_dicom_seg(case, fg, self.labels, PRED_COLORS, self.algorithm, self.out / names[-1])
+            except DataError as exc:  # the NIfTI/PNG prediction stands; say loudly why no SEG came with it
+                warnings.warn(f"no DICOM-SEG: {exc}", stacklevel=2)
 
     def read(self, job: _Job) -> tuple[CaseImage, np.ndarray]:
         """Decode one case's input: the case and its served volume, or a picture's (H, W) pixels."""

@@ -115,7 +115,17 @@ def write_dicom_seg(case: CaseImage, masks: np.ndarray, labels: Sequence[str], c
         source=algorithm.source[-64:])  # a DICOM LO holds 64 characters: keep the file name end
     segments = [_segment(i + 1, label, colours[i % len(colours)], identification)
                 for i, label in enumerate(labels)]
-    seg = hd.seg.Segmentation(
+    try:
+        seg = _segmentation(hd, images, frames, segments, algorithm)
+    except (AttributeError, ValueError, TypeError) as exc:  # a source without what a SEG must copy
+        raise DataError(f"{sources[0]}: cannot write a DICOM-SEG from these source images ({exc})") from exc
+    with atomic_path(path) as tmp:
+        seg.save_as(str(tmp))
+    return path
+
+
+def _segmentation(hd, images, frames, segments, algorithm: Algorithm):
+    return hd.seg.Segmentation(
         source_images=images,
         pixel_array=frames,
         segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
@@ -132,6 +142,3 @@ def write_dicom_seg(case: CaseImage, masks: np.ndarray, labels: Sequence[str], c
         # Every source slice keeps its frames, empty or not, so frame k of a segment is slice k.
         omit_empty_frames=False,
     )
-    with atomic_path(path) as tmp:
-        seg.save_as(str(tmp))
-    return path
