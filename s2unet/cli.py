@@ -1,4 +1,4 @@
-"""Command-line entry points, one job each: train, infer, evaluate, compare, label.
+"""Command-line entry points, one job each: train, infer, evaluate, export, compare, label.
 
 ``python train.py ...`` and ``python infer.py ...`` are thin aliases of
 ``python -m s2unet train ...`` and ``python -m s2unet infer ...``.
@@ -33,7 +33,7 @@ def _threshold(text: str) -> float:
 
 
 def _infer_parser(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--checkpoint", required=True, help="best.pt of a training run")
+    p.add_argument("--checkpoint", required=True, help="best.pt of a training run, or a model.onnx from `s2unet export` (CPU)")
     p.add_argument("--input", required=True, nargs="+", help="volume(s) (NIfTI, MHA/NRRD, a DICOM series folder), 2D image(s) (PNG/JPEG/TIFF/DICOM), or a folder of those")
     p.add_argument("--output", required=True, help="output directory")
     p.add_argument("--gt", help="ground truth (file or folder, paired by case name) to evaluate against")
@@ -92,6 +92,13 @@ def _label_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, help="torch threads (default: torch's)")
 
 
+def _export_parser(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--checkpoint", required=True, help="best.pt of a training run")
+    p.add_argument("--format", required=True, choices=["onnx", "exported-program"],
+                   help="onnx (runs with onnxruntime; infer.py --checkpoint FILE.onnx) or a torch.export program (.pt2)")
+    p.add_argument("--output", required=True, help="the file to write")
+
+
 def _run_train(args: argparse.Namespace) -> None:
     from .config import ConfigError, load_config
     from .data import build_datasets
@@ -144,6 +151,12 @@ def _run_evaluate(args: argparse.Namespace) -> None:
     evaluate(args.pred, args.gt, args.output, overwrite=args.overwrite)
 
 
+def _run_export(args: argparse.Namespace) -> None:
+    from .inference.export import export_model
+
+    print(f"wrote {export_model(args.checkpoint, args.format, args.output)}")
+
+
 def _run_compare(args: argparse.Namespace) -> None:
     from .baselines.compare import run_compare
 
@@ -170,6 +183,7 @@ COMMANDS: dict[str, tuple[str, Callable, Callable]] = {
     "train": ("train a model from a YAML config", _train_parser, _run_train),
     "infer": ("segment CT volumes or X-rays with a trained checkpoint", _infer_parser, _run_infer),
     "evaluate": ("score predictions against ground truth", _evaluate_parser, _run_evaluate),
+    "export": ("export a checkpoint's inference graph (ONNX, torch.export)", _export_parser, _run_export),
     "compare": ("run s2unet, CNN and prompted-SAM baselines on the same cases", _compare_parser, _run_compare),
     "label": ("label and correct masks in the browser (local web app)", _label_parser, _run_label),
 }

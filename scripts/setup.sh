@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 VPY=.venv/bin/python
-if ! "$VPY" -c "import torch, torchvision, sam2, s2unet, pytest, fastapi, uvicorn, selenium, httpx2, kornia, wordllama" 2>/dev/null; then
+if ! "$VPY" -c "import torch, torchvision, sam2, s2unet, pytest, fastapi, uvicorn, selenium, httpx2, kornia, wordllama, highdicom, onnx, onnxscript, onnxruntime" 2>/dev/null; then
   "$VPY" -m pip install -q --upgrade pip setuptools wheel
   "$VPY" -m pip install -q torch==2.14.1 torchvision==0.29.1
   SAM2_BUILD_CUDA=0 "$VPY" -m pip install -q --no-build-isolation sam2==1.1.0

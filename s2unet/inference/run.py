@@ -21,6 +21,10 @@ Outputs in ``output_dir`` (every file written under a temporary name, then renam
   ``<case>_pred_<label>.png`` per label for multilabel.
 - ``<case>_prob.nii.gz`` / ``<case>_prob_<channel>.nii.gz`` (float32) or ``.png`` (0..255)
   with ``probabilities``.
+- ``<case>_seg.dcm`` for a DICOM input (a series folder or a 2D DICOM file): a binary DICOM
+  Segmentation (:mod:`s2unet.io.dicom_seg`) referencing the source images, one segment per
+  foreground label (named, coloured as in the overlay), identifying s2unet, its version and the
+  checkpoint; it holds the masks of ``<case>_pred*`` after post-processing.
 - ``<case>_overlay.png``, ``<case>_report.json`` and ``reports.csv`` (all cases).
 - with ``gt``: ``metrics_per_case.csv``, ``metrics_per_slice.csv`` (volumes).
 - text-prompted checkpoints: one output per phrase (``text``), named after the phrase
@@ -47,6 +51,7 @@ from __future__ import annotations
 import dataclasses
 import re
 import time
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,20 +61,24 @@ import numpy as np
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+from .. import __version__
 from ..config import Config, ConfigError, DataConfig, check_range
 from ..config import validate as validate_config
 from ..data import CaseImage, DataError, count_nonfinite, read_case, volume_value_range, window_to_unit
 from ..devices import resolve_device
 from ..io import all_or_none, check_writable, exclusive_lock
 from ..io.case import CaseFormat
+from ..io.dicom_seg import Algorithm, write_dicom_seg
+from ..io.pictures import is_dicom_file
 from ..io.formats import describe_inputs, find_format, input_format
 from ..metrics import DEFAULT_NSD_TOLERANCE, case_metrics, format_summary, summarize
 from ..models.checkpoint import LoadedModel, load_model_checkpoint
+from ..models.onnx_model import load_onnx_model
 from ..predict import Predictor, channel_names, foreground_names, load_masks
 from ..predict.precision import PRECISIONS
 from .evaluate import ReferenceIndex, check_reference_geometry, write_metric_tables
 from .outputs import earlier_results, write_csv, write_json
-from .overlay import image_overlay, volume_overlay
+from .overlay import PRED_COLORS, image_overlay, volume_overlay
 from .report import case_report
 from .shift import ShiftCheck
 from .text_queries import text_queries
@@ -95,6 +104,11 @@ class _Job:
     def suffix(self) -> str:
         """Suffix of the prediction files (the input format's writer)."""
         return self.format.output_suffix_for(self.path)
+
+    @property
+    def dicom(self) -> bool:
+        """True for a DICOM series folder or a 2D DICOM file (it gets a DICOM-SEG)."""
+        return self.path.is_dir() or is_dicom_file(self.path)
 
 
 def _as_paths(inputs: Union[PathLike, Sequence[PathLike]]) -> list[Path]:
@@ -128,18 +142,19 @@ def _discover(inputs: list[Path], kind: str, problems: list[str]) -> list[_Job]:
     return [found[c] for c in sorted(found)]
 
 
-def _output_names(case: str, cfg: Config, probabilities: bool, ext: str) -> list[str]:
-    """The per-case files a run writes (see the module docstring); ``ext`` from the input's format."""
+def _output_names(case: str, cfg: Config, probabilities: bool, ext: str, dicom: bool) -> list[str]:
+    """The per-case files a run writes (see the module docstring); ``ext`` from the input's format,
+    ``dicom`` for a DICOM input (the DICOM-SEG comes last)."""
     fg, channels = foreground_names(cfg), channel_names(cfg)
     names = [f"{case}_pred_{n}{ext}" for n in fg] if cfg.data.task == "multilabel" else [f"{case}_pred{ext}"]
     if probabilities:
         names += [f"{case}_prob{ext}"] if len(channels) == 1 else [f"{case}_prob_{n}{ext}" for n in channels]
-    return names + [f"{case}_overlay.png", f"{case}_report.json"]
+    return names + [f"{case}_overlay.png", f"{case}_report.json"] + ([f"{case}_seg.dcm"] if dicom else [])
 
 
 def _planned_names(jobs: Sequence[_Job], cfg: Config, probabilities: bool, with_gt: bool) -> list[str]:
     """Every file a run writes: per case, then the run-wide tables and summary."""
-    names = [n for job in jobs for n in _output_names(job.case, cfg, probabilities, job.suffix)]
+    names = [n for job in jobs for n in _output_names(job.case, cfg, probabilities, job.suffix, job.dicom)]
     return names + [*SUMMARY_FILES, *(METRIC_FILES if with_gt else ())]
 
 
@@ -242,8 +257,10 @@ class _Runner:
         nsd_tolerance: float,
         progress: Progress,
         shift: ShiftCheck,
+        algorithm: Algorithm,
     ) -> None:
         self.cfg = cfg
+        self.algorithm = algorithm
         self.predictor = predictor
         self.lung_predictor = lung_predictor
         self.out = output_dir
@@ -287,7 +304,7 @@ class _Runner:
         return case.to_served(lung_vol.to_original(region))
 
     def _write_outputs(self, job: _Job, fg: np.ndarray, prob: np.ndarray, case: CaseImage) -> None:
-        names = _output_names(job.case, self.cfg, self.probabilities, job.suffix)
+        names = _output_names(job.case, self.cfg, self.probabilities, job.suffix, job.dicom)
         task = self.cfg.data.task
         if task == "multilabel":
             preds = [m.astype(np.uint8) for m in fg]
@@ -298,6 +315,11 @@ class _Runner:
             arrays += [(p, np.float32) for p in prob]
         for name, (array, dtype) in zip(names, arrays):
             case.write_like(array, self.out / name, dtype, binary=task != "multiclass")
+        if job.dicom:
+            try:
+                write_dicom_seg(case, fg, self.labels, PRED_COLORS, self.algorithm, self.out / names[-1])
+            except DataError as exc:  # the NIfTI/PNG prediction stands; say loudly why no SEG came with it
+                warnings.warn(f"no DICOM-SEG: {exc}", stacklevel=2)
 
     def read(self, job: _Job) -> tuple[CaseImage, np.ndarray]:
         """Decode one case's input: the case and its served volume, or a picture's (H, W) pixels."""
@@ -348,6 +370,10 @@ class _Runner:
 
 
 def _load(checkpoint: PathLike, device: Any) -> LoadedModel:
+    if Path(checkpoint).suffix.lower() == ".onnx":  # exported: onnxruntime on the CPU, its config inside
+        if device.type != "cpu":
+            raise DataError(f"{checkpoint}: an ONNX model runs on the CPU here; use --device cpu")
+        return load_onnx_model(Path(checkpoint))
     loaded = load_model_checkpoint(checkpoint, device)
     loaded.model.merge_lora()  # fold attention LoRA into the weights: same output, faster
     return loaded
@@ -505,7 +531,7 @@ def run_inference(
             shift.announce(console)
             with Progress(*columns, console=console, disable=not show_progress) as progress:
                 runner = _Runner(cfg, predictor, lung_predictor, out, min_size, probabilities, surface, nsd_tolerance, progress,
-                                 shift)
+                                 shift, Algorithm("s2unet", __version__, str(checkpoint)))
                 pictures = sum(job.format.kind == "image" for job in jobs)  # volumes have a bar each
                 images_task = progress.add_task("images", total=pictures) if pictures else None
                 # Decode the next case on a thread while this one is predicted (zlib and image decoding

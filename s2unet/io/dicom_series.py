@@ -24,6 +24,7 @@ from typing import Any, Optional
 import numpy as np
 
 from .case import CaseFormat, CaseImage, scanner_image
+from .dicom_seg import SOURCES_KEY
 from .errors import DataError
 from .nifti import save_like
 from .pictures import is_dicom_file, read_dicom_values
@@ -195,7 +196,9 @@ class DicomSeriesFormat(CaseFormat):
         lps[:3, 1] = col_cos * spacing0[0]  # down a column: row index, PixelSpacing[0]
         lps[:3, 2] = (slices[-1][2] - slices[0][2]) / (len(slices) - 1)
         lps[:3, 3] = slices[0][2]
-        return CaseImage(path, scanner_image(volume, lps), reorient, self, values)
+        # The files in slice order: a DICOM-SEG references each slice's own SOP instance.
+        return CaseImage(path, scanner_image(volume, lps), reorient, self, values,
+                         extra={SOURCES_KEY: [s[0] for s in slices]})
 
     def placeholder_spacing(self, case: CaseImage) -> bool:
         """False: the spacing comes from PixelSpacing and the slice positions, even when 1 mm."""

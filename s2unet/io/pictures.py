@@ -18,6 +18,7 @@ import numpy as np
 
 from .atomic import atomic_path
 from .case import CaseFormat, CaseImage, Reorient, check_integer_fit
+from .dicom_seg import SOURCES_KEY
 from .errors import DataError
 
 PathLike = Union[str, Path]
@@ -510,7 +511,8 @@ class PictureFormat(CaseFormat):
         # taken as displayed (CaseImage never reorients a picture).
         volume = np.ascontiguousarray(pixels.T[..., None])
         image = nib.Nifti1Image(volume, np.eye(4), dtype=volume.dtype)
-        return CaseImage(path, image, reorient, self, values)
+        extra = {SOURCES_KEY: [path]} if is_dicom_file(path) else None  # its DICOM-SEG references it
+        return CaseImage(path, image, reorient, self, values, extra)
 
     def write(self, array: np.ndarray, like: CaseImage, path: Path, dtype: Any, binary: bool = False) -> Path:
         """See :meth:`CaseFormat.write`: an 8-bit PNG.

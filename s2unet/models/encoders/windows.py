@@ -16,7 +16,9 @@ import torch
 def _blocks(size: int, window: int) -> Iterator[tuple[slice, slice, int]]:
     """Along one axis: (window indices, grid positions, positions per window) of the whole
     windows, then of the last, partly padded one if there is one."""
-    whole, rest = divmod(size, window)
+    # Not divmod: under torch.jit.trace (and the TorchScript ONNX exporter) sizes are 0-dim
+    # tensors, which // and % accept and divmod does not.
+    whole, rest = size // window, size % window
     if whole:
         yield slice(0, whole), slice(0, whole * window), window
     if rest:
