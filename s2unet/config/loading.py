@@ -7,6 +7,7 @@ brought it in: the YAML file or the ``--set`` override.
 from __future__ import annotations
 
 import dataclasses
+import importlib.resources
 import types
 import typing
 from pathlib import Path
@@ -25,9 +26,10 @@ def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
 
 
+# The configs shipped as package data (s2unet/configs, also the checkout's top-level configs/); an
+# installed s2unet is a folder on disk, so the resource is a Path.
+_SHIPPED_CONFIGS = Path(str(importlib.resources.files("s2unet") / "configs"))
 # YAML 1.1 (PyYAML) reads these words as booleans, so ``amp: off`` arrives as False.
-# The configs that come with the checkout (configs/ beside the package).
-_SHIPPED_CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 _YAML_BOOL_WORDS = {True: ("true", "yes", "on"), False: ("false", "no", "off")}
 
 
