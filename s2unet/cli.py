@@ -49,7 +49,8 @@ def _infer_parser(p: argparse.ArgumentParser) -> None:
 
 
 def _evaluate_parser(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--pred", required=True, help="folder of predictions (<case>_pred.nii.gz, .mha, .nrrd or .png)")
+    p.add_argument("--pred", required=True, help="folder of predictions (<case>_pred.nii.gz, .mha, .nrrd or .png; "
+                   "or nnU-Net's <case>.nii.gz ...)")
     p.add_argument("--gt", required=True, help="folder of ground truth, same case names")
     p.add_argument("--output", help="where to write the CSV/JSON (default: --pred)")
     p.add_argument("--overwrite", action="store_true", help="replace the results of an earlier evaluation in --output")

@@ -55,6 +55,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from ..config import Config, DataConfig, check_range
 from ..data import CaseImage, DataError, count_nonfinite, read_case, volume_value_range, window_to_unit
+from ..data.cases import file_stem
 from ..devices import resolve_device
 from ..io import all_or_none, check_writable
 from ..io.case import CaseFormat
@@ -114,7 +115,12 @@ def _discover(inputs: list[Path], kind: str, problems: list[str]) -> list[_Job]:
             problems.append(f"{item} is not one of the {describe_inputs(kind)} this checkpoint segments")
             continue
         for path, fmt in entries:
-            job = _Job(fmt.stem(path), path, fmt)  # type: ignore[arg-type]  # claimed, so not None
+            try:  # an nnU-Net imagesTs/case04_0000.nii.gz is case04
+                case = file_stem(path, fmt.kind)
+            except DataError as exc:
+                problems.append(str(exc))
+                continue
+            job = _Job(case or fmt.stem(path), path, fmt)  # type: ignore[arg-type]  # claimed, so not None
             if job.case in found:
                 problems.append(f"{found[job.case].path} and {path} have the same case id {job.case!r}")
             found[job.case] = job
