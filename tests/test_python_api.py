@@ -128,6 +128,8 @@ def test_zoo_names_resolve_sha256_checked_for_the_api_and_infer(tmp_path: Path, 
     with pytest.raises(CheckpointError, match=r"checkpoint cxr-lungs is neither a file nor a model of the zoo; "
                                               r"known models: none yet"):
         s2unet.load("cxr-lungs", device="cpu")
+    with pytest.raises(CheckpointError, match=r"^checkpoint runs/x/best.pt does not exist$"):
+        s2unet.load("runs/x/best.pt", device="cpu")  # a path is not looked up in the zoo
     target = write_zoo(zoo, "cxr-lungs", image_checkpoint(tmp_path / "img.pt"))
     assert s2unet.load("cxr-lungs", device="cpu").label_names == ["lungs"]
     with pytest.raises(CheckpointError, match=r"checkpoint cxr-lung is .*\(did you mean 'cxr-lungs'\?\); known models: cxr-lungs"):

@@ -175,7 +175,7 @@ def read_checkpoint(path: str | Path) -> dict:
     """
     path = Path(path)
     if not path.is_file():
-        if path.suffix or path.parent != Path("."):  # a file name, not a zoo model's name
+        if path.parent != Path(".") or path.suffix in (".pt", ".pth"):  # a file, not a zoo model's name
             raise CheckpointError(f"checkpoint {path} does not exist")
         path = zoo_checkpoint(path.name)
     payload = load_checkpoint_file(path)
