@@ -115,8 +115,6 @@ class Segmenter:
         self.threshold = threshold
         self.batch_size = batch_size
         self.tta = tta
-        if tta:
-            check_flip_symmetric(loaded.config)
 
     @property
     def label_names(self) -> list[str]:
@@ -160,6 +158,8 @@ class Segmenter:
             UnknownPhraseError: a phrase too far from every structure the model knows.
         """
         cfg, phrases = output_config(self.loaded, text=text)
+        if self.tta:  # the outputs' names: a text model's phrases may be sided
+            check_flip_symmetric(cfg)
         case = self._case(image)
         predictor = make_predictor(self.loaded, cfg, phrases, self.device, self.threshold, self.batch_size, self.tta)
         array = case.picture() if case.planar else case.get_array()

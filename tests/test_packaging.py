@@ -31,6 +31,10 @@ def _pins() -> dict[str, str]:
     return pins
 
 
+# wordllama carries the text model's files, whose sha256 are known for one version only.
+EXACT = {"wordllama"}
+
+
 def test_every_dependency_is_a_range_that_admits_its_tested_pin() -> None:
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
     requirements = [Requirement(r) for r in project["dependencies"] + project["optional-dependencies"]["test"]]
@@ -39,7 +43,8 @@ def test_every_dependency_is_a_range_that_admits_its_tested_pin() -> None:
         name = canonicalize_name(req.name)
         assert name in pins, f"{req.name} has no tested version in constraints.txt"
         assert req.specifier.contains(pins[name], prereleases=True), f"{req} refuses the tested {pins[name]}"
-        assert not any(s.operator in ("==", "===") for s in req.specifier), f"{req} pins one version"
+        exact = any(s.operator in ("==", "===") for s in req.specifier)
+        assert exact == (name in EXACT), f"{req}: {'pins one version' if exact else 'is not the exact pin it needs'}"
     assert set(pins) == {canonicalize_name(r.name) for r in requirements}, "constraints.txt pins a package s2unet does not use"
 
 

@@ -138,6 +138,10 @@ def test_zoo_names_resolve_sha256_checked_for_the_api_and_infer(tmp_path: Path, 
     assert main(["--checkpoint", "cxr-lungs", "--input", str(png), "--output", str(tmp_path / "out")],
                 command="infer") == 0
     assert (tmp_path / "out" / "x_pred.png").is_file()
+    from s2unet.app import build_state
+
+    state = build_state(png, tmp_path / "labels", None, checkpoint="cxr-lungs", prompted=None)  # the app drafts with it
+    assert state.drafter is not None and [layer.name for layer in state.layers] == ["lungs"]
     write_zoo(zoo, "cxr-lungs", image_checkpoint(tmp_path / "img.pt"), sha256="0" * 64)
     with pytest.raises(CheckpointError, match=f"{re.escape(str(target))} has sha256 .* but 0+ was expected"):
         s2unet.load("cxr-lungs", device="cpu")
