@@ -9,6 +9,8 @@ import argparse
 import sys
 from typing import Callable, Sequence
 
+from . import __version__
+
 
 def _train_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", help="YAML file; its keys override the defaults (see configs/)")
@@ -64,7 +66,8 @@ def _infer_parser(p: argparse.ArgumentParser) -> None:
 
 
 def _evaluate_parser(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--pred", required=True, help="folder of predictions (<case>_pred.nii.gz, .mha, .nrrd or .png)")
+    p.add_argument("--pred", required=True, help="folder of predictions (<case>_pred.nii.gz, .mha, .nrrd or .png; "
+                   "or nnU-Net's <case>.nii.gz ...)")
     p.add_argument("--gt", required=True, help="folder of ground truth, same case names")
     p.add_argument("--output", help="where to write the CSV/JSON (default: --pred)")
     p.add_argument("--overwrite", action="store_true", help="replace the results of an earlier evaluation in --output")
@@ -199,15 +202,10 @@ def main(argv: Sequence[str] | None = None, command: str | None = None) -> int:
     from .runtime import keep_freed_memory, prefer_passive_openmp
 
     prefer_passive_openmp()  # before anything below loads torch
-    from .config import ConfigError
-    from .data import DataError
-    from .io import WRITE_ERRNOS, OutputError
-    from .text import UnknownPhraseError
-    from .weights import CheckpointError
-
     argv = list(sys.argv[1:] if argv is None else argv)
     if command is None:
         parser = argparse.ArgumentParser(prog="s2unet", description=__doc__)
+        parser.add_argument("--version", action="version", version=f"s2unet {__version__}")
         sub = parser.add_subparsers(dest="command", required=True)
         for name, (help_text, add_args, _) in COMMANDS.items():
             add_args(sub.add_parser(name, help=help_text))
@@ -218,6 +216,12 @@ def main(argv: Sequence[str] | None = None, command: str | None = None) -> int:
         args = parser.parse_args(argv)
         args.command = command
     keep_freed_memory()
+    # Imported after parsing, so --help and --version answer without loading torch.
+    from .config import ConfigError
+    from .data import DataError
+    from .io import WRITE_ERRNOS, OutputError
+    from .text import UnknownPhraseError
+    from .weights import CheckpointError
     try:
         COMMANDS[args.command][2](args)
     except (ConfigError, DataError, CheckpointError, OutputError, UnknownPhraseError, FileExistsError,

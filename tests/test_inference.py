@@ -36,6 +36,7 @@ from s2unet.inference import (
 )
 from s2unet.cli import main
 from s2unet.inference import run as run_module
+from s2unet.inference.segment import check_flip_symmetric
 from s2unet.models.base import SegmentationModel
 from s2unet.models.checkpoint import LoadedModel, atomic_save, model_payload
 from s2unet.weights import CheckpointError
@@ -307,7 +308,7 @@ def test_refuses_flip_tta_for_left_and_right_labels(monkeypatch: pytest.MonkeyPa
         run_inference("fake.pt", tmp_path / "JPC001.png", tmp_path / "out", tta=True, show_progress=False)
     assert not (tmp_path / "out").exists()
     # Words that merely contain "right" are not sides.
-    run_module._check_flip_symmetric(
+    check_flip_symmetric(
         config_from_dict({"data": {"task": "multilabel", "labels": ["masks/lungs", "masks/brightness"]}}))
 
 

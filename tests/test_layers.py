@@ -2,7 +2,7 @@
 own layer), and engine and inference never import each other.
 
 The order, bottom to top: io -> config -> data -> models (with weights and text) -> losses/metrics -> predict ->
-engine | inference -> baselines -> app/cli. Lazy imports inside functions count too.
+engine | inference -> baselines | api -> app/cli. Lazy imports inside functions count too.
 """
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ LAYERS: dict[str, tuple[int, str]] = {
     "losses": (4, "losses/metrics"), "metrics": (4, "losses/metrics"),
     "predict": (5, "predict"),
     "engine": (6, "engine"), "inference": (6, "inference"),
-    "baselines": (7, "baselines"),
+    "baselines": (7, "baselines"), "api": (7, "api"),
     "app": (8, "app/cli"), "cli": (8, "app/cli"), "__main__": (8, "app/cli"),
 }
 

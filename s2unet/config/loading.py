@@ -7,6 +7,7 @@ brought it in: the YAML file or the ``--set`` override.
 from __future__ import annotations
 
 import dataclasses
+import importlib.resources
 import types
 import typing
 from pathlib import Path
@@ -25,9 +26,10 @@ def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
 
 
+# The configs shipped as package data (s2unet/configs, also the checkout's top-level configs/); an
+# installed s2unet is a folder on disk, so the resource is a Path.
+_SHIPPED_CONFIGS = Path(str(importlib.resources.files("s2unet") / "configs"))
 # YAML 1.1 (PyYAML) reads these words as booleans, so ``amp: off`` arrives as False.
-# The configs that come with the checkout (configs/ beside the package).
-_SHIPPED_CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 _YAML_BOOL_WORDS = {True: ("true", "yes", "on"), False: ("false", "no", "off")}
 
 
@@ -282,7 +284,52 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         The validated Config. Relative ``data.root`` in a YAML file is kept as written
         (resolved against the working directory, as the README's commands assume).
     """
-    return load_layered(Config, read_values(path), path, overrides, validate)
+    values = read_values(path)
+    return load_layered(Config, _merge(values, nnunet_values(values, overrides)), path, overrides, validate)
+
+
+def nnunet_values(values: dict[str, Any], overrides: list[str] | None = None) -> dict[str, Any]:
+    """The data keys an nnU-Net v2 dataset fixes, when ``data.images`` is its ``imagesTr``.
+
+    Its ``dataset.json`` (in ``data.root``) names the labels: one foreground label trains a
+    binary model named after it, more a multiclass one (``num_classes`` and the names in value
+    order, the background first); ``labelsTr`` holds the label maps and ``file_ending`` tells
+    pictures from volumes. These replace a YAML file's keys; ``--set`` still wins.
+
+    Args:
+        values: the YAML file's values.
+        overrides: the ``--set`` strings (they may set ``data.root`` / ``data.images``).
+
+    Returns:
+        Nested values to merge over the file's (empty for other datasets).
+
+    Raises:
+        ConfigError: ``dataset.json`` is missing, unreadable, or has no foreground label.
+    """
+    from ..io.errors import DataError
+    from ..io.nnunet import read_dataset_json
+    from ..io.pictures import IMAGE_SUFFIXES
+
+    probe = values
+    for item in overrides or []:
+        probe = _merge(probe, parse_override(item))
+    data = probe.get("data") or {}
+    if data.get("images") != "imagesTr":
+        return {}
+    path = Path(str(data.get("root", "."))).expanduser() / "dataset.json"
+    if not path.is_file():
+        raise ConfigError(f"data.images imagesTr is an nnU-Net v2 layout, but its dataset.json ({path}) does not exist")
+    try:
+        dataset = read_dataset_json(path)
+    except DataError as exc:
+        raise ConfigError(str(exc)) from None
+    if len(dataset.labels) < 2:
+        raise ConfigError(f"{path}: labels name only the background {dataset.labels}")
+    names = dataset.labels[1:]
+    task: dict[str, Any] = ({"task": "binary", "label_names": names} if len(names) == 1 else
+                            {"task": "multiclass", "num_classes": len(dataset.labels), "label_names": dataset.labels})
+    kind = "image" if dataset.file_ending.lower() in IMAGE_SUFFIXES else "volume"
+    return {"data": {"kind": kind, "labels": ["labelsTr"], **task}}
 
 
 def save_config(cfg: Config, path: Path) -> None:

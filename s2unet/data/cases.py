@@ -4,6 +4,8 @@ The stem is the file name without the suffix of its format (the registry of
 :mod:`s2unet.io.formats`: ``.nii.gz``, ``.mha``, ``.png``, ...; a DICOM series folder is named by
 the folder), so ``images/JPCLN001.png`` pairs with
 ``masks/lungs/JPCLN001.png`` and ``images/case00.nii.gz`` with ``masks_infection/case00.nii``.
+An nnU-Net v2 dataset pairs ``imagesTr/case00_0000.nii.gz`` with ``labelsTr/case00.nii.gz``
+(:func:`file_stem`; its ``dataset.json`` labels fill the config, :mod:`s2unet.config.loading`).
 A missing label does not raise here: the case lists the path where the label was expected
 and the pre-flight check (:mod:`s2unet.data.check`) reports every missing pair at once.
 """
@@ -17,6 +19,8 @@ from typing import Optional
 from ..config import DataConfig
 from ..io.formats import case_stem
 from .errors import DataError
+
+NNUNET_IMAGE_FOLDERS = ("imagesTr", "imagesTs")
 
 
 @dataclass
@@ -61,14 +65,31 @@ def case_identity(case: Case) -> dict[str, str]:
 def file_stem(path: Path, kind: str) -> Optional[str]:
     """The pairing key of a file (or DICOM series folder), or None if it is not of the expected kind.
 
+    In an nnU-Net v2 image folder (``imagesTr``, ``imagesTs``) the names carry a channel
+    suffix, ``case04_0000.nii.gz``; the key is the case, ``case04``, as in ``labelsTr``.
+
     Args:
         path: a file or folder.
         kind: ``"image"`` (2D pictures) or ``"volume"`` (volume formats).
 
     Returns:
         The stem, or None for paths to ignore (hidden names included).
+
+    Raises:
+        DataError: an nnU-Net image without a channel suffix or of a channel other than
+            ``_0000`` (s2unet reads one channel per case).
     """
-    return case_stem(path, kind)
+    stem = case_stem(path, kind)
+    if stem is None or Path(path).parent.name not in NNUNET_IMAGE_FOLDERS:
+        return stem
+    case, sep, channel = stem.rpartition("_")
+    if not (sep and case and len(channel) == 4 and channel.isdigit()):
+        raise DataError(f"{path}: an nnU-Net image folder names files <case>_0000<suffix> (the channel); "
+                        f"this name has no channel suffix")
+    if channel != "0000":
+        raise DataError(f"{path}: channel {channel}: s2unet reads one channel per case (<case>_0000); "
+                        "multi-channel nnU-Net datasets are not supported")
+    return case
 
 
 def resolve_dir(cfg: DataConfig, folder: str) -> Path:
@@ -131,7 +152,7 @@ def find_cases(cfg: DataConfig) -> list[Case]:
     label_maps = [index_folder(folder, cfg.kind) for folder in label_dirs]
     cases: list[Case] = []
     for stem, image in sorted(images.items()):
-        suffix = image.name[len(stem):]
+        suffix = image.name[len(case_stem(image, cfg.kind) or stem):]  # nnU-Net: without the _0000
         labels = [found.get(stem, folder / (stem + suffix)) for folder, found in zip(label_dirs, label_maps)]
         cases.append(Case(case_id=stem, image=image, labels=labels))
     return cases

@@ -2,7 +2,8 @@
 
 Predictions are the files :func:`s2unet.inference.run_inference` writes:
 ``<case>_pred.nii.gz`` / ``<case>_pred.png`` (one label), or ``<case>_pred_<label>.*`` (one file
-per label; ``.mha`` / ``.nrrd`` for such inputs). Ground truth is found by case id:
+per label; ``.mha`` / ``.nrrd`` for such inputs), or a folder named as nnU-Net names its
+predictions, ``<case>.nii.gz`` (a folder without ``_pred`` files). Ground truth is found by case id:
 ``<gt>/<case>.<ext>`` for one label, ``<gt>/<label>/<case>.<ext>`` per label (the layout of the
 shared SCR masks). Any volume / picture format of :mod:`s2unet.io.formats` is accepted on either
 side. Foreground is value > 0 for volumes and ``read_mask``'s rule
@@ -134,12 +135,18 @@ def write_metric_tables(
     return written
 
 
-def _prediction_name(path: Path) -> Optional[tuple[str, str, Optional[str]]]:
-    """``(kind, case, label)`` of a prediction file name, or None for other files."""
+def _prediction_name(path: Path, nnunet: bool = False) -> Optional[tuple[str, str, Optional[str]]]:
+    """``(kind, case, label)`` of a prediction file name, or None for other files.
+
+    s2unet's names are ``<case>_pred<suffix>`` / ``<case>_pred_<label><suffix>``; with
+    ``nnunet`` every file of a known format is one, named ``<case><suffix>`` as nnU-Net names them.
+    """
     fmt = find_format(path)
     stem = None if fmt is None else file_stem(path, fmt.kind)
     if stem is None:
         return None
+    if nnunet:
+        return fmt.kind, stem, None
     case, mark, rest = stem.rpartition(PRED_MARK)
     if not mark or not case or (rest and not rest.startswith("_")):
         return None
@@ -150,22 +157,27 @@ def find_predictions(pred_dir: PathLike) -> tuple[str, dict[str, dict[Optional[s
     """Prediction files of a folder, grouped by case.
 
     Args:
-        pred_dir: folder holding ``<case>_pred*`` files.
+        pred_dir: folder holding ``<case>_pred*`` files, or (a folder without any) nnU-Net's
+            ``<case><suffix>`` files.
 
     Returns:
         ``(kind, {case: {label or None: path}})``.
 
     Raises:
-        DataError: no predictions, NIfTI and image predictions mixed, per-label and single
-            files mixed, or cases with different label sets.
+        DataError: no predictions (the message lists every accepted name), NIfTI and image
+            predictions mixed, per-label and single files mixed, or cases with different label sets.
     """
     folder = Path(pred_dir)
     if not folder.is_dir():
         raise DataError(f"prediction folder {folder} does not exist")
+    files = [p for p in sorted(folder.iterdir()) if p.is_file()]
+    # s2unet's folders also hold <case>_prob* and overlays, so nnU-Net's bare names count only
+    # in a folder without s2unet predictions.
+    nnunet = not any(_prediction_name(p) for p in files)
     kinds: set[str] = set()
     cases: dict[str, dict[Optional[str], Path]] = {}
-    for path in sorted(folder.iterdir()):
-        parsed = _prediction_name(path) if path.is_file() else None
+    for path in files:
+        parsed = _prediction_name(path, nnunet)
         if parsed is None:
             continue
         kind, case, label = parsed
@@ -174,7 +186,9 @@ def find_predictions(pred_dir: PathLike) -> tuple[str, dict[str, dict[Optional[s
             raise DataError(f"{cases[case][label]} and {path} are both the prediction of {case}; keep one")
         cases[case][label] = path
     if not cases:
-        raise DataError(f"{folder} holds no prediction files (<case>_pred.nii.gz or <case>_pred.png)")
+        raise DataError(f"{folder} holds no prediction files: accepted are <case>_pred<suffix> and "
+                        f"<case>_pred_<label><suffix> (s2unet) or <case><suffix> (nnU-Net), with a suffix of "
+                        f"{describe_formats(folders=False)}")
     if len(kinds) > 1:
         raise DataError(f"{folder} mixes volume and image predictions; evaluate them from separate folders")
     label_sets = {tuple(sorted(labels, key=str)) for labels in (set(v) for v in cases.values())}

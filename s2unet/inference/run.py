@@ -49,13 +49,12 @@ a crash, Ctrl-C) removes every file it would have written, so no partial set of 
 from __future__ import annotations
 
 import dataclasses
-import re
 import time
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence, Union
+from typing import Any, Optional, Sequence, Union
 
 import numpy as np
 from rich.console import Console
@@ -63,8 +62,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from .. import __version__
 from ..config import Config, ConfigError, DataConfig, check_range
-from ..config import validate as validate_config
 from ..data import CaseImage, DataError, count_nonfinite, read_case, volume_value_range, window_to_unit
+from ..data.cases import file_stem
 from ..devices import resolve_device
 from ..io import all_or_none, check_writable, exclusive_lock
 from ..io.case import CaseFormat
@@ -80,8 +79,8 @@ from .evaluate import ReferenceIndex, check_reference_geometry, write_metric_tab
 from .outputs import earlier_results, write_csv, write_json
 from .overlay import PRED_COLORS, image_overlay, volume_overlay
 from .report import case_report
+from .segment import case_probabilities, check_flip_symmetric, label_arrays, make_predictor, output_config
 from .shift import ShiftCheck
-from .text_queries import text_queries
 from .threshold_check import empty_slices_warning, slice_peaks, threshold_line
 
 PathLike = Union[str, Path]
@@ -135,7 +134,12 @@ def _discover(inputs: list[Path], kind: str, problems: list[str]) -> list[_Job]:
             problems.append(f"{item} is not one of the {describe_inputs(kind)} this checkpoint segments")
             continue
         for path, fmt in entries:
-            job = _Job(fmt.stem(path), path, fmt)  # type: ignore[arg-type]  # claimed, so not None
+            try:  # an nnU-Net imagesTs/case04_0000.nii.gz is case04
+                case = file_stem(path, fmt.kind)
+            except DataError as exc:
+                problems.append(str(exc))
+                continue
+            job = _Job(case or fmt.stem(path), path, fmt)  # type: ignore[arg-type]  # claimed, so not None
             if job.case in found:
                 problems.append(f"{found[job.case].path} and {path} have the same case id {job.case!r}")
             found[job.case] = job
@@ -279,13 +283,6 @@ class _Runner:
         self.warnings: list[dict[str, Any]] = []
         self.picture_peaks: list[float] = []
 
-    def _timed(self, fn: Callable[..., np.ndarray], *args: Any) -> np.ndarray:
-        """Call a predict function, adding its duration to the throughput clock."""
-        start = time.perf_counter()
-        result = fn(*args)
-        self.seconds_predict += time.perf_counter() - start
-        return result
-
     def _lung(self, job: _Job, case: CaseImage) -> Optional[np.ndarray]:
         """The case's lung mask (served orientation of the main model; (H, W) for a picture), or None."""
         if job.lung is not None:
@@ -306,11 +303,7 @@ class _Runner:
     def _write_outputs(self, job: _Job, fg: np.ndarray, prob: np.ndarray, case: CaseImage) -> None:
         names = _output_names(job.case, self.cfg, self.probabilities, job.suffix, job.dicom)
         task = self.cfg.data.task
-        if task == "multilabel":
-            preds = [m.astype(np.uint8) for m in fg]
-        else:  # binary: the one channel; multiclass: exclusive one-hot channels -> class index
-            preds = [np.einsum("c...,c->...", fg.astype(np.uint8), np.arange(1, len(fg) + 1, dtype=np.uint8))]
-        arrays: list[tuple[np.ndarray, Any]] = [(p, np.uint8) for p in preds]
+        arrays: list[tuple[np.ndarray, Any]] = [(p, np.uint8) for p in label_arrays(fg, task)]
         if self.probabilities:
             arrays += [(p, np.float32) for p in prob]
         for name, (array, dtype) in zip(names, arrays):
@@ -331,14 +324,11 @@ class _Runner:
         d = self.cfg.data
         case, array = decoded
         predictor, shift = self.shift.prepare(self.predictor, job.case, case, array)
-        if case.planar:
-            prob = self._timed(predictor.predict_picture, case)
-            n, slice_axis = 1, None
-        else:
-            n = array.shape[d.axis]
-            task = self.progress.add_task(job.case, total=n)
-            prob = self._timed(predictor.predict_volume, array, lambda k: self.progress.advance(task, k))
-            slice_axis = d.axis
+        n = 1 if case.planar else array.shape[d.axis]
+        task = None if case.planar else self.progress.add_task(job.case, total=n)
+        start = time.perf_counter()
+        prob, slice_axis = case_probabilities(predictor, case, array, lambda k: self.progress.advance(task, k))
+        self.seconds_predict += time.perf_counter() - start
         self.slices += n
         lung = self._lung(job, case)
         fg = self.predictor.clean(self.predictor.binarize(prob), slice_axis, self.min_size, lung)
@@ -369,7 +359,8 @@ class _Runner:
             self.slice_rows.extend(rows)
 
 
-def _load(checkpoint: PathLike, device: Any) -> LoadedModel:
+def load_for_inference(checkpoint: PathLike, device: Any) -> LoadedModel:
+    """A checkpoint (a file or a zoo model's name) ready to predict: attention LoRA folded in."""
     if Path(checkpoint).suffix.lower() == ".onnx":  # exported: onnxruntime on the CPU, its config inside
         if device.type != "cpu":
             raise DataError(f"{checkpoint}: an ONNX model runs on the CPU here; use --device cpu")
@@ -377,23 +368,6 @@ def _load(checkpoint: PathLike, device: Any) -> LoadedModel:
     loaded = load_model_checkpoint(checkpoint, device)
     loaded.model.merge_lora()  # fold attention LoRA into the weights: same output, faster
     return loaded
-
-
-_SIDED = re.compile(r"(?<![a-z])(left|right)(?![a-z])")
-
-
-def _check_flip_symmetric(cfg: Config) -> None:
-    """Refuse flip test-time augmentation for a model with left/right labels.
-
-    A flipped image shows the left structure where the right one was; a model that tells them
-    apart by position answers with the wrong label, and flipping back puts it on the wrong side.
-    """
-    sided = [n for n in channel_names(cfg) if _SIDED.search(n.lower())]
-    if sided:
-        raise DataError(
-            f"--tta averages with a horizontally flipped prediction, which swaps left and right; "
-            f"this model has sided labels ({', '.join(sided)}): run it without --tta"
-        )
 
 
 def run_inference(
@@ -482,24 +456,19 @@ def run_inference(
         raise DataError("--no-postprocess skips post-processing; do not combine it with --keep-largest / --fill-holes")
     started = time.perf_counter()
     dev = resolve_device(device, "--device")
-    loaded = _load(checkpoint, dev)
+    loaded = load_for_inference(checkpoint, dev)
     shift = ShiftCheck(loaded.fingerprint, str(checkpoint), harmonise_intensity, harmonise_fov)
-    lung_loaded = _load(lung_checkpoint, dev) if lung_checkpoint is not None else None
-    cfg = loaded.config
-    if keep_largest is not None or fill_holes:
-        post = dataclasses.replace(cfg.postprocess, fill_holes=cfg.postprocess.fill_holes or fill_holes,
-                                   keep_largest=cfg.postprocess.keep_largest if keep_largest is None else list(keep_largest))
-        cfg = validate_config(dataclasses.replace(cfg, postprocess=post))
+    lung_loaded = load_for_inference(lung_checkpoint, dev) if lung_checkpoint is not None else None
     # Phrases are checked before any input is read (a refusal lists the known structures).
-    cfg, phrases = text_queries(loaded, cfg, text)
-    lung_cfg, lung_phrases = (None, None) if lung_loaded is None else text_queries(lung_loaded, lung_loaded.config, None)
+    cfg, phrases = output_config(loaded, keep_largest, fill_holes, text)
+    lung_cfg, lung_phrases = (None, None) if lung_loaded is None else output_config(lung_loaded)
     if phrases is not None and gt is not None:
         raise DataError("--gt is not available with a text-prompted checkpoint: the reference of a free phrase is "
                         "not defined (bench/text_prompted.py scores the configured phrases)")
     if tta:
-        _check_flip_symmetric(cfg)
+        check_flip_symmetric(cfg)
         if lung_cfg is not None:
-            _check_flip_symmetric(lung_cfg)
+            check_flip_symmetric(lung_cfg)
     out = Path(output_dir)
     jobs = _validate(cfg, inputs, out, gt, lung, lung_cfg, overwrite, probabilities)
     check_writable(out)
@@ -515,15 +484,11 @@ def run_inference(
         # A run that stops half-way (full disk, crash, Ctrl-C) leaves none of its files behind.
         with all_or_none(planned):
             thr = loaded.threshold if threshold is None else float(threshold)
-            predictor = Predictor(loaded.model, cfg, dev, thr, batch_size, tta, apply_postprocess=not no_postprocess,
-                                  text=None if phrases is None else phrases.embeddings, calibration=loaded.calibration,
-                                  precision=precision)
-            lung_predictor = (
-                Predictor(lung_loaded.model, lung_cfg, dev, lung_loaded.threshold, batch_size, tta,
-                          text=None if lung_phrases is None else lung_phrases.embeddings,
-                          calibration=lung_loaded.calibration, precision=precision)
-                if lung_loaded is not None else None
-            )
+            predictor = make_predictor(loaded, cfg, phrases, dev, thr, batch_size, tta,
+                                       apply_postprocess=not no_postprocess, precision=precision)
+            lung_predictor = (make_predictor(lung_loaded, lung_cfg, lung_phrases, dev, batch_size=batch_size, tta=tta,
+                                             precision=precision)
+                              if lung_loaded is not None else None)
             console = Console(stderr=True, quiet=not show_progress)
             console.print(threshold_line(loaded, thr))
             console.print(predictor.precision.reason)

@@ -57,6 +57,7 @@ from ..weights import CheckpointError, load_checkpoint_file
 from . import check_input_size, create_model, model_args
 from .base import SegmentationModel
 from .calibration import Calibration
+from .zoo import zoo_checkpoint
 
 FORMAT = "s2unet-checkpoint"
 FORMAT_VERSION = 3
@@ -214,7 +215,7 @@ def read_checkpoint(path: str | Path) -> dict:
     """Load an s2unet checkpoint file safely, check that it is one and migrate it.
 
     Args:
-        path: a ``best.pt`` / ``last.pt``.
+        path: a ``best.pt`` / ``last.pt``, or the name of a model of the zoo (:mod:`.zoo`).
 
     Returns:
         Its content in the current format.
@@ -226,7 +227,9 @@ def read_checkpoint(path: str | Path) -> dict:
     """
     path = Path(path)
     if not path.is_file():
-        raise CheckpointError(f"checkpoint {path} does not exist")
+        if path.parent != Path(".") or path.suffix in (".pt", ".pth"):  # a file, not a zoo model's name
+            raise CheckpointError(f"checkpoint {path} does not exist")
+        path = zoo_checkpoint(path.name)
     payload = load_checkpoint_file(path)
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(
