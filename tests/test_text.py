@@ -366,7 +366,7 @@ def test_app_answers_a_phrase_in_the_current_layer_and_refuses_an_unrelated_one(
     from s2unet.app import create_app
 
     state = _app_state(trained, shapes, tmp_path)
-    client = TestClient(create_app(state))
+    client = TestClient(create_app(state), base_url="http://127.0.0.1")  # the app answers loopback hosts only
     assert client.get("/api/info").json()["text"] is True
     client.post("/api/open", json={"case": "c6"})
     answer = client.post("/api/text", json={"case": "c6", "layer": 1, "phrase": "round spot"}).json()
