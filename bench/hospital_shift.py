@@ -61,9 +61,11 @@ from bench.intensity_shift import (  # noqa: E402
 )
 from bench.speed_report import command_line, markdown_table, write_result  # noqa: E402
 from s2unet.data import DataError, resize_to, resolve_dir  # noqa: E402
+from s2unet.data.fingerprint import Fingerprint, measure_slice, pool  # noqa: E402
 from s2unet.engine.validation import THRESHOLDS  # noqa: E402
 from s2unet.models.checkpoint import LoadedModel  # noqa: E402
 from s2unet.predict import Predictor, foreground_names, load_masks  # noqa: E402
+from s2unet.predict.harmonise import FOV_MODES, INTENSITY_MODES, for_case  # noqa: E402
 
 GOAL_COST = 0.05  # issue #22: no column costs more Dice than this against in-source validation
 GOAL_GAP = 0.02  # ... and the stored threshold stays this close to the column's best
@@ -75,7 +77,8 @@ WIDE_MARGIN = 0.2  # a scanner field of view 1.4 x the body (the shared frames e
 # black, and everything from 115/255 up, the median soft tissue outside the lungs (110-136/255
 # in cases 00, 10), goes white, as a W 1000 / L -600 HU window does to fat and soft tissue.
 LUNG_WINDOW = (0.08, 0.45)
-Harmonise = Callable[[np.ndarray], np.ndarray]
+#: The predictor for one served volume (the place for the harmonisations of ``s2unet.predict``).
+Harmonise = Callable[[Predictor, np.ndarray], Predictor]
 
 
 @dataclass
@@ -272,8 +275,8 @@ def score_frames(predictor: Predictor, frames: Sequence[Frame], harmonise: Optio
     Args:
         predictor: the checkpoint's Predictor (its threshold is the stored one).
         frames: the cases as the column gives them; a frame with no scored plane is skipped.
-        harmonise: a map of the served volume applied before the model (the place for the
-            harmonisations of ``s2unet.predict``; None = as given).
+        harmonise: the predictor for each served volume (:func:`fingerprint_harmonise`; None =
+            the volumes as given).
 
     Returns:
         ``dice`` (case mean at the stored threshold), ``per_case``, ``best_threshold`` (the
@@ -288,7 +291,7 @@ def score_frames(predictor: Predictor, frames: Sequence[Frame], harmonise: Optio
     rows = []  # per case: Dice at every threshold of the grid
     for f in scored:
         volume = np.moveaxis(f.planes, 0, axis)
-        prob = predictor.predict_volume(volume if harmonise is None else harmonise(volume))
+        prob = (predictor if harmonise is None else harmonise(predictor, volume)).predict_volume(volume)
         target = np.moveaxis(f.target, 1, axis + 1)
         rows.append([case_dice(predictor, prob, target, names, axis, t, f.slices) for t in grid])
     curve = np.mean(rows, axis=0)
@@ -325,6 +328,21 @@ def prepare(loaded: LoadedModel, max_cases: int, lung_folder: str, names: Sequen
         raise DataError(f"{loaded.path.parent / 'split.json'}: its test cases have no lesion; "
                         "leave out the 'larger lesions' column")
     return val, test
+
+
+def fingerprint_harmonise(loaded: LoadedModel, intensity: str, fov: str) -> Optional[Harmonise]:
+    """``infer.py --harmonise-intensity/--harmonise-fov`` for the suite: each volume measured as
+    infer measures a case and harmonised towards the checkpoint's fingerprint (None: no flag)."""
+    if intensity == "none" and fov == "none":
+        return None
+    if loaded.fingerprint is None:
+        raise DataError(f"{loaded.path}: no training fingerprint to harmonise towards (trained before fingerprints)")
+    training = Fingerprint.from_payload(loaded.fingerprint)
+
+    def harmonised(predictor: Predictor, volume: np.ndarray) -> Predictor:
+        case = pool([measure_slice(x) for x in predictor.volume_inputs(volume)])
+        return predictor.harmonised(for_case(case, training, intensity, fov))
+    return harmonised
 
 
 def score_checkpoint(loaded: LoadedModel, val: Sequence[Frame], test: Sequence[Frame], names: Sequence[str],
@@ -382,6 +400,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--lung-masks", default="masks_lung",
                         help="lung mask folder (relative to data.root) for the lung crops; '' = none")
     parser.add_argument("--threads", type=int, default=1, help="torch threads")
+    parser.add_argument("--harmonise-intensity", choices=INTENSITY_MODES, default="none",
+                        help="as infer.py's flag: every column (and the reference) harmonised so")
+    parser.add_argument("--harmonise-fov", choices=FOV_MODES, default="none", help="as infer.py's flag")
     parser.add_argument("--out", default=str(REPO / "bench" / "results" / "hospital_shift"),
                         help="output path without suffix (.json and .md are written)")
     args = parser.parse_args(argv)
@@ -399,9 +420,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     checkpoints = []
     for loaded, (val, test) in runs:
         print(f"{loaded.path}: {len(val)} val and {len(test)} test cases", flush=True)
-        checkpoints.append(score_checkpoint(loaded, val, test, names))
+        harmonise = fingerprint_harmonise(loaded, args.harmonise_intensity, args.harmonise_fov)
+        checkpoints.append(score_checkpoint(loaded, val, test, names, harmonise))
     command = command_line("hospital_shift.py", argv)
-    result = {"command": command, "max_cases": args.max_cases, "threads": args.threads, "harmonise": None,
+    result = {"command": command, "max_cases": args.max_cases, "threads": args.threads,
+              "harmonise": {"intensity": args.harmonise_intensity, "fov": args.harmonise_fov},
               "goal": {"cost": GOAL_COST, "gap": GOAL_GAP}, "thresholds": list(map(float, THRESHOLDS)),
               "columns": {n: COLUMN_DESCRIPTIONS[n] for n in names}, "checkpoints": checkpoints, **run_facts(start)}
     write_result(Path(args.out), result, markdown)

@@ -156,3 +156,18 @@ def test_a_frame_without_lungs_cannot_be_lung_cropped(bench, tmp_path):
     f.lungs = None
     with pytest.raises(DataError, match="case4: a lung crop needs the lung masks"):
         bench.build_columns(0.0)["lungs 360"](f)
+
+
+def test_harmonisation_flags_act_on_every_column_as_infer_applies_them(bench, source_run, tmp_path):
+    out = tmp_path / "hs_h"
+    argv = ["--checkpoint", str(source_run / "best.pt"), "--columns", "gamma 1.6", "--lung-masks", "",
+            "--harmonise-intensity", "histogram", "--out", str(out)]
+    assert bench.main(argv) == 0
+    harmonised = json.loads(out.with_suffix(".json").read_text())
+    assert harmonised["harmonise"] == {"intensity": "histogram", "fov": "none"}
+    assert bench.main(argv[:-4] + ["--out", str(tmp_path / "hs_plain")]) == 0
+    plain = json.loads((tmp_path / "hs_plain").with_suffix(".json").read_text())
+    assert plain["harmonise"] == {"intensity": "none", "fov": "none"}
+    # The histogram map is the one infer.py applies: it changes what the model sees, so the scores move.
+    (h,), (p,) = harmonised["checkpoints"], plain["checkpoints"]
+    assert h["columns"]["gamma 1.6"]["dice_by_threshold"] != p["columns"]["gamma 1.6"]["dice_by_threshold"]

@@ -8,6 +8,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import onnxruntime as ort
+import pytest
 import torch
 
 from s2unet.cli import main
@@ -17,6 +18,7 @@ from s2unet.models import create_model_from_config
 from s2unet.models.checkpoint import atomic_save, load_model_checkpoint, model_payload
 
 
+@pytest.mark.slow  # the dynamo exporter takes minutes on 2 cores
 def test_onnx_export_matches_pytorch_and_runs_in_infer(tmp_path: Path) -> None:
     cfg = config_from_dict({
         "model": {"encoder": "mobilesam_tinyvit", "weights": "random", "decoder_channels": [16, 16, 16]},

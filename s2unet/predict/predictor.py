@@ -201,7 +201,11 @@ class Predictor:
         d = self.cfg.data
         if case.planar and case.values != "stored":
             return [prepare_image(array, d.normalize)]
-        volume = slice_as_volume(array, d.axis) if case.planar else array
+        return self.volume_inputs(slice_as_volume(array, d.axis) if case.planar else array, at_most)
+
+    def volume_inputs(self, volume: np.ndarray, at_most: int = 32) -> list[np.ndarray]:
+        """Up to ``at_most`` model inputs of a served volume, as :meth:`sample_inputs` gives them."""
+        d = self.cfg.data
         value_range = volume_value_range(volume)
         return [prepare_slice(volume, k, d, value_range) for k in spread_indices(volume.shape[d.axis], at_most)]
 
