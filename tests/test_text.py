@@ -14,7 +14,7 @@ import torch
 from PIL import Image
 
 from s2unet import cli
-from s2unet.config import ConfigError, load_config
+from s2unet.config import ConfigError, load_config, phrase_side, side_free
 from s2unet.data import DataError, PhraseSampleDataset, SliceDataset, find_cases, read_image
 from s2unet.engine import trainer
 from s2unet.engine.checkpoint import init_from_checkpoint
@@ -189,7 +189,8 @@ def test_unrelated_phrases_are_refused_with_the_known_structures(tmp_path):
 
 
 def test_configured_phrases_need_no_text_model(tmp_path, monkeypatch):
-    bank = PhraseBank.from_payload(PhraseBank.build(text_cfg(tmp_path, tmp_path)).to_payload())
+    cfg = text_cfg(tmp_path, tmp_path)
+    bank = PhraseBank.from_payload(PhraseBank.build(cfg).to_payload(), cfg.text)
 
     def unavailable(name: str):
         raise CheckpointNotFoundError("text model not installed")
@@ -206,6 +207,64 @@ def test_a_bank_from_another_text_model_version_is_refused(tmp_path):
     assert bank.resolve(["box"]).nearest == ["square"]  # cached: no model needed
     with pytest.raises(CheckpointError, match="embedded by wordllama_l2_supercat 0.1"):
         bank.resolve(["a small box"])
+
+
+@pytest.fixture(scope="module")
+def anatomy_bank() -> PhraseBank:
+    """The phrase bank of configs/cxr_anatomy_text.yaml, embedded by the real text model."""
+    return PhraseBank.build(load_config(REPO / "configs" / "cxr_anatomy_text.yaml", []))
+
+
+def test_side_is_its_own_attribute_of_a_phrase():
+    assert [phrase_side(p) for p in ["Left lung", "the right clavicle", "heart", "left and right lungs", "leftover"]] \
+        == ["left", "right", "", "", ""]
+    assert [side_free(p) for p in ["patient's left lung", "clavicle on the RIGHT", "left"]] == \
+        ["patient's lung", "clavicle on the", "left"]
+
+
+@pytest.mark.parametrize("phrase", ["left kidney", "kidney", "the weather", "right femur", "heart on the left"])
+def test_a_phrase_near_no_structure_of_its_side_is_refused(anatomy_bank, phrase):
+    """"left kidney" was taken as the left lung (the word "left" carried it over the cut-off);
+    "heart on the left" is nearest the heart, which has no side, not the left lung."""
+    with pytest.raises(UnknownPhraseError) as err:
+        anatomy_bank.resolve([phrase])
+    assert str(err.value).startswith(f"refused {phrase!r} (taken as ")
+    assert str(err.value).count("Known structures: lungs ('lungs', 'both lungs'") == 1
+
+
+def test_the_banks_own_and_held_out_phrases_are_taken_as_their_structure(anatomy_bank):
+    bank = anatomy_bank
+    assert bank.calibration["positives_refused"] == bank.calibration["negatives_accepted"] == 0
+    got = bank.resolve(bank.phrases)  # training phrases (calibration positives) and held-out paraphrases
+    assert got.nearest == [bank.structures[i] for i in bank.structure_index]
+    assert got.mapping()[bank.phrases.index("left pulmonary field")].startswith(
+        '"left pulmonary field" -> left_lung (similarity 0.59, margin ')
+    # new phrasings: the side picks among the structures the words name
+    assert bank.resolve(["upper left lung", "left and right lungs", "the right collarbone"]).nearest == [
+        "left_lung", "lungs", "right_clavicle"]
+
+
+def test_a_bank_written_before_side_matching_gets_its_rules_when_read(anatomy_bank):
+    cfg = load_config(REPO / "configs" / "cxr_anatomy_text.yaml", [])
+    old = {k: v for k, v in anatomy_bank.to_payload().items() if k not in ("side_free", "margin_floor")}
+    bank = PhraseBank.from_payload(old, cfg.text)
+    assert torch.equal(bank.side_free, anatomy_bank.side_free) and bank.cutoff == anatomy_bank.cutoff
+    assert bank.margin_floor == anatomy_bank.margin_floor
+    with pytest.raises(UnknownPhraseError, match="refused 'left kidney'"):
+        bank.resolve(["left kidney"])
+
+
+def test_a_structure_with_phrases_of_two_sides_is_refused():
+    with pytest.raises(ConfigError, match=r"text.structures\[0\].phrases of 'disc' name different sides \(left, none\)"):
+        load_config(None, ["data.labels=[masks/disc, masks/square]", "data.task=multilabel", "text.enabled=true",
+                           "text.structures=[{label: disc, phrases: [disc, left disc]}]"])
+
+
+def test_two_phrases_of_one_structure_are_refused_before_anything_is_written(trained, shapes, tmp_path):
+    with pytest.raises(DataError, match=r'"circle" -> disc .*ask each structure once'):
+        run_inference(trained / "best.pt", shapes / "images" / "c6.png", tmp_path / "out", text=["disc", "circle"],
+                      show_progress=False)
+    assert not (tmp_path / "out").exists()
 
 
 # ------------------------------------------------------------------------------------------ data
@@ -246,14 +305,16 @@ def test_trained_model_answers_each_phrase_with_its_structure(trained, shapes, t
     out = tmp_path / "out"
     summary = run_inference(trained / "best.pt", shapes / "images" / "c6.png", out, text=["disc", "box"],
                             show_progress=False)
-    disc, square = read_png(out / "c6_pred_disc.png"), read_png(out / "c6_pred_box.png")
+    disc, square = read_png(out / "c6_pred_disc.png"), read_png(out / "c6_pred_square.png")  # named by structure
     gt_disc, gt_square = read_png(shapes / "masks/disc/c6.png"), read_png(shapes / "masks/square/c6.png")
     # Another phrase, another mask: each phrase's mask fits its own structure better than the
     # other phrase's mask does (an unconditioned decoder gives the same mask for both).
     assert dice(disc, gt_disc) > 0.5 and dice(square, gt_square) > 0.2
     assert dice(disc, gt_disc) > dice(square, gt_disc) + 0.1
     assert dice(square, gt_square) > dice(disc, gt_square) + 0.1
-    assert [t["nearest_structure"] for t in summary["text"]] == ["disc", "square"]
+    assert [(t["phrase"], t["structure"], t["output"]) for t in summary["text"]] == [
+        ("disc", "disc", "disc"), ("box", "square", "square")]
+    assert all(isinstance(t["similarity"], float) and isinstance(t["margin"], float) for t in summary["text"])
     # without --text: every known structure, named after its label
     run_inference(trained / "best.pt", shapes / "images" / "c6.png", tmp_path / "all", show_progress=False)
     assert np.array_equal(read_png(tmp_path / "all" / "c6_pred_disc.png"), disc)
@@ -273,11 +334,12 @@ def test_unrelated_phrase_is_refused_at_inference(trained, shapes, tmp_path):
 
 def test_infer_cli_writes_the_mask_of_the_phrase_and_refuses_an_unrelated_one(trained, shapes, tmp_path, capsys):
     image = str(shapes / "images" / "c6.png")
-    assert cli.main(["--checkpoint", str(trained / "best.pt"), "--input", image, "--text", "disc",
+    assert cli.main(["--checkpoint", str(trained / "best.pt"), "--input", image, "--text", "round spot",
                      "--output", str(tmp_path / "out")], command="infer") == 0
+    # the output is named after the structure the phrase is taken as, and the mapping is printed
     assert sorted(p.name for p in (tmp_path / "out").glob("*_pred_*.png")) == ["c6_pred_disc.png"]
     assert dice(read_png(tmp_path / "out" / "c6_pred_disc.png"), read_png(shapes / "masks/disc/c6.png")) > 0.5
-    capsys.readouterr()
+    assert re.search(r'"round spot" -> disc \(similarity 1\.00, margin -?\d\.\d\d\)', capsys.readouterr().err)
     assert cli.main(["--checkpoint", str(trained / "best.pt"), "--input", image, "--text", "the weather",
                      "--output", str(tmp_path / "refused")], command="infer") == 2
     err = capsys.readouterr().err.strip().splitlines()
@@ -291,7 +353,7 @@ def test_an_overlong_phrase_is_refused_in_one_line_before_anything_is_written(tr
     assert cli.main(argv, command="infer") == 2
     err = capsys.readouterr().err
     assert err.startswith("error: --text: a phrase of 10000 characters ('disc disc") and err.count("\n") == 1
-    assert "give at most 100 (it names the output file)" in err and not (tmp_path / "out").exists()
+    assert "give at most 100 (a phrase names a structure in a few words)" in err and not (tmp_path / "out").exists()
 
 
 def test_text_on_a_checkpoint_without_phrases_is_refused(trained, shapes, tmp_path):

@@ -39,7 +39,7 @@ from .schema import (
     TrainConfig,
     WindowConfig,
 )
-from .text import TextConfig, TextStructureConfig, phrase_key, text_structures
+from .text import TextConfig, TextStructureConfig, phrase_key, phrase_side, side_free, text_structures
 from .validation import check_device_name, validate
 
 __all__ = [
@@ -47,5 +47,5 @@ __all__ = [
     "DataConfig", "Interval", "LossConfig", "ModelConfig", "PostprocessConfig", "PromptedConfig", "SplitConfig", "TrainConfig",
     "WindowConfig", "as_values", "build_checked", "build_params", "check_registered", "check_device_name", "check_range", "check_ranges",
     "config_from_dict", "extra_field", "extra_keys", "load_config", "load_layered", "parse_override", "ranged",
-    "read_values", "save_config", "validate", "TextConfig", "TextStructureConfig", "phrase_key", "text_structures",
+    "read_values", "save_config", "validate", "TextConfig", "TextStructureConfig", "phrase_key", "phrase_side", "side_free", "text_structures",
 ]

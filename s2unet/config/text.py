@@ -4,6 +4,7 @@ The phrase bank built from it (embeddings, cut-off) lives in :mod:`s2unet.text`.
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal, Optional
@@ -45,8 +46,9 @@ class TextConfig:
     and predicts one mask per phrase. ``structures`` lists the phrasings per label channel;
     labels it leaves out are named by their label with ``_`` read as a space.
     ``phrases_per_image`` structures are drawn per training image (0 = all of them).
-    ``refuse_below`` is the cosine similarity to the nearest training phrase under which a
-    phrase is refused; null chooses it from ``calibration_unrelated`` (s2unet.text.bank).
+    ``refuse_below`` is the cosine similarity of a phrase's side-free words to the nearest
+    structure of its side under which the phrase is refused; null chooses it from
+    ``calibration_unrelated`` (s2unet.text.bank).
 
     ``model`` is a key of the text-model registry (``s2unet.text.TEXT_MODELS``), the one list of
     text models. That registry sits above the config layer (its entries load packages), so the
@@ -68,6 +70,21 @@ class TextConfig:
 def phrase_key(phrase: str) -> str:
     """How phrases are matched: case and runs of white space do not matter."""
     return " ".join(str(phrase).lower().split())
+
+
+_SIDE_WORD = re.compile(r"(?<![a-z])(left|right)(?![a-z])")
+
+
+def phrase_side(phrase: str) -> str:
+    """The side a phrase names: ``left``, ``right``, or ``""`` (neither, or both)."""
+    sides = set(_SIDE_WORD.findall(phrase_key(phrase)))
+    return sides.pop() if len(sides) == 1 else ""
+
+
+def side_free(phrase: str) -> str:
+    """A phrase without its side words ("patient's left lung" -> "patient's lung"); a phrase of
+    side words only stays as it is, so it still has an embedding."""
+    return " ".join(_SIDE_WORD.sub(" ", phrase_key(phrase)).split()) or phrase_key(phrase)
 
 
 def text_structures(cfg: Config) -> list[TextStructureConfig]:
@@ -105,6 +122,10 @@ def validate_text(cfg: Config) -> None:
             raise ConfigError(f"{key}.label {s.label!r} is listed twice")
         if not s.phrases:
             raise ConfigError(f"{key}.phrases: give at least one training phrase for {s.label!r}")
+        sides = sorted({phrase_side(p) or "none" for p in s.phrases})
+        if len(sides) > 1:  # the side of a phrase picks the structure (s2unet.text.bank)
+            raise ConfigError(f"{key}.phrases of {s.label!r} name different sides ({', '.join(sides)}); "
+                              f"a structure is on one side (left, right or none): make each side its own label")
     owner: dict[str, str] = {}
     for s in structures:
         for phrase in [*s.phrases, *s.heldout]:

@@ -331,10 +331,11 @@ def _phrase_bank(cfg: Config, saved: dict | None) -> PhraseBank | None:
     if not cfg.text.enabled:
         return None
     if saved is not None:
-        return PhraseBank.from_payload(saved.get("text"), source="last.pt")
+        return PhraseBank.from_payload(saved.get("text"), cfg.text, source="last.pt")
     bank = PhraseBank.build(cfg)
     console.print(f"text: {len(bank.phrases)} phrases of {len(bank.structures)} structures embedded by {bank.model}; "
-                  f"phrases below similarity {bank.cutoff:.3f} to every training phrase are refused")
+                  f"a phrase is refused below side-free similarity {bank.cutoff:.3f} to the structure of its side "
+                  f"or margin {bank.margin_floor:.3f} over the next")
     return bank
 
 

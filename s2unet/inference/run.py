@@ -491,6 +491,9 @@ def run_inference(
                               if lung_loaded is not None else None)
             console = Console(stderr=True, quiet=not show_progress)
             console.print(threshold_line(loaded, thr))
+            if text and phrases is not None:  # what each asked phrase is segmented as
+                for line in phrases.mapping():
+                    console.print(line, markup=False, soft_wrap=True)
             console.print(predictor.precision.reason)
             columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn())
             shift.announce(console)
@@ -532,8 +535,9 @@ def run_inference(
                 "cases": [job.case for job in jobs],
                 "threshold_warnings": runner.warnings,
                 "text": None if phrases is None else [
-                    {"phrase": p, "output": n, "nearest_structure": s, "similarity": sim}
-                    for p, n, s, sim in zip(phrases.phrases, foreground_names(cfg), phrases.nearest, phrases.similarity)
+                    {"phrase": p, "output": n, "structure": s, "similarity": sim, "margin": m}
+                    for p, n, s, sim, m in zip(phrases.phrases, foreground_names(cfg), phrases.nearest,
+                                               phrases.similarity, phrases.margin)
                 ],
                 "fingerprint_check": shift.summary(),
                 "n_slices": runner.slices,

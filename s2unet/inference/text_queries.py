@@ -1,8 +1,7 @@
-"""What ``infer.py --text`` asks a text-prompted checkpoint: the phrases, their output names and
-the config of one output channel per phrase."""
+"""What ``infer.py --text`` asks a text-prompted checkpoint: the phrases, the structures they are
+taken as (which name the outputs) and the config of one output channel per phrase."""
 from __future__ import annotations
 
-import re
 from typing import Optional, Sequence
 
 from ..config import Config
@@ -12,13 +11,8 @@ from ..predict import foreground_names
 from ..text import ResolvedPhrases, query_config
 
 
-# Longer phrases are refused: a phrase names its output file, and file names stop at 255 bytes.
+# A phrase names a structure in a few words; a longer one is a mistake (a pasted file, a loop).
 MAX_PHRASE_CHARS = 100
-
-
-def phrase_name(phrase: str) -> str:
-    """A phrase as a file-name part: lower case, runs of other characters as one ``_``."""
-    return re.sub(r"[^a-z0-9]+", "_", phrase.lower()).strip("_")
 
 
 def text_queries(loaded: LoadedModel, cfg: Config,
@@ -32,12 +26,13 @@ def text_queries(loaded: LoadedModel, cfg: Config,
             (by its first training phrase, outputs named after the structure).
 
     Returns:
-        ``(cfg, phrases)``: for a text-prompted model a config with one channel per phrase and
-        the phrases' embeddings; otherwise ``cfg`` and None.
+        ``(cfg, phrases)``: for a text-prompted model a config with one channel per phrase,
+        named after the structure the phrase is taken as, and the phrases' embeddings;
+        otherwise ``cfg`` and None.
 
     Raises:
         DataError: phrases for a model that takes none, a phrase longer than
-            :data:`MAX_PHRASE_CHARS`, or two phrases with the same file name.
+            :data:`MAX_PHRASE_CHARS`, or two phrases taken as the same structure.
         UnknownPhraseError: a phrase is refused (the known structures are listed).
     """
     bank = loaded.text
@@ -52,10 +47,10 @@ def text_queries(loaded: LoadedModel, cfg: Config,
     long = [t for t in text if len(t) > MAX_PHRASE_CHARS]
     if long:
         raise DataError(f"--text: a phrase of {len(long[0])} characters ({long[0][:40]!r}...); give at most "
-                        f"{MAX_PHRASE_CHARS} (it names the output file)")
-    names = [phrase_name(t) for t in text]
-    clash = sorted({n for n in names if names.count(n) > 1})
-    if clash or not all(names):
-        raise DataError(f"--text: each phrase needs its own output name (letters or digits); {list(text)} give {names}")
+                        f"{MAX_PHRASE_CHARS} (a phrase names a structure in a few words)")
     resolved = bank.resolve(list(text))
-    return query_config(cfg, names, resolved.channels), resolved
+    clash = sorted({n for n in resolved.nearest if resolved.nearest.count(n) > 1})
+    if clash:
+        raise DataError(f"--text: {', '.join(resolved.mapping())}: ask each structure once (outputs are named "
+                        f"after the structure, {', '.join(clash)} would be written twice)")
+    return query_config(cfg, resolved.nearest, resolved.channels), resolved

@@ -316,7 +316,7 @@ def load_model_checkpoint(path: str | Path, device: str | torch.device = "cpu") 
     legacy = legacy_orientation_warning(cfg, path)
     if legacy is not None:
         warnings.warn(legacy, LegacyOrientationWarning, stacklevel=2)
-    bank = PhraseBank.from_payload(payload.get("text"), source=str(path)) if cfg.text.enabled else None
+    bank = PhraseBank.from_payload(payload.get("text"), cfg.text, source=str(path)) if cfg.text.enabled else None
     if bank is not None and bank.structures != [s.label for s in text_structures(cfg)]:
         raise CheckpointError(f"{path}: its phrase bank names {bank.structures}, its config another set of structures")
     args = payload["model_args"]
