@@ -22,8 +22,9 @@ from typing import Any, Optional, Sequence, Union
 
 from ..config import DataConfig
 from ..data import CaseImage, DataError, check_same_geometry, read_case
-from ..data.cases import file_stem, index_folder
+from ..data.cases import index_folder
 from ..data.labelled import manifest_near
+from ..io.discovery import case_id
 from ..io.formats import describe_formats, find_format
 from ..metrics import DEFAULT_NSD_TOLERANCE, case_metrics, format_summary, summarize
 from ..io import all_or_none, check_writable
@@ -142,7 +143,7 @@ def _prediction_name(path: Path, nnunet: bool = False) -> Optional[tuple[str, st
     ``nnunet`` every file of a known format is one, named ``<case><suffix>`` as nnU-Net names them.
     """
     fmt = find_format(path)
-    stem = None if fmt is None else file_stem(path, fmt.kind)
+    stem = None if fmt is None else case_id(path)
     if stem is None:
         return None
     if nnunet:

@@ -159,17 +159,16 @@ def read_labels(path: PathLike, reorient: Reorient, mask_threshold: float, label
 _INPUT_KINDS: dict[str, Optional[str]] = {"volume": None, "image": "image"}
 
 
-def input_format(path: PathLike, model_kind: str) -> Optional[CaseFormat]:
-    """The format of ``path`` if a model trained on ``model_kind`` data can segment it, else None.
+def input_kinds(model_kind: str) -> Optional[str]:
+    """The format kind a model trained on ``model_kind`` data segments (None: every format).
 
     Args:
-        path: a file or folder.
         model_kind: the checkpoint's ``data.kind``.
 
     Returns:
-        The CaseFormat, or None.
+        ``"image"`` or None, as :func:`find_format` takes it.
     """
-    return find_format(path, _INPUT_KINDS[model_kind])
+    return _INPUT_KINDS[model_kind]
 
 
 def describe_inputs(model_kind: str) -> str:
@@ -182,7 +181,7 @@ def describe_inputs(model_kind: str) -> str:
         e.g. ``"2D images (.png .jpg ...)"``.
     """
     pictures = describe_formats("image")
-    if _INPUT_KINDS[model_kind] == "image":
+    if input_kinds(model_kind) == "image":
         return f"2D images ({pictures})"
     return f"volumes ({describe_formats('volume')}) or 2D CT slices ({pictures})"
 
