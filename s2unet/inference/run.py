@@ -120,11 +120,7 @@ def _discover(inputs: list[Path], kind: str, problems: list[str]) -> list[_Job]:
     found: dict[str, _Job] = {}
     for item in inputs:
         before = len(problems)
-        try:
-            cases = discover_cases(item, input_kinds(kind), problems=problems)
-        except DataError as exc:
-            problems.append(str(exc))
-            continue
+        cases = discover_cases(item, input_kinds(kind), problems=problems)
         if not cases and len(problems) == before:  # nothing there, not a misnamed case
             if item.is_dir():
                 hint = " (it holds volumes)" if any(find_format(p) for p in item.iterdir()) else ""

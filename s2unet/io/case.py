@@ -131,6 +131,26 @@ class CaseFormat:
         """
         raise NotImplementedError
 
+    def read_seg(self, path: Path, reorient: Reorient, mask_threshold: float, label_map: bool) -> np.ndarray:
+        """Read a segmentation (a reference or lung mask) as the training data reads labels.
+
+        Volume formats give the served array (voxels > 0 are foreground, or class indices);
+        formats of 2D pictures override this to threshold or index their pixels.
+
+        Args:
+            path: a path :meth:`stem` claims.
+            reorient: as :meth:`read`.
+            mask_threshold: the foreground threshold of pictures (fraction of the value range).
+            label_map: read an integer label map (multiclass) rather than a mask.
+
+        Returns:
+            The array.
+
+        Raises:
+            DataError: naming the file.
+        """
+        return self.read(path, reorient, "stored").get_array()
+
     def output_suffix_for(self, source: Path) -> str:
         """The suffix of prediction files for the case read from ``source``.
 

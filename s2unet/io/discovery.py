@@ -51,8 +51,13 @@ def case_id(path: PathLike, kind: Optional[str] = None, nnunet: bool = True) -> 
     """
     path = Path(path)
     fmt = find_format(path, kind)
-    stem = None if fmt is None else fmt.stem(path)
-    if stem is None or not nnunet or path.parent.name not in NNUNET_IMAGE_FOLDERS:
+    return None if fmt is None else _case_of(path, fmt, nnunet)
+
+
+def _case_of(path: Path, fmt: CaseFormat, nnunet: bool) -> str:
+    """:func:`case_id` of a path ``fmt`` claims."""
+    stem: str = fmt.stem(path)  # type: ignore[assignment]  # claimed, so not None
+    if not nnunet or path.parent.name not in NNUNET_IMAGE_FOLDERS:
         return stem
     case, sep, channel = stem.rpartition("_")
     if not (sep and case and len(channel) == 4 and channel.isdigit()):
@@ -74,34 +79,37 @@ def discover_cases(source: PathLike, kind: Optional[str] = None, *, nnunet: bool
         nnunet: name nnU-Net images by their case (see :func:`case_id`).
         as_folder: always list ``source`` as a folder (a dataset folder), even when it holds
             one DICOM series itself.
-        problems: collect the problems here (a bad nnU-Net name, two files of one id; the later
-            file is kept) instead of raising the first.
+        problems: collect the problems here (``source`` missing, a bad nnU-Net name, two files
+            of one id: the later file is kept) instead of raising the first.
 
     Returns:
         The cases, sorted by id; empty when nothing at ``source`` is a case (the caller says
         what it expected).
 
     Raises:
-        DataError: ``source`` does not exist, or (without ``problems``) the first problem.
+        DataError: (without ``problems``) the first problem; always, a folder that cannot be
+            read as the case it claims to be (one holding several DICOM series).
     """
     source = Path(source)
     if not source.exists():
-        raise DataError(f"{source} does not exist")
+        _report(DataError(f"{source} does not exist"), problems)
+        return []
     claimed = not as_folder and find_format(source, kind) is not None
     paths = [source] if claimed else sorted(source.iterdir()) if source.is_dir() else []
     found: dict[str, FoundCase] = {}
     for path in paths:
+        fmt = find_format(path, kind)
+        if fmt is None:
+            continue
         try:
-            cid = case_id(path, kind, nnunet)
+            cid = _case_of(path, fmt, nnunet)
         except DataError as exc:
             _report(exc, problems)
-            continue
-        if cid is None:
             continue
         if cid in found:
             _report(DataError(f"{found[cid].path} and {path} have the same case id {cid!r}; keep one per case"),
                     problems)
-        found[cid] = FoundCase(cid, path, find_format(path, kind))  # type: ignore[arg-type]  # claimed above
+        found[cid] = FoundCase(cid, path, fmt)
     return [found[c] for c in sorted(found)]
 
 

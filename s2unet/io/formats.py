@@ -18,7 +18,7 @@ from .dicom_series import DicomSeriesFormat
 from .errors import DataError
 from .itk import ItkFormat
 from .nifti import NiftiFormat
-from .pictures import PictureFormat, read_label_map, read_mask
+from .pictures import PictureFormat
 
 PathLike = Union[str, Path]
 
@@ -130,7 +130,8 @@ def read_case(path: PathLike, kind: str = "volume", reorient: Reorient = True) -
 def read_labels(path: PathLike, reorient: Reorient, mask_threshold: float, label_map: bool) -> np.ndarray:
     """A reference (or lung) mask file's values, as the training datasets read labels.
 
-    Volumes give their served array (voxels > 0 are foreground, or class indices); 2D pictures
+    The format that claims the file reads it (:meth:`~s2unet.io.case.CaseFormat.read_seg`):
+    volumes give their served array (voxels > 0 are foreground, or class indices); 2D pictures
     give ``read_mask(path, mask_threshold)`` (bool) or, for ``label_map``, ``read_label_map``,
     shaped (H, W) as displayed.
 
@@ -148,10 +149,9 @@ def read_labels(path: PathLike, reorient: Reorient, mask_threshold: float, label
         DataError: naming the file.
     """
     path = Path(path)
-    fmt = find_format(path)
-    if fmt is not None and fmt.planar:
-        return read_label_map(path) if label_map else read_mask(path, mask_threshold)
-    return read_case(path, "volume", reorient).get_array()
+    if not path.exists():
+        raise DataError(f"{path}: file not found")
+    return _claiming_format(path).read_seg(path, reorient, mask_threshold, label_map)
 
 
 #: The format kinds a model trained on each data kind segments: volume models also take 2D
