@@ -243,3 +243,15 @@ def test_masks_are_read_by_the_format_that_claims_them(tmp_path: Path, monkeypat
     assert read_labels(tmp_path / "m.nii.gz", False, 0.5, label_map=True).tolist() == np.arange(8).reshape(2, 2, 2).tolist()
     with pytest.raises(DataError, match=r"gone.png: file not found$"):
         read_labels(tmp_path / "gone.png", True, 0.5, label_map=False)
+
+
+def test_a_case_answers_what_callers_used_to_branch_on(tmp_path: Path) -> None:
+    # Callers ask the CaseImage instead of testing whether it is a 2D picture.
+    Image.fromarray(np.arange(6, dtype=np.uint8).reshape(2, 3)).save(tmp_path / "p.png")
+    picture = read_case(tmp_path / "p.png")
+    assert picture.pixels().tolist() == [[0, 1, 2], [3, 4, 5]]
+    assert picture.slice_axis(2) is None and picture.in_plane_spacing(2) is None and picture.orientation_codes is None
+    nib.save(nib.Nifti1Image(np.zeros((2, 3, 4), np.int16), np.diag([-0.5, -0.7, 2.0, 1.0])), tmp_path / "v.nii.gz")
+    volume = read_case(tmp_path / "v.nii.gz")
+    assert volume.pixels().shape == (2, 3, 4) and volume.slice_axis(2) == 2
+    assert volume.in_plane_spacing(2) == pytest.approx((0.5, 0.7)) and volume.orientation_codes == "LPI"  # as served

@@ -269,7 +269,7 @@ def evaluate(
         like = read_case(pred_files[0], "volume", cfg.served)
         row, rows = case_metrics(
             pred, load_masks(gt_files, cfg), case, labels, like.spacing,
-            slice_axis=None if like.planar else axis, surface=surface, nsd_tolerance=nsd_tolerance,
+            slice_axis=like.slice_axis(axis), surface=surface, nsd_tolerance=nsd_tolerance,
         )
         case_rows.append(row)
         slice_rows.extend(rows)

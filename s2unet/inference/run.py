@@ -305,7 +305,7 @@ class _Runner:
     def read(self, job: _Job) -> tuple[CaseImage, np.ndarray]:
         """Decode one case's input: the case and its served volume, or a picture's (H, W) pixels."""
         case = read_case(job.path, self.cfg.data.kind, self.cfg.data.served)
-        return case, case.picture() if case.planar else case.get_array()
+        return case, case.pixels()
 
     def run(self, job: _Job, decoded: tuple[CaseImage, np.ndarray]) -> None:
         """Segment one decoded case and write everything it produces."""

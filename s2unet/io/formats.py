@@ -3,7 +3,8 @@
 Adding a format is one file with a :class:`~s2unet.io.case.CaseFormat` subclass plus one line
 in :data:`FORMATS`. The rest of the toolkit never asks for a format by name: it calls
 :func:`read_case` (and :meth:`~s2unet.io.case.CaseImage.write_like` to write a prediction back),
-:func:`case_stem` to find cases in folders, and :func:`read_labels` for reference masks.
+:func:`~s2unet.io.discovery.discover_cases` to find cases, and :func:`read_labels` for reference
+masks (each format's :meth:`~s2unet.io.case.CaseFormat.read_seg`).
 """
 from __future__ import annotations
 
