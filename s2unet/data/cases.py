@@ -20,6 +20,7 @@ from ..io.discovery import discover_cases
 from ..io.formats import case_stem
 from .errors import DataError
 
+
 @dataclass
 class Case:
     """One patient / image: its id, image file and one label file per label folder.
