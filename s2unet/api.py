@@ -48,7 +48,7 @@ class Prediction:
     task: str
 
     def _served(self, array: np.ndarray) -> np.ndarray:
-        return array if self.case.planar else self.case.to_served(array)
+        return self.case.to_served(array)  # a picture is served as stored
 
     def save(self, path: Union[str, Path]) -> list[Path]:
         """Write the mask as ``infer.py`` writes ``<case>_pred``, with the case's geometry.
@@ -162,12 +162,12 @@ class Segmenter:
             check_flip_symmetric(cfg)
         case = self._case(image)
         predictor = make_predictor(self.loaded, cfg, phrases, self.device, self.threshold, self.batch_size, self.tta)
-        array = case.picture() if case.planar else case.get_array()
+        array = case.pixels()
         prob, slice_axis = case_probabilities(predictor, case, array)
         fg = predictor.clean(predictor.binarize(prob), slice_axis, min_size)
-        if not case.planar:  # back to the file's own orientation, channel by channel
-            prob = np.stack([case.to_original(p) for p in prob])
-            fg = np.stack([case.to_original(m) for m in fg])
+        # Back to the file's own orientation, channel by channel (a picture's is the served one).
+        prob = np.stack([case.to_original(p) for p in prob])
+        fg = np.stack([case.to_original(m) for m in fg])
         return Prediction(fg, prob, foreground_names(cfg), channel_names(cfg), case, cfg.data.task)
 
     def predict_volume(self, volume: ImageLike, text: Optional[Sequence[str]] = None, min_size: int = 0) -> Prediction:

@@ -14,7 +14,9 @@ from PIL import Image
 from s2unet.cli import main
 from s2unet.config import config_from_dict
 from s2unet.data import DataError, read_case
-from s2unet.io.formats import FORMATS, case_stem
+from s2unet.io import formats
+from s2unet.io.formats import FORMATS, case_stem, read_labels
+from s2unet.io.pictures import PictureFormat
 from s2unet.models import create_model_from_config
 from s2unet.models.checkpoint import atomic_save, model_payload
 from test_data_readers import _write_dicom
@@ -216,3 +218,40 @@ def test_infer_segments_a_dicom_series_into_nifti_with_its_geometry(ct_checkpoin
     assert written.shape == (24, 40, 3)
     assert np.allclose(written.affine, read_case(folder, reorient=False).original_affine)
     assert set(np.unique(np.asarray(written.dataobj))) <= {0, 1}
+
+
+class _NpyPicture(PictureFormat):
+    """A 2D format added as docs/extending.md says: one class (here with its own mask rule)."""
+
+    name = "npy"
+    suffixes = (".npy",)
+
+    def read_seg(self, path: Path, reorient: object, mask_threshold: float, label_map: bool) -> np.ndarray:
+        values = np.load(path)
+        return values.astype(np.int64) if label_map else values > mask_threshold * values.max()
+
+
+def test_masks_are_read_by_the_format_that_claims_them(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(formats, "FORMATS", (_NpyPicture(), *FORMATS))
+    np.save(tmp_path / "m.npy", np.array([[0, 1], [2, 4]]))
+    assert read_labels(tmp_path / "m.npy", True, 0.5, label_map=False).tolist() == [[False, False], [False, True]]
+    assert read_labels(tmp_path / "m.npy", True, 0.5, label_map=True).tolist() == [[0, 1], [2, 4]]
+    # The built-in formats keep their rules: a picture by read_mask, a volume by its served array.
+    Image.fromarray(np.array([[0, 255]], np.uint8)).save(tmp_path / "m.png")
+    assert read_labels(tmp_path / "m.png", True, 0.5, label_map=False).tolist() == [[False, True]]
+    nib.save(nib.Nifti1Image(np.arange(8, dtype=np.int16).reshape(2, 2, 2), np.eye(4)), tmp_path / "m.nii.gz")
+    assert read_labels(tmp_path / "m.nii.gz", False, 0.5, label_map=True).tolist() == np.arange(8).reshape(2, 2, 2).tolist()
+    with pytest.raises(DataError, match=r"gone.png: file not found$"):
+        read_labels(tmp_path / "gone.png", True, 0.5, label_map=False)
+
+
+def test_a_case_answers_what_callers_used_to_branch_on(tmp_path: Path) -> None:
+    # Callers ask the CaseImage instead of testing whether it is a 2D picture.
+    Image.fromarray(np.arange(6, dtype=np.uint8).reshape(2, 3)).save(tmp_path / "p.png")
+    picture = read_case(tmp_path / "p.png")
+    assert picture.pixels().tolist() == [[0, 1, 2], [3, 4, 5]]
+    assert picture.slice_axis(2) is None and picture.in_plane_spacing(2) is None and picture.orientation_codes is None
+    nib.save(nib.Nifti1Image(np.zeros((2, 3, 4), np.int16), np.diag([-0.5, -0.7, 2.0, 1.0])), tmp_path / "v.nii.gz")
+    volume = read_case(tmp_path / "v.nii.gz")
+    assert volume.pixels().shape == (2, 3, 4) and volume.slice_axis(2) == 2
+    assert volume.in_plane_spacing(2) == pytest.approx((0.5, 0.7)) and volume.orientation_codes == "LPI"  # as served

@@ -41,8 +41,9 @@ from ..data import CaseImage, DataError, read_case, read_labels, volume_value_ra
 from ..data.labelled import MANIFEST_NAME, LabelledSlices, read_manifest, write_case_slices
 from ..inference.outputs import atomic_path, write_json
 from ..io import OutputError, exclusive_lock, remove_stale_temporaries
-from ..io.case import ORIENTATION, CaseFormat
-from ..io.formats import describe_formats, find_format
+from ..io.case import ORIENTATION
+from ..io.discovery import FoundCase, discover_cases
+from ..io.formats import describe_formats
 from ..io.jsonio import dumps
 from ..metrics import metric_row
 
@@ -97,32 +98,8 @@ def layers_from(names: Sequence[str], folders: Optional[Sequence[str]] = None) -
 
 
 # ------------------------------------------------------------------------------------ cases
-@dataclass(frozen=True)
-class CaseFile:
-    """One case to label: a 2D picture (an X-ray), a volume file or a folder holding one DICOM
-    series, and the format that reads it."""
-
-    case_id: str
-    path: Path
-    format: CaseFormat
-
-    @property
-    def kind(self) -> str:
-        """``"image"`` (a 2D picture) or ``"volume"``."""
-        return self.format.kind
-
-
-def _case_file(path: Path) -> Optional[CaseFile]:
-    """The case at ``path`` (a file, or a folder of one DICOM series), or None for other paths.
-
-    Raises:
-        AppError: a folder of DICOM files whose slice header cannot be read.
-    """
-    try:
-        fmt = find_format(path)
-    except DataError as exc:
-        raise AppError(str(exc)) from None
-    return None if fmt is None else CaseFile(fmt.stem(path), path, fmt)  # type: ignore[arg-type]
+#: One case to label: a 2D picture (an X-ray), a volume file or a folder holding one DICOM series.
+CaseFile = FoundCase
 
 
 def list_cases(source: Path) -> list[CaseFile]:
@@ -135,27 +112,21 @@ def list_cases(source: Path) -> list[CaseFile]:
         The cases, sorted by name.
 
     Raises:
-        AppError: nothing to label there, or two cases with one name.
+        AppError: nothing to label there, two cases with one name, or a folder of DICOM files
+            whose slice header cannot be read.
     """
     source = Path(source).expanduser()
     if not source.exists():
         raise AppError(f"--images {source} does not exist")
-    found = _case_file(source)
-    if found is not None:
-        return [found]
-    if not source.is_dir():
+    try:
+        cases = discover_cases(source, nnunet=False)
+    except DataError as exc:
+        raise AppError(str(exc)) from None
+    if not cases and not source.is_dir():
         raise AppError(f"{source} is not an image or volume file ({describe_formats(folders=False)})")
-    cases: dict[str, CaseFile] = {}
-    for path in sorted(source.iterdir()):
-        found = _case_file(path)
-        if found is None:
-            continue
-        if found.case_id in cases:
-            raise AppError(f"{cases[found.case_id].path} and {path} have the same case name {found.case_id!r}")
-        cases[found.case_id] = found
     if not cases:
         raise AppError(f"--images {source} holds no image or volume file ({describe_formats()})")
-    return list(cases.values())
+    return cases
 
 
 class OpenCase:

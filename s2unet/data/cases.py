@@ -5,7 +5,7 @@ The stem is the file name without the suffix of its format (the registry of
 the folder), so ``images/JPCLN001.png`` pairs with
 ``masks/lungs/JPCLN001.png`` and ``images/case00.nii.gz`` with ``masks_infection/case00.nii``.
 An nnU-Net v2 dataset pairs ``imagesTr/case00_0000.nii.gz`` with ``labelsTr/case00.nii.gz``
-(:func:`file_stem`; its ``dataset.json`` labels fill the config, :mod:`s2unet.config.loading`).
+(:func:`~s2unet.io.discovery.case_id`; its ``dataset.json`` labels fill the config, :mod:`s2unet.config.loading`).
 A missing label does not raise here: the case lists the path where the label was expected
 and the pre-flight check (:mod:`s2unet.data.check`) reports every missing pair at once.
 """
@@ -14,13 +14,11 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
 
 from ..config import DataConfig
+from ..io.discovery import discover_cases
 from ..io.formats import case_stem
 from .errors import DataError
-
-NNUNET_IMAGE_FOLDERS = ("imagesTr", "imagesTs")
 
 
 @dataclass
@@ -62,36 +60,6 @@ def case_identity(case: Case) -> dict[str, str]:
     return {"case": case.case_id, "sha256": digest.hexdigest()}
 
 
-def file_stem(path: Path, kind: str) -> Optional[str]:
-    """The pairing key of a file (or DICOM series folder), or None if it is not of the expected kind.
-
-    In an nnU-Net v2 image folder (``imagesTr``, ``imagesTs``) the names carry a channel
-    suffix, ``case04_0000.nii.gz``; the key is the case, ``case04``, as in ``labelsTr``.
-
-    Args:
-        path: a file or folder.
-        kind: ``"image"`` (2D pictures) or ``"volume"`` (volume formats).
-
-    Returns:
-        The stem, or None for paths to ignore (hidden names included).
-
-    Raises:
-        DataError: an nnU-Net image without a channel suffix or of a channel other than
-            ``_0000`` (s2unet reads one channel per case).
-    """
-    stem = case_stem(path, kind)
-    if stem is None or Path(path).parent.name not in NNUNET_IMAGE_FOLDERS:
-        return stem
-    case, sep, channel = stem.rpartition("_")
-    if not (sep and case and len(channel) == 4 and channel.isdigit()):
-        raise DataError(f"{path}: an nnU-Net image folder names files <case>_0000<suffix> (the channel); "
-                        f"this name has no channel suffix")
-    if channel != "0000":
-        raise DataError(f"{path}: channel {channel}: s2unet reads one channel per case (<case>_0000); "
-                        "multi-channel nnU-Net datasets are not supported")
-    return case
-
-
 def resolve_dir(cfg: DataConfig, folder: str) -> Path:
     """A config folder resolved against ``cfg.root`` (absolute folders are kept).
 
@@ -120,15 +88,7 @@ def index_folder(folder: Path, kind: str) -> dict[str, Path]:
     """
     if not folder.is_dir():
         raise DataError(f"data folder {folder} does not exist")
-    out: dict[str, Path] = {}
-    for path in sorted(folder.iterdir()):
-        stem = file_stem(path, kind)
-        if stem is None:
-            continue
-        if stem in out:
-            raise DataError(f"{out[stem]} and {path} have the same stem {stem!r}; keep one per case")
-        out[stem] = path
-    return out
+    return {c.case_id: c.path for c in discover_cases(folder, kind, as_folder=True)}
 
 
 def find_cases(cfg: DataConfig) -> list[Case]:

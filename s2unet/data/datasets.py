@@ -36,8 +36,7 @@ from .errors import DataError
 from .labelled import LabelledSlices
 from .intensity import hu_bounds, jitter_window, normalize_unit, volume_value_range, window_bounds, window_to_unit
 from ..io.case import CaseImage, check_same_geometry
-from ..io.formats import is_slice_stack, read_case
-from ..io.pictures import read_label_map, read_mask
+from ..io.formats import is_slice_stack, read_case, read_labels
 from .transforms import build_augment, item_seed, seed_augment
 
 ArrayLike = Union[np.ndarray, torch.Tensor]
@@ -420,10 +419,10 @@ class SliceDataset(torch.utils.data.Dataset):
         case = self.cases[ci]
         gray = read_case(case.image, self.cfg.kind, self.cfg.served).picture()
         if self.cfg.task == "multiclass":
-            mask: np.ndarray = read_label_map(case.labels[0])
+            mask: np.ndarray = read_labels(case.labels[0], self.cfg.served, self.cfg.mask_threshold, label_map=True)
             shapes = [mask.shape]
         else:
-            planes = [read_mask(p, self.cfg.mask_threshold) for p in case.labels]
+            planes = [read_labels(p, self.cfg.served, self.cfg.mask_threshold, label_map=False) for p in case.labels]
             shapes = [p.shape for p in planes]
             mask = np.stack(planes).astype(np.float32) if planes else np.zeros((0, *gray.shape), np.float32)
         for path, shape in zip(case.labels, shapes):

@@ -22,8 +22,9 @@ from typing import Any, Optional, Sequence, Union
 
 from ..config import DataConfig
 from ..data import CaseImage, DataError, check_same_geometry, read_case
-from ..data.cases import file_stem, index_folder
+from ..data.cases import index_folder
 from ..data.labelled import manifest_near
+from ..io.discovery import case_id
 from ..io.formats import describe_formats, find_format
 from ..metrics import DEFAULT_NSD_TOLERANCE, case_metrics, format_summary, summarize
 from ..io import all_or_none, check_writable
@@ -142,7 +143,7 @@ def _prediction_name(path: Path, nnunet: bool = False) -> Optional[tuple[str, st
     ``nnunet`` every file of a known format is one, named ``<case><suffix>`` as nnU-Net names them.
     """
     fmt = find_format(path)
-    stem = None if fmt is None else file_stem(path, fmt.kind)
+    stem = None if fmt is None else case_id(path)
     if stem is None:
         return None
     if nnunet:
@@ -268,7 +269,7 @@ def evaluate(
         like = read_case(pred_files[0], "volume", cfg.served)
         row, rows = case_metrics(
             pred, load_masks(gt_files, cfg), case, labels, like.spacing,
-            slice_axis=None if like.planar else axis, surface=surface, nsd_tolerance=nsd_tolerance,
+            slice_axis=like.slice_axis(axis), surface=surface, nsd_tolerance=nsd_tolerance,
         )
         case_rows.append(row)
         slice_rows.extend(rows)

@@ -63,13 +63,13 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from .. import __version__
 from ..config import Config, ConfigError, DataConfig, check_range
 from ..data import CaseImage, DataError, count_nonfinite, read_case, volume_value_range, window_to_unit
-from ..data.cases import file_stem
 from ..devices import resolve_device
 from ..io import all_or_none, check_writable, exclusive_lock
 from ..io.case import CaseFormat
 from ..io.dicom_seg import Algorithm, write_dicom_seg
 from ..io.pictures import is_dicom_file
-from ..io.formats import describe_inputs, find_format, input_format
+from ..io.discovery import discover_cases
+from ..io.formats import describe_inputs, find_format, input_kinds
 from ..metrics import DEFAULT_NSD_TOLERANCE, case_metrics, format_summary, summarize
 from ..models.checkpoint import LoadedModel, load_model_checkpoint
 from ..models.onnx_model import load_onnx_model
@@ -119,30 +119,18 @@ def _discover(inputs: list[Path], kind: str, problems: list[str]) -> list[_Job]:
     """The inputs (files, series folders or folders of those) that suit a ``kind`` model."""
     found: dict[str, _Job] = {}
     for item in inputs:
-        if not item.exists():
-            problems.append(f"{item} does not exist")
-            continue
-        fmt = input_format(item, kind)
-        if fmt is not None:  # a file, or a folder holding one DICOM series
-            entries = [(item, fmt)]
-        elif item.is_dir():
-            entries = [(p, f) for p in sorted(item.iterdir()) if (f := input_format(p, kind)) is not None]
-            if not entries:
+        before = len(problems)
+        cases = discover_cases(item, input_kinds(kind), problems=problems)
+        if not cases and len(problems) == before:  # nothing there, not a misnamed case
+            if item.is_dir():
                 hint = " (it holds volumes)" if any(find_format(p) for p in item.iterdir()) else ""
                 problems.append(f"{item} holds no {describe_inputs(kind)}, which this checkpoint segments{hint}")
-        else:
-            problems.append(f"{item} is not one of the {describe_inputs(kind)} this checkpoint segments")
-            continue
-        for path, fmt in entries:
-            try:  # an nnU-Net imagesTs/case04_0000.nii.gz is case04
-                case = file_stem(path, fmt.kind)
-            except DataError as exc:
-                problems.append(str(exc))
-                continue
-            job = _Job(case or fmt.stem(path), path, fmt)  # type: ignore[arg-type]  # claimed, so not None
-            if job.case in found:
-                problems.append(f"{found[job.case].path} and {path} have the same case id {job.case!r}")
-            found[job.case] = job
+            else:
+                problems.append(f"{item} is not one of the {describe_inputs(kind)} this checkpoint segments")
+        for case in cases:
+            if case.case_id in found:
+                problems.append(f"{found[case.case_id].path} and {case.path} have the same case id {case.case_id!r}")
+            found[case.case_id] = _Job(case.case_id, case.path, case.format)
     return [found[c] for c in sorted(found)]
 
 
@@ -317,7 +305,7 @@ class _Runner:
     def read(self, job: _Job) -> tuple[CaseImage, np.ndarray]:
         """Decode one case's input: the case and its served volume, or a picture's (H, W) pixels."""
         case = read_case(job.path, self.cfg.data.kind, self.cfg.data.served)
-        return case, case.picture() if case.planar else case.get_array()
+        return case, case.pixels()
 
     def run(self, job: _Job, decoded: tuple[CaseImage, np.ndarray]) -> None:
         """Segment one decoded case and write everything it produces."""

@@ -146,8 +146,8 @@ class ShiftCheck:
             ``(predictor for this case, its CaseShift)``.
         """
         measures = [measure_slice(x) for x in predictor.sample_inputs(case, array)]
-        size = None if case.planar else tuple(z for a, z in enumerate(case.zooms) if a != predictor.cfg.data.axis)
-        orientation = None if case.planar else "".join(case.axcodes)
+        size = case.in_plane_spacing(predictor.cfg.data.axis)
+        orientation = case.orientation_codes
         shift = CaseShift(case_id, pool(measures, [size] * len(measures), [orientation] * len(measures)))
         self.cases.append(shift)
         if self.training is not None:

@@ -13,6 +13,7 @@
 
 Case I/O (imported from its modules, so that importing this package stays light):
 :mod:`s2unet.io.formats` (the registry: ``read_case``, ``case_stem``, ``read_labels``),
+:mod:`s2unet.io.discovery` (``discover_cases``, ``case_id``: the one case finder),
 :mod:`s2unet.io.case` (``CaseImage``, ``CaseFormat``), one module per format
 (:mod:`~s2unet.io.nifti`, :mod:`~s2unet.io.pictures`, :mod:`~s2unet.io.dicom_series`,
 :mod:`~s2unet.io.itk`).

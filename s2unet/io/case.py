@@ -131,6 +131,26 @@ class CaseFormat:
         """
         raise NotImplementedError
 
+    def read_seg(self, path: Path, reorient: Reorient, mask_threshold: float, label_map: bool) -> np.ndarray:
+        """Read a segmentation (a reference or lung mask) as the training data reads labels.
+
+        Volume formats give the served array (voxels > 0 are foreground, or class indices);
+        formats of 2D pictures override this to threshold or index their pixels.
+
+        Args:
+            path: a path :meth:`stem` claims.
+            reorient: as :meth:`read`.
+            mask_threshold: the foreground threshold of pictures (fraction of the value range).
+            label_map: read an integer label map (multiclass) rather than a mask.
+
+        Returns:
+            The array.
+
+        Raises:
+            DataError: naming the file.
+        """
+        return self.read(path, reorient, "stored").get_array()
+
     def output_suffix_for(self, source: Path) -> str:
         """The suffix of prediction files for the case read from ``source``.
 
@@ -274,6 +294,15 @@ class CaseImage:
         """Spacing for metrics and reports: the served zooms, or None for a 2D picture (pixels)."""
         return None if self.planar else self.zooms
 
+    def in_plane_spacing(self, axis: int) -> Optional[tuple[float, ...]]:
+        """The spacing within slices cut along ``axis`` (mm), or None for a 2D picture (pixels)."""
+        return None if self.planar else tuple(z for a, z in enumerate(self.zooms) if a != axis)
+
+    def slice_axis(self, axis: int) -> Optional[int]:
+        """The axis this case's slices are cut along: the model's ``axis`` for a volume, None
+        for a 2D picture (one plane, nothing to cut)."""
+        return None if self.planar else axis
+
     @property
     def implausible_spacing(self) -> bool:
         """True for a volume with a spacing outside :data:`PLAUSIBLE_SPACING_MM`."""
@@ -297,6 +326,11 @@ class CaseImage:
     def axcodes(self) -> tuple[str, ...]:
         """Orientation codes of the served axes, e.g. ('L', 'P', 'I')."""
         return nib.aff2axcodes(self.affine)
+
+    @property
+    def orientation_codes(self) -> Optional[str]:
+        """The served axes' codes as one word (``"LPI"``), or None for a 2D picture (taken as displayed)."""
+        return None if self.planar else "".join(self.axcodes)
 
     @property
     def original_axcodes(self) -> tuple[str, ...]:
@@ -361,6 +395,11 @@ class CaseImage:
         if not self.planar:
             raise DataError(f"{self.path}: a {self.format.name} volume is not a 2D picture")
         return np.ascontiguousarray(np.asarray(self.image.dataobj)[:, :, 0].T)
+
+    def pixels(self) -> np.ndarray:
+        """What a model segments: a 2D picture's (H, W) pixels as displayed (:meth:`picture`),
+        else the served volume (:meth:`get_array`)."""
+        return self.picture() if self.planar else self.get_array()
 
     def get_slice(self, k: int, axis: int = 2) -> np.ndarray:
         """Read one served slice through the lazy proxy.

@@ -3,7 +3,8 @@
 Adding a format is one file with a :class:`~s2unet.io.case.CaseFormat` subclass plus one line
 in :data:`FORMATS`. The rest of the toolkit never asks for a format by name: it calls
 :func:`read_case` (and :meth:`~s2unet.io.case.CaseImage.write_like` to write a prediction back),
-:func:`case_stem` to find cases in folders, and :func:`read_labels` for reference masks.
+:func:`~s2unet.io.discovery.discover_cases` to find cases, and :func:`read_labels` for reference
+masks (each format's :meth:`~s2unet.io.case.CaseFormat.read_seg`).
 """
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from .dicom_series import DicomSeriesFormat
 from .errors import DataError
 from .itk import ItkFormat
 from .nifti import NiftiFormat
-from .pictures import PictureFormat, read_label_map, read_mask
+from .pictures import PictureFormat
 
 PathLike = Union[str, Path]
 
@@ -130,7 +131,8 @@ def read_case(path: PathLike, kind: str = "volume", reorient: Reorient = True) -
 def read_labels(path: PathLike, reorient: Reorient, mask_threshold: float, label_map: bool) -> np.ndarray:
     """A reference (or lung) mask file's values, as the training datasets read labels.
 
-    Volumes give their served array (voxels > 0 are foreground, or class indices); 2D pictures
+    The format that claims the file reads it (:meth:`~s2unet.io.case.CaseFormat.read_seg`):
+    volumes give their served array (voxels > 0 are foreground, or class indices); 2D pictures
     give ``read_mask(path, mask_threshold)`` (bool) or, for ``label_map``, ``read_label_map``,
     shaped (H, W) as displayed.
 
@@ -148,10 +150,9 @@ def read_labels(path: PathLike, reorient: Reorient, mask_threshold: float, label
         DataError: naming the file.
     """
     path = Path(path)
-    fmt = find_format(path)
-    if fmt is not None and fmt.planar:
-        return read_label_map(path) if label_map else read_mask(path, mask_threshold)
-    return read_case(path, "volume", reorient).get_array()
+    if not path.exists():
+        raise DataError(f"{path}: file not found")
+    return _claiming_format(path).read_seg(path, reorient, mask_threshold, label_map)
 
 
 #: The format kinds a model trained on each data kind segments: volume models also take 2D
@@ -159,17 +160,16 @@ def read_labels(path: PathLike, reorient: Reorient, mask_threshold: float, label
 _INPUT_KINDS: dict[str, Optional[str]] = {"volume": None, "image": "image"}
 
 
-def input_format(path: PathLike, model_kind: str) -> Optional[CaseFormat]:
-    """The format of ``path`` if a model trained on ``model_kind`` data can segment it, else None.
+def input_kinds(model_kind: str) -> Optional[str]:
+    """The format kind a model trained on ``model_kind`` data segments (None: every format).
 
     Args:
-        path: a file or folder.
         model_kind: the checkpoint's ``data.kind``.
 
     Returns:
-        The CaseFormat, or None.
+        ``"image"`` or None, as :func:`find_format` takes it.
     """
-    return find_format(path, _INPUT_KINDS[model_kind])
+    return _INPUT_KINDS[model_kind]
 
 
 def describe_inputs(model_kind: str) -> str:
@@ -182,7 +182,7 @@ def describe_inputs(model_kind: str) -> str:
         e.g. ``"2D images (.png .jpg ...)"``.
     """
     pictures = describe_formats("image")
-    if _INPUT_KINDS[model_kind] == "image":
+    if input_kinds(model_kind) == "image":
         return f"2D images ({pictures})"
     return f"volumes ({describe_formats('volume')}) or 2D CT slices ({pictures})"
 

@@ -514,6 +514,10 @@ class PictureFormat(CaseFormat):
         extra = {SOURCES_KEY: [path]} if is_dicom_file(path) else None  # its DICOM-SEG references it
         return CaseImage(path, image, reorient, self, values, extra)
 
+    def read_seg(self, path: Path, reorient: Reorient, mask_threshold: float, label_map: bool) -> np.ndarray:
+        """The mask (:func:`read_mask`, bool) or label map (:func:`read_label_map`), (H, W) as displayed."""
+        return read_label_map(path) if label_map else read_mask(path, mask_threshold)
+
     def write(self, array: np.ndarray, like: CaseImage, path: Path, dtype: Any, binary: bool = False) -> Path:
         """See :meth:`CaseFormat.write`: an 8-bit PNG.
 
