@@ -94,3 +94,20 @@ def test_a_sam1_head_that_does_not_fit_names_the_file() -> None:
     with pytest.raises(CheckpointError, match=r"lite\.pth does not fit the SAM neck / prompt encoder / mask decoder: "
                                               r"\d+ missing keys such as neck\."):
         head.load_sam1({}, "lite.pth")
+
+
+def test_prompted_sam_reads_its_checkpoint_file_once(tmp_path, monkeypatch) -> None:
+    """The trunk and the SAM head come from one read of the file (it was read twice)."""
+    torch.manual_seed(0)
+    spec = get_encoder_spec("litemedsam_tinyvit")
+    state = {"image_encoder." + k: v for k, v in spec.build(**spec.kwargs).state_dict().items()}
+    for key, value in SamHead(320, 64, 64).state_dict().items():
+        key = key.replace(".mlp.layers.0.", ".mlp.lin1.").replace(".mlp.layers.1.", ".mlp.lin2.")
+        state["image_encoder." + key if key.startswith("neck.") else key] = value
+    torch.save(state, tmp_path / "lite.pth")
+    reads, real_load = [], torch.load
+    monkeypatch.setattr(torch, "load", lambda path, *a, **k: reads.append(path) or real_load(path, *a, **k))
+    model = create_model(out_channels=1, arch="prompted_sam", encoder="litemedsam_tinyvit",
+                         weights=str(tmp_path / "lite.pth"), adapter={"placement": "none"}, image_size=64)
+    assert reads == [tmp_path / "lite.pth"]
+    assert model.parameter_counts()["trainable"] > 0  # the mask decoder (model.prompted.decoder: full)
