@@ -81,7 +81,7 @@ def validate(cfg: Config) -> Config:
     """
     check_ranges(cfg)
     d, m = cfg.data, cfg.model
-    arch_traits(m.arch)
+    arch_traits(m.arch)  # an unknown model.arch stops here, naming the registered ones
     if not cfg.name or "/" in cfg.name or cfg.name in (".", ".."):
         raise ConfigError(f"name {cfg.name!r} must be a plain folder name (it names the run directory)")
     if d.task == "multiclass" and d.num_classes < 2:

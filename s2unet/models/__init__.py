@@ -162,8 +162,8 @@ def check_model_config(cfg: Config) -> None:
     model installed in its pinned version with unchanged files.
 
     Raises:
-        ConfigError: an unknown encoder or text model, or an image size the encoder cannot
-            take, naming the key.
+        ConfigError: an unknown encoder or text model, an image size the encoder cannot take, or
+            a prompted architecture on an encoder without a SAM head, naming the key.
         CheckpointNotFoundError: with download (text model: install) instructions.
         CheckpointError: ``model.weights: default`` for an encoder without a published checkpoint;
             the text model is another version or its files changed.
