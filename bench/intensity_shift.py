@@ -40,6 +40,7 @@ from s2unet.data import Case, CaseImage, DataError, read_case, read_raw, window_
 from s2unet.data.intensity import clahe  # noqa: E402
 from s2unet.engine.records import environment_versions, run_split_cases  # noqa: E402
 from s2unet.metrics import metric_row  # noqa: E402
+from s2unet.models import get_architecture  # noqa: E402
 from s2unet.models.checkpoint import LoadedModel, load_model_checkpoint  # noqa: E402
 from s2unet.predict import Predictor, foreground_names, load_case_target  # noqa: E402
 from s2unet.weights import CheckpointError  # noqa: E402
@@ -169,7 +170,7 @@ def prepare_cases(loaded: LoadedModel, split: str, max_cases: int) -> list[Shift
             cases in that split, or a case :func:`stored_levels` refuses.
     """
     cfg = loaded.config
-    if cfg.model.arch == "prompted_sam" and cfg.model.prompted.prompt == "box":
+    if get_architecture(cfg.model.arch).needs_reference(cfg.model):
         raise DataError(f"{loaded.path}: a box-prompted SAM takes its boxes from the reference masks; "
                         "this benchmark scores automatic models only")
     cases = run_split_cases(loaded.path.parent, cfg.data, split)[: max_cases or None]

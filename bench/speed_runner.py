@@ -347,6 +347,8 @@ def measure_cases(cases: Sequence[Case], settings: Settings) -> list[dict[str, A
     Returns:
         One result dict per case, in order.
     """
+    from s2unet.models import get_architecture
+
     if settings.threads:
         torch.set_num_threads(settings.threads)
     device = torch.device(settings.device)
@@ -358,7 +360,7 @@ def measure_cases(cases: Sequence[Case], settings: Settings) -> list[dict[str, A
         runners.append(runner)
         results.append({
             "label": case.label, "overrides": list(case.overrides), "knobs": dataclasses.asdict(case.knobs),
-            "arch": runner.cfg.model.arch, "encoder": runner.cfg.model.encoder if runner.cfg.model.arch == "s2unet" else None,
+            "arch": runner.cfg.model.arch, "encoder": runner.cfg.model.encoder if get_architecture(runner.cfg.model.arch).encoders == "any" else None,
             "image_size": runner.cfg.data.image_size, "train_batch": runner.cfg.train.batch_size,
             "infer_batch": case.knobs.infer_batch, "params": runner.counts, "build_s": runner.build_s,
             "encoder_trains": runner.encoder_trains, "amp": str(runner.amp) if runner.amp else None,

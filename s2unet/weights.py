@@ -1,7 +1,9 @@
-"""Pretrained checkpoints: where to find them on disk, integrity checks and strict loading.
+"""Pretrained checkpoints: where to find them on disk, integrity checks, the one error type and
+the one strict state-dict loader (:func:`load_state_strictly`).
 
 What each checkpoint is (file name, sha256, URL) is part of its encoder's registry entry
-(``s2unet.models.encoders``). Files are looked up, in this order, in each folder of
+(``s2unet.models.encoders``), which declares it here (:func:`declare_checkpoint`): this module
+sits below models and imports none of it. Files are looked up, in this order, in each folder of
 ``$S2UNET_WEIGHTS``, in the checkout's ``weights/`` folder, and in ``$S2UNET_SHARED/weights``
 (``shared/weights`` beside the checkout when ``$S2UNET_SHARED`` is not set); a missing file's
 error names every one of these folders. Nothing here downloads: a missing checkpoint is an error that says where to get the file and
@@ -13,12 +15,10 @@ import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Mapping, Optional, Protocol
 
 import torch
-
-if TYPE_CHECKING:  # the encoders import this module, so only the type checker imports them
-    from .models.encoders.base import Encoder, EncoderSpec
+from torch import nn
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 WEIGHTS_ENV = "S2UNET_WEIGHTS"
@@ -54,6 +54,22 @@ class CheckpointInfo:
     licence: str
 
 
+class HasCheckpoint(Protocol):
+    """What is asked of an encoder's registry entry (``EncoderSpec``) here: its name and file."""
+
+    name: str
+    checkpoint: Optional[CheckpointInfo]
+
+
+# Encoder name -> its published checkpoint, declared by the encoder registry on registration.
+_MANIFEST: dict[str, CheckpointInfo] = {}
+
+
+def declare_checkpoint(encoder: str, info: CheckpointInfo) -> None:
+    """Add a registered encoder's published checkpoint to the manifest (``register_encoder`` does)."""
+    _MANIFEST[encoder] = info
+
+
 def known_checkpoints() -> dict[str, CheckpointInfo]:
     """The published checkpoints of the registered encoders, by manifest key.
 
@@ -63,10 +79,7 @@ def known_checkpoints() -> dict[str, CheckpointInfo]:
     Returns:
         ``{key: CheckpointInfo}``, e.g. ``"sam2.1_hiera_tiny"``, ``"mobile_sam"``.
     """
-    from .models.encoders import encoder_names, get_encoder_spec  # they import this module
-
-    specs = (get_encoder_spec(name) for name in encoder_names())
-    return {spec.checkpoint.key: spec.checkpoint for spec in specs if spec.checkpoint is not None}
+    return {_MANIFEST[name].key: _MANIFEST[name] for name in sorted(_MANIFEST)}
 
 
 def weights_search_path() -> list[tuple[Path, str]]:
@@ -226,20 +239,22 @@ def _examples(keys: list[str], limit: int = 3) -> str:
     return ", ".join(keys[:limit]) + (", ..." if len(keys) > limit else "")
 
 
-def _check_fits(
-    state: dict[str, torch.Tensor], expected: dict[str, torch.Tensor], source: str, target: str
-) -> None:
-    """Compare key sets and shapes before loading, so a wrong file gives one readable error.
+def load_state_strictly(module: nn.Module, state: Mapping[str, torch.Tensor], source: str, target: str,
+                        expected: Optional[Mapping[str, torch.Tensor]] = None) -> None:
+    """Load tensors only when they fit exactly: the same keys and shapes, else one readable error.
 
     Args:
-        state: the tensors picked out of the file.
-        expected: the model's own ``state_dict()``.
-        source: the file name, for the message.
-        target: the encoder name, for the message.
+        module: what they are loaded into.
+        state: the tensors, named as in ``module.state_dict()``.
+        source: the file they came from, for the message.
+        target: what ``module`` is, for the message.
+        expected: the tensors ``state`` must match (``module.state_dict()`` by default); a
+            part of it when the others are loaded elsewhere or not saved, left as they are.
 
     Raises:
         CheckpointError: naming the first few mismatched, unexpected and missing keys.
     """
+    expected = module.state_dict() if expected is None else expected
     mismatched = [k for k in expected if k in state and state[k].shape != expected[k].shape]
     unexpected = [k for k in state if k not in expected]
     missing = [k for k in expected if k not in state]
@@ -256,17 +271,13 @@ def _check_fits(
         problems.append(f"{len(missing)} missing keys such as {_examples(missing)}")
     if problems:
         raise CheckpointError(f"{source} does not fit {target}: " + "; ".join(problems))
+    module.load_state_dict(state, strict=False)  # the check above is the strict one; the rest stays
 
 
 def _encoders_at_hand_hint() -> str:
     """What runs offline: the ``--set`` of every encoder whose default checkpoint is on disk."""
-    from .models.encoders import encoder_names, get_encoder_spec  # they import this module
-
     at_hand = []
-    for name in encoder_names():
-        info = get_encoder_spec(name).checkpoint
-        if info is None:
-            continue
+    for name, info in sorted(_MANIFEST.items()):
         try:
             found, _ = _locate(info.key)
         except CheckpointNotFoundError:
@@ -277,7 +288,7 @@ def _encoders_at_hand_hint() -> str:
     return " With the weights at hand, run with " + " or ".join(at_hand) + "."
 
 
-def locate_default_checkpoint(spec: EncoderSpec) -> tuple[Path, CheckpointInfo | None]:
+def locate_default_checkpoint(spec: HasCheckpoint) -> tuple[Path, CheckpointInfo | None]:
     """The file of an encoder's published checkpoint.
 
     Raises:
@@ -293,20 +304,19 @@ def locate_default_checkpoint(spec: EncoderSpec) -> tuple[Path, CheckpointInfo |
         raise CheckpointNotFoundError(f"{err}{_encoders_at_hand_hint()}") from None
 
 
-def load_encoder_weights(encoder: Encoder, spec: EncoderSpec, weights: str) -> Path:
-    """Load pretrained weights into an encoder, strictly.
+def read_encoder_checkpoint(spec: HasCheckpoint, weights: str) -> tuple[Path, dict]:
+    """Find, verify and read the checkpoint an encoder's weights come from, once.
 
     Args:
-        encoder: the freshly built encoder.
-        spec: its registry entry (name and default checkpoint).
+        spec: the encoder's registry entry (name and default checkpoint).
         weights: ``"default"`` for ``spec.checkpoint``, a manifest key, or a checkpoint path.
 
     Returns:
-        The checkpoint file that was loaded.
+        The file and what it holds.
 
     Raises:
         CheckpointNotFoundError: the file is not on disk.
-        CheckpointError: digest mismatch, unreadable file, or tensors that do not fit.
+        CheckpointError: digest mismatch or unreadable file.
     """
     if weights == "default":
         path, info = locate_default_checkpoint(spec)
@@ -314,7 +324,4 @@ def load_encoder_weights(encoder: Encoder, spec: EncoderSpec, weights: str) -> P
         path, info = _locate(weights)
     if info is not None and info.sha256 is not None:
         verify_sha256(path, info.sha256)
-    state = encoder.select_weights(load_checkpoint_file(path), path.name)
-    _check_fits(state, encoder.state_dict(), path.name, spec.name)
-    encoder.load_state_dict(state, strict=True)
-    return path
+    return path, load_checkpoint_file(path)

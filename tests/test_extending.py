@@ -44,7 +44,7 @@ def _load(section: str, package: str, name: str) -> types.ModuleType:
 
 
 def test_every_section_has_its_example():
-    assert {"An encoder", "A loss", "A prompt strategy", "A data format"} <= set(_blocks())
+    assert {"An encoder", "An architecture", "A loss", "A prompt strategy", "A data format"} <= set(_blocks())
 
 
 def test_encoder_example_trains_with_adapters(monkeypatch):
@@ -142,3 +142,36 @@ def test_format_example_round_trips_geometry(monkeypatch, tmp_path):
     np.savez(tmp_path / "broken.npz", array=array)
     with pytest.raises(Exception, match="broken.npz: the archive lacks affine"):
         formats.read_case(tmp_path / "broken.npz")
+
+
+def test_architecture_example_trains_through_the_engine_and_predicts(monkeypatch, tmp_path):
+    """The doc's architecture, registered as its registry line does, trains one step through the
+    real trainer; its best.pt rebuilds it by name and validates (the predictor's path)."""
+    from test_train import make_volumes, tiny_train_cfg
+
+    from s2unet.config import ARCH_TRAITS
+    from s2unet.data import build_datasets
+    from s2unet.engine import trainer
+    from s2unet.engine.validation import validate
+    from s2unet.models import archs, get_architecture
+    from s2unet.models.archs import base
+    from s2unet.models.checkpoint import load_model_checkpoint
+
+    module = _load("An architecture", "s2unet.models.archs", "pixel_mlp")
+    monkeypatch.setattr(base, "_REGISTRY", dict(base._REGISTRY))
+    monkeypatch.setitem(ARCH_TRAITS, "pixel_mlp", module.ARCH.traits)  # undone after the test
+    archs.register_architecture(module.ARCH)
+    assert get_architecture("pixel_mlp").encoders == "none" and not get_architecture("pixel_mlp").takes_text
+
+    volumes = make_volumes(tmp_path / "vols", n_cases=3, size=48, depth=2)
+    cfg = tiny_train_cfg(volumes, tmp_path / "runs", "model.arch=pixel_mlp", "data.image_size=48",
+                         "train.epochs=1", "train.steps_per_epoch=1")
+    run = trainer.train(cfg)
+    loaded = load_model_checkpoint(run / "best.pt")
+    assert isinstance(loaded.model, module.PixelMLP)
+    val = build_datasets(loaded.config.data, loaded.config.seed).val
+    scores = validate(loaded.model, loaded.config, val, torch.device("cpu"))
+    assert 0.0 <= scores["summary"]["dice"] <= 1.0
+    assert scores["summary"]["dice"] == pytest.approx(loaded.metrics["dice"], abs=1e-6)
+    with pytest.raises(ConfigError, match="text.enabled needs model.arch s2unet, not 'pixel_mlp'"):
+        load_config(None, ["model.arch=pixel_mlp", "text.enabled=true", "data.labels=[masks/a]"])

@@ -182,7 +182,7 @@ class ModelConfig:
     """Architecture: s2unet (encoder, adapters, decoder), a CNN baseline trained the same way,
     or a fine-tuned prompted SAM-family model (``prompted_sam``)."""
 
-    arch: Literal["s2unet", "unet", "deeplabv3plus", "prompted_sam"] = "s2unet"
+    arch: str = "s2unet"  # a registered architecture (s2unet.models.archs; config.architectures)
     cnn_pretrained: bool = False  # CNN baselines: ImageNet encoder weights (needs them on disk)
     encoder: str = "sam2.1_hiera_tiny"
     weights: str = "default"  # "default" (official checkpoint), "random" or a file path

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal, Optional
 
+from .architectures import ARCH_TRAITS, arch_traits
 from .ranges import ConfigError, ranged
 
 if TYPE_CHECKING:
@@ -106,8 +107,9 @@ def text_structures(cfg: Config) -> list[TextStructureConfig]:
 def validate_text(cfg: Config) -> None:
     """Cross-field checks of the ``text`` section of a text-prompted model."""
     t = cfg.text
-    if cfg.model.arch != "s2unet":
-        raise ConfigError(f"text.enabled needs model.arch s2unet, not {cfg.model.arch!r}")
+    if not arch_traits(cfg.model.arch).takes_text:
+        texted = [name for name, traits in ARCH_TRAITS.items() if traits.takes_text]
+        raise ConfigError(f"text.enabled needs model.arch {' or '.join(texted)}, not {cfg.model.arch!r}")
     if cfg.data.task == "multiclass":
         raise ConfigError("text.enabled needs data.task binary or multilabel (one mask per structure), not multiclass")
     structures = text_structures(cfg)

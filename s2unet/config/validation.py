@@ -1,9 +1,9 @@
 """Cross-field checks of a built config: what types and ranges alone cannot express."""
 from __future__ import annotations
 
-import fnmatch
 import re
 
+from .architectures import PROMPTED_ENCODERS, arch_traits
 from .ranges import ConfigError, check_ranges
 from .schema import Config, DataConfig
 from .text import validate_text
@@ -51,18 +51,14 @@ def _validate_robustness(cfg: Config) -> None:
                           f"({n_fg}); got {keep}")
 
 
-# Encoders whose checkpoint holds a whole prompted model: SAM1-layout TinyViT files and the
-# official SAM2 / SAM2.1 / MedSAM2 files.
-PROMPTED_ENCODERS = ("mobilesam_tinyvit", "litemedsam_tinyvit", "medsam2", "sam2_hiera_*", "sam2.1_hiera_*")
-
-
 def _validate_prompted(cfg: Config) -> None:
-    """Cross-field checks of ``model.arch: prompted_sam``: what it trains and what it predicts."""
+    """Cross-field checks of a prompted architecture (``prompted_sam``): what it trains and predicts."""
     m = cfg.model
-    if m.arch != "prompted_sam":
+    traits = arch_traits(m.arch)
+    if not traits.takes_prompts:
         return
-    if not any(fnmatch.fnmatchcase(m.encoder, pattern) for pattern in PROMPTED_ENCODERS):
-        raise ConfigError(f"model.encoder {m.encoder!r}: prompted_sam fine-tunes {', '.join(PROMPTED_ENCODERS)}")
+    if not traits.accepts_encoder(m.encoder):
+        raise ConfigError(f"model.encoder {m.encoder!r}: {m.arch} fine-tunes {', '.join(PROMPTED_ENCODERS)}")
     if m.weights == "random":
         raise ConfigError("model.weights: prompted_sam fine-tunes a pretrained SAM checkpoint; 'random' has none")
     if m.adapter.placement != "none":
@@ -85,6 +81,7 @@ def validate(cfg: Config) -> Config:
     """
     check_ranges(cfg)
     d, m = cfg.data, cfg.model
+    arch_traits(m.arch)  # an unknown model.arch stops here, naming the registered ones
     if not cfg.name or "/" in cfg.name or cfg.name in (".", ".."):
         raise ConfigError(f"name {cfg.name!r} must be a plain folder name (it names the run directory)")
     if d.task == "multiclass" and d.num_classes < 2:

@@ -60,7 +60,7 @@ class WeightAverage:
         """Restore :meth:`state`.
 
         Raises:
-            KeyError: the stored tensors do not fit the model (names ``source``).
+            CheckpointError: the stored tensors do not fit the model (names ``source``).
         """
         self.model.load_trained_state_dict(state["state_dict"], source=source)
         self._average.n_averaged.fill_(int(state["n_averaged"]))

@@ -86,10 +86,7 @@ def init_from_checkpoint(model: SegmentationModel, cfg: Config, path: str | Path
         # CT lesions), and training would silently turn its lungs into this run's label.
         raise CheckpointError(f"--init-from {path}: {differ['labels']}; that is most likely another model's "
                               "checkpoint (give --init-relabel to start from it anyway)")
-    try:
-        model.load_trained_state_dict(payload["state_dict"], source=f"--init-from {path}")
-    except KeyError as exc:
-        raise CheckpointError(str(exc.args[0])) from None
+    model.load_trained_state_dict(payload["state_dict"], source=f"--init-from {path}")
     there, here = saved.to_dict()["data"], cfg.to_dict()["data"]
     return [f"--init-from {path}: {text}" for text in differ.values()] + [
         f"--init-from {path}: data.{key} is {there[key]!r} there but {here[key]!r} here"

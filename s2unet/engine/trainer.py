@@ -27,7 +27,7 @@ from ..devices import resolve_device
 from ..io import write_json
 from ..losses import build_loss
 from ..metrics import FLAT_WINDOW, describe_empty_references
-from ..models import S2UNet, SegmentationModel, check_model_config, create_model_from_config
+from ..models import SegmentationModel, check_model_config, create_model_from_config, get_architecture
 from ..models.calibration import Calibration
 from ..models.checkpoint import atomic_save, model_payload, read_checkpoint
 from ..text import PhraseBank
@@ -169,6 +169,7 @@ def _train(cfg: Config, device: torch.device, info: DistInfo, saved: dict | None
     elif info.is_main:
         save_config(cfg, run_dir / "config.yaml")  # with the --set changes resuming applied
 
+    arch = get_architecture(cfg.model.arch)
     model = create_model_from_config(cfg).to(device)
     if init_from is not None:
         for warning in init_from_checkpoint(model, cfg, init_from, init_relabel):
@@ -178,7 +179,7 @@ def _train(cfg: Config, device: torch.device, info: DistInfo, saved: dict | None
     if info.is_main:
         counts = model.parameter_counts()
         console.print(
-            f"[bold]{cfg.name}[/]: {cfg.model.encoder if cfg.model.arch == 's2unet' else cfg.model.arch}, {len(bundle.train)} training / "
+            f"[bold]{cfg.name}[/]: {arch.title(cfg.model)}, {len(bundle.train)} training / "
             f"{len(bundle.val or [])} validation items, trainable {counts['trainable']:,} of {counts['total']:,} "
             f"parameters ({counts['trainable_percent']}%), run dir {run_dir}"
         )
@@ -220,10 +221,7 @@ def _train(cfg: Config, device: torch.device, info: DistInfo, saved: dict | None
     fingerprint = _fingerprint(bundle.train) if info.is_main else None
     average = WeightAverage(model, t_cfg.ema) if t_cfg.ema else None
     if saved is not None:
-        try:
-            model.load_trained_state_dict(saved["state_dict"], source=str(run_dir / "last.pt"))
-        except KeyError as exc:
-            raise CheckpointError(str(exc.args[0])) from None
+        model.load_trained_state_dict(saved["state_dict"], source=str(run_dir / "last.pt"))
         optimizer.load_state_dict(saved["optimizer"])
         scheduler.load_state_dict(saved["scheduler"])
         # The optimiser kept the rate of the saved schedule; a run extended by --set train.epochs
@@ -234,10 +232,7 @@ def _train(cfg: Config, device: torch.device, info: DistInfo, saved: dict | None
         if average is not None:
             if "ema" not in saved:
                 raise CheckpointError(f"{run_dir / 'last.pt'} holds no weight average (train.ema); resume it without one")
-            try:
-                average.load_state(saved["ema"], source=f"{run_dir / 'last.pt'} (weight average)")
-            except KeyError as exc:
-                raise CheckpointError(str(exc.args[0])) from None
+            average.load_state(saved["ema"], source=f"{run_dir / 'last.pt'} (weight average)")
         _set_rng_state(saved["rng"])
         if info.is_main:
             log.truncate_after(progress.step)
@@ -251,7 +246,7 @@ def _train(cfg: Config, device: torch.device, info: DistInfo, saved: dict | None
     if t_cfg.compile:
         net = torch.compile(net)
     cache = None
-    if t_cfg.cache_features and isinstance(model, S2UNet) and not model.encoder_trains and not cfg.data.augment.enabled:
+    if t_cfg.cache_features and arch.caches_features and not model.encoder_trains and not cfg.data.augment.enabled:
         cache = FeatureCache(t_cfg.feature_cache_mb * 2**20, run_dir / f"feature_cache_rank{info.rank}")
     step = TrainStep(net, loss_fn, optimizer, params, device, amp_dtype, t_cfg.grad_clip, t_cfg.accumulate,
                      with_target=model.trains_with_target)

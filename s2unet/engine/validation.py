@@ -25,7 +25,7 @@ from ..metrics import (
     summarize,
     threshold_flatness,
 )
-from ..models import SegmentationModel
+from ..models import SegmentationModel, get_architecture
 from ..models.calibration import Calibration
 from ..text import PhraseBank
 
@@ -76,7 +76,7 @@ def validate(model: SegmentationModel, cfg: Config, dataset: SliceDataset, devic
     cases = dataset.cases[: max_cases or None]
     probs, targets, spacings = [], [], []
     # A model fine-tuned with box prompts validates with boxes from the reference (oracle).
-    boxed = cfg.model.arch == "prompted_sam" and cfg.model.prompted.prompt == "box"
+    boxed = get_architecture(cfg.model.arch).needs_reference(cfg.model)
     for case in cases:
         target = load_case_target(case, cfg)
         prob, spacing = predictor.predict_case(case, target if boxed else None)

@@ -11,10 +11,11 @@ import dataclasses
 from typing import TYPE_CHECKING, Any, Literal, Mapping, Optional, Sequence, TypeVar, Union
 
 from ..config import AdapterConfig, AttentionLoraConfig, Config, ConfigError, PromptedConfig, check_registered
+from .archs import Architecture, ModelArgs, get_architecture, register_architecture
 from .base import SegmentationModel
 from .encoders import create_encoder, encoder_names
 from .s2unet import S2UNet
-from ..text.embedders import TEXT_MODELS, get_text_model_spec, locate_text_model
+from ..text.embedders import TEXT_MODELS, locate_text_model
 
 if TYPE_CHECKING:
     from .encoders.base import EncoderSpec
@@ -56,7 +57,8 @@ def create_model(
 
     Args:
         out_channels: prediction channels (one per label, or one per class for multiclass).
-        arch: ``s2unet``, ``unet``, ``deeplabv3plus`` or ``prompted_sam``.
+        arch: a registered architecture (:mod:`.archs`): ``s2unet``, ``unet``, ``deeplabv3plus``,
+            ``prompted_sam``...
         encoder: a registered encoder name (s2unet).
         weights: ``default`` (the encoder's published checkpoint), ``random`` or a file (s2unet).
         adapter: stage / block adapters (s2unet; defaults when None).
@@ -77,28 +79,22 @@ def create_model(
         gradients unless ``train_encoder`` is set.
 
     Raises:
-        ValueError: a text model for a CNN baseline.
+        KeyError: an unknown architecture.
+        ValueError: a text model for an architecture without text, or no ``image_size`` for one
+            built for a fixed input side.
     """
-    if arch == "s2unet":
-        return S2UNet(
-            create_encoder(encoder, weights), out_channels, _section(AdapterConfig, adapter),
-            _section(AttentionLoraConfig, attention_lora), decoder_channels, train_encoder,
-            random_encoder=weights == "random",
-            text_dim=0 if text_model is None else get_text_model_spec(text_model).dim,
-            text_injection=text_injection, text_hidden=text_hidden, text_tokens=text_tokens,
-        )
-    if text_model is not None:
-        raise ValueError(f"create_model: text_model needs arch s2unet, not {arch!r}")
-    if arch == "prompted_sam":
-        from .prompted_sam import create_prompted_sam
-
-        if image_size is None:
-            raise ValueError("create_model: prompted_sam needs image_size (the square input side)")
-        return create_prompted_sam(encoder, weights, _section(PromptedConfig, prompted),
-                                   _section(AttentionLoraConfig, attention_lora), out_channels, image_size)
-    from .cnn import create_cnn
-
-    return create_cnn(arch, out_channels, cnn_pretrained)
+    spec = get_architecture(arch)
+    if text_model is not None and not spec.takes_text:
+        raise ValueError(f"create_model: text_model needs an architecture that takes text, not {arch!r}")
+    if spec.takes_image_size and image_size is None:
+        raise ValueError(f"create_model: {arch} needs image_size (the square input side)")
+    return spec.build(ModelArgs(
+        out_channels=out_channels, encoder=encoder, weights=weights, adapter=_section(AdapterConfig, adapter),
+        attention_lora=_section(AttentionLoraConfig, attention_lora), decoder_channels=decoder_channels,
+        train_encoder=train_encoder, cnn_pretrained=cnn_pretrained, text_model=text_model,
+        text_injection=text_injection, text_hidden=text_hidden, text_tokens=text_tokens,
+        prompted=_section(PromptedConfig, prompted), image_size=image_size,
+    ))
 
 
 def model_args(cfg: Config) -> dict[str, Any]:
@@ -118,7 +114,7 @@ def model_args(cfg: Config) -> dict[str, Any]:
     if t.enabled:
         args.update(out_channels=1, text_model=t.model, text_injection=t.injection, text_hidden=t.hidden,
                     text_tokens=t.tokens)
-    if cfg.model.arch == "prompted_sam":
+    if get_architecture(cfg.model.arch).takes_image_size:
         args["image_size"] = cfg.data.image_size
     return args
 
@@ -140,7 +136,7 @@ def check_input_size(cfg: Config) -> Optional[EncoderSpec]:
     """
     from .encoders import get_encoder_spec
 
-    if cfg.model.arch not in ("s2unet", "prompted_sam"):
+    if get_architecture(cfg.model.arch).encoders == "none":
         return None
     try:
         spec = get_encoder_spec(cfg.model.encoder)
@@ -166,8 +162,8 @@ def check_model_config(cfg: Config) -> None:
     model installed in its pinned version with unchanged files.
 
     Raises:
-        ConfigError: an unknown encoder or text model, or an image size the encoder cannot
-            take, naming the key.
+        ConfigError: an unknown encoder or text model, an image size the encoder cannot take, or
+            a prompted architecture on an encoder without a SAM head, naming the key.
         CheckpointNotFoundError: with download (text model: install) instructions.
         CheckpointError: ``model.weights: default`` for an encoder without a published checkpoint;
             the text model is another version or its files changed.
@@ -180,6 +176,8 @@ def check_model_config(cfg: Config) -> None:
     spec = check_input_size(cfg)
     if spec is None:
         return
+    if get_architecture(cfg.model.arch).encoders == "sam_head" and spec.sam_head is None:
+        raise ConfigError(f"model.encoder {spec.name!r}: its checkpoint carries no SAM head for {cfg.model.arch} to fine-tune")
     if cfg.model.weights == "default":
         locate_default_checkpoint(spec)
     elif cfg.model.weights != "random":
@@ -187,6 +185,7 @@ def check_model_config(cfg: Config) -> None:
 
 
 __all__ = [
+    "Architecture", "ModelArgs", "get_architecture", "register_architecture",
     "S2UNet", "SegmentationModel", "check_input_size", "check_model_config", "create_encoder", "create_model", "create_model_from_config",
     "encoder_names", "model_args",
 ]

@@ -5,6 +5,8 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
+from ..weights import load_state_strictly
+
 
 class SegmentationModel(nn.Module):
     """A model mapping (B, 3, H, W) images in 0..1 to a list of logit maps, the last final.
@@ -43,17 +45,12 @@ class SegmentationModel(nn.Module):
         return {k: v.detach().clone() for k, v in self.state_dict().items()}
 
     def load_trained_state_dict(self, state: dict[str, torch.Tensor], source: str = "checkpoint") -> None:
-        """Load what ``trained_state_dict`` saved; keys and shapes must match exactly."""
-        expected = self.trained_state_dict()
-        missing, unexpected = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
-        wrong = [f"{k} {tuple(state[k].shape)} in the file, {tuple(v.shape)} in the model"
-                 for k, v in expected.items() if k in state and state[k].shape != v.shape]
-        if missing or unexpected or wrong:
-            raise KeyError(
-                f"{source} does not fit this model: {len(missing)} missing tensors {missing[:3]}, "
-                f"{len(unexpected)} unexpected {unexpected[:3]}, {len(wrong)} of another shape {wrong[:2]}"
-            )
-        self.load_state_dict(state, strict=False)
+        """Load what ``trained_state_dict`` saved; keys and shapes must match exactly.
+
+        Raises:
+            CheckpointError: the tensors do not fit this model (names ``source``).
+        """
+        load_state_strictly(self, state, source, "this model", self.trained_state_dict())
 
     def merge_lora(self) -> int:
         """Fold LoRA into base weights for inference; models without LoRA merge nothing."""

@@ -332,10 +332,7 @@ def load_model_checkpoint(path: str | Path, device: str | torch.device = "cpu") 
     if differing:
         raise CheckpointError(f"{path}: its model_args and its config's model section differ in {differing}")
     model = create_model(**args)
-    try:
-        model.load_trained_state_dict(payload["state_dict"], source=str(path))
-    except KeyError as exc:
-        raise CheckpointError(str(exc.args[0])) from None
+    model.load_trained_state_dict(payload["state_dict"], source=str(path))
     calibration = Calibration.from_payload(payload.get("calibration"), str(path))
     model.to(device).eval()
     trained = payload.get("trained_cases")

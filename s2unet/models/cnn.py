@@ -85,45 +85,42 @@ def _imagenet_weights_on_disk(encoder_name: str) -> None:
         )
 
 
-def create_cnn(arch: str, out_channels: int, pretrained: bool = False) -> SegmentationModel:
-    """Build a CNN baseline.
-
-    Args:
-        arch: ``unet`` or ``deeplabv3plus`` (``model.arch``).
-        out_channels: prediction channels.
-        pretrained: ImageNet encoder weights (DeepLabV3+ only; ``model.cnn_pretrained``).
-
-    Returns:
-        The model, every parameter trainable.
+def create_unet(out_channels: int, pretrained: bool = False) -> SegmentationModel:
+    """Build the monai U-Net baseline (``model.arch: unet``), every parameter trainable.
 
     Raises:
-        ValueError: an unknown architecture, or ``cnn_pretrained`` for the U-Net (which has
-            no pretrained encoder).
+        ValueError: ``cnn_pretrained``: the U-Net has no pretrained encoder.
+    """
+    if pretrained:
+        raise ValueError("model.cnn_pretrained: the monai U-Net has no pretrained weights; set it to false")
+    from monai.networks.nets import UNet
+
+    net = UNet(
+        spatial_dims=2,
+        in_channels=3,
+        out_channels=out_channels,
+        channels=UNET_CHANNELS,
+        strides=(2,) * (len(UNET_CHANNELS) - 1),
+        num_res_units=2,
+    )
+    return CNNSegmentationModel(net, "unet")
+
+
+def create_deeplabv3plus(out_channels: int, pretrained: bool = False) -> SegmentationModel:
+    """Build the DeepLabV3+ baseline (``model.arch: deeplabv3plus``), every parameter trainable.
+
+    Args:
+        out_channels: prediction channels.
+        pretrained: ImageNet encoder weights (``model.cnn_pretrained``).
+
+    Raises:
         CheckpointNotFoundError: ImageNet weights requested but not on disk.
     """
-    if arch == "unet":
-        if pretrained:
-            raise ValueError("model.cnn_pretrained: the monai U-Net has no pretrained weights; set it to false")
-        from monai.networks.nets import UNet
+    import segmentation_models_pytorch as smp
 
-        net: nn.Module = UNet(
-            spatial_dims=2,
-            in_channels=3,
-            out_channels=out_channels,
-            channels=UNET_CHANNELS,
-            strides=(2,) * (len(UNET_CHANNELS) - 1),
-            num_res_units=2,
-        )
-    elif arch == "deeplabv3plus":
-        import segmentation_models_pytorch as smp
-
-        weights = None
-        if pretrained:
-            _imagenet_weights_on_disk(DEEPLAB_ENCODER)
-            weights = "imagenet"
-        net = smp.DeepLabV3Plus(
-            encoder_name=DEEPLAB_ENCODER, encoder_weights=weights, in_channels=3, classes=out_channels
-        )
-    else:
-        raise ValueError(f"create_cnn: unknown CNN architecture {arch!r}; expected 'unet' or 'deeplabv3plus'")
-    return CNNSegmentationModel(net, arch)
+    weights = None
+    if pretrained:
+        _imagenet_weights_on_disk(DEEPLAB_ENCODER)
+        weights = "imagenet"
+    net = smp.DeepLabV3Plus(encoder_name=DEEPLAB_ENCODER, encoder_weights=weights, in_channels=3, classes=out_channels)
+    return CNNSegmentationModel(net, "deeplabv3plus")

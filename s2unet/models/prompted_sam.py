@@ -40,8 +40,8 @@ from ..config import AttentionLoraConfig, PromptedConfig
 from ..data.prompts import Prompts, box_around_mask, fixed_points_in_region, next_correction_click, region_of_mean_mask
 from .adapters import attach_attention_lora, merge_attention_lora
 from .base import SegmentationModel
-from ..weights import CheckpointError, load_checkpoint_file, resolve_checkpoint
-from .encoders import Encoder, create_encoder, get_encoder_spec
+from ..weights import load_state_strictly, read_encoder_checkpoint
+from .encoders import Encoder, create_encoder, get_encoder_spec, load_encoder_state
 from .sam_head import SAM_VARIANTS, SamHead
 
 # Logits of a structure that has no prompt (an empty reference mask under box prompts): the
@@ -352,12 +352,12 @@ def create_prompted_sam(encoder: str, weights: str, prompted: PromptedConfig, at
         CheckpointNotFoundError: the checkpoint is not on disk.
         CheckpointError: a wrong digest or a file that does not fit.
     """
-    # The encoder's own loader verifies the digest and loads the trunk strictly.
-    trunk = create_encoder(encoder, weights)
+    # One read of the file (digest verified): the trunk and the SAM head both come from it.
     spec = get_encoder_spec(encoder)
-    path = resolve_checkpoint(spec.checkpoint.key if weights == "default" else weights)
-    state = load_checkpoint_file(path)
-    if encoder in SAM_VARIANTS:
+    path, state = read_encoder_checkpoint(spec, weights)
+    trunk = create_encoder(encoder, "random")
+    load_encoder_state(trunk, spec, state, path.name)
+    if spec.sam_head == "sam1":
         head = SamHead(trunk.out_channels[-1], image_size, image_size // trunk.stride)
         head.load_sam1(state.get("model", state), path.name)
         parts = Sam1Backbone(trunk, head.neck), head.prompt_encoder, head.mask_decoder
@@ -382,11 +382,6 @@ def _sam2_parts(config: str, encoder: Encoder, state: dict, source: str, size: i
     trunk = "image_encoder.trunk."
     rest = {k: v for k, v in state.get("model", {}).items() if not k.startswith(trunk)}
     expected = {k: v for k, v in sam.state_dict().items() if not k.startswith(trunk)}
-    missing, unexpected = sorted(set(expected) - set(rest)), sorted(set(rest) - set(expected))
-    wrong = [k for k in expected if k in rest and rest[k].shape != expected[k].shape]
-    if missing or unexpected or wrong:
-        raise CheckpointError(f"{source} does not fit {config}: missing {missing[:3]}, unexpected {unexpected[:3]}, "
-                              f"other shape {wrong[:3]}")
-    sam.load_state_dict(rest, strict=False)
+    load_state_strictly(sam, rest, source, config, expected)
     backbone = Sam2Backbone(sam.image_encoder, sam.no_mem_embed, encoder.attention_lora_targets)
     return backbone, sam.sam_prompt_encoder, sam.sam_mask_decoder

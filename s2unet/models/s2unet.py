@@ -12,6 +12,7 @@ from .base import SegmentationModel
 from .adapters import attach_attention_lora, attach_stage_adapters, merge_attention_lora
 from .decoder import UNetDecoder
 from .encoders import Encoder
+from ..weights import CheckpointError
 
 
 class S2UNet(SegmentationModel):
@@ -119,12 +120,12 @@ class S2UNet(SegmentationModel):
             source: the file they came from, named in errors.
 
         Raises:
-            KeyError: the tensors do not fit this model, or a random encoder's tensors are
+            CheckpointError: the tensors do not fit this model, or a random encoder's tensors are
                 missing (a checkpoint written before they were stored cannot be rebuilt).
         """
         frozen = self._frozen_encoder_keys()
         if self.saves_encoder and frozen and frozen.isdisjoint(state):
-            raise KeyError(
+            raise CheckpointError(
                 f"{source} was trained with model.weights: random but holds no encoder tensors (written by an "
                 "older s2unet); a fresh random encoder would give other predictions, so it cannot be loaded"
             )

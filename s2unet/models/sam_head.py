@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ..weights import CheckpointError
+from ..weights import load_state_strictly
 from .encoders import get_encoder_spec
 
 
@@ -119,9 +119,4 @@ class SamHead(nn.Module):
         Raises:
             CheckpointError: missing, unexpected or mis-shaped tensors.
         """
-        try:
-            self.load_state_dict(self.sam1_keys_to_ours(state), strict=True)
-        except RuntimeError as err:
-            raise CheckpointError(
-                f"{source} does not fit the SAM neck / prompt encoder / mask decoder: {err}"
-            ) from None
+        load_state_strictly(self, self.sam1_keys_to_ours(state), source, "the SAM neck / prompt encoder / mask decoder")

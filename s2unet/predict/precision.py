@@ -31,6 +31,7 @@ import numpy as np
 import torch
 
 from ..io import write_json
+from ..models import get_architecture
 
 # bf16 must beat fp32 by this factor: the probe is small and the machine may be shared, so
 # near-ties stay in fp32, the precision that cannot lose accuracy.
@@ -183,7 +184,7 @@ def cached_measurement(key: str, measure: Callable[[], dict[str, float]],
 
 def model_key(arch: str, encoder: str, image_size: int, batch: int) -> str:
     """The model part of a cache key: what changes the fp32 / bf16 balance of a forward."""
-    return f"{arch} {encoder if arch in ('s2unet', 'prompted_sam') else '-'} {image_size}px batch {batch}"
+    return f"{arch} {'-' if get_architecture(arch).encoders == 'none' else encoder} {image_size}px batch {batch}"
 
 
 def mask_dice(a: np.ndarray, b: np.ndarray) -> float:

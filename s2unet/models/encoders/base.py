@@ -7,8 +7,8 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from ...io import did_you_mean
-from ...weights import CheckpointInfo
+from ...io.names import add_unique, lookup
+from ...weights import CheckpointInfo, declare_checkpoint
 
 Placement = Literal["stage", "block"]
 Stats = tuple[float, float, float]
@@ -126,6 +126,9 @@ class EncoderSpec:
         description: one line for listings.
         default_image_size: the square input side it was designed for.
         kwargs: the architecture arguments of ``build``.
+        sam_head: the SAM head its checkpoint carries, if any: ``sam1`` (a SAM1-layout neck,
+            prompt encoder and mask decoder) or ``sam2`` (an official-format SAM2 image model);
+            the encoders a prompted architecture (``prompted_sam``) can fine-tune.
     """
 
     name: str
@@ -136,6 +139,7 @@ class EncoderSpec:
     description: str = ""
     default_image_size: int = 352
     kwargs: dict = field(default_factory=dict)
+    sam_head: Literal["sam1", "sam2"] | None = None
 
     @property
     def stride(self) -> int:
@@ -155,9 +159,9 @@ def register_encoder(spec: EncoderSpec) -> EncoderSpec:
     Returns:
         The entry.
     """
-    if spec.name in _REGISTRY:
-        raise KeyError(f"encoder {spec.name!r} registered twice")
-    _REGISTRY[spec.name] = spec
+    add_unique(_REGISTRY, spec.name, spec, "encoder")
+    if spec.checkpoint is not None:
+        declare_checkpoint(spec.name, spec.checkpoint)
     return spec
 
 
@@ -172,9 +176,4 @@ def get_encoder_spec(name: str) -> EncoderSpec:
     Raises:
         KeyError: an unknown name, with the closest known one and the full list.
     """
-    try:
-        return _REGISTRY[name]
-    except KeyError:
-        close = did_you_mean(name, _REGISTRY)
-        hint = f" (did you mean {close!r}?)" if close else ""
-        raise KeyError(f"unknown encoder {name!r}{hint}; known: {', '.join(encoder_names())}") from None
+    return lookup(_REGISTRY, name, "encoder", encoder_names())

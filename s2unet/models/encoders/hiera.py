@@ -249,6 +249,7 @@ def _register_official() -> None:
                 checkpoint=checkpoint,
                 description=f"{label} image-encoder trunk",
                 kwargs={"config": config},
+                sam_head="sam2",
             )
         )
 
@@ -268,5 +269,6 @@ register_encoder(
         ),
         description="MedSAM2 image-encoder trunk (SAM2.1 Hiera-T fine-tuned on medical images)",
         kwargs={"config": "configs/sam2.1/sam2.1_hiera_t.yaml"},
+        sam_head="sam2",
     )
 )

@@ -215,6 +215,7 @@ register_encoder(
         description="LiteMedSAM TinyViT (MedSAM distilled; 1x1 patch embedding), strides 1/2/4/4",
         default_image_size=256,
         kwargs=dict(patch_stride=1),
+        sam_head="sam1",
     )
 )
 
@@ -236,5 +237,6 @@ register_encoder(
         description="MobileSAM TinyViT-5M (vit_t), strides 4/8/16/16",
         default_image_size=1024,
         kwargs=dict(patch_stride=4),
+        sam_head="sam1",
     )
 )
