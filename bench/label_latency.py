@@ -37,7 +37,7 @@ import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from s2unet.app import build_state, create_app  # noqa: E402
-from s2unet.data.prompts import next_correction_click  # noqa: E402
+from s2unet.prompts import next_correction_click  # noqa: E402
 from s2unet.baselines.sam_predictors import create_predictor  # noqa: E402
 from s2unet.io import write_json, write_text  # noqa: E402
 from s2unet.metrics import metric_row  # noqa: E402

@@ -35,7 +35,7 @@ from s2unet.app.workspace import (
     saved_labelled,
     write_autosave,
 )
-from s2unet.data.prompts import Click, Prompts
+from s2unet.prompts import Click, Prompts
 from s2unet.baselines.sam_predictors import MASK_PROMPT_LOGIT, PromptedPredictor, SamFrame, SamTinyViTPredictor
 from s2unet.baselines.session import ClickSession
 from s2unet.config import config_from_dict

@@ -13,8 +13,7 @@ from PIL import Image
 
 from s2unet import weights as weights_module
 from s2unet.baselines.prompted import run_prompted
-from s2unet.baselines.strategies import create_strategy
-from s2unet.data.prompts import box_around_mask
+from s2unet.prompts import box_around_mask, create_strategy
 from s2unet.baselines.sam_predictors import (
     LITEMEDSAM,
     MOBILESAM,

@@ -7,9 +7,11 @@ import re
 import numpy as np
 import pytest
 
-from s2unet.baselines.strategies import STRATEGIES, PromptInputs, create_strategy
 from s2unet.config import ConfigError
-from s2unet.data.prompts import (
+from s2unet.prompts import (
+    STRATEGIES,
+    PromptInputs,
+    create_strategy,
     Prompts,
     box_around_mask,
     boxes_per_component,

@@ -76,9 +76,9 @@ def test_loss_example_takes_its_keys(monkeypatch):
 
 
 def test_strategy_example_boxes_the_largest_component(monkeypatch):
-    from s2unet.baselines import strategies
+    from s2unet.prompts import strategies
 
-    module = _load("A prompt strategy", "s2unet.baselines", "box_largest")
+    module = _load("A prompt strategy", "s2unet.prompts", "box_largest")
     monkeypatch.setitem(strategies.STRATEGIES, "box_largest", module.BoxLargest)
     mask = np.zeros((32, 32), bool)
     mask[2:5, 2:5] = True
@@ -99,7 +99,7 @@ class Overlay(importlib.abc.MetaPathFinder):
     def find_spec(self, name, path, target=None):
         return importlib.util.spec_from_file_location(name, FILES[name]) if name in FILES else None
 sys.meta_path.insert(0, Overlay())
-from s2unet.baselines import STRATEGIES, create_strategy
+from s2unet.prompts import STRATEGIES, create_strategy
 print(type(create_strategy("box_largest")).__name__, create_strategy("box_largest").uses_ground_truth)
 """
 
@@ -107,13 +107,13 @@ print(type(create_strategy("box_largest")).__name__, create_strategy("box_larges
 def test_strategy_example_registers_from_its_own_file_without_an_import_cycle(tmp_path):
     """One new file plus the registry's import and entry: the registry imports the new file
     while it is itself being imported, which works only if the base class lives apart."""
-    registry = (DOC.parents[1] / "s2unet" / "baselines" / "strategies.py").read_text()
+    registry = (DOC.parents[1] / "s2unet" / "prompts" / "strategies.py").read_text()
     first_import = registry.index("\nfrom .")
     registry = (registry[:first_import] + "\nfrom .box_largest import BoxLargest" + registry[first_import:]
                 + '\nSTRATEGIES["box_largest"] = BoxLargest\n')
     (tmp_path / "strategies.py").write_text(registry)
     (tmp_path / "box_largest.py").write_text(_blocks()["A prompt strategy"])
-    files = {f"s2unet.baselines.{n}": str(tmp_path / f"{n}.py") for n in ("strategies", "box_largest")}
+    files = {f"s2unet.prompts.{n}": str(tmp_path / f"{n}.py") for n in ("strategies", "box_largest")}
     out = subprocess.run([sys.executable, "-c", _OVERLAY.format(files=files)], capture_output=True, text=True,
                          cwd=DOC.parents[1])
     assert out.returncode == 0, out.stderr.strip().splitlines()[-1:]

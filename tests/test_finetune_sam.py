@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from s2unet.config import ConfigError, load_config
-from s2unet.data.prompts import Prompts, box_around_mask
+from s2unet.prompts import Prompts, box_around_mask
 from s2unet.engine import trainer
 from s2unet.models.checkpoint import atomic_save, load_model_checkpoint, model_payload
 from s2unet.losses import build_loss

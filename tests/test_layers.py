@@ -2,7 +2,7 @@
 own layer), and engine and inference never import each other.
 
 The order, bottom to top (README "Repository layout", DESIGN): io -> config -> weights (checkpoints: lookup,
-sha256, the strict loader, CheckpointError) -> data | text -> models -> losses/metrics -> predict ->
+sha256, the strict loader, CheckpointError) -> data | text | prompts -> models -> losses/metrics -> predict ->
 engine | inference -> baselines | api -> app/cli. Lazy imports and ``TYPE_CHECKING`` imports count too.
 """
 from __future__ import annotations
@@ -22,8 +22,9 @@ LAYERS: dict[str, tuple[int, str]] = {
     "io": (0, "io"), "runtime": (0, "io"),
     "config": (1, "config"), "devices": (1, "config"),
     "weights": (2, "weights"),
-    # data and text are peers: text models and phrase banks know nothing of cases, and back.
-    "data": (3, "data"), "text": (3, "text"),
+    # data, text and prompts are peers: text models and phrase banks know nothing of cases, and
+    # prompt geometry (used by models, baselines and the app) knows neither.
+    "data": (3, "data"), "text": (3, "text"), "prompts": (3, "prompts"),
     "models": (4, "models"),
     "losses": (5, "losses/metrics"), "metrics": (5, "losses/metrics"),
     "predict": (6, "predict"),
@@ -34,9 +35,6 @@ LAYERS: dict[str, tuple[int, str]] = {
 
 # DESIGN's rule beyond the order: models never imports data (engine is above it anyway).
 FORBIDDEN = {("models", "data")}
-# The one known exception until the prompt geometry moves into its own low-layer package
-# (issue #24, part 3): prompted SAM training draws its prompts with data/prompts.py.
-KNOWN_EXCEPTIONS = {("s2unet/models/prompted_sam.py", "s2unet.data.prompts")}
 
 
 def _top(module: str) -> str:
@@ -85,8 +83,6 @@ def layer_violations(root: Path = PACKAGE) -> list[str]:
                 bad.append(f"{path.relative_to(root.parent)}:{line} imports {target} (no layer)")
                 continue
             their_rank, their_name = LAYERS[top]
-            if (str(path.relative_to(root.parent)), target) in KNOWN_EXCEPTIONS:
-                continue
             if their_rank > rank or (their_rank == rank and their_name != name) or (name, their_name) in FORBIDDEN:
                 bad.append(f"{path.relative_to(root.parent)}:{line}: {name} imports {target} ({their_name})")
     return bad

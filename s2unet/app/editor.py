@@ -34,7 +34,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 from scipy import ndimage
 
-from ..data.prompts import Click, Prompts
+from ..prompts import Click, Prompts
 from ..baselines.session import ClickSession
 from ..baselines.sam_predictors import PromptedPredictor
 from .workspace import AppError, CaseStats, Layer, OpenCase

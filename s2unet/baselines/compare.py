@@ -5,7 +5,7 @@ The config (:mod:`.compare_config`) is loaded by the main config machinery. Trai
 run through :class:`s2unet.inference.Predictor` with their own preprocessing (window, 2.5D
 context, image size) and tuned threshold. Prompted models see each image (or CT slice, shown
 the usual way up: the served slice transposed) at its native resolution, prompted per label
-channel by their strategy (:mod:`.strategies`). A method that cannot start (missing
+channel by their strategy (:mod:`s2unet.prompts.strategies`). A method that cannot start (missing
 checkpoint, labels that do not match) is reported as skipped with the reason; one that raises
 while running as failed; the others still run (:mod:`.compare_methods`).
 """

@@ -1,6 +1,6 @@
 """The comparison's config: the main config machinery (layered YAML + ``--set`` loading, ranges,
 did-you-mean) with the sections of a comparison; each method's prompt keys belong to its
-strategy (:mod:`.strategies`) and are checked by it.
+strategy (:mod:`s2unet.prompts.strategies`) and are checked by it.
 
 A comparison YAML::
 
@@ -38,8 +38,7 @@ from ..config import (
     validate,
 )
 from .sam_predictors import predictor_names
-from .strategies import create_strategy
-from .strategy_base import PromptStrategy
+from ..prompts import PromptStrategy, create_strategy
 
 
 @dataclass
@@ -51,7 +50,7 @@ class MethodConfig:
         checkpoint: an s2unet/CNN model checkpoint (``best.pt``) trained by this project.
         predictor: a prompted predictor name (``litemedsam``, ``mobilesam``, ``sam2.1_hiera_tiny``...).
         weights: the predictor's checkpoint file instead of its default one.
-        prompt: the prompt strategy (see :mod:`s2unet.baselines.strategies`).
+        prompt: the prompt strategy (see :mod:`s2unet.prompts.strategies`).
         params: the strategy's own keys, written flat beside the others (``jitter``,
             ``rounds``, ``draft``, ``n_points``...).
     """

@@ -13,15 +13,14 @@ from rich.console import Console
 from ..config import Config, DataConfig
 from ..data import Case, case_identity
 from ..predict import Predictor, channel_names
+from ..prompts import Prompts, PromptStrategy, fixed_points_from_mean_mask
 from ..weights import CheckpointError
 from .compare_config import CompareConfig, MethodConfig
 from .compare_data import EvalCase, display, training_masks
 from .finetuned_predictor import FineTunedPredictor
 from .prompted import run_prompted
-from ..data.prompts import Prompts, fixed_points_from_mean_mask
 from .report import MethodResult
 from .sam_predictors import PromptedPredictor, create_predictor
-from .strategy_base import PromptStrategy
 
 console = Console(stderr=True)
 

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from ..data import resize_to
-from ..data.prompts import Prompts
+from ..prompts import Prompts
 from ..models.prompted_sam import PromptedSam
 from ..weights import CheckpointError, CheckpointNotFoundError
 from .predictor_base import PromptedPredictor

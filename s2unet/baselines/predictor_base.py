@@ -10,7 +10,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..data.prompts import Prompts
+from ..prompts import Prompts
 
 
 def as_rgb01(image01: np.ndarray) -> np.ndarray:

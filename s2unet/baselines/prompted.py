@@ -1,4 +1,4 @@
-"""Run a prompted predictor on one 2D image with a prompt strategy (:mod:`.strategies`).
+"""Run a prompted predictor on one 2D image with a prompt strategy (:mod:`s2unet.prompts.strategies`).
 
 A volume is prompted slice by slice by the caller; an image (slice) without any prompt is
 predicted empty without running the encoder.
@@ -12,10 +12,9 @@ from typing import Hashable, Optional
 import numpy as np
 
 from ..metrics import metric_row
-from ..data.prompts import Prompts, next_correction_click
+from ..prompts import PromptInputs, PromptStrategy, Prompts, next_correction_click
 from .sam_predictors import PromptedPredictor
 from .session import ClickSession
-from .strategy_base import PromptInputs, PromptStrategy
 
 THRESHOLD = 0.5
 
@@ -65,7 +64,7 @@ def run_prompted(
         gt_or_draft: (H, W) mask the prompts come from: the reference mask, or another
             model's draft for a strategy that needs one. A correcting strategy also scores
             each round on it.
-        strategy: the prompt strategy (:func:`~.strategies.create_strategy`).
+        strategy: the prompt strategy (:func:`~s2unet.prompts.create_strategy`).
         rng: random generator for box jitter.
         fixed: the fixed points of a strategy that needs training masks, in this image's frame.
         image_key: identity of the image for the predictor's embedding cache.

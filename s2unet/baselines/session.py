@@ -14,7 +14,7 @@ from typing import Hashable, Optional
 
 import numpy as np
 
-from ..data.prompts import Click, Prompts, empty_prompts
+from ..prompts import Click, Prompts, empty_prompts
 from .sam_predictors import PromptedPredictor
 
 

@@ -37,7 +37,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from ..config import AttentionLoraConfig, PromptedConfig
-from ..data.prompts import Prompts, box_around_mask, fixed_points_in_region, next_correction_click, region_of_mean_mask
+from ..prompts import Prompts, box_around_mask, fixed_points_in_region, next_correction_click, region_of_mean_mask
 from .adapters import attach_attention_lora, merge_attention_lora
 from .base import SegmentationModel
 from ..weights import load_state_strictly, read_encoder_checkpoint

@@ -13,7 +13,7 @@ from typing import Any, ClassVar, Optional
 import numpy as np
 
 from ..config import ranged
-from ..data.prompts import Prompts
+from .geometry import Prompts
 
 
 @dataclass

@@ -3,7 +3,7 @@
 Each strategy is one small class: it declares whether its prompts come from the test image's
 reference mask (an oracle), what else it needs (another model's draft, the training masks), its
 own parameters (a dataclass whose numbers are :func:`~s2unet.config.ranged`), and it makes its
-prompts. The base class, its inputs and the shared parameters live in :mod:`.strategy_base`,
+prompts. The base class, its inputs and the shared parameters live in :mod:`.base`,
 which imports nothing from here: adding a strategy is one file (or a class here) plus its
 line in :data:`STRATEGIES`.
 
@@ -26,8 +26,8 @@ from dataclasses import dataclass
 from typing import Any, Optional
 
 from ..config import ConfigError, build_params, check_registered, ranged
-from ..data.prompts import Prompts, box_around_mask, boxes_per_component, farthest_interior_points, prompts_from_draft
-from .strategy_base import BoxParams, PromptInputs, PromptStrategy
+from .geometry import Prompts, box_around_mask, boxes_per_component, farthest_interior_points, prompts_from_draft
+from .base import BoxParams, PromptInputs, PromptStrategy
 
 
 @dataclass
