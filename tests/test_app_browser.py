@@ -332,6 +332,23 @@ def test_the_token_moves_from_the_address_into_a_cookie(serve, tmp_path: Path, b
     assert "access token required" in driver.page_source
 
 
+def test_the_ask_box_is_hidden_without_a_text_model(serve, tmp_path: Path, browser) -> None:
+    """`.group`'s display must not override the box's `hidden` attribute (issue 26)."""
+    from selenium.webdriver.common.by import By
+
+    picture = tmp_path / "xray.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (40, 50), dtype=np.uint8)).save(picture)
+    url, _ = serve([picture], ["lungs"], prompted=None)
+    driver = browser
+    driver.get(url)
+    _idle(driver, 0)
+    assert driver.find_element(By.ID, "canvas").get_attribute("data-width") == "50"
+    assert driver.find_element(By.ID, "text-box").get_attribute("hidden") is not None
+    assert not driver.find_element(By.ID, "text-box").is_displayed()
+    assert not driver.find_element(By.ID, "phrase").is_displayed()
+    assert not driver.find_element(By.ID, "volume-bar").is_displayed()
+
+
 def test_the_app_shows_every_stored_form_anterior_up(serve, browser, tmp_path: Path) -> None:
     """A correctly tagged DICOM series, an LPS NIfTI and an RAS NIfTI of one scan are all shown as
     3D Slicer shows them: the spine at the bottom, the patient's right on the image's left."""
