@@ -461,6 +461,17 @@ def test_the_log_has_time_counts_and_the_dice_between_draft_and_saved_mask(image
     assert (record["strokes"], record["clicks"], record["draft"]) == (1, 0, str(ckpt))
 
 
+def test_the_log_compares_no_box_answer_with_itself(images: Path, tmp_path: Path) -> None:
+    """A box's answer is the user's edit, not a model draft: saved as it is, it logged Dice 1.0."""
+    out = tmp_path / "out"
+    client = _client(_state(images, out))
+    client.post("/api/open", json={"case": "a"})
+    assert client.post("/api/box", json={"case": "a", "box": [5, 5, 30, 30]}).status_code == 200
+    client.post("/api/save", json={"case": "a"})
+    record = json.loads((out / "label_log.jsonl").read_text().splitlines()[-1])
+    assert (record["boxes"], record["draft"], record["dice_draft_vs_saved"]) == (1, None, {"lungs": None})
+
+
 def test_a_token_guards_every_request_when_set(images: Path, tmp_path: Path) -> None:
     client = _client(_state(images, tmp_path / "out"), token="s3cret")
     assert client.get("/api/info").status_code == 401

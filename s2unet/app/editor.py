@@ -113,7 +113,7 @@ class CaseEditor:
         labelled: (S,) bool slices labelled (edited or marked).
         draft: (C, S, H, W) bool draft masks for the log's Dice, None before any draft.
         drafted: (C, S) planes that received a draft.
-        draft_source: what made the draft (checkpoint path, ``<model> box``...).
+        draft_source: what made the draft (checkpoint path, a text phrase).
         restored_from: where the starting masks came from (``autosave``, ``saved masks``, "").
     """
 
@@ -249,7 +249,10 @@ class CaseEditor:
 
     def box(self, predictor: PromptedPredictor, layer: int, plane: int, window: str,
             box: tuple[float, float, float, float]) -> None:
-        """Segment a new object from a box (a box-prompted draft of one object).
+        """Segment a new object from a box.
+
+        The answer is an edit, not a draft: the log's Dice compares model drafts with what the user
+        saved, and a box's answer is the user's own work (comparing it would report 1.0 for itself).
 
         Args:
             predictor: the prompted model.
@@ -275,7 +278,6 @@ class CaseEditor:
         self._object = _Object(layer, plane, window, session, base, answer)
         self.labelled[plane] = True
         self.stats.boxes += 1
-        self._keep_draft(layer, plane, f"{predictor.name} box")
 
     def click(self, predictor: PromptedPredictor, layer: int, plane: int, window: str, x: float, y: float,
               add: bool) -> str:
@@ -347,14 +349,6 @@ class CaseEditor:
             self.draft = np.zeros_like(self.masks)
             self.drafted = np.zeros(self.masks.shape[:2], dtype=bool)
         return self.draft, self.drafted
-
-    def _keep_draft(self, layer: int, plane: int, source: str) -> None:
-        """A box's first answer is the draft of its plane, unless the plane has one already."""
-        draft, drafted = self._new_draft_store()
-        if not drafted[layer, plane]:
-            draft[layer, plane] = self.masks[layer, plane]
-            drafted[layer, plane] = True
-            self.draft_source = self.draft_source or source
 
     def clear_object(self) -> None:
         """End the current object (moving to another slice or case)."""
