@@ -29,6 +29,7 @@ from s2unet.app.workspace import (
     AutosaveMismatch,
     CaseStats,
     OpenCase,
+    WINDOWS,
     list_cases,
     read_autosave,
     save_masks,
@@ -258,6 +259,24 @@ def test_saved_pngs_follow_the_training_layout_and_are_never_overwritten_silentl
     save_masks(out, layers, opened, np.zeros_like(masks), np.ones(1, bool), overwrite=True)
     assert np.asarray(Image.open(files[0])).sum() == 0
     assert not (out / "labelled_slices.json").exists()  # an image is labelled whole
+
+
+def test_hu_window_presets_are_offered_only_on_hu_data(tmp_path: Path) -> None:
+    """A lung window on 8-bit data turned the slice white (issue 26): only HU data gets the presets."""
+    folder = tmp_path / "vols"
+    folder.mkdir()
+    nib.save(nib.Nifti1Image(np.full((8, 6, 5), 200, np.uint8), np.eye(4)), folder / "clahe.nii.gz")
+    hu = np.zeros((8, 6, 5), np.int16)
+    hu[0] = -1000  # air
+    nib.save(nib.Nifti1Image(hu, np.eye(4)), folder / "ct.nii.gz")
+    _png(folder / "xray.png", np.zeros((H, W), np.uint8))
+    client = _client(_state(folder, tmp_path / "out"))
+    offered = {case: client.post("/api/open", json={"case": case}).json()["windows"] for case in ("clahe", "ct", "xray")}
+    assert offered == {"clahe": ["auto", "none"], "ct": list(WINDOWS), "xray": []}
+    assert "lung" in WINDOWS
+    assert client.get("/api/image", params={"case": "ct", "plane": 0, "window": "lung"}).status_code == 200
+    r = client.get("/api/image", params={"case": "clahe", "plane": 0, "window": "lung"})
+    assert r.status_code == 422 and "clahe: window 'lung' is a HU preset" in r.json()["detail"]
 
 
 def test_volume_masks_keep_the_source_geometry_and_the_slice_orientation(tmp_path: Path) -> None:
