@@ -201,15 +201,49 @@ def test_a_click_refines_only_the_object_it_lands_on(editor: CaseEditor) -> None
     assert not editor.masks[0, 0, 27, 7] and not editor.masks[0, 0, 20, 15]
 
 
-def test_an_add_click_near_an_object_extends_it_and_a_far_one_starts_a_new_one(editor: CaseEditor) -> None:
+class Flooder(Painter):
+    """Stand-in for SAM flooding: one object's add points give the rectangle around all of them
+    (grown by 3 pixels), as SAM fills the chest between two lungs prompted as one object."""
+
+    def _predict(self, boxes, points, labels, mask_input, multimask):
+        logits, low_res = super()._predict(boxes, points, labels, mask_input, multimask)
+        if boxes is None:
+            for i in range(len(points)):
+                added = np.round(points[i][labels[i] == 1]).astype(int)
+                (x0, y0), (x1, y1) = added.min(0), added.max(0)
+                logits[i, max(0, y0 - 3) : y1 + 4, max(0, x0 - 3) : x1 + 4] = 20.0
+        return logits, low_res
+
+
+def test_an_add_click_off_every_object_starts_a_new_one_alone(images: Path) -> None:
+    """Issue 26: a second add click on the other lung was added to the first lung's prompts, and
+    the answer flooded the chest between them."""
+    editor = CaseEditor(OpenCase(list_cases(images)[0]), layers_from(["lungs"]))
+    predictor = Flooder()
+    editor.click(predictor, 0, 0, "auto", 10.0, 20.0, add=True)  # the right lung
+    first = editor.masks[0, 0].copy()
+    assert first[17:24, 7:14].all() and first.sum() == 49
+    editor.click(predictor, 0, 0, "auto", 50.0, 20.0, add=True)  # the left lung: a new object
+    call = predictor.calls[-1]
+    assert call["boxes"] is None and call["points"].shape == (1, 1, 2) and call["mask_input"] is None
+    second = editor.masks[0, 0]
+    np.testing.assert_array_equal(second & first, first)  # the first object's pixels stay
+    assert second[17:24, 47:54].all() and second.sum() == 98 and not second[20, 30]  # no flood
+    # A click on the first object refines it alone (its box, the click, itself as mask prompt).
+    editor.click(predictor, 0, 0, "auto", 10.0, 20.0, add=False)
+    np.testing.assert_array_equal(predictor.calls[-1]["boxes"], [[7, 17, 13, 23]])
+    np.testing.assert_array_equal(editor.masks[0, 0, :, 32:], second[:, 32:])  # the second one untouched
+    assert not editor.masks[0, 0, 20, 10]
+
+
+def test_an_add_click_next_to_an_object_leaves_its_pixels_as_they_are(editor: CaseEditor) -> None:
     predictor = Painter()
+    before = editor.masks[0, 0].copy()
     editor.click(predictor, 0, 0, "auto", 27.0, 20.0, add=True)  # just right of the right blob
-    np.testing.assert_array_equal(predictor.calls[-1]["boxes"], [[5, 10, 27, 29]])  # its box, grown to the click
-    editor.stroke(0, 0, [(0.0, 63.0)], 1.0, erase=False)  # a stroke ends the object
-    editor.masks[0, 0] = False
-    editor.click(predictor, 0, 0, "auto", 30.0, 50.0, add=True)  # nothing near: the click alone
     assert predictor.calls[-1]["boxes"] is None and predictor.calls[-1]["mask_input"] is None
-    assert editor.masks[0, 0, 50, 30]
+    expected = before.copy()
+    expected[17:24, 24:31] = True  # the click's own answer, added to the mask
+    np.testing.assert_array_equal(editor.masks[0, 0], expected)
 
 
 def test_a_remove_click_off_the_mask_changes_nothing(editor: CaseEditor) -> None:

@@ -167,6 +167,12 @@ def _canvas_picture(driver, width: int, height: int) -> np.ndarray:
     return np.asarray(values, dtype=np.float64).reshape(height, width)
 
 
+def _page_mask(driver, width: int, height: int, layer: int = 0) -> np.ndarray:
+    """The mask of a layer as the page holds it, (height, width) bool."""
+    values = driver.execute_script("return Array.from(S.masks[arguments[0]]);", layer)
+    return np.asarray(values).reshape(height, width) > 0
+
+
 def _overlay_pixel(driver, xy: tuple[int, int]) -> list[int]:
     return driver.execute_script(
         "const c = document.getElementById('canvas'); const s = Number(c.dataset.scale);"
@@ -196,7 +202,12 @@ def test_label_a_real_xray_in_the_browser(serve, shared_dir: Path, browser) -> N
 
     _act(driver, lambda: click(ADD_RIGHT, add=True))
     _act(driver, lambda: click(REMOVE_MIDDLE, add=False))
+    right_lung = _page_mask(driver, 512, 512)
     _act(driver, lambda: click(ADD_LEFT, add=True))
+    # The other lung is a new object: the first one's pixels stay, nothing floods between them.
+    both = _page_mask(driver, 512, 512)
+    np.testing.assert_array_equal(both & right_lung, right_lung)
+    assert both[:, 256:].sum() > 1000 and not both[REMOVE_MIDDLE[1], REMOVE_MIDDLE[0]]
 
     driver.find_element(By.CSS_SELECTOR, "input[value=brush]").click()
     driver.execute_script("const s = document.getElementById('size'); s.value = 6; s.oninput();")
