@@ -29,6 +29,7 @@ from s2unet.app.workspace import (
     AutosaveMismatch,
     CaseStats,
     OpenCase,
+    WINDOWS,
     list_cases,
     read_autosave,
     save_masks,
@@ -200,15 +201,49 @@ def test_a_click_refines_only_the_object_it_lands_on(editor: CaseEditor) -> None
     assert not editor.masks[0, 0, 27, 7] and not editor.masks[0, 0, 20, 15]
 
 
-def test_an_add_click_near_an_object_extends_it_and_a_far_one_starts_a_new_one(editor: CaseEditor) -> None:
+class Flooder(Painter):
+    """Stand-in for SAM flooding: one object's add points give the rectangle around all of them
+    (grown by 3 pixels), as SAM fills the chest between two lungs prompted as one object."""
+
+    def _predict(self, boxes, points, labels, mask_input, multimask):
+        logits, low_res = super()._predict(boxes, points, labels, mask_input, multimask)
+        if boxes is None:
+            for i in range(len(points)):
+                added = np.round(points[i][labels[i] == 1]).astype(int)
+                (x0, y0), (x1, y1) = added.min(0), added.max(0)
+                logits[i, max(0, y0 - 3) : y1 + 4, max(0, x0 - 3) : x1 + 4] = 20.0
+        return logits, low_res
+
+
+def test_an_add_click_off_every_object_starts_a_new_one_alone(images: Path) -> None:
+    """Issue 26: a second add click on the other lung was added to the first lung's prompts, and
+    the answer flooded the chest between them."""
+    editor = CaseEditor(OpenCase(list_cases(images)[0]), layers_from(["lungs"]))
+    predictor = Flooder()
+    editor.click(predictor, 0, 0, "auto", 10.0, 20.0, add=True)  # the right lung
+    first = editor.masks[0, 0].copy()
+    assert first[17:24, 7:14].all() and first.sum() == 49
+    editor.click(predictor, 0, 0, "auto", 50.0, 20.0, add=True)  # the left lung: a new object
+    call = predictor.calls[-1]
+    assert call["boxes"] is None and call["points"].shape == (1, 1, 2) and call["mask_input"] is None
+    second = editor.masks[0, 0]
+    np.testing.assert_array_equal(second & first, first)  # the first object's pixels stay
+    assert second[17:24, 47:54].all() and second.sum() == 98 and not second[20, 30]  # no flood
+    # A click on the first object refines it alone (its box, the click, itself as mask prompt).
+    editor.click(predictor, 0, 0, "auto", 10.0, 20.0, add=False)
+    np.testing.assert_array_equal(predictor.calls[-1]["boxes"], [[7, 17, 13, 23]])
+    np.testing.assert_array_equal(editor.masks[0, 0, :, 32:], second[:, 32:])  # the second one untouched
+    assert not editor.masks[0, 0, 20, 10]
+
+
+def test_an_add_click_next_to_an_object_leaves_its_pixels_as_they_are(editor: CaseEditor) -> None:
     predictor = Painter()
+    before = editor.masks[0, 0].copy()
     editor.click(predictor, 0, 0, "auto", 27.0, 20.0, add=True)  # just right of the right blob
-    np.testing.assert_array_equal(predictor.calls[-1]["boxes"], [[5, 10, 27, 29]])  # its box, grown to the click
-    editor.stroke(0, 0, [(0.0, 63.0)], 1.0, erase=False)  # a stroke ends the object
-    editor.masks[0, 0] = False
-    editor.click(predictor, 0, 0, "auto", 30.0, 50.0, add=True)  # nothing near: the click alone
     assert predictor.calls[-1]["boxes"] is None and predictor.calls[-1]["mask_input"] is None
-    assert editor.masks[0, 0, 50, 30]
+    expected = before.copy()
+    expected[17:24, 24:31] = True  # the click's own answer, added to the mask
+    np.testing.assert_array_equal(editor.masks[0, 0], expected)
 
 
 def test_a_remove_click_off_the_mask_changes_nothing(editor: CaseEditor) -> None:
@@ -258,6 +293,24 @@ def test_saved_pngs_follow_the_training_layout_and_are_never_overwritten_silentl
     save_masks(out, layers, opened, np.zeros_like(masks), np.ones(1, bool), overwrite=True)
     assert np.asarray(Image.open(files[0])).sum() == 0
     assert not (out / "labelled_slices.json").exists()  # an image is labelled whole
+
+
+def test_hu_window_presets_are_offered_only_on_hu_data(tmp_path: Path) -> None:
+    """A lung window on 8-bit data turned the slice white (issue 26): only HU data gets the presets."""
+    folder = tmp_path / "vols"
+    folder.mkdir()
+    nib.save(nib.Nifti1Image(np.full((8, 6, 5), 200, np.uint8), np.eye(4)), folder / "clahe.nii.gz")
+    hu = np.zeros((8, 6, 5), np.int16)
+    hu[0] = -1000  # air
+    nib.save(nib.Nifti1Image(hu, np.eye(4)), folder / "ct.nii.gz")
+    _png(folder / "xray.png", np.zeros((H, W), np.uint8))
+    client = _client(_state(folder, tmp_path / "out"))
+    offered = {case: client.post("/api/open", json={"case": case}).json()["windows"] for case in ("clahe", "ct", "xray")}
+    assert offered == {"clahe": ["auto", "none"], "ct": list(WINDOWS), "xray": []}
+    assert "lung" in WINDOWS
+    assert client.get("/api/image", params={"case": "ct", "plane": 0, "window": "lung"}).status_code == 200
+    r = client.get("/api/image", params={"case": "clahe", "plane": 0, "window": "lung"})
+    assert r.status_code == 422 and "clahe: window 'lung' is a HU preset" in r.json()["detail"]
 
 
 def test_volume_masks_keep_the_source_geometry_and_the_slice_orientation(tmp_path: Path) -> None:
@@ -459,6 +512,17 @@ def test_the_log_has_time_counts_and_the_dice_between_draft_and_saved_mask(image
     expected = 2 * (saved & draft).sum() / (saved.sum() + draft.sum())
     assert record["dice_draft_vs_saved"]["lungs"] == pytest.approx(expected, abs=1e-4) and expected < 1
     assert (record["strokes"], record["clicks"], record["draft"]) == (1, 0, str(ckpt))
+
+
+def test_the_log_compares_no_box_answer_with_itself(images: Path, tmp_path: Path) -> None:
+    """A box's answer is the user's edit, not a model draft: saved as it is, it logged Dice 1.0."""
+    out = tmp_path / "out"
+    client = _client(_state(images, out))
+    client.post("/api/open", json={"case": "a"})
+    assert client.post("/api/box", json={"case": "a", "box": [5, 5, 30, 30]}).status_code == 200
+    client.post("/api/save", json={"case": "a"})
+    record = json.loads((out / "label_log.jsonl").read_text().splitlines()[-1])
+    assert (record["boxes"], record["draft"], record["dice_draft_vs_saved"]) == (1, None, {"lungs": None})
 
 
 def test_a_token_guards_every_request_when_set(images: Path, tmp_path: Path) -> None:

@@ -167,6 +167,12 @@ def _canvas_picture(driver, width: int, height: int) -> np.ndarray:
     return np.asarray(values, dtype=np.float64).reshape(height, width)
 
 
+def _page_mask(driver, width: int, height: int, layer: int = 0) -> np.ndarray:
+    """The mask of a layer as the page holds it, (height, width) bool."""
+    values = driver.execute_script("return Array.from(S.masks[arguments[0]]);", layer)
+    return np.asarray(values).reshape(height, width) > 0
+
+
 def _overlay_pixel(driver, xy: tuple[int, int]) -> list[int]:
     return driver.execute_script(
         "const c = document.getElementById('canvas'); const s = Number(c.dataset.scale);"
@@ -196,7 +202,12 @@ def test_label_a_real_xray_in_the_browser(serve, shared_dir: Path, browser) -> N
 
     _act(driver, lambda: click(ADD_RIGHT, add=True))
     _act(driver, lambda: click(REMOVE_MIDDLE, add=False))
+    right_lung = _page_mask(driver, 512, 512)
     _act(driver, lambda: click(ADD_LEFT, add=True))
+    # The other lung is a new object: the first one's pixels stay, nothing floods between them.
+    both = _page_mask(driver, 512, 512)
+    np.testing.assert_array_equal(both & right_lung, right_lung)
+    assert both[:, 256:].sum() > 1000 and not both[REMOVE_MIDDLE[1], REMOVE_MIDDLE[0]]
 
     driver.find_element(By.CSS_SELECTOR, "input[value=brush]").click()
     driver.execute_script("const s = document.getElementById('size'); s.value = 6; s.oninput();")
@@ -330,6 +341,23 @@ def test_the_token_moves_from_the_address_into_a_cookie(serve, tmp_path: Path, b
     driver.delete_all_cookies()
     driver.get(url)
     assert "access token required" in driver.page_source
+
+
+def test_the_ask_box_is_hidden_without_a_text_model(serve, tmp_path: Path, browser) -> None:
+    """`.group`'s display must not override the box's `hidden` attribute (issue 26)."""
+    from selenium.webdriver.common.by import By
+
+    picture = tmp_path / "xray.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (40, 50), dtype=np.uint8)).save(picture)
+    url, _ = serve([picture], ["lungs"], prompted=None)
+    driver = browser
+    driver.get(url)
+    _idle(driver, 0)
+    assert driver.find_element(By.ID, "canvas").get_attribute("data-width") == "50"
+    assert driver.find_element(By.ID, "text-box").get_attribute("hidden") is not None
+    assert not driver.find_element(By.ID, "text-box").is_displayed()
+    assert not driver.find_element(By.ID, "phrase").is_displayed()
+    assert not driver.find_element(By.ID, "volume-bar").is_displayed()
 
 
 def test_the_app_shows_every_stored_form_anterior_up(serve, browser, tmp_path: Path) -> None:

@@ -4,18 +4,20 @@ Every edit changes planes of the (C, S, H, W) mask stack in the display frame an
 as the planes it changed (before and after), so undo and redo are exact and cheap.
 
 Clicks and boxes go through a :class:`~s2unet.baselines.session.ClickSession`, the loop that
-``compare``'s ``iterative`` method runs. They refine one *object* at a time, so that the other
-parts of a mask (the other lung) stay as they are:
+``compare``'s ``iterative`` method runs. A click refines the object it lands on; a click outside
+any object starts a new one and never merges with another, so the other lung stays as it is:
 
 * a box starts a new object: the model's answer to the box replaces the mask components the
   box touches;
-* a click on the current object (or anywhere but on another part of the mask) adds a point to
-  the current object's prompts, the model's last logits being the mask prompt;
-* otherwise a click starts a new object from the mask component under it (an add click off the
-  mask: the nearest component, if any within :data:`NEAR_FRACTION` of the image side): that
+* a click on the current object adds a point to its prompts, the model's last logits being the
+  mask prompt;
+* a click on another part of the mask starts an object from the component under it: that
   component's box, the click and the component itself (as mask prompt) are the prompts, and the
-  answer replaces the component. An add click far from everything starts an object from the
-  click alone; a remove click off the mask changes nothing.
+  answer replaces the component;
+* an add click off the mask starts a new object from the click alone, whose answer is added to
+  the mask: the pixels of the other objects stay as they are (prompting it together with another
+  object's points made SAM flood the chest between two lungs). A remove click off the mask
+  changes nothing.
 
 A stroke, a draft, undo and redo end the current object: the next click starts again from the
 mask as it is.
@@ -39,7 +41,6 @@ from ..baselines.session import ClickSession
 from ..baselines.sam_predictors import PromptedPredictor
 from .workspace import AppError, CaseStats, Layer, OpenCase
 
-NEAR_FRACTION = 0.1
 HISTORY_LIMIT = 200  # edits kept for undo (each holds only the planes it changed)
 _FULL_2D = ndimage.generate_binary_structure(2, 2)  # 8-connectivity, as the prompt generators
 
@@ -113,7 +114,7 @@ class CaseEditor:
         labelled: (S,) bool slices labelled (edited or marked).
         draft: (C, S, H, W) bool draft masks for the log's Dice, None before any draft.
         drafted: (C, S) planes that received a draft.
-        draft_source: what made the draft (checkpoint path, ``<model> box``...).
+        draft_source: what made the draft (checkpoint path, a text phrase).
         restored_from: where the starting masks came from (``autosave``, ``saved masks``, "").
     """
 
@@ -249,7 +250,10 @@ class CaseEditor:
 
     def box(self, predictor: PromptedPredictor, layer: int, plane: int, window: str,
             box: tuple[float, float, float, float]) -> None:
-        """Segment a new object from a box (a box-prompted draft of one object).
+        """Segment a new object from a box.
+
+        The answer is an edit, not a draft: the log's Dice compares model drafts with what the user
+        saved, and a box's answer is the user's own work (comparing it would report 1.0 for itself).
 
         Args:
             predictor: the prompted model.
@@ -275,7 +279,6 @@ class CaseEditor:
         self._object = _Object(layer, plane, window, session, base, answer)
         self.labelled[plane] = True
         self.stats.boxes += 1
-        self._keep_draft(layer, plane, f"{predictor.name} box")
 
     def click(self, predictor: PromptedPredictor, layer: int, plane: int, window: str, x: float, y: float,
               add: bool) -> str:
@@ -301,37 +304,25 @@ class CaseEditor:
         current = self.masks[layer, plane]
         row, col = int(y), int(x)
         obj = self._object
-        continues = (
-            obj is not None and (obj.layer, obj.plane, obj.window) == (layer, plane, window)
-            and (obj.current[row, col] or not obj.base[row, col])
-        )
-        if continues:
-            assert obj is not None
+        if obj is not None and (obj.layer, obj.plane, obj.window) == (layer, plane, window) and obj.current[row, col]:
             answer = obj.session.click(click) >= 0.5
             base = obj.base
         else:
-            labels, n = _components(current)
+            labels, _ = _components(current)
             target = int(labels[row, col])
-            if target == 0 and add and n:
-                # The component nearest to an add click off the mask, if it is near.
-                dist, (iy, ix) = ndimage.distance_transform_edt(labels == 0, return_indices=True)
-                if dist[row, col] <= NEAR_FRACTION * max(h, w):
-                    target = int(labels[iy[row, col], ix[row, col]])
             if target == 0 and not add:
                 self.stats.clicks += 1
                 self.stats.tick()
                 return "nothing to remove here: a remove click acts on the mask it lands on"
-            region = labels == target if target else np.zeros_like(current)
-            base = current & ~region
             session = self._session(predictor, plane, window)
             if target:
-                box = _box_of(region)
-                box[:2] = np.minimum(box[:2], [x, y])
-                box[2:] = np.maximum(box[2:], [x, y])
-                prompts = Prompts(box[None], None, None, uses_ground_truth=False)
+                region = labels == target
+                base = current & ~region
+                prompts = Prompts(_box_of(region)[None], None, None, uses_ground_truth=False)
                 prompts = prompts.with_point(click.x, click.y, click.label, uses_ground_truth=False)
                 answer = session.start(prompts, mask=region) >= 0.5
             else:
+                base = current
                 answer = session.click(click) >= 0.5
             obj = _Object(layer, plane, window, session, base, answer)
         obj.current = answer
@@ -347,14 +338,6 @@ class CaseEditor:
             self.draft = np.zeros_like(self.masks)
             self.drafted = np.zeros(self.masks.shape[:2], dtype=bool)
         return self.draft, self.drafted
-
-    def _keep_draft(self, layer: int, plane: int, source: str) -> None:
-        """A box's first answer is the draft of its plane, unless the plane has one already."""
-        draft, drafted = self._new_draft_store()
-        if not drafted[layer, plane]:
-            draft[layer, plane] = self.masks[layer, plane]
-            drafted[layer, plane] = True
-            self.draft_source = self.draft_source or source
 
     def clear_object(self) -> None:
         """End the current object (moving to another slice or case)."""

@@ -34,7 +34,6 @@ from ..weights import CheckpointError
 from .drafts import DraftModel
 from .editor import CaseEditor
 from .workspace import (
-    WINDOWS,
     AppError,
     AutosaveMismatch,
     CaseFile,
@@ -377,7 +376,7 @@ def create_app(state: LabelApp, token: Optional[str] = None, port: Optional[int]
                       "saved": all(mask_path(state.out, layer, c).exists() for layer in state.layers)}
                      for c in state.cases.values()]
         return {
-            "cases": cases, "layers": [layer.name for layer in state.layers], "windows": list(WINDOWS),
+            "cases": cases, "layers": [layer.name for layer in state.layers],
             "prompted": state.predictor.name if state.predictor is not None else None,
             "checkpoint": str(state.drafter.path) if state.drafter is not None else None,
             "text": state.drafter is not None and state.drafter.takes_text,
@@ -394,7 +393,8 @@ def create_app(state: LabelApp, token: Optional[str] = None, port: Optional[int]
             note = "; ".join(n for n in (f"restored from the {ed.restored_from}" if ed.restored_from else "",
                                          state.kept.pop(req.case, "")) if n)
             return plane_state(state, ed, min(req.plane, ed.masks.shape[1] - 1), note, kind=ed.opened.case.kind,
-                               n_slices=ed.opened.n_slices, height=h, width=w)
+                               n_slices=ed.opened.n_slices, height=h, width=w,
+                               windows=list(ed.opened.windows))
 
     @api.get("/api/image")
     def image(case: str, plane: int = 0, window: str = "auto") -> Response:

@@ -37,7 +37,7 @@ from typing import Any, Optional, Sequence
 import numpy as np
 
 from ..config import WINDOW_PRESETS, WindowConfig
-from ..data import CaseImage, DataError, read_case, read_labels, volume_value_range, window_to_unit
+from ..data import CaseImage, DataError, is_hu, read_case, read_labels, volume_value_range, window_to_unit
 from ..data.labelled import MANIFEST_NAME, LabelledSlices, read_manifest, write_case_slices
 from ..inference.outputs import atomic_path, write_json
 from ..io import OutputError, exclusive_lock, remove_stale_temporaries
@@ -47,8 +47,8 @@ from ..io.formats import describe_formats
 from ..io.jsonio import dumps
 from ..metrics import metric_row
 
-#: Windows offered for volumes: the data's own scale, ``auto`` (lung window for HU data) and
-#: the CT presets of the config.
+#: Windows for volumes: the data's own scale, ``auto`` (lung window for HU data) and the CT
+#: presets of the config, offered only on HU data (see :attr:`OpenCase.windows`).
 WINDOWS: tuple[str, ...] = ("auto", "none", *WINDOW_PRESETS)
 VOLUME_AXIS = 2  # slices are cut along the served third axis, the training default
 LOG_NAME = "label_log.jsonl"
@@ -166,12 +166,19 @@ class OpenCase:
         h, w = np.delete(np.array(self._array.shape), VOLUME_AXIS)[::-1]
         return int(h), int(w)
 
+    @cached_property
+    def windows(self) -> tuple[str, ...]:
+        """The windows this case offers: none for a picture, the HU presets only for HU data."""
+        if self.image.planar:
+            return ()
+        return WINDOWS if is_hu(self._array.dtype, self._range) else WINDOWS[:2]
+
     def plane(self, k: int, window: str = "auto") -> np.ndarray:
         """Plane ``k`` in 0..1 as shown (and as the prompted model sees it).
 
         Args:
             k: slice index (0 for images).
-            window: volumes: one of :data:`WINDOWS` (pictures are already in 0..1).
+            window: volumes: one of :attr:`windows` (pictures are already in 0..1).
 
         Returns:
             (H, W) float32 in 0..1 (NaN pixels as 0).
@@ -181,8 +188,9 @@ class OpenCase:
         served = np.take(self._array, k, axis=VOLUME_AXIS)
         if self.image.planar:
             return np.nan_to_num(served.T, nan=0.0)
-        if window not in WINDOWS:
-            raise AppError(f"unknown window {window!r}; choose one of {', '.join(WINDOWS)}")
+        if window not in self.windows:
+            why = "a HU preset, and this volume is not in HU" if window in WINDOWS else "unknown"
+            raise AppError(f"{self.case.case_id}: window {window!r} is {why}; choose one of {', '.join(self.windows)}")
         return window_to_unit(served, WindowConfig(preset=window), self._range).T
 
     def to_display(self, served: np.ndarray) -> np.ndarray:

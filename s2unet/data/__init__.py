@@ -73,7 +73,7 @@ from .datasets import (
     slice_as_volume,
 )
 from .errors import DataError
-from .intensity import volume_value_range, window_bounds, window_to_unit
+from .intensity import is_hu, volume_value_range, window_bounds, window_to_unit
 from ..io.case import CaseImage, check_same_geometry
 from ..io.formats import case_stem, read_case, read_labels
 from ..io.nifti import load_nifti, save_like
@@ -94,7 +94,7 @@ __all__ = [
     "label_slice", "lesion_weights", "prepare_image", "load_nifti", "make_train_sampler", "read_labelled_slices",
     "orphan_labels", "prepare_slice", "read_case", "read_case_groups", "read_dicom", "read_image", "read_label_map", "read_labels", "read_mask", "read_raw",
     "read_slice_values", "resize_to", "save_like", "slice_as_volume", "seed_augment", "seed_worker", "split_cases",
-    "volume_value_range", "window_bounds", "window_to_unit",
+    "is_hu", "volume_value_range", "window_bounds", "window_to_unit",
 ]
 
 

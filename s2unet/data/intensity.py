@@ -82,6 +82,15 @@ def volume_value_range(array: np.ndarray) -> tuple[float, float]:
     return (float(finite.min()), float(finite.max())) if finite.size else (0.0, 0.0)
 
 
+def is_hu(dtype: np.dtype, value_range: Optional[tuple[float, float]]) -> bool:
+    """Whether data is taken to be CT in Hounsfield units: not 8/16-bit or bool, and its range
+    (the volume's (min, max); None when unknown) reaches below -500. ``auto`` windows such data
+    as lung; HU presets mean nothing on other data (a lung window turns 8-bit data white).
+    """
+    return np.dtype(dtype) not in (np.uint8, np.uint16, np.bool_) and value_range is not None \
+        and value_range[0] <= HU_FLOOR
+
+
 def hu_bounds(
     dtype: np.dtype, window: WindowConfig, value_range: Optional[tuple[float, float]]
 ) -> Optional[tuple[float, float]]:
@@ -99,9 +108,7 @@ def hu_bounds(
     bounds = window_bounds(window)
     if bounds is not None:
         return bounds
-    if window.preset != "auto" or np.dtype(dtype) in (np.uint8, np.uint16, np.bool_) or value_range is None:
-        return None
-    if value_range[0] > HU_FLOOR:
+    if window.preset != "auto" or not is_hu(dtype, value_range):
         return None
     level, width = WINDOW_PRESETS["lung"]
     return level - width / 2.0, level + width / 2.0

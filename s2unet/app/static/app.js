@@ -226,6 +226,9 @@ async function openCase(id, plane = 0) {
   }
   S.kind = st.kind; S.nSlices = st.n_slices; S.width = st.width; S.height = st.height; S.plane = st.plane;
   $("volume-bar").hidden = st.kind !== "volume";
+  const shown = $("window").value;  // kept when this case offers it (HU presets only on HU data)
+  $("window").replaceChildren(...st.windows.map((w) => new Option(w, w)));
+  if (st.windows.includes(shown)) $("window").value = shown;
   $("slice").max = String(st.n_slices - 1);
   $("slice").value = String(st.plane);
   $("slice-value").textContent = String(st.plane);
@@ -285,7 +288,6 @@ async function start() {
     S.info = info;
     for (const c of info.cases) $("case").add(new Option(c.id + (c.saved ? " ✓" : ""), c.id));
     info.layers.forEach((name, i) => $("layer").add(new Option(name, String(i))));
-    for (const w of info.windows) $("window").add(new Option(w, w));
     $("draft").disabled = !info.checkpoint;
     $("text-box").hidden = !info.text;
     if (!info.prompted) for (const v of ["click", "box"]) document.querySelector(`input[value=${v}]`).disabled = true;
