@@ -104,13 +104,9 @@ def _export_parser(p: argparse.ArgumentParser) -> None:
 
 def _run_train(args: argparse.Namespace) -> None:
     from .config import ConfigError, load_config
-    from .data import build_datasets
     from .devices import resolve_device
-    from .engine.rehearsal import with_rehearsal
     from .engine.resume import RESUME_KEYS, load_resume
-    from .engine.trainer import train
-    from .losses import loss_params
-    from .models import check_model_config
+    from .engine.trainer import Trainer, train
 
     if args.resume is not None and args.config is not None:
         raise ConfigError(
@@ -119,11 +115,11 @@ def _run_train(args: argparse.Namespace) -> None:
         )
     if args.check_only:
         # The same checks training runs first (it also resolves the device), without the work.
-        cfg = load_resume(args.resume, args.overrides).config if args.resume else load_config(args.config, args.overrides)
-        resolve_device(cfg.train.device, "train.device")
-        check_model_config(cfg)
-        loss_params(cfg.loss)
-        bundle = with_rehearsal(build_datasets(cfg.data, cfg.seed, val_max_cases=cfg.train.val_max_cases), cfg)
+        point = load_resume(args.resume, args.overrides) if args.resume else None
+        cfg = point.config if point else load_config(args.config, args.overrides)
+        trainer = Trainer(cfg, resolve_device(cfg.train.device, "train.device"), saved=point.checkpoint if point else None)
+        trainer.preflight()
+        bundle = trainer.bundle
         print(f"config and data OK: {len(bundle.cases)} cases, split "
               + ", ".join(f"{k} {len(v)}" for k, v in bundle.split.items()))
         return
