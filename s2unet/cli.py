@@ -132,16 +132,16 @@ def _run_train(args: argparse.Namespace) -> None:
 
 
 def _run_infer(args: argparse.Namespace) -> None:
-    from .inference.run import run_inference
+    from .inference.run import InferenceOptions, run_inference
 
-    run_inference(
-        checkpoint=args.checkpoint, inputs=args.input, output_dir=args.output, gt=args.gt, lung=args.lung,
-        lung_checkpoint=args.lung_checkpoint, overwrite=args.overwrite, probabilities=args.probabilities,
-        tta=args.tta, min_size=args.min_size, batch_size=args.batch_size, device=args.device,
-        threshold=args.threshold, no_postprocess=args.no_postprocess, keep_largest=args.keep_largest,
-        fill_holes=args.fill_holes, text=args.text, harmonise_intensity=args.harmonise_intensity,
-        harmonise_fov=args.harmonise_fov, precision=args.precision,
+    options = InferenceOptions(
+        gt=args.gt, lung=args.lung, lung_checkpoint=args.lung_checkpoint, overwrite=args.overwrite,
+        probabilities=args.probabilities, tta=args.tta, min_size=args.min_size, batch_size=args.batch_size,
+        device=args.device, threshold=args.threshold, no_postprocess=args.no_postprocess,
+        keep_largest=args.keep_largest, fill_holes=args.fill_holes, text=args.text,
+        harmonise_intensity=args.harmonise_intensity, harmonise_fov=args.harmonise_fov, precision=args.precision,
     )
+    run_inference(args.checkpoint, args.input, args.output, options)
 
 
 def _run_evaluate(args: argparse.Namespace) -> None:
