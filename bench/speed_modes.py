@@ -231,7 +231,7 @@ def volume_child(encoder: str, weights: str, slices: int, batch: int, runs: int,
         torch.set_num_threads(threads)
     from s2unet.config import load_config
     from s2unet.models.checkpoint import atomic_save, model_payload
-    from s2unet.inference.run import run_inference
+    from s2unet.inference.run import InferenceOptions, run_inference
     from s2unet.models import create_model_from_config
 
     out: dict[str, Any] = {"encoder": encoder, "slices": slices, "batch_size": batch, "threads": torch.get_num_threads()}
@@ -250,7 +250,7 @@ def volume_child(encoder: str, weights: str, slices: int, batch: int, runs: int,
                 probe.sample()
             reset_peak_rss()
             t0 = time.perf_counter()
-            summary = run_inference(ckpt, image, root / "out", overwrite=k > 0, batch_size=batch, show_progress=False)
+            summary = run_inference(ckpt, image, root / "out", InferenceOptions(overwrite=k > 0, batch_size=batch, show_progress=False))
             wall = time.perf_counter() - t0
             first = len(probe.times) - 3
             for _ in range(3):

@@ -104,13 +104,9 @@ def _export_parser(p: argparse.ArgumentParser) -> None:
 
 def _run_train(args: argparse.Namespace) -> None:
     from .config import ConfigError, load_config
-    from .data import build_datasets
     from .devices import resolve_device
-    from .engine.rehearsal import with_rehearsal
     from .engine.resume import RESUME_KEYS, load_resume
-    from .engine.trainer import train
-    from .losses import loss_params
-    from .models import check_model_config
+    from .engine.trainer import Trainer, train
 
     if args.resume is not None and args.config is not None:
         raise ConfigError(
@@ -119,11 +115,11 @@ def _run_train(args: argparse.Namespace) -> None:
         )
     if args.check_only:
         # The same checks training runs first (it also resolves the device), without the work.
-        cfg = load_resume(args.resume, args.overrides).config if args.resume else load_config(args.config, args.overrides)
-        resolve_device(cfg.train.device, "train.device")
-        check_model_config(cfg)
-        loss_params(cfg.loss)
-        bundle = with_rehearsal(build_datasets(cfg.data, cfg.seed, val_max_cases=cfg.train.val_max_cases), cfg)
+        point = load_resume(args.resume, args.overrides) if args.resume else None
+        cfg = point.config if point else load_config(args.config, args.overrides)
+        trainer = Trainer(cfg, resolve_device(cfg.train.device, "train.device"), saved=point.checkpoint if point else None)
+        trainer.preflight()
+        bundle = trainer.bundle
         print(f"config and data OK: {len(bundle.cases)} cases, split "
               + ", ".join(f"{k} {len(v)}" for k, v in bundle.split.items()))
         return
@@ -136,16 +132,16 @@ def _run_train(args: argparse.Namespace) -> None:
 
 
 def _run_infer(args: argparse.Namespace) -> None:
-    from .inference.run import run_inference
+    from .inference.run import InferenceOptions, run_inference
 
-    run_inference(
-        checkpoint=args.checkpoint, inputs=args.input, output_dir=args.output, gt=args.gt, lung=args.lung,
-        lung_checkpoint=args.lung_checkpoint, overwrite=args.overwrite, probabilities=args.probabilities,
-        tta=args.tta, min_size=args.min_size, batch_size=args.batch_size, device=args.device,
-        threshold=args.threshold, no_postprocess=args.no_postprocess, keep_largest=args.keep_largest,
-        fill_holes=args.fill_holes, text=args.text, harmonise_intensity=args.harmonise_intensity,
-        harmonise_fov=args.harmonise_fov, precision=args.precision,
+    options = InferenceOptions(
+        gt=args.gt, lung=args.lung, lung_checkpoint=args.lung_checkpoint, overwrite=args.overwrite,
+        probabilities=args.probabilities, tta=args.tta, min_size=args.min_size, batch_size=args.batch_size,
+        device=args.device, threshold=args.threshold, no_postprocess=args.no_postprocess,
+        keep_largest=args.keep_largest, fill_holes=args.fill_holes, text=args.text,
+        harmonise_intensity=args.harmonise_intensity, harmonise_fov=args.harmonise_fov, precision=args.precision,
     )
+    run_inference(args.checkpoint, args.input, args.output, options)
 
 
 def _run_evaluate(args: argparse.Namespace) -> None:

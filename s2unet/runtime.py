@@ -22,6 +22,8 @@ import ctypes
 import os
 import platform
 import sys
+from contextlib import contextmanager
+from typing import Iterator
 
 # mallopt parameter numbers and glibc's defaults from <malloc.h> / malloc.c.
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD, _M_MMAP_MAX = -1, -3, -4
@@ -62,3 +64,20 @@ def keep_freed_memory(keep: bool = True) -> bool:
     libc = ctypes.CDLL(None)
     # mallopt returns 1 on success.
     return all(libc.mallopt(param, value) == 1 for param, value in (_KEEP if keep else _DEFAULTS).items())
+
+
+@contextmanager
+def torch_threads(threads: int | None) -> Iterator[None]:
+    """Run torch with ``threads`` intra-op threads for a while (None or 0: leave it as it is),
+    then restore the previous count, so a library call or one training run does not change
+    the setting of the process that called it.
+    """
+    import torch  # here, not at the top: prefer_passive_openmp must be able to run before torch loads
+
+    previous = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)

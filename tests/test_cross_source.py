@@ -31,7 +31,7 @@ from s2unet.data.transforms import build_augment, seed_augment
 from s2unet.engine import trainer
 from s2unet.engine.checkpoint import init_from_checkpoint
 from s2unet.engine.rehearsal import with_rehearsal
-from s2unet.inference import run_inference
+from s2unet.inference import InferenceOptions, run_inference
 from s2unet.models import create_model_from_config
 from s2unet.models.checkpoint import atomic_save, model_payload
 from s2unet.predict.postprocess import fill_holes, keep_largest_components
@@ -373,7 +373,7 @@ def test_ct_model_segments_a_slice_png_in_the_volume_layout(monkeypatch: pytest.
     gt[:, :12] = 255
     (tmp_path / "gt").mkdir()
     Image.fromarray(gt).save(tmp_path / "gt" / "slice01.png")
-    summary = run_inference("fake.pt", tmp_path / "slice01.png", tmp_path / "out", gt=tmp_path / "gt", show_progress=False)
+    summary = run_inference("fake.pt", tmp_path / "slice01.png", tmp_path / "out", InferenceOptions(gt=tmp_path / "gt", show_progress=False))
     pred = np.asarray(Image.open(tmp_path / "out" / "slice01_pred.png"))
     # The model's rows are the picture's columns (a volume slice displays as its transpose).
     assert pred.shape == (40, 24) and pred[:, :12].min() == 255 and pred[:, 12:].max() == 0
@@ -388,7 +388,7 @@ def test_ct_slice_file_gets_the_checkpoint_window(monkeypatch: pytest.MonkeyPatc
     hu[:8] = -400.0  # lung window (auto): 0.63 -> foreground; min-max over -1000..1000 it would be 0.3
     hu[15, 15] = 1000.0
     tifffile.imwrite(tmp_path / "s.tif", hu)
-    run_inference("fake.pt", tmp_path / "s.tif", tmp_path / "out", show_progress=False)
+    run_inference("fake.pt", tmp_path / "s.tif", tmp_path / "out", InferenceOptions(show_progress=False))
     pred = np.asarray(Image.open(tmp_path / "out" / "s_pred.png")) > 0
     assert pred[:8].all() and not pred[8:15].any()
 
@@ -417,10 +417,10 @@ def test_infer_applies_the_checkpoints_postprocessing(monkeypatch: pytest.Monkey
     image[2:14, 2:14] = 255
     image[24:27, 24:27] = 255  # a stray blob
     Image.fromarray(image).save(tmp_path / "x.png")
-    run_inference("fake.pt", tmp_path / "x.png", tmp_path / "a", show_progress=False)
+    run_inference("fake.pt", tmp_path / "x.png", tmp_path / "a", InferenceOptions(show_progress=False))
     assert (np.asarray(Image.open(tmp_path / "a" / "x_pred.png")) > 0).sum() == 144
-    run_inference("fake.pt", tmp_path / "x.png", tmp_path / "b", show_progress=False, no_postprocess=True)
+    run_inference("fake.pt", tmp_path / "x.png", tmp_path / "b", InferenceOptions(show_progress=False, no_postprocess=True))
     assert (np.asarray(Image.open(tmp_path / "b" / "x_pred.png")) > 0).sum() == 144 + 9
     with pytest.raises(DataError, match="do not combine"):
-        run_inference("fake.pt", tmp_path / "x.png", tmp_path / "c", show_progress=False, no_postprocess=True,
-                      keep_largest=[1])
+        run_inference("fake.pt", tmp_path / "x.png", tmp_path / "c",
+                      InferenceOptions(show_progress=False, no_postprocess=True, keep_largest=[1]))

@@ -17,7 +17,7 @@ from pydicom.uid import (CTImageStorage, DigitalXRayImageStorageForPresentation,
 
 from s2unet import __version__
 from s2unet.config import config_from_dict
-from s2unet.inference import run_inference
+from s2unet.inference import InferenceOptions, run_inference
 from test_inference import ThresholdModel, _use_model
 
 ROWS, COLS, SLICES = 64, 48, 5
@@ -82,7 +82,7 @@ def test_dicom_series_gets_a_seg_referencing_each_slice_like_the_nifti(monkeypat
                                      "window": {"preset": "custom", "level": 0, "width": 2000}}})
     _use_model(monkeypatch, cfg, ThresholdModel([0.6], [1.0]))  # foreground where HU > 200
     uids = _ct_series(tmp_path / "in" / "ct01")
-    run_inference("runs/ct/best.pt", tmp_path / "in", tmp_path / "out", show_progress=False)
+    run_inference("runs/ct/best.pt", tmp_path / "in", tmp_path / "out", InferenceOptions(show_progress=False))
 
     seg = hd.seg.segread(str(tmp_path / "out" / "ct01_seg.dcm"))
     assert seg.SOPClassUID == SegmentationStorage
@@ -119,7 +119,7 @@ def test_a_2d_dicom_gets_a_seg_like_its_png_and_other_inputs_get_none(monkeypatc
                     ImagerPixelSpacing=[0.2, 0.2])
     xray.save_as(str(tmp_path / "in" / "JPC001.dcm"), enforce_file_format=True)
     Image.fromarray((pixels >> 8).astype(np.uint8)).save(tmp_path / "in" / "JPC002.png")
-    run_inference("best.pt", tmp_path / "in", tmp_path / "out", show_progress=False)
+    run_inference("best.pt", tmp_path / "in", tmp_path / "out", InferenceOptions(show_progress=False))
 
     assert not (tmp_path / "out" / "JPC002_seg.dcm").exists()  # a PNG has no SOP instance to reference
     seg = hd.seg.segread(str(tmp_path / "out" / "JPC001_seg.dcm"))

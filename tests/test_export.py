@@ -13,7 +13,7 @@ import torch
 
 from s2unet.cli import main
 from s2unet.config import config_from_dict
-from s2unet.inference import run_inference
+from s2unet.inference import InferenceOptions, run_inference
 from s2unet.models import create_model_from_config
 from s2unet.models.checkpoint import atomic_save, load_model_checkpoint, model_payload
 
@@ -42,6 +42,6 @@ def test_onnx_export_matches_pytorch_and_runs_in_infer(tmp_path: Path) -> None:
     volume = (np.random.default_rng(0).random((64, 64, 3)) * 255).astype(np.uint8)
     nib.save(nib.Nifti1Image(volume, np.eye(4)), str(tmp_path / "ct01.nii.gz"))
     for name, source in (("pt", checkpoint), ("onnx", onnx_file)):
-        run_inference(source, tmp_path / "ct01.nii.gz", tmp_path / name, surface=False, show_progress=False)
+        run_inference(source, tmp_path / "ct01.nii.gz", tmp_path / name, InferenceOptions(surface=False, show_progress=False))
     masks = [np.asarray(nib.load(str(tmp_path / n / "ct01_pred.nii.gz")).dataobj) for n in ("pt", "onnx")]
     assert np.mean(masks[0] == masks[1]) > 0.999

@@ -15,7 +15,7 @@ from s2unet.data.fingerprint import Fingerprint, dataset_fingerprint, measure_sl
 from s2unet.data.intensity import normalize_unit
 from s2unet.engine import trainer
 from s2unet.inference import run as run_module
-from s2unet.inference import run_inference
+from s2unet.inference import InferenceOptions, run_inference
 from s2unet.inference.shift import LIMITS, compare_inputs
 from s2unet.models.base import SegmentationModel
 from s2unet.models.checkpoint import LoadedModel, load_model_checkpoint, read_checkpoint
@@ -92,7 +92,7 @@ def _dice(a: np.ndarray, b: np.ndarray) -> float:
 
 def _infer(tmp_path: Path, name: str, image: np.ndarray, capsys, **flags) -> tuple[dict, str, np.ndarray]:
     path = _save(image, tmp_path / f"in_{name}" / f"{name}.nii.gz")
-    summary = run_inference("model.pt", path, tmp_path / f"out_{name}", **flags)
+    summary = run_inference("model.pt", path, tmp_path / f"out_{name}", InferenceOptions(**flags))
     pred = nib.load(tmp_path / f"out_{name}" / f"{name}_pred.nii.gz")
     assert pred.shape == image.shape and np.allclose(pred.affine, AFFINE)  # the input's own geometry
     return summary, capsys.readouterr().err, np.asarray(pred.dataobj) > 0
@@ -178,20 +178,20 @@ def test_an_old_checkpoint_says_once_that_the_check_is_unavailable(monkeypatch, 
     _use(monkeypatch, None)
     for c in range(2):
         _save(anatomy(seed=c)[0], tmp_path / "in" / f"case{c}.nii.gz")
-    summary = run_inference("model.pt", tmp_path / "in", tmp_path / "out", harmonise_intensity="clahe")
+    summary = run_inference("model.pt", tmp_path / "in", tmp_path / "out", InferenceOptions(harmonise_intensity="clahe"))
     err = capsys.readouterr().err
     assert err.count("no dataset fingerprint") == 1 and "warning" not in err
     assert summary["fingerprint_check"]["available"] is False
     assert summary["settings"]["harmonise"]["intensity"] == "clahe"
     with pytest.raises(DataError, match="--harmonise-intensity histogram .*does not have"):
-        run_inference("model.pt", tmp_path / "in", tmp_path / "out2", harmonise_intensity="histogram")
+        run_inference("model.pt", tmp_path / "in", tmp_path / "out2", InferenceOptions(harmonise_intensity="histogram"))
     assert not (tmp_path / "out2").exists()
 
 
 def test_an_unknown_harmonisation_is_refused(monkeypatch, training_fingerprint, tmp_path) -> None:
     _use(monkeypatch, training_fingerprint)
     with pytest.raises(DataError, match="--harmonise-fov 'head'"):
-        run_inference("model.pt", tmp_path, tmp_path / "out", harmonise_fov="head")
+        run_inference("model.pt", tmp_path, tmp_path / "out", InferenceOptions(harmonise_fov="head"))
 
 
 # ------------------------------------------------------------------------------- the shared CT

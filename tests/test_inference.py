@@ -31,6 +31,7 @@ from s2unet.inference import (
     evaluate,
     pick_slices,
     postprocess,
+    InferenceOptions,
     run_inference,
     volume_overlay,
 )
@@ -165,7 +166,7 @@ def test_volumes_of_placeholder_or_absurd_spacing_are_relative_and_absurd_spacin
     for name, zoom in (("real", 0.7), ("unknown", 1.0), ("tiny", 1e-6), ("huge", 1e6)):
         _save(image, tmp_path / "in" / f"{name}.nii.gz", np.diag([zoom, zoom, zoom, 1.0]))
     with pytest.warns(UserWarning) as caught:
-        run_inference("fake.pt", tmp_path / "in", tmp_path / "out", show_progress=False)
+        run_inference("fake.pt", tmp_path / "in", tmp_path / "out", InferenceOptions(show_progress=False))
     loud = sorted({str(w.message) for w in caught if "plausible" in str(w.message)})  # read to check, then to segment
     assert len(loud) == 2 and "huge.nii.gz: spacing 1e+06x1e+06x1e+06 mm is outside the plausible 0.01..50 mm" in loud[0]
     assert "tiny.nii.gz: spacing 1e-06x1e-06x1e-06 mm" in loud[1]
@@ -196,8 +197,9 @@ def test_run_keeps_geometry_and_postprocesses(
     _use_model(monkeypatch, cfg, ThresholdModel([0.5], [1.0]))
     out = tmp_path / "out"
     summary = run_inference(
-        "fake.pt", ct_case["image"].parent, out, gt=ct_case["gt"].parent, lung=ct_case["lung"].parent,
-        probabilities=True, min_size=5, show_progress=False,
+        "fake.pt", ct_case["image"].parent, out,
+        InferenceOptions(gt=ct_case["gt"].parent, lung=ct_case["lung"].parent, probabilities=True, min_size=5,
+                         show_progress=False),
     )
     src = nib.load(str(ct_case["image"]))
     written = nib.load(str(out / "case01_pred.nii.gz"))
@@ -228,9 +230,9 @@ def test_run_keeps_geometry_and_postprocesses(
     assert (tmp_path / "eval" / "evaluation_per_slice.csv").is_file()
 
     with pytest.raises(DataError, match="already holds results.*--overwrite") as err:
-        run_inference("fake.pt", ct_case["image"], out, show_progress=False)
+        run_inference("fake.pt", ct_case["image"], out, InferenceOptions(show_progress=False))
     assert str(out) in str(err.value)
-    run_inference("fake.pt", ct_case["image"], out, overwrite=True, show_progress=False)
+    run_inference("fake.pt", ct_case["image"], out, InferenceOptions(overwrite=True, show_progress=False))
 
 
 def test_run_multilabel_images_and_evaluate(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -251,7 +253,7 @@ def test_run_multilabel_images_and_evaluate(monkeypatch: pytest.MonkeyPatch, tmp
         (tmp_path / "gt" / label).mkdir(parents=True)
         Image.fromarray(gt).save(tmp_path / "gt" / label / "JPC001.png")
         Image.fromarray(gt[::-1]).save(tmp_path / "gt" / label / "JPC002.png")
-    summary = run_inference("fake.pt", tmp_path / "in", tmp_path / "out", gt=tmp_path / "gt", show_progress=False)
+    summary = run_inference("fake.pt", tmp_path / "in", tmp_path / "out", InferenceOptions(gt=tmp_path / "gt", show_progress=False))
     lungs = np.asarray(Image.open(tmp_path / "out" / "JPC001_pred_lungs.png"))
     assert lungs.shape == (64, 64) and set(np.unique(lungs)) == {0, 255}
     flipped = np.asarray(Image.open(tmp_path / "out" / "JPC002_pred_lungs.png"))
@@ -267,7 +269,7 @@ def test_refuses_gt_with_other_geometry(monkeypatch: pytest.MonkeyPatch, ct_case
     _use_model(monkeypatch, _volume_cfg(), ThresholdModel([0.5], [1.0]))
     bad_gt = _save(np.zeros(SHAPE, np.uint8), tmp_path / "badgt" / "case01.nii.gz", affine=np.diag([1.0, 1.0, 1.0, 1.0]))
     with pytest.raises(DataError, match="different affines") as err:
-        run_inference("fake.pt", ct_case["image"], tmp_path / "out", gt=bad_gt.parent, show_progress=False)
+        run_inference("fake.pt", ct_case["image"], tmp_path / "out", InferenceOptions(gt=bad_gt.parent, show_progress=False))
     assert str(bad_gt) in str(err.value)
     assert not (tmp_path / "out").exists()  # nothing written before validation passed
 
@@ -277,7 +279,7 @@ def test_refuses_gt_of_a_volume_labelled_on_some_slices(monkeypatch: pytest.Monk
     _use_model(monkeypatch, _volume_cfg(), ThresholdModel([0.5], [1.0]))
     (tmp_path / "labelled_slices.json").write_text(json.dumps({"axis": 2, "reorient": True, "cases": {"case01": [2]}}))
     with pytest.raises(DataError, match=r"case01 is labelled on slices \[2\] only"):
-        run_inference("fake.pt", ct_case["image"], tmp_path / "out", gt=ct_case["gt"].parent, show_progress=False)
+        run_inference("fake.pt", ct_case["image"], tmp_path / "out", InferenceOptions(gt=ct_case["gt"].parent, show_progress=False))
     assert not (tmp_path / "out").exists()
     pred = _save(np.zeros(SHAPE, np.uint8), tmp_path / "pred" / "case01_pred.nii.gz")
     with pytest.raises(DataError, match="labelled_slices.json: case01 is labelled"):
@@ -293,7 +295,7 @@ def test_refuses_unreadable_input_and_missing_gt(monkeypatch: pytest.MonkeyPatch
     garbage = folder / "case03.nii.gz"
     garbage.write_bytes(b"not a nifti file")
     with pytest.raises(DataError) as err:
-        run_inference("fake.pt", folder, tmp_path / "out", gt=ct_case["gt"].parent, show_progress=False)
+        run_inference("fake.pt", folder, tmp_path / "out", InferenceOptions(gt=ct_case["gt"].parent, show_progress=False))
     message = str(err.value)
     assert str(truncated) in message and str(garbage) in message
     assert "no volume file named case02" in message  # its GT is missing too
@@ -305,7 +307,7 @@ def test_refuses_flip_tta_for_left_and_right_labels(monkeypatch: pytest.MonkeyPa
     _use_model(monkeypatch, cfg, ThresholdModel([0.5, 0.5, 0.5], [1.0, 1.0, 1.0]))
     Image.fromarray(np.zeros((64, 64), np.uint8)).save(tmp_path / "JPC001.png")
     with pytest.raises(DataError, match="left_clavicle, right_clavicle"):
-        run_inference("fake.pt", tmp_path / "JPC001.png", tmp_path / "out", tta=True, show_progress=False)
+        run_inference("fake.pt", tmp_path / "JPC001.png", tmp_path / "out", InferenceOptions(tta=True, show_progress=False))
     assert not (tmp_path / "out").exists()
     # Words that merely contain "right" are not sides.
     check_flip_symmetric(
@@ -317,7 +319,7 @@ def test_refuses_input_of_the_wrong_kind(monkeypatch: pytest.MonkeyPatch, tmp_pa
     _use_model(monkeypatch, config_from_dict({"data": {"kind": "image", "image_size": 64}}), ThresholdModel([0.5], [1.0]))
     volume = _save(np.zeros((8, 8, 2), np.uint8), tmp_path / "x.nii.gz")
     with pytest.raises(DataError, match="x.nii.gz is not one of the 2D images"):
-        run_inference("fake.pt", volume, tmp_path / "out", show_progress=False)
+        run_inference("fake.pt", volume, tmp_path / "out", InferenceOptions(show_progress=False))
 
 
 def test_refuses_volume_with_nan_or_inf_naming_it(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -326,7 +328,7 @@ def test_refuses_volume_with_nan_or_inf_naming_it(monkeypatch: pytest.MonkeyPatc
     image[3, 4, 1], image[5, 6, 2] = np.nan, np.inf
     bad = _save(image, tmp_path / "in" / "case01.nii.gz")
     with pytest.raises(DataError, match=f"{bad}: 2 NaN/inf values"):
-        run_inference("fake.pt", bad, tmp_path / "out", show_progress=False)
+        run_inference("fake.pt", bad, tmp_path / "out", InferenceOptions(show_progress=False))
     assert not (tmp_path / "out").exists()
 
 
@@ -344,7 +346,7 @@ def test_refuses_volume_with_nan_or_inf_naming_it(monkeypatch: pytest.MonkeyPatc
 def test_refuses_bad_arguments_before_loading_anything(arguments: dict, message: str, tmp_path: Path) -> None:
     # The checkpoint does not exist: the argument must be refused before it is looked for.
     with pytest.raises(ConfigError) as err:
-        run_inference(tmp_path / "missing.pt", tmp_path, tmp_path / "out", show_progress=False, **arguments)
+        run_inference(tmp_path / "missing.pt", tmp_path, tmp_path / "out", InferenceOptions(show_progress=False, **arguments))
     assert str(err.value) == message
 
 
@@ -363,7 +365,7 @@ def test_refuses_checkpoint_that_is_not_s2unet(tmp_path: Path, ct_case: dict[str
     foreign = tmp_path / "sam2.1_hiera_tiny.pt"
     torch.save({"model": {"w": torch.zeros(2)}}, foreign)
     with pytest.raises(CheckpointError, match="not an s2unet checkpoint") as err:
-        run_inference(foreign, ct_case["image"], tmp_path / "out", show_progress=False)
+        run_inference(foreign, ct_case["image"], tmp_path / "out", InferenceOptions(show_progress=False))
     assert str(foreign) in str(err.value)
 
 
@@ -377,8 +379,8 @@ def test_end_to_end_with_a_real_tiny_checkpoint(ct_case: dict[str, Path], tmp_pa
     })
     checkpoint = tmp_path / "best.pt"
     atomic_save(model_payload(create_model_from_config(cfg), cfg, 0.5, {"dice": 0.0}), checkpoint)
-    summary = run_inference(checkpoint, ct_case["image"], tmp_path / "out", gt=ct_case["gt"],
-                            surface=False, show_progress=False)
+    summary = run_inference(checkpoint, ct_case["image"], tmp_path / "out",
+                            InferenceOptions(gt=ct_case["gt"], surface=False, show_progress=False))
     written = nib.load(str(tmp_path / "out" / "case01_pred.nii.gz"))
     assert written.shape == SHAPE and np.allclose(written.affine, AFFINE)
     assert set(np.unique(np.asarray(written.dataobj))) <= {0, 1}
@@ -409,7 +411,7 @@ def test_evaluate_refuses_earlier_results_without_overwrite_and_escapes_case_nam
 ) -> None:
     _use_image_model(monkeypatch)
     images, gt = _image_cases(tmp_path, ["=1+2", "@cmd", "case01"])  # case names from file names
-    run_inference("fake.pt", images, tmp_path / "pred", show_progress=False)
+    run_inference("fake.pt", images, tmp_path / "pred", InferenceOptions(show_progress=False))
     evaluate_cmd = ["evaluate", "--pred", str(tmp_path / "pred"), "--gt", str(gt), "--output", str(tmp_path / "ev")]
     assert main(evaluate_cmd) == 0
     with (tmp_path / "ev" / "evaluation_per_case.csv").open(newline="") as f:
@@ -445,7 +447,7 @@ def test_read_only_output_is_refused_before_the_metrics(
 ) -> None:
     _use_image_model(monkeypatch)
     images, gt = _image_cases(tmp_path, ["case01"])
-    run_inference("fake.pt", images, tmp_path / "pred", show_progress=False)
+    run_inference("fake.pt", images, tmp_path / "pred", InferenceOptions(show_progress=False))
     out = tmp_path / "ev"
     out.mkdir()
     out.chmod(0o555)
@@ -484,5 +486,5 @@ def test_a_second_run_into_an_output_folder_in_use_is_refused_in_one_line(
         assert code == 2 and err == f"error: output folder {out} is in use by process {os.getpid()} " \
                                     f"(lock {out / '.lock'}); wait for it to finish\n"
         assert [p.name for p in out.iterdir()] == [".lock"]  # the refused run wrote nothing
-    run_inference("fake.pt", images, out, show_progress=False)  # free again, and the lock file goes with the run
+    run_inference("fake.pt", images, out, InferenceOptions(show_progress=False))  # free again, and the lock file goes with the run
     assert ".lock" not in {p.name for p in out.iterdir()} and (out / "summary.json").is_file()

@@ -50,6 +50,16 @@ def test_confusion_counts_per_axis_and_torch_input() -> None:
     assert tp.tolist() == [1, 0] and fp.tolist() == [0, 1] and tn.tolist() == [8, 8] and fn.tolist() == [0, 0]
 
 
+def test_surface_scores_leave_the_thread_count_as_it_was() -> None:
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        surface_scores(_square((32, 32), 10, 10, 10), _square((32, 32), 13, 10, 10))
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_hd95_of_shifted_square_and_nsd() -> None:
     # 10x10 square shifted by 3 rows; rows are 2 mm apart, columns 1 mm. The two boundaries'
     # far edges (28% of each boundary) are 3 rows = 6 mm from the other boundary, so HD95 = 6.

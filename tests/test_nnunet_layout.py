@@ -13,7 +13,7 @@ import pytest
 from s2unet.config import ConfigError, load_config
 from s2unet.data import DataError, find_cases
 from s2unet.engine import trainer
-from s2unet.inference import evaluate, run_inference
+from s2unet.inference import evaluate, InferenceOptions, run_inference
 from s2unet.models.checkpoint import load_model_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
@@ -77,7 +77,7 @@ def test_an_nnunet_dataset_trains_infers_imagests_and_is_evaluated(dataset, tmp_
     run = trainer.train(nnunet_cfg(dataset, tmp_path))
     assert load_model_checkpoint(run / "best.pt").config.data.label_names == ["background", "disc", "square"]
     summary = run_inference(run / "best.pt", dataset / "imagesTs", tmp_path / "s2unet_pred",
-                            gt=dataset / "labelsTs", surface=False, show_progress=False)
+                            InferenceOptions(gt=dataset / "labelsTs", surface=False, show_progress=False))
     assert summary["cases"] == ["case3"] and (tmp_path / "s2unet_pred" / "case3_pred.nii.gz").is_file()
     # A folder named as nnU-Net names its predictions: <case>.nii.gz
     nnunet_pred = tmp_path / "nnunet_pred"

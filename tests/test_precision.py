@@ -253,18 +253,18 @@ def test_summary_records_the_inference_precision(monkeypatch, tmp_path):
     from PIL import Image
 
     from s2unet.inference import run as run_module
-    from s2unet.inference import run_inference
+    from s2unet.inference import InferenceOptions, run_inference
     from s2unet.models.checkpoint import LoadedModel
 
     cfg = config_from_dict({"data": {"kind": "image", "image_size": 32, "labels": ["lungs"]}})
     monkeypatch.setattr(run_module, "load_model_checkpoint", lambda path, device: LoadedModel(CancellingModel(False), cfg, 0.5, {}))
     Image.fromarray((np.random.default_rng(0).random((40, 40)) * 255).astype(np.uint8)).save(tmp_path / "a.png")
     for mode in ("auto", "fp32"):
-        summary = run_inference("fake.pt", tmp_path / "a.png", tmp_path / mode, show_progress=False, precision=mode)
+        summary = run_inference("fake.pt", tmp_path / "a.png", tmp_path / mode, InferenceOptions(show_progress=False, precision=mode))
         saved = json.loads((tmp_path / mode / "summary.json").read_text())["settings"]["precision"]
         assert saved == summary["settings"]["precision"]
         assert saved["precision"] == "fp32" and saved["reason"].startswith("inference precision fp32")
     assert saved["measured"] is None and "--precision fp32" in saved["reason"]
     assert json.loads((tmp_path / "auto" / "summary.json").read_text())["settings"]["precision"]["measured"]["speedup"] == 0.5
     with pytest.raises(ConfigError, match="--precision 'half'"):
-        run_inference("fake.pt", tmp_path / "a.png", tmp_path / "bad", show_progress=False, precision="half")
+        run_inference("fake.pt", tmp_path / "a.png", tmp_path / "bad", InferenceOptions(show_progress=False, precision="half"))

@@ -18,7 +18,7 @@ import s2unet
 from s2unet.cli import main
 from s2unet.config import config_from_dict, load_config
 from s2unet.data import DataError
-from s2unet.inference import run_inference
+from s2unet.inference import InferenceOptions, run_inference
 from s2unet.models import create_model_from_config
 from s2unet.models.checkpoint import atomic_save, model_payload
 from s2unet.models.zoo import ZOO_ENV
@@ -95,7 +95,7 @@ def test_predict_matches_infer_and_keeps_the_files_geometry(tmp_path: Path) -> N
     vol = ct_volume(tmp_path / "case01.nii.gz")  # stored P-R-S: served reoriented, returned as stored
     result = s2unet.load(ckpt, device="cpu").predict_volume(vol)
     assert result.mask.shape == (1, 64, 64, 6) and result.probabilities.shape == (1, 64, 64, 6)
-    run_inference(ckpt, vol, tmp_path / "infer", probabilities=True, show_progress=False)
+    run_inference(ckpt, vol, tmp_path / "infer", InferenceOptions(probabilities=True, show_progress=False))
     infer_mask = np.asarray(nib.load(tmp_path / "infer" / "case01_pred.nii.gz").dataobj)
     infer_prob = nib.load(tmp_path / "infer" / "case01_prob.nii.gz").get_fdata()
     np.testing.assert_array_equal(result.mask[0], infer_mask.astype(bool))

@@ -18,7 +18,7 @@ from s2unet.config import ConfigError, load_config, phrase_side, side_free
 from s2unet.data import DataError, PhraseSampleDataset, SliceDataset, find_cases, read_image
 from s2unet.engine import trainer
 from s2unet.engine.checkpoint import init_from_checkpoint
-from s2unet.inference import run_inference
+from s2unet.inference import InferenceOptions, run_inference
 from s2unet.models import check_model_config, create_encoder, create_model_from_config
 from s2unet.models.checkpoint import atomic_save, load_model_checkpoint, model_payload, read_checkpoint
 from s2unet.predict import Predictor
@@ -265,8 +265,8 @@ def test_a_structure_with_phrases_of_two_sides_is_refused():
 
 def test_two_phrases_of_one_structure_are_refused_before_anything_is_written(trained, shapes, tmp_path):
     with pytest.raises(DataError, match=r'"circle" -> disc .*ask each structure once'):
-        run_inference(trained / "best.pt", shapes / "images" / "c6.png", tmp_path / "out", text=["disc", "circle"],
-                      show_progress=False)
+        run_inference(trained / "best.pt", shapes / "images" / "c6.png", tmp_path / "out",
+                      InferenceOptions(text=["disc", "circle"], show_progress=False))
     assert not (tmp_path / "out").exists()
 
 
@@ -306,8 +306,8 @@ def test_decoder_takes_one_phrase_per_output_channel(tmp_path, injection):
 
 def test_trained_model_answers_each_phrase_with_its_structure(trained, shapes, tmp_path):
     out = tmp_path / "out"
-    summary = run_inference(trained / "best.pt", shapes / "images" / "c6.png", out, text=["disc", "box"],
-                            show_progress=False)
+    summary = run_inference(trained / "best.pt", shapes / "images" / "c6.png", out,
+                            InferenceOptions(text=["disc", "box"], show_progress=False))
     disc, square = read_png(out / "c6_pred_disc.png"), read_png(out / "c6_pred_square.png")  # named by structure
     gt_disc, gt_square = read_png(shapes / "masks/disc/c6.png"), read_png(shapes / "masks/square/c6.png")
     # Another phrase, another mask: each phrase's mask fits its own structure better than the
@@ -319,20 +319,20 @@ def test_trained_model_answers_each_phrase_with_its_structure(trained, shapes, t
         ("disc", "disc", "disc"), ("box", "square", "square")]
     assert all(isinstance(t["similarity"], float) and isinstance(t["margin"], float) for t in summary["text"])
     # without --text: every known structure, named after its label
-    run_inference(trained / "best.pt", shapes / "images" / "c6.png", tmp_path / "all", show_progress=False)
+    run_inference(trained / "best.pt", shapes / "images" / "c6.png", tmp_path / "all", InferenceOptions(show_progress=False))
     assert np.array_equal(read_png(tmp_path / "all" / "c6_pred_disc.png"), disc)
 
 
 def test_unrelated_phrase_is_refused_at_inference(trained, shapes, tmp_path):
     with pytest.raises(UnknownPhraseError, match=re.escape("Known structures: disc ('disc', 'circle'")):
-        run_inference(trained / "best.pt", shapes / "images" / "c6.png", tmp_path / "out", text=["kidney"],
-                      show_progress=False)
+        run_inference(trained / "best.pt", shapes / "images" / "c6.png", tmp_path / "out",
+                      InferenceOptions(text=["kidney"], show_progress=False))
     assert not (tmp_path / "out").exists()  # refused before anything was written
     loaded = load_model_checkpoint(trained / "best.pt")
     assert loaded.text is not None and loaded.text.structures == ["disc", "square"]
     with pytest.raises(DataError, match="--gt is not available"):
-        run_inference(trained / "best.pt", shapes / "images" / "c6.png", tmp_path / "o", gt=shapes / "masks",
-                      text=["disc"], show_progress=False)
+        run_inference(trained / "best.pt", shapes / "images" / "c6.png", tmp_path / "o",
+                      InferenceOptions(gt=shapes / "masks", text=["disc"], show_progress=False))
 
 
 def test_infer_cli_writes_the_mask_of_the_phrase_and_refuses_an_unrelated_one(trained, shapes, tmp_path, capsys):
@@ -364,8 +364,8 @@ def test_text_on_a_checkpoint_without_phrases_is_refused(trained, shapes, tmp_pa
     plain = dataclasses.replace(cfg, text=dataclasses.replace(cfg.text, enabled=False))
     atomic_save(model_payload(create_model_from_config(plain), plain, 0.5, {}), tmp_path / "plain.pt")
     with pytest.raises(DataError, match="is not a text-prompted checkpoint; its labels are disc, square"):
-        run_inference(tmp_path / "plain.pt", shapes / "images" / "c6.png", tmp_path / "out", text=["disc"],
-                      show_progress=False)
+        run_inference(tmp_path / "plain.pt", shapes / "images" / "c6.png", tmp_path / "out",
+                      InferenceOptions(text=["disc"], show_progress=False))
 
 
 def test_a_text_checkpoint_without_its_phrase_bank_is_refused(trained, tmp_path):

@@ -107,21 +107,18 @@ def test_short_run_lowers_loss_and_writes_records(volumes, tmp_path, capsys):
 
 
 @pytest.mark.parametrize("extra", [[], ["train.ema=0.9"]], ids=["plain", "weight_average"])
-def test_resume_ends_where_an_uninterrupted_run_ends(volumes, tmp_path, monkeypatch, extra):
+def test_resume_ends_where_an_uninterrupted_run_ends(volumes, tmp_path, extra):
     cfg = tiny_train_cfg(volumes, tmp_path / "a", "train.epochs=2", "data.lesion_oversample=0.5", *extra)
     full = trainer.train(cfg)
 
-    real_end = trainer._end_of_epoch
+    class InterruptedAfterFirstEpoch(trainer.Trainer):
+        def on_epoch_end(self, record, bar):
+            super().on_epoch_end(record, bar)
+            raise KeyboardInterrupt
 
-    def interrupt_after_first_epoch(*args, **kwargs):
-        real_end(*args, **kwargs)
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(trainer, "_end_of_epoch", interrupt_after_first_epoch)
     cfg_b = tiny_train_cfg(volumes, tmp_path / "b", "train.epochs=2", "data.lesion_oversample=0.5", *extra)
     with pytest.raises(KeyboardInterrupt):
-        trainer.train(cfg_b)
-    monkeypatch.setattr(trainer, "_end_of_epoch", real_end)
+        trainer.train(cfg_b, trainer_class=InterruptedAfterFirstEpoch)
     interrupted = next((tmp_path / "b").iterdir())
     resumed = trainer.train(cfg_b, resume=interrupted)
 
@@ -145,6 +142,18 @@ def test_weight_average_is_what_is_validated_and_saved(volumes, tmp_path):
     trained = [k for k in last["state_dict"] if "decoder" in k and k.endswith("weight")]
     assert trained and all(torch.equal(best["state_dict"][k], last["ema"]["state_dict"][k]) for k in trained)
     assert any(not torch.equal(best["state_dict"][k], last["state_dict"][k]) for k in trained)
+
+
+def test_train_threads_apply_to_the_run_and_are_restored_after_it(volumes, tmp_path):
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        run = trainer.train(tiny_train_cfg(volumes, tmp_path, "train.epochs=1", "train.steps_per_epoch=1",
+                                           "train.threads=1"))
+        assert json.loads((run / "summary.json").read_text())["threads"] == 1
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
 
 
 def test_weight_average_warms_up_its_decay():

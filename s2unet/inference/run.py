@@ -358,39 +358,11 @@ def load_for_inference(checkpoint: PathLike, device: Any) -> LoadedModel:
     return loaded
 
 
-def run_inference(
-    checkpoint: PathLike,
-    inputs: Union[PathLike, Sequence[PathLike]],
-    output_dir: PathLike,
-    gt: Optional[PathLike] = None,
-    lung: Optional[PathLike] = None,
-    lung_checkpoint: Optional[PathLike] = None,
-    overwrite: bool = False,
-    probabilities: bool = False,
-    tta: bool = False,
-    min_size: int = 0,
-    batch_size: int = 8,
-    device: str = "auto",
-    threshold: Optional[float] = None,
-    surface: bool = True,
-    nsd_tolerance: float = DEFAULT_NSD_TOLERANCE,
-    show_progress: bool = True,
-    no_postprocess: bool = False,
-    keep_largest: Optional[list[int]] = None,
-    fill_holes: bool = False,
-    text: Optional[Sequence[str]] = None,
-    harmonise_intensity: str = "none",
-    harmonise_fov: str = "none",
-    precision: str = "auto",
-) -> dict[str, Any]:
-    """Segment volumes or images and write predictions, overlays, reports and (with GT) metrics.
+@dataclass(frozen=True)
+class InferenceOptions:
+    """How :func:`run_inference` runs: what to compare with, post-processing, device and output.
 
-    Args:
-        checkpoint: an s2unet model checkpoint (``best.pt``).
-        inputs: a volume (NIfTI, MHA/NRRD, a DICOM series folder), a 2D picture
-            (PNG/JPEG/TIFF/DICOM), a folder of those, or a list of those; a model trained on 2D
-            images (``data.kind: image``) takes only pictures.
-        output_dir: output folder (created).
+    Attributes:
         gt: ground truth: a file (one input) or a folder with ``<case>.<ext>``, or for
             multilabel models one sub-folder per label (``<gt>/<label>/<case>.<ext>``).
         lung: lung masks (file or folder, like ``gt`` for one label): predictions outside are
@@ -421,6 +393,45 @@ def run_inference(
         precision: ``auto`` (bf16 autocast only where it measured at least 1.15x faster with
             agreeing masks for this model on this machine, :mod:`s2unet.predict.precision`),
             ``fp32`` or ``bf16``; the choice and why are printed and recorded in ``summary.json``.
+    """
+
+    gt: Optional[PathLike] = None
+    lung: Optional[PathLike] = None
+    lung_checkpoint: Optional[PathLike] = None
+    overwrite: bool = False
+    probabilities: bool = False
+    tta: bool = False
+    min_size: int = 0
+    batch_size: int = 8
+    device: str = "auto"
+    threshold: Optional[float] = None
+    surface: bool = True
+    nsd_tolerance: float = DEFAULT_NSD_TOLERANCE
+    show_progress: bool = True
+    no_postprocess: bool = False
+    keep_largest: Optional[list[int]] = None
+    fill_holes: bool = False
+    text: Optional[Sequence[str]] = None
+    harmonise_intensity: str = "none"
+    harmonise_fov: str = "none"
+    precision: str = "auto"
+
+
+def run_inference(
+    checkpoint: PathLike,
+    inputs: Union[PathLike, Sequence[PathLike]],
+    output_dir: PathLike,
+    options: Optional[InferenceOptions] = None,
+) -> dict[str, Any]:
+    """Segment volumes or images and write predictions, overlays, reports and (with GT) metrics.
+
+    Args:
+        checkpoint: an s2unet model checkpoint (``best.pt``).
+        inputs: a volume (NIfTI, MHA/NRRD, a DICOM series folder), a 2D picture
+            (PNG/JPEG/TIFF/DICOM), a folder of those, or a list of those; a model trained on 2D
+            images (``data.kind: image``) takes only pictures.
+        output_dir: output folder (created).
+        options: see :class:`InferenceOptions` (default: its defaults).
 
     Returns:
         The summary written to ``summary.json``.
@@ -431,62 +442,63 @@ def run_inference(
         DataError: any input, reference, lung or output problem (all listed, before any work).
         UnknownPhraseError: a phrase is too far from every structure the model knows.
     """
-    if lung is not None and lung_checkpoint is not None:
+    o = options or InferenceOptions()
+    if o.lung is not None and o.lung_checkpoint is not None:
         raise DataError("give either a lung mask or a lung checkpoint, not both")
-    check_range("--min-size", min_size, "[0, inf)")
-    check_range("--batch-size", batch_size, "[1, inf)")
-    if threshold is not None:  # foreground is prob >= threshold: 0 or 1 gives all or nothing
-        check_range("--threshold", threshold, "(0, 1)")
-    check_range("nsd_tolerance", nsd_tolerance, "(0, inf)")
-    if precision not in PRECISIONS:
-        raise ConfigError(f"--precision {precision!r}: expected one of {', '.join(PRECISIONS)}")
-    if no_postprocess and (keep_largest is not None or fill_holes):
+    check_range("--min-size", o.min_size, "[0, inf)")
+    check_range("--batch-size", o.batch_size, "[1, inf)")
+    if o.threshold is not None:  # foreground is prob >= threshold: 0 or 1 gives all or nothing
+        check_range("--threshold", o.threshold, "(0, 1)")
+    check_range("nsd_tolerance", o.nsd_tolerance, "(0, inf)")
+    if o.precision not in PRECISIONS:
+        raise ConfigError(f"--precision {o.precision!r}: expected one of {', '.join(PRECISIONS)}")
+    if o.no_postprocess and (o.keep_largest is not None or o.fill_holes):
         raise DataError("--no-postprocess skips post-processing; do not combine it with --keep-largest / --fill-holes")
     started = time.perf_counter()
-    dev = resolve_device(device, "--device")
+    dev = resolve_device(o.device, "--device")
     loaded = load_for_inference(checkpoint, dev)
-    shift = ShiftCheck(loaded.fingerprint, str(checkpoint), harmonise_intensity, harmonise_fov)
-    lung_loaded = load_for_inference(lung_checkpoint, dev) if lung_checkpoint is not None else None
+    shift = ShiftCheck(loaded.fingerprint, str(checkpoint), o.harmonise_intensity, o.harmonise_fov)
+    lung_loaded = load_for_inference(o.lung_checkpoint, dev) if o.lung_checkpoint is not None else None
     # Phrases are checked before any input is read (a refusal lists the known structures).
-    cfg, phrases = output_config(loaded, keep_largest, fill_holes, text)
+    cfg, phrases = output_config(loaded, o.keep_largest, o.fill_holes, o.text)
     lung_cfg, lung_phrases = (None, None) if lung_loaded is None else output_config(lung_loaded)
-    if phrases is not None and gt is not None:
+    if phrases is not None and o.gt is not None:
         raise DataError("--gt is not available with a text-prompted checkpoint: the reference of a free phrase is "
                         "not defined (bench/text_prompted.py scores the configured phrases)")
-    if tta:
+    if o.tta:
         check_flip_symmetric(cfg)
         if lung_cfg is not None:
             check_flip_symmetric(lung_cfg)
     out = Path(output_dir)
-    jobs = _validate(cfg, inputs, out, gt, lung, lung_cfg, overwrite, probabilities)
+    jobs = _validate(cfg, inputs, out, o.gt, o.lung, lung_cfg, o.overwrite, o.probabilities)
     check_writable(out)
-    names = _planned_names(jobs, cfg, probabilities, gt is not None)
+    names = _planned_names(jobs, cfg, o.probabilities, o.gt is not None)
     planned = [out / n for n in names]
     # One run at a time per folder: two would overwrite each other's files and summary.json.
     with exclusive_lock(out / OUTPUT_LOCK, f"output folder {out}"):
-        if not overwrite and (refusal := earlier_results(out, names)):  # another run finished meanwhile
+        if not o.overwrite and (refusal := earlier_results(out, names)):  # another run finished meanwhile
             raise DataError(f"cannot run inference: {refusal}")
-        if overwrite:  # the run-wide files of an earlier run describe its set of cases, not this one's
+        if o.overwrite:  # the run-wide files of an earlier run describe its set of cases, not this one's
             for name in (*SUMMARY_FILES, *METRIC_FILES):
                 (out / name).unlink(missing_ok=True)
         # A run that stops half-way (full disk, crash, Ctrl-C) leaves none of its files behind.
         with all_or_none(planned):
-            thr = loaded.threshold if threshold is None else float(threshold)
-            predictor = make_predictor(loaded, cfg, phrases, dev, thr, batch_size, tta,
-                                       apply_postprocess=not no_postprocess, precision=precision)
-            lung_predictor = (make_predictor(lung_loaded, lung_cfg, lung_phrases, dev, batch_size=batch_size, tta=tta,
-                                             precision=precision)
+            thr = loaded.threshold if o.threshold is None else float(o.threshold)
+            predictor = make_predictor(loaded, cfg, phrases, dev, thr, o.batch_size, o.tta,
+                                       apply_postprocess=not o.no_postprocess, precision=o.precision)
+            lung_predictor = (make_predictor(lung_loaded, lung_cfg, lung_phrases, dev, batch_size=o.batch_size, tta=o.tta,
+                                             precision=o.precision)
                               if lung_loaded is not None else None)
-            console = Console(stderr=True, quiet=not show_progress)
+            console = Console(stderr=True, quiet=not o.show_progress)
             console.print(threshold_line(loaded, thr))
-            if text and phrases is not None:  # what each asked phrase is segmented as
+            if o.text and phrases is not None:  # what each asked phrase is segmented as
                 for line in phrases.mapping():
                     console.print(line, markup=False, soft_wrap=True)
             console.print(predictor.precision.reason)
             columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn())
             shift.announce(console)
-            with Progress(*columns, console=console, disable=not show_progress) as progress:
-                runner = _Runner(cfg, predictor, lung_predictor, out, min_size, probabilities, surface, nsd_tolerance, progress,
+            with Progress(*columns, console=console, disable=not o.show_progress) as progress:
+                runner = _Runner(cfg, predictor, lung_predictor, out, o.min_size, o.probabilities, o.surface, o.nsd_tolerance, progress,
                                  shift, Algorithm("s2unet", __version__, str(checkpoint)))
                 pictures = sum(job.format.kind == "image" for job in jobs)  # volumes have a bar each
                 images_task = progress.add_task("images", total=pictures) if pictures else None
@@ -514,12 +526,12 @@ def run_inference(
                 "model": {"arch": cfg.model.arch, "encoder": cfg.model.encoder, "task": cfg.data.task,
                           "labels": foreground_names(cfg), "image_size": cfg.data.image_size},
                 "settings": {"threshold": thr, "threshold_flatness": loaded.metrics.get("threshold_flatness"),
-                             "calibration": loaded.calibration.to_payload(), "tta": tta, "min_size": min_size,
-                             "postprocess": None if no_postprocess else dataclasses.asdict(cfg.postprocess), "batch_size": batch_size, "device": str(dev),
+                             "calibration": loaded.calibration.to_payload(), "tta": o.tta, "min_size": o.min_size,
+                             "postprocess": None if o.no_postprocess else dataclasses.asdict(cfg.postprocess), "batch_size": o.batch_size, "device": str(dev),
                              "precision": predictor.precision.to_payload(),
-                             "lung": str(lung) if lung else None, "lung_checkpoint": str(lung_checkpoint) if lung_checkpoint else None,
-                             "gt": str(gt) if gt else None,
-                             "harmonise": {"intensity": harmonise_intensity, "fov": harmonise_fov}},
+                             "lung": str(o.lung) if o.lung else None, "lung_checkpoint": str(o.lung_checkpoint) if o.lung_checkpoint else None,
+                             "gt": str(o.gt) if o.gt else None,
+                             "harmonise": {"intensity": o.harmonise_intensity, "fov": o.harmonise_fov}},
                 "cases": [job.case for job in jobs],
                 "threshold_warnings": runner.warnings,
                 "text": None if phrases is None else [
@@ -533,10 +545,10 @@ def run_inference(
                 "seconds_total": time.perf_counter() - started,
                 "slices_per_second": runner.slices / runner.seconds_predict if runner.seconds_predict > 0 else 0.0,
             }
-            if gt is not None:
+            if o.gt is not None:
                 write_metric_tables(out, runner.case_rows, runner.slice_rows)
                 summary["metrics"] = summarize(runner.case_rows, runner.slice_rows)
-                summary["settings"].update(surface=surface, nsd_tolerance=nsd_tolerance)
+                summary["settings"].update(surface=o.surface, nsd_tolerance=o.nsd_tolerance)
                 console.print(format_summary(summary["metrics"]), soft_wrap=True)
             write_json(out / "summary.json", summary)
             console.print(f"{len(jobs)} case(s), {runner.slices} slice(s) at {summary['slices_per_second']:.2f}/s -> {out}")

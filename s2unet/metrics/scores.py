@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import math
 import warnings
-from contextlib import contextmanager
-from typing import Any, Iterator, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import torch
 from monai.metrics.utils import get_edge_surface_distance
+
+from ..runtime import torch_threads
 
 OVERLAP_METRICS = ("dice", "iou", "sensitivity", "specificity")
 SURFACE_METRICS = ("hd95", "nsd")
@@ -108,22 +109,6 @@ def overlap_scores(tp: Any, fp: Any, tn: Any, fn: Any) -> dict[str, np.ndarray]:
 
 
 # ------------------------------------------------------------------------------------ surface
-@contextmanager
-def _one_torch_thread() -> Iterator[None]:
-    """Run torch single-threaded for a while.
-
-    monai's edge extraction makes many small reductions (``any``, bounding boxes) on one mask;
-    intra-op threads only add synchronisation to those, which on a busy 2-core machine made
-    per-slice HD95 six times slower. The previous setting is restored afterwards.
-    """
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
-
-
 def surface_scores(
     pred: Any, gt: Any, spacing: Spacing = None, nsd_tolerance: float = DEFAULT_NSD_TOLERANCE
 ) -> dict[str, float]:
@@ -158,7 +143,10 @@ def surface_scores(
         return {"hd95": 0.0, "nsd": 1.0}
     if not (p_any and g_any):
         return {"hd95": image_diagonal(p.shape, sp), "nsd": 0.0}
-    with warnings.catch_warnings(), _one_torch_thread():
+    # monai's edge extraction makes many small reductions (``any``, bounding boxes) on one mask;
+    # intra-op threads only add synchronisation to those, which on a busy 2-core machine made
+    # per-slice HD95 six times slower.
+    with warnings.catch_warnings(), torch_threads(1):
         # monai's own internal call of a deprecated get_mask_edges argument
         warnings.simplefilter("ignore", FutureWarning)
         _, (d_pred, d_gt), _ = get_edge_surface_distance(
