@@ -76,6 +76,11 @@ def phrase_key(phrase: str) -> str:
 _SIDE_WORD = re.compile(r"(?<![a-z])(left|right)(?![a-z])")
 
 
+def names_a_side(phrase: str) -> bool:
+    """Whether a phrase or label names the left or the right (a horizontal flip swaps it)."""
+    return _SIDE_WORD.search(phrase_key(phrase)) is not None
+
+
 def phrase_side(phrase: str) -> str:
     """The side a phrase names: ``left``, ``right``, or ``""`` (neither, or both)."""
     sides = set(_SIDE_WORD.findall(phrase_key(phrase)))

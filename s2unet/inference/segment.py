@@ -4,12 +4,12 @@ probabilities of a picture or a volume, and the label arrays written for them.""
 from __future__ import annotations
 
 import dataclasses
-import re
 from typing import Any, Optional, Sequence
 
 import numpy as np
 
 from ..config import Config
+from ..config.text import names_a_side
 from ..config import validate as validate_config
 from ..data import CaseImage, DataError
 from ..models.checkpoint import LoadedModel
@@ -18,7 +18,6 @@ from ..predict.predictor import Progress
 from ..text import ResolvedPhrases
 from .text_queries import text_queries
 
-_SIDED = re.compile(r"(?<![a-z])(left|right)(?![a-z])")
 
 
 def output_config(loaded: LoadedModel, keep_largest: Optional[Sequence[int]] = None, fill_holes: bool = False,
@@ -49,7 +48,7 @@ def check_flip_symmetric(cfg: Config) -> None:
     A flipped image shows the left structure where the right one was; a model that tells them
     apart by position answers with the wrong label, and flipping back puts it on the wrong side.
     """
-    sided = [n for n in channel_names(cfg) if _SIDED.search(n.lower())]
+    sided = [n for n in channel_names(cfg) if names_a_side(n)]
     if sided:
         raise DataError(
             f"--tta averages with a horizontally flipped prediction, which swaps left and right; "
